@@ -1,0 +1,200 @@
+"""Shard results -> one metrics row. METRICS.md's merge rules, in code, and nowhere else.
+
+- accuracy = sum(correct) / sum(scored), never an average of shard accuracies;
+- p_*_core = sum over workers of items_w / core_seconds_w (workers run concurrently);
+- p_*_whole = sum(items) / (last pass end - first pass start) across workers;
+- mem = the largest worker peak;
+- MFU = FLOPs/item x p_infer_core / (sum of the peaks of the devices used);
+- a shard retried after a failure is counted once (the attempt that completed).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from workers.contract import PassName, ShardResult, WorkerInfo
+
+GIB = float(1 << 30)
+
+
+def completed(results: list[ShardResult]) -> dict[tuple[str, int], ShardResult]:
+    """One result per (pass, shard): the last attempt that succeeded."""
+    chosen: dict[tuple[str, int], ShardResult] = {}
+    for r in results:
+        if r.error is not None:
+            continue
+        key = (r.pass_name, r.shard_id)
+        if key not in chosen or r.attempt > chosen[key].attempt:
+            chosen[key] = r
+    return chosen
+
+
+@dataclass(frozen=True)
+class PassFigures:
+    examples: int
+    items: int
+    scored: int
+    correct: int
+    flops: float
+    core_items_per_s: float
+    whole_items_per_s: float
+    h2d_seconds: float
+    batch_core_seconds: tuple[float, ...]
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.scored if self.scored else None
+
+    @property
+    def flops_per_item(self) -> float | None:
+        return self.flops / self.items if self.items else None
+
+
+def pass_figures(results: list[ShardResult]) -> PassFigures | None:
+    """Cluster figures of one pass from its (deduplicated) shard results."""
+    if not results:
+        return None
+    items_by_worker: dict[int, int] = defaultdict(int)
+    core_by_worker: dict[int, float] = defaultdict(float)
+    for r in results:
+        items_by_worker[r.worker_id] += r.items
+        core_by_worker[r.worker_id] += r.core_seconds
+    core_rate = sum(items_by_worker[w] / core_by_worker[w] for w in items_by_worker if core_by_worker[w] > 0)
+    items = sum(r.items for r in results)
+    span = max(r.end_ts for r in results) - min(r.start_ts for r in results)
+    return PassFigures(
+        examples=sum(r.examples for r in results),
+        items=items,
+        scored=sum(r.scored for r in results),
+        correct=sum(r.correct for r in results),
+        flops=sum(r.flops for r in results),
+        core_items_per_s=core_rate,
+        whole_items_per_s=items / span if span > 0 else 0.0,
+        h2d_seconds=sum(r.h2d_seconds for r in results),
+        batch_core_seconds=tuple(t for r in sorted(results, key=lambda r: r.shard_id) for t in r.batch_core_seconds),
+    )
+
+
+def percentiles(samples: tuple[float, ...] | list[float], qs: tuple[float, ...] = (50, 90, 99)) -> list[float | None]:
+    """Linear-interpolated percentiles (numpy's default), None for an empty sample."""
+    if len(samples) == 0:
+        return [None for _ in qs]
+    return [float(v) for v in np.percentile(np.asarray(samples, dtype=float), qs)]
+
+
+def mfu(flops_per_item: float | None, core_items_per_s: float | None, peak_flops_total: float | None) -> float | None:
+    if not flops_per_item or not core_items_per_s or not peak_flops_total:
+        return None
+    return flops_per_item * core_items_per_s / peak_flops_total
+
+
+def format_acc(infer: float | None, val: float | None) -> str:
+    return f"{'-' if infer is None else f'{infer:.4f}'}/{'-' if val is None else f'{val:.4f}'}"
+
+
+def devices_label(infos: list[WorkerInfo]) -> str:
+    """'2x NVIDIA A100-SXM4-40GB' style summary of the devices used."""
+    counts: dict[str, int] = defaultdict(int)
+    for info in infos:
+        counts[info.device_name] += 1
+    return ", ".join(f"{n}x {name}" for name, n in sorted(counts.items()))
+
+
+def merge(
+    *,
+    spec,
+    run_id: str,
+    results: list[ShardResult],
+    infos: list[WorkerInfo],
+    e2e_seconds: float,
+    retries: int,
+    item_unit: str,
+    timestamp: datetime | None = None,
+) -> "MetricsRow":
+    from orchestrator.row import MetricsRow
+
+    final = completed(results)
+    by_pass: dict[PassName, list[ShardResult]] = {"val": [], "infer": []}
+    for (pass_name, _), r in sorted(final.items()):
+        by_pass[pass_name].append(r)
+    val, infer = pass_figures(by_pass["val"]), pass_figures(by_pass["infer"])
+    headline = infer or val
+    every = list(final.values())
+
+    peak_result = max(every, key=lambda r: r.peak_mem_bytes or 0)
+    mem_peak = peak_result.peak_mem_bytes
+    peaks = [info.peak_flops for info in infos]
+    peak_total = sum(peaks) if peaks and all(p for p in peaks) else None
+    acc_val = val.accuracy if val else None
+    acc_infer = infer.accuracy if infer else None
+    gap = abs(acc_infer - acc_val) if acc_infer is not None and acc_val is not None else None
+    p50, p90, p99 = percentiles(infer.batch_core_seconds if infer else ())
+    builds = [info.build for info in infos if info.build is not None]
+    versions = infos[0].versions if infos else {}
+    return MetricsRow(
+        run_id=run_id,
+        timestamp=(timestamp or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+        job=spec.name,
+        task=spec.task.name,
+        model=spec.model.label,
+        data=spec.data.label,
+        engine=spec.engine.name,
+        item_unit=item_unit,
+        precision=spec.precision,
+        bs=spec.bs,
+        byte_per_batch=max(r.bytes_per_batch for r in every),
+        mem=mem_peak / GIB if mem_peak is not None else None,
+        e2e_time=e2e_seconds,
+        p_val_whole=val.whole_items_per_s if val else None,
+        p_val_core=val.core_items_per_s if val else None,
+        p_infer_whole=infer.whole_items_per_s if infer else None,
+        p_infer_core=infer.core_items_per_s if infer else None,
+        infer_time=1.0 / infer.core_items_per_s if infer and infer.core_items_per_s else None,
+        acc=format_acc(acc_infer, acc_val),
+        MFU=mfu(infer.flops_per_item, infer.core_items_per_s, peak_total) if infer else None,
+        precision_effective=infos[0].precision_effective if infos else spec.precision,
+        seq_len=spec.seq_len,
+        workers=len(infos),
+        nodes=len({info.node_id for info in infos}),
+        devices=devices_label(infos),
+        mem_total=peak_result.mem_total_bytes / GIB if peak_result.mem_total_bytes else None,
+        mem_source=peak_result.mem_source,
+        examples=headline.examples,
+        items_val=val.items if val else None,
+        items_infer=infer.items if infer else None,
+        scored_val=val.scored if val else None,
+        scored_infer=infer.scored if infer else None,
+        correct_val=val.correct if val else None,
+        correct_infer=infer.correct if infer else None,
+        acc_val=acc_val,
+        acc_infer=acc_infer,
+        acc_gap=gap,
+        acc_flagged=gap is not None and gap > spec.acc_tolerance + 1e-12,
+        shards=len({shard for _, shard in final}),
+        retries=retries,
+        load_time=max((info.load_seconds for info in infos), default=0.0),
+        data_time=max((info.data_seconds for info in infos), default=0.0),
+        build_time=max((b.build_seconds for b in builds), default=0.0),
+        engine_cache_hit=all(b.cache_hit for b in builds) if builds else None,
+        engine_bytes=builds[0].engine_bytes if builds else None,
+        engine_hash=builds[0].engine_hash if builds else None,
+        h2d_time=infer.h2d_seconds if infer else None,
+        warmup_batches=spec.warmup,
+        measured_batches=len(infer.batch_core_seconds) if infer else len(val.batch_core_seconds),
+        latency_mean=float(np.mean(infer.batch_core_seconds)) if infer and infer.batch_core_seconds else None,
+        latency_p50=p50,
+        latency_p90=p90,
+        latency_p99=p99,
+        flops_per_item=infer.flops_per_item if infer else None,
+        peak_flops=peak_total,
+        torch_version=versions.get("torch", ""),
+        ray_version=versions.get("ray", ""),
+        transformers_version=versions.get("transformers", ""),
+        python_version=versions.get("python", ""),
+        cuda_version=versions.get("cuda", ""),
+        driver_version=versions.get("nvidia_driver", ""),
+    )

@@ -1,0 +1,64 @@
+"""Dataset size -> shards, and cluster size -> workers. Pure functions, no Ray.
+
+Shards are contiguous example ranges whose size depends on the dataset and bs, never on the number
+of workers, so the same job yields the same shards (and the same numbers) on 1 or 64 workers. There
+are many more shards than workers (about `TARGET_SHARDS`), so a slow or restarted worker costs the
+run little: the others take the remaining shards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from workers.contract import PassName, ShardTask
+from workers.errors import UserError
+
+TARGET_SHARDS = 64
+MIN_BATCHES_PER_SHARD = 4  # below this, per-shard dispatch costs start to show in p_*_whole
+
+
+def default_shard_size(num_examples: int, bs: int) -> int:
+    """About TARGET_SHARDS shards, each a whole number of batches (only the last may be partial)."""
+    per_shard = math.ceil(num_examples / TARGET_SHARDS)
+    return max(bs * MIN_BATCHES_PER_SHARD, math.ceil(per_shard / bs) * bs)
+
+
+def plan_shards(num_examples: int, shard_size: int, pass_name: PassName) -> list[ShardTask]:
+    if num_examples <= 0:
+        raise UserError("data: the dataset has no examples for this task and seq_len")
+    return [
+        ShardTask(shard_id=i, start=start, stop=min(start + shard_size, num_examples), pass_name=pass_name)
+        for i, start in enumerate(range(0, num_examples, shard_size))
+    ]
+
+
+@dataclass(frozen=True)
+class Resources:
+    workers: int
+    gpus_per_worker: float
+    cpus_per_worker: float
+
+
+def plan_resources(
+    workers: int | str, gpus_per_worker: float | None, cpus_per_worker: float, cluster_gpus: float, cluster_cpus: float
+) -> Resources:
+    """How many worker actors, each asking Ray for what; a clear error when the cluster is too small."""
+    gpus = gpus_per_worker if gpus_per_worker is not None else (1.0 if cluster_gpus >= 1 else 0.0)
+    if workers == "auto":
+        count = int(cluster_gpus // gpus) if gpus > 0 else 1
+    else:
+        count = int(workers)
+    if count < 1:
+        raise UserError(f"workers: the cluster has {cluster_gpus:g} GPUs, fewer than gpus_per_worker={gpus:g}")
+    if gpus > 0 and count * gpus > cluster_gpus + 1e-9:
+        raise UserError(
+            f"workers: {count} workers x {gpus:g} GPU need {count * gpus:g} GPUs; the cluster has {cluster_gpus:g} "
+            "(lower workers, or use workers: auto)"
+        )
+    if count * cpus_per_worker > cluster_cpus + 1e-9:
+        raise UserError(
+            f"workers: {count} workers x {cpus_per_worker:g} CPU need {count * cpus_per_worker:g} CPUs; the cluster "
+            f"has {cluster_cpus:g} (lower workers or cpus_per_worker)"
+        )
+    return Resources(count, gpus, cpus_per_worker)

@@ -1,0 +1,176 @@
+"""Worker pools: the Ray one (actors in a placement group) and an in-process one (no Ray).
+
+The driver's dispatch loop talks to either through the same four calls: `setup`, `submit`,
+`wait`, `ping`. A handle is whatever the pool returns from submit/ping; `wait` yields finished
+handles with their outcome, converting a dead actor into a `ShardResult` whose error says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from workers.actor import BenchWorker
+from workers.contract import ShardResult, ShardTask, WorkerError, WorkerInfo
+from workers.errors import RunFailed, UserError
+from workers.specs import WorkerConfig
+
+PLACEMENT_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Outcome:
+    handle: Any
+    result: ShardResult | None  # None for a ping
+    died: bool  # the worker process is gone (killed, OOM-killed, node lost)
+    alive: bool = True  # for pings: the worker answered
+
+
+class Pool(Protocol):
+    size: int
+
+    def setup(self) -> list[WorkerInfo]: ...
+
+    def submit(self, worker: int, shard: ShardTask) -> Any: ...
+
+    def ping(self, worker: int) -> Any: ...
+
+    def wait(self, handles: list[Any], timeout_s: float) -> list[Outcome]: ...
+
+    def shutdown(self) -> None: ...
+
+
+def died_result(shard: ShardTask, worker: int, message: str) -> ShardResult:
+    return ShardResult(
+        shard_id=shard.shard_id, pass_name=shard.pass_name, attempt=shard.attempt, worker_id=worker,
+        node_id="", device_name="", pid=0, error=WorkerError("crash", message),
+    )
+
+
+class InProcessPool:
+    """One BenchWorker in this process: for a GPU box without Ray, and for debugging."""
+
+    size = 1
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.worker = BenchWorker(config, 0)
+        self._done: dict[int, Outcome] = {}
+        self._next = 0
+
+    def setup(self) -> list[WorkerInfo]:
+        return [self.worker.setup()]
+
+    def _finish(self, result: ShardResult | None) -> int:
+        self._next += 1
+        self._done[self._next] = Outcome(self._next, result, died=False)
+        return self._next
+
+    def submit(self, worker: int, shard: ShardTask) -> int:
+        return self._finish(self.worker.run_shard(shard))
+
+    def ping(self, worker: int) -> int:
+        return self._finish(None)
+
+    def wait(self, handles: list[int], timeout_s: float) -> list[Outcome]:
+        return [self._done.pop(h) for h in handles if h in self._done]
+
+    def shutdown(self) -> None:
+        self.worker.close()
+
+
+class RayPool:
+    """One actor per device, gang-scheduled in a SPREAD placement group.
+
+    Placement: one bundle per worker {GPU: g, CPU: c}, strategy SPREAD. Workers never talk to each
+    other (data-parallel shards), so packing buys nothing; spreading puts the host-side work
+    (tokenising, H2D copies, NICs) of a run on as many nodes as possible and loses fewer workers
+    when a node goes. The group reserves everything up front, so a run either gets all its workers
+    or fails in one line instead of starting half-sized.
+    """
+
+    def __init__(self, config: WorkerConfig, run_id: str, workers: int, gpus: float, cpus: float, max_restarts: int):
+        import ray
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        self._ray = ray
+        self.size = workers
+        bundle = {k: v for k, v in (("GPU", gpus), ("CPU", cpus)) if v > 0}
+        self.pg = None
+        if bundle:
+            self.pg = placement_group([dict(bundle) for _ in range(workers)], strategy="SPREAD", name=f"raybench:{run_id}")
+            ready, _ = ray.wait([self.pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
+            if not ready:
+                remove_placement_group(self.pg)
+                raise UserError(
+                    f"workers: the cluster could not place {workers} workers x {bundle} within "
+                    f"{PLACEMENT_TIMEOUT_S:.0f} s (resources busy or too few); lower workers or free the cluster"
+                )
+        remote = ray.remote(BenchWorker)
+        self.actors = []
+        for i in range(workers):
+            strategy = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i) if self.pg else None
+            self.actors.append(
+                remote.options(
+                    name=f"raybench:{run_id}:w{i}",
+                    num_gpus=gpus,
+                    num_cpus=cpus,
+                    max_restarts=max_restarts,
+                    max_task_retries=0,  # the driver re-queues shards itself, counting attempts
+                    scheduling_strategy=strategy,
+                ).remote(config, i)
+            )
+        self._kinds: dict[Any, tuple[str, int, ShardTask | None]] = {}
+
+    def setup(self) -> list[WorkerInfo]:
+        refs = [a.setup.remote() for a in self.actors]
+        try:
+            return self._ray.get(refs)
+        except self._ray.exceptions.RayActorError as exc:
+            raise RunFailed(f"a worker died while loading its model or engine: {_first_line(exc)}") from exc
+
+    def submit(self, worker: int, shard: ShardTask) -> Any:
+        ref = self.actors[worker].run_shard.remote(shard)
+        self._kinds[ref] = ("shard", worker, shard)
+        return ref
+
+    def ping(self, worker: int) -> Any:
+        ref = self.actors[worker].pid.remote()
+        self._kinds[ref] = ("ping", worker, None)
+        return ref
+
+    def wait(self, handles: list[Any], timeout_s: float) -> list[Outcome]:
+        ray = self._ray
+        ready, rest = ray.wait(handles, num_returns=1, timeout=timeout_s)
+        if ready and rest:  # collect whatever else has finished, without waiting
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        outcomes = []
+        for ref in ready:
+            kind, worker, shard = self._kinds.pop(ref)
+            try:
+                value = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                if kind == "ping":
+                    outcomes.append(Outcome(ref, None, died=True, alive=False))
+                else:
+                    outcomes.append(Outcome(ref, died_result(shard, worker, f"worker {worker} died: {_first_line(exc)}"), died=True))
+                continue
+            outcomes.append(Outcome(ref, value if kind == "shard" else None, died=False))
+        return outcomes
+
+    def shutdown(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        for actor in self.actors:
+            try:
+                self._ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

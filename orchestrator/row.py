@@ -1,0 +1,87 @@
+"""One row of the global metrics table: the public shape of a result.
+
+Seed columns keep the seed's names (METRICS.md): precision, bs, byte_per_batch, mem, e2e_time,
+p_val_whole, p_val_core, p_infer_whole, p_infer_core, infer_time, acc, MFU. Units are in the names
+or below: seconds, bytes, GiB for mem, items/s for p_*, fractions (not percent) for MFU and acc.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+SEED_COLUMNS = (
+    "precision", "bs", "byte_per_batch", "mem", "e2e_time", "p_val_whole", "p_val_core",
+    "p_infer_whole", "p_infer_core", "infer_time", "acc", "MFU",
+)
+
+
+class MetricsRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # identity
+    run_id: str
+    timestamp: str
+    job: str
+    task: str
+    model: str
+    data: str
+    engine: str
+    item_unit: str
+    # seed columns
+    precision: str
+    bs: int
+    byte_per_batch: int
+    mem: float | None  # GiB, the largest worker peak
+    e2e_time: float  # s, submit -> merged table
+    p_val_whole: float | None
+    p_val_core: float | None
+    p_infer_whole: float | None
+    p_infer_core: float | None
+    infer_time: float | None  # s per item = 1 / p_infer_core
+    acc: str  # "infer/val" as the seed prints it
+    MFU: float | None  # fraction of peak
+    # configuration
+    precision_effective: str
+    seq_len: int
+    workers: int
+    nodes: int
+    devices: str
+    mem_total: float | None  # GiB of the device with the peak
+    mem_source: str
+    # counts
+    examples: int
+    items_val: int | None
+    items_infer: int | None
+    scored_val: int | None
+    scored_infer: int | None
+    correct_val: int | None
+    correct_infer: int | None
+    acc_val: float | None
+    acc_infer: float | None
+    acc_gap: float | None  # |acc_infer - acc_val|
+    acc_flagged: bool
+    shards: int
+    retries: int
+    # timings beside the pass figures
+    load_time: float  # s, model + tokenizer load (slowest worker)
+    data_time: float  # s, dataset preparation (slowest worker)
+    build_time: float  # s, engine build (slowest worker; 0 on a cache hit)
+    engine_cache_hit: bool | None
+    engine_bytes: int | None
+    engine_hash: str | None
+    h2d_time: float | None  # s, summed host->device copy time of the infer pass
+    warmup_batches: int
+    measured_batches: int
+    latency_mean: float | None  # s per batch, infer core
+    latency_p50: float | None
+    latency_p90: float | None
+    latency_p99: float | None
+    flops_per_item: float | None
+    peak_flops: float | None  # FLOP/s summed over the devices used
+    # software
+    torch_version: str
+    ray_version: str
+    transformers_version: str
+    python_version: str
+    cuda_version: str
+    driver_version: str

@@ -1,0 +1,132 @@
+"""The job spec: the only place YAML becomes objects.
+
+`JobSpec` extends the worker's `WorkerConfig` with what only the driver needs (how many workers,
+resources, sharding, retries). Loading is strict: unknown keys, wrong types and impossible values
+are `UserError`s naming the field. `--set key=value` overrides are applied to the raw mapping and
+validated the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from workers.errors import UserError
+from workers.specs import SHORTHANDS, WorkerConfig
+
+
+class JobSpec(WorkerConfig):
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    workers: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
+        "auto", description="worker actors; auto = one per GPU in the cluster, or 1 without GPUs"
+    )
+    gpus_per_worker: float | None = Field(None, ge=0, description="default: 1 when the cluster has GPUs, else 0")
+    cpus_per_worker: float = Field(1.0, ge=0)
+    shard_size: int | None = Field(None, gt=0, description="examples per shard; default from dataset size and bs")
+    max_attempts: int = Field(3, ge=1, description="attempts per shard before the run fails")
+    max_restarts: int = Field(2, ge=0, description="times Ray restarts a dead worker actor")
+    acc_tolerance: float = Field(
+        0.01, ge=0, description="largest |acc_infer - acc_val| (fraction: 0.01 = 1 point) before a row is flagged"
+    )
+
+    def worker_config(self) -> WorkerConfig:
+        return WorkerConfig.model_validate(self.model_dump(include=set(WorkerConfig.model_fields)))
+
+
+_TYPE_NAMES = {"int", "str", "float", "bool", "dict", "list", "none", "tuple"}
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    # Discriminated unions put the branch name in the path (engine.synthetic.latency): drop it.
+    if len(parts) > 2 and parts[0] in ("engine", "task"):
+        del parts[1]
+    # Plain unions add the branch type (workers.constrained-int, workers.literal['auto']): drop those too.
+    parts = [p for p in parts if p.isidentifier() and p not in _TYPE_NAMES or p.isdigit()]
+    return ".".join(parts) or "(top level)"
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line: the first problem, naming the field, plus how many other fields have problems."""
+    errors = exc.errors()
+    first = errors[0]
+    msg = first["msg"].removeprefix("Value error, ")
+    where = _where(first["loc"])
+    got = ""
+    if first["type"] not in ("missing", "extra_forbidden") and "input" in first and not isinstance(first["input"], dict):
+        got = f" (got {first['input']!r})"
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    others = len({_where(e["loc"]) for e in errors} - {where})
+    more = f" (and {others} more field{'s' if others > 1 else ''} with problems)" if others else ""
+    return f"{source}: {where}: {msg}{got}{more}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected key=value (e.g. --set bs=16 or --set engine.latency_ms=5)")
+    key, _, raw = text.partition("=")
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise UserError(f"--set {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise UserError(f"--set {text!r}: value is not valid YAML ({exc.problem if hasattr(exc, 'problem') else exc})") from exc
+    return keys, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a copy of the raw mapping, expanding shorthands (engine: torch) on the way."""
+    data = dict(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if depth == 0 and key in SHORTHANDS:
+                child = SHORTHANDS[key](child)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[key] = child
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: job file not found") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read job file ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path}: malformed YAML{where}: {problem}") from exc
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a job spec must be a YAML mapping (name: ..., model: ..., data: ...)")
+    return raw
+
+
+def validate(raw: dict[str, Any], source: str) -> JobSpec:
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, source)) from exc
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    path = Path(path)
+    return validate(apply_overrides(read_yaml(path), overrides or []), str(path))
+
+
+def dump_spec(spec: JobSpec) -> str:
+    """The resolved spec as YAML (every default spelled out), for the run folder."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,21 @@
+import os
+
+import pytest
+
+# Keep Hugging Face from trying the network: every model in the tests is built or shipped locally.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+LOOPBACK = "127.0.0.2"  # Ray rewrites 127.0.0.1 to the outward address; 127.0.0.2 stays on loopback
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray per test module, pretending to have 3 GPUs (engines then run on the CPU)."""
+    import ray
+
+    ray.init(num_cpus=4, num_gpus=3, _node_ip_address=LOOPBACK, include_dashboard=False,
+             log_to_driver=False, logging_level="warning")
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,106 @@
+"""The command line, end to end: the smoke job through a real `bench` process, and bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.row import SEED_COLUMNS
+from tests.builders import job, save_tiny_bert
+from tests.conftest import LOOPBACK
+
+BENCH = [sys.executable, "-m", "orchestrator.cli"]
+
+
+def bench(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="240")
+    return subprocess.run([*BENCH, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_smoke_job_end_to_end(tmp_path):
+    results = tmp_path / "results"
+    first = bench("submit", "jobs/smoke.yaml", "--results", str(results), "--node-ip", LOOPBACK)
+    assert first.returncode == 0, first.stderr
+    for header in ("p_infer_core", "p_val_whole", "byte_per_batch", "acc", "MFU", "mem"):
+        assert header in first.stdout
+    assert "run id: " in first.stdout
+    table = pq.read_table(results / "metrics.parquet")
+    assert table.num_rows == 1
+    assert set(SEED_COLUMNS) <= set(table.column_names)
+    row = table.to_pylist()[0]
+    assert row["job"] == "smoke" and row["workers"] == 2 and row["items_infer"] == 256
+    assert row["p_infer_core"] > 0 and row["e2e_time"] > 0
+    run_dir = results / "runs" / row["run_id"]
+    for name in ("job.yaml", "shards.parquet", "metrics.md", "workers.parquet"):
+        assert (run_dir / name).exists(), name
+    shards = pq.read_table(run_dir / "shards.parquet").to_pylist()
+    assert sum(s["items"] for s in shards if s["pass"] == "infer") == 256
+    assert {s["worker_id"] for s in shards} == {0, 1}
+    assert yaml.safe_load((run_dir / "job.yaml").read_text())["bs"] == 8  # the resolved spec
+
+    second = bench("submit", "jobs/smoke.yaml", "--results", str(results), "--node-ip", LOOPBACK,
+                   "--set", "bs=4", "--workers", "1")
+    assert second.returncode == 0, second.stderr
+    rows = pq.read_table(results / "metrics.parquet").to_pylist()
+    assert [r["bs"] for r in rows] == [8, 4] and rows[1]["workers"] == 1
+    assert rows[0]["correct_infer"] == rows[1]["correct_infer"]  # same data, same model: bs does not matter
+
+
+def test_help_is_instant_and_imports_no_heavy_modules():
+    code = "import sys; from orchestrator import cli; print(sorted(m for m in ('ray','torch','transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def write_job(tmp_path: Path, raw: dict | str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory):
+    return save_tiny_bert(tmp_path_factory.mktemp("model") / "tiny-bert")
+
+
+def bad_inputs(tmp_path: Path, tiny_bert_dir: Path) -> dict[str, tuple[str | dict, str]]:
+    local = {"model": str(tiny_bert_dir)}
+    return {
+        "malformed yaml": ("name: x\nbs: [1, 2\n", "malformed YAML"),
+        "unknown key": (job(batch=4), "batch: unknown field"),
+        "wrong type": (job(bs="many"), "bs: Input should be a valid integer"),
+        "bs <= 0": (job(bs=0), "bs: Input should be greater than 0"),
+        "seq_len too long": (job(seq_len=512, **local), "seq_len: 512 is above the model's maximum of 64"),
+        "missing data file": (job(data=str(tmp_path / "nope.txt")), f"data.path: '{tmp_path / 'nope.txt'}' does not exist"),
+        "missing model path": (job(model=str(tmp_path / "no-model")), "model.source: "),
+    }
+
+
+@pytest.mark.parametrize("case", ["malformed yaml", "unknown key", "wrong type", "bs <= 0", "seq_len too long",
+                                  "missing data file", "missing model path"])
+def test_bad_input_exits_nonzero_with_one_line_and_stores_nothing(tmp_path, tiny_bert_dir, case):
+    raw, expected = bad_inputs(tmp_path, tiny_bert_dir)[case]
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "metrics.parquet").write_bytes(b"existing table stays as it was")
+    before = sorted((p.name, p.read_bytes()) for p in results.rglob("*") if p.is_file())
+    outcome = CliRunner().invoke(app, ["submit", str(write_job(tmp_path, raw)), "--results", str(results)])
+    assert outcome.exit_code == 2, outcome.output
+    lines = outcome.stderr.strip().splitlines()
+    assert len(lines) == 1, outcome.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert sorted((p.name, p.read_bytes()) for p in results.rglob("*") if p.is_file()) == before
+
+
+def test_validate_command(tmp_path):
+    ok = CliRunner().invoke(app, ["validate", "jobs/smoke.yaml"])
+    assert ok.exit_code == 0 and "ok" in ok.stdout
+    bad = CliRunner().invoke(app, ["validate", str(write_job(tmp_path, job(bs=-1)))])
+    assert bad.exit_code == 2 and "bs:" in bad.stderr

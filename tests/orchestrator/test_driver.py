@@ -1,0 +1,39 @@
+"""The driver on a real local Ray that pretends to have 3 GPUs."""
+
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator.driver import run_job
+from orchestrator.spec import validate
+from tests.builders import job
+
+pytestmark = pytest.mark.slow
+
+
+def test_same_numbers_on_1_2_and_3_workers(ray_local, tmp_path):
+    spec = validate(job(data={"synthetic": {"seed": 5, "size": 60}}, shard_size=8), "x")
+    rows = []
+    for n in (1, 2, 3):
+        result = run_job(spec.model_copy(update={"workers": n}), results_dir=tmp_path)
+        rows.append(result.row)
+        shards = pq.read_table(result.run_dir / "shards.parquet").to_pylist()
+        assert len({s["worker_id"] for s in shards}) == n  # every worker took shards
+        assert result.row.workers == n and result.row.shards == 8
+    keys = ("examples", "items_val", "items_infer", "scored_val", "scored_infer", "correct_val", "correct_infer",
+            "acc_val", "acc_infer", "acc")
+    assert [{k: getattr(r, k) for k in keys} for r in rows] == [{k: getattr(rows[0], k) for k in keys}] * 3
+    assert rows[0].items_infer == 60
+    assert pq.read_table(tmp_path / "metrics.parquet").num_rows == 3
+
+
+def test_workers_auto_takes_one_per_gpu(ray_local, tmp_path):
+    spec = validate(job(engine={"name": "synthetic", "latency_ms": 1}, passes=["infer"]), "x")
+    assert run_job(spec, results_dir=tmp_path).row.workers == 3
+
+
+def test_too_many_workers_is_a_user_error(ray_local, tmp_path):
+    from workers.errors import UserError
+
+    with pytest.raises(UserError, match="4 workers x 1 GPU need 4 GPUs; the cluster has 3"):
+        run_job(validate(job(workers=4), "x"), results_dir=tmp_path)
+    assert not (tmp_path / "metrics.parquet").exists()

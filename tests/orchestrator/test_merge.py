@@ -1,0 +1,111 @@
+"""Merge math on hand-made shard results whose every figure is worked out by hand below."""
+
+import pytest
+
+from orchestrator.merge import completed, merge, percentiles
+from orchestrator.spec import validate
+from tests.builders import job
+from workers.contract import BuildInfo, ShardResult, WorkerError, WorkerInfo
+
+GIB = 1 << 30
+
+
+def shard(pass_name, shard_id, worker, items, scored, correct, core, start, end, batches=(), attempt=1, flops=0.0,
+          mem_gib=1.0, error=None):
+    return ShardResult(
+        shard_id=shard_id, pass_name=pass_name, attempt=attempt, worker_id=worker, node_id=f"node{worker}",
+        device_name="NVIDIA A100-SXM4-40GB", pid=100 + worker, examples=items, items=items, scored=scored,
+        correct=correct, flops=flops, core_seconds=core, wall_seconds=end - start, start_ts=start, end_ts=end,
+        batch_core_seconds=list(batches), bytes_per_batch=4096, peak_mem_bytes=int(mem_gib * GIB),
+        mem_total_bytes=40 * GIB, mem_source="nvml-process", error=error,
+    )
+
+
+def info(worker, peak=100e9):
+    return WorkerInfo(
+        worker_id=worker, node_id=f"node{worker}", hostname="h", pid=100 + worker, device="cuda:0",
+        device_name="NVIDIA A100-SXM4-40GB", device_count_visible=1, num_examples=60, dataset_fingerprint="f",
+        load_seconds=3.0 + worker, data_seconds=1.0, build=BuildInfo("torch", build_seconds=2.0 * (worker + 1)),
+        precision_effective="fp16", peak_flops=peak, mem_total_bytes=40 * GIB, item_unit="seq",
+        versions={"torch": "2.13.0", "ray": "2.60.0", "transformers": "5.0", "python": "3.11"},
+    )
+
+
+RESULTS = [
+    # val: w0 runs shards 0 and 2, w1 runs shard 1
+    shard("val", 0, 0, 10, 20, 10, 1.0, 100, 102),
+    shard("val", 1, 1, 30, 40, 30, 2.0, 101, 105),
+    shard("val", 2, 0, 20, 40, 8, 1.0, 102, 104),
+    # infer: shard 2 fails on w1 first (must not count), then completes on w0
+    shard("infer", 0, 0, 10, 20, 9, 0.5, 110, 111, [0.25, 0.25], flops=10e9, mem_gib=2.0),
+    shard("infer", 1, 1, 30, 40, 30, 1.0, 110, 112, [0.5, 0.5], flops=30e9, mem_gib=3.0),
+    shard("infer", 2, 1, 20, 40, 40, 0.1, 110, 110.2, [0.1], flops=20e9, mem_gib=9.0,
+          error=WorkerError("crash", "boom")),
+    shard("infer", 2, 0, 20, 40, 10, 0.5, 111, 113, [0.25, 0.25], attempt=2, flops=20e9, mem_gib=2.0),
+]
+
+
+@pytest.fixture()
+def row():
+    spec = validate(job(precision="fp16", bs=4, acc_tolerance=0.005), "x")
+    return merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1)], e2e_seconds=42.0,
+                 retries=1, item_unit="seq")
+
+
+def test_accuracy_is_pooled_not_averaged(row):
+    assert (row.scored_val, row.correct_val, row.acc_val) == (100, 48, 0.48)
+    assert (row.scored_infer, row.correct_infer, row.acc_infer) == (100, 49, 0.49)
+    assert row.acc == "0.4900/0.4800"
+    assert row.acc_gap == pytest.approx(0.01)
+    assert row.acc_flagged  # 0.01 > acc_tolerance 0.005
+
+
+def test_core_throughput_sums_worker_rates(row):
+    # val: w0 30 items / 2 s + w1 30 items / 2 s; infer: w0 30 / 1.0 s + w1 30 / 1.0 s
+    assert row.p_val_core == pytest.approx(30.0)
+    assert row.p_infer_core == pytest.approx(60.0)
+    assert row.infer_time == pytest.approx(1 / 60)
+
+
+def test_whole_throughput_spans_first_start_to_last_end(row):
+    assert row.p_val_whole == pytest.approx(60 / (105 - 100))
+    assert row.p_infer_whole == pytest.approx(60 / (113 - 110))
+
+
+def test_mfu_mem_and_bytes(row):
+    assert row.flops_per_item == pytest.approx(1e9)
+    assert row.peak_flops == pytest.approx(200e9)
+    assert row.MFU == pytest.approx(1e9 * 60 / 200e9)
+    assert row.mem == pytest.approx(3.0)  # the failed attempt's 9 GiB is not counted
+    assert row.mem_total == pytest.approx(40.0)
+    assert row.byte_per_batch == 4096
+
+
+def test_latency_percentiles_and_counts(row):
+    assert row.latency_p50 == pytest.approx(0.25)
+    assert row.latency_p90 == pytest.approx(0.5)
+    assert row.latency_p99 == pytest.approx(0.5)
+    assert row.latency_mean == pytest.approx(2.0 / 6)
+    assert (row.items_val, row.items_infer, row.examples, row.shards) == (60, 60, 60, 3)
+    assert row.measured_batches == 6
+    assert (row.workers, row.nodes, row.devices) == (2, 2, "2x NVIDIA A100-SXM4-40GB")
+    assert (row.load_time, row.build_time, row.e2e_time, row.retries) == (4.0, 4.0, 42.0, 1)
+    assert row.torch_version == "2.13.0"
+
+
+def test_unknown_peak_gives_no_mfu():
+    spec = validate(job(), "x")
+    row = merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1, peak=None)], e2e_seconds=1.0,
+                retries=0, item_unit="seq")
+    assert row.MFU is None
+
+
+def test_completed_keeps_one_result_per_shard():
+    final = completed(RESULTS)
+    assert len(final) == 6
+    assert final[("infer", 2)].attempt == 2
+
+
+def test_percentiles_known_answers():
+    assert percentiles([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], (50, 90, 99)) == pytest.approx([5.5, 9.1, 9.91])
+    assert percentiles([], (50,)) == [None]

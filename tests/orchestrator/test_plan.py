@@ -1,0 +1,46 @@
+import pytest
+
+from orchestrator.plan import default_shard_size, plan_resources, plan_shards
+from workers.errors import UserError
+
+
+def test_shards_cover_every_example_once():
+    shards = plan_shards(103, 10, "val")
+    covered = [i for s in shards for i in range(s.start, s.stop)]
+    assert covered == list(range(103))
+    assert [s.shard_id for s in shards] == list(range(11))
+    assert shards[-1].stop - shards[-1].start == 3
+
+
+def test_default_shard_size_is_whole_batches_and_ignores_workers():
+    assert default_shard_size(10_000, 32) % 32 == 0
+    assert 40 <= len(plan_shards(10_000, default_shard_size(10_000, 32), "infer")) <= 64
+    # small datasets: at least four batches per shard
+    assert default_shard_size(50, 8) == 32
+
+
+def test_plan_is_deterministic():
+    assert plan_shards(77, 8, "infer") == plan_shards(77, 8, "infer")
+
+
+def test_empty_dataset_is_a_user_error():
+    with pytest.raises(UserError):
+        plan_shards(0, 8, "val")
+
+
+def test_resources_auto_uses_every_gpu():
+    res = plan_resources("auto", None, 1, cluster_gpus=16, cluster_cpus=64)
+    assert (res.workers, res.gpus_per_worker) == (16, 1.0)
+
+
+def test_resources_without_gpus_make_cpu_actors():
+    res = plan_resources(2, None, 1, cluster_gpus=0, cluster_cpus=2)
+    assert (res.workers, res.gpus_per_worker) == (2, 0.0)
+    assert plan_resources("auto", None, 1, 0, 8).workers == 1
+
+
+def test_resources_too_many_workers():
+    with pytest.raises(UserError, match="4 workers x 1 GPU need 4 GPUs; the cluster has 2"):
+        plan_resources(4, None, 1, cluster_gpus=2, cluster_cpus=8)
+    with pytest.raises(UserError, match="need 3 CPUs"):
+        plan_resources(3, 0, 1, cluster_gpus=0, cluster_cpus=2)

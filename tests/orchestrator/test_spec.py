@@ -1,0 +1,101 @@
+from pathlib import Path
+
+import pytest
+
+from orchestrator.spec import JobSpec, apply_overrides, load_spec, validate
+from tests.builders import job
+from workers.errors import UserError
+from workers.specs import MaskedLMTask, SyntheticEngineOptions
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_jobs_validate():
+    for path in sorted(Path("jobs").glob("*.yaml")):
+        assert isinstance(load_spec(path), JobSpec), path
+
+
+def test_shorthands_expand():
+    spec = validate(job(model="random:bert-base-uncased", data="synthetic", engine="synthetic"), "x")
+    assert spec.model.random == "bert-base-uncased" and spec.model.source is None
+    assert spec.data.synthetic is not None and spec.data.synthetic.size == 64
+    assert isinstance(spec.engine, SyntheticEngineOptions)
+    assert isinstance(spec.task, MaskedLMTask)
+    assert validate(job(model="org/name"), "x").model.source == "org/name"
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"bs": 0}, "bs"),
+        ({"bs": "big"}, "bs"),
+        ({"seq_len": -1}, "seq_len"),
+        ({"colour": "red"}, "colour"),
+        ({"engine": "tensorrtt"}, "engine"),
+        ({"engine": {"name": "synthetic", "latency": 3}}, "engine.latency"),
+        ({"task": {"name": "masked_lm", "mask_prob": 2}}, "task.mask_prob"),
+        ({"precision": "fp8"}, "precision"),
+        ({"model": {"source": "a", "random": {"model_type": "bert"}}}, "model"),
+        ({"data": {}}, "data"),
+        ({"workers": 0}, "workers"),
+    ],
+)
+def test_bad_fields_name_the_field(overrides, field):
+    with pytest.raises(UserError) as err:
+        validate(job(**overrides), "job.yaml")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"job.yaml: {field}:"), message
+
+
+def test_typo_gets_a_suggestion():
+    with pytest.raises(UserError, match="Did you mean: tensorrt"):
+        validate(job(engine="tensorrtt"), "job.yaml")
+
+
+def test_missing_name():
+    raw = job()
+    del raw["name"]
+    with pytest.raises(UserError, match="name: Field required"):
+        validate(raw, "job.yaml")
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    path = write(tmp_path, "name: x\nbs: [1, 2\n")
+    with pytest.raises(UserError, match=r"malformed YAML at line \d+"):
+        load_spec(path)
+
+
+def test_not_a_mapping(tmp_path):
+    with pytest.raises(UserError, match="must be a YAML mapping"):
+        load_spec(write(tmp_path, "- a\n- b\n"))
+
+
+def test_missing_job_file(tmp_path):
+    with pytest.raises(UserError, match="job file not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_set_overrides_are_validated_like_the_file(tmp_path):
+    path = write(tmp_path, "name: x\nmodel: random:bert-base-uncased\ndata: synthetic\nengine: torch\n")
+    spec = load_spec(path, ["bs=16", "engine=synthetic", "engine.latency_ms=5", "data.synthetic.size=7"])
+    assert spec.bs == 16 and spec.engine.latency_ms == 5 and spec.data.synthetic.size == 7
+    with pytest.raises(UserError, match="bs: Input should be greater than 0"):
+        load_spec(path, ["bs=0"])
+    with pytest.raises(UserError, match="expected key=value"):
+        load_spec(path, ["bs"])
+
+
+def test_override_descends_into_shorthand():
+    raw = apply_overrides(job(engine="synthetic"), ["engine.latency_ms=2"])
+    assert raw["engine"] == {"name": "synthetic", "latency_ms": 2}
+
+
+def test_worker_config_carries_worker_fields_only():
+    spec = validate(job(workers=3, bs=2), "x")
+    config = spec.worker_config()
+    assert config.bs == 2 and not hasattr(config, "workers")

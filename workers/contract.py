@@ -1,0 +1,107 @@
+"""The contract between the driver and the worker actors: work units in, results out.
+
+Plain dataclasses, cheap to pickle across Ray. Errors travel back as values (`error` fields), so
+one pure function on the driver decides whether to retry or fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+PassName = Literal["val", "infer"]
+ErrorKind = Literal["user", "oom", "crash"]
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One pass over one contiguous range of examples. Made by `orchestrator.plan`."""
+
+    shard_id: int
+    start: int
+    stop: int
+    pass_name: PassName
+    attempt: int = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.pass_name}-{self.shard_id:05d}"
+
+
+@dataclass(frozen=True)
+class WorkerError:
+    kind: ErrorKind
+    message: str
+    detail: str = ""  # e.g. an engine builder's log, kept in the run folder
+
+
+@dataclass
+class BuildInfo:
+    """How the infer engine came to be: built or loaded from cache, how long, what it is."""
+
+    engine: str
+    build_seconds: float = 0.0
+    cache_hit: bool = False
+    engine_bytes: int | None = None
+    engine_hash: str | None = None
+    cache_key: str | None = None
+    log: str = ""
+
+
+@dataclass
+class WorkerInfo:
+    """What a worker reports after setup: where it runs and what the dataset looks like to it."""
+
+    worker_id: int
+    node_id: str
+    hostname: str
+    pid: int
+    device: str
+    device_name: str
+    device_count_visible: int
+    num_examples: int
+    dataset_fingerprint: str
+    load_seconds: float
+    data_seconds: float
+    build: BuildInfo | None
+    precision_effective: str
+    peak_flops: float | None
+    mem_total_bytes: int | None
+    item_unit: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    error: WorkerError | None = None
+
+
+@dataclass
+class ShardResult:
+    """One pass of one shard on one worker: counts, timings and where it ran."""
+
+    shard_id: int
+    pass_name: PassName
+    attempt: int
+    worker_id: int
+    node_id: str
+    device_name: str
+    pid: int
+    examples: int = 0
+    items: int = 0
+    scored: int = 0
+    correct: int = 0
+    flops: float = 0.0
+    core_seconds: float = 0.0
+    h2d_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    start_ts: float = 0.0
+    end_ts: float = 0.0
+    warmup_batches: int = 0
+    batch_core_seconds: list[float] = field(default_factory=list)
+    bytes_per_batch: int = 0
+    peak_mem_bytes: int | None = None
+    mem_total_bytes: int | None = None
+    mem_source: str = ""
+    records: list[dict[str, Any]] = field(default_factory=list)
+    error: WorkerError | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.pass_name}-{self.shard_id:05d}"

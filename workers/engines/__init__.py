@@ -1,0 +1,78 @@
+"""The Engine protocol (one inference runtime) and its lazy registry.
+
+An engine is built once per actor from the torch model and the task's input signature, then called
+once per batch. The pass loop (workers/passes.py) does all timing, so engines never time themselves:
+`to_device` is the host-to-device copy, `forward` is the core call, and its output is logits as a
+torch tensor (on the device where possible, so scoring reduces them there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+from workers.contract import BuildInfo, ShardTask
+from workers.registry import resolve
+
+ENGINES = {
+    "torch": "workers.engines.torch_eager:TorchEager",
+    "torch_compile": "workers.engines.torch_compile:TorchCompile",
+    "onnxruntime": "workers.engines.onnxruntime:OnnxRuntime",
+    "tensorrt": "workers.engines.tensorrt:TensorRT",
+    "synthetic": "workers.engines.synthetic:Synthetic",
+}
+EXTRAS = {"onnxruntime": "onnx", "tensorrt": "tensorrt"}
+
+
+@dataclass
+class BuildContext:
+    """What an engine may use to build itself. `model()` loads the torch model on first call."""
+
+    model: Callable[[], torch.nn.Module]
+    model_files_hash: Callable[[], str]
+    config: Any
+    signature: Any
+    sample_inputs: Callable[[int, int], dict[str, torch.Tensor]]
+    bs: int
+    seq_len: int
+    precision: str
+    device: torch.device
+    cache_dir: Path
+    causal: bool
+
+
+class Engine(Protocol):
+    name: str
+
+    def build(self, ctx: BuildContext) -> BuildInfo: ...
+
+    def to_device(self, inputs: dict[str, torch.Tensor]) -> Any: ...
+
+    def forward(self, device_inputs: Any) -> torch.Tensor: ...
+
+    def before_shard(self, shard: ShardTask) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EngineBase:
+    """Defaults most engines share: inputs copied to the engine's device, nothing to release."""
+
+    name = "base"
+    device = torch.device("cpu")
+
+    def to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
+
+    def before_shard(self, shard: ShardTask) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def engine_class(name: str) -> type:
+    return resolve("engine", name, ENGINES, EXTRAS)

@@ -1,0 +1,43 @@
+"""The null system under test: a fixed per-batch wait and deterministic outputs.
+
+Like MLPerf LoadGen's null SUT, it measures the orchestrator, not a model: with the latency spent
+sleeping, many workers share two cores without competing, and a failure can be timed to the batch.
+The logits are one-hot at (token id x 7 + position) mod vocab: cheap, and identical on every run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from workers.contract import BuildInfo, ShardTask
+from workers.engines import BuildContext, EngineBase
+from workers.specs import SyntheticEngineOptions
+
+
+class InjectedFailure(RuntimeError):
+    """Raised for shards listed in `fail_shards`, to test bounded retries."""
+
+
+class Synthetic(EngineBase):
+    name = "synthetic"
+
+    def __init__(self, options: SyntheticEngineOptions) -> None:
+        self.options = options
+        self.vocab_size = 0
+
+    def build(self, ctx: BuildContext) -> BuildInfo:
+        self.vocab_size = int(ctx.config.vocab_size)
+        return BuildInfo(engine=self.name)
+
+    def before_shard(self, shard: ShardTask) -> None:
+        if shard.shard_id in self.options.fail_shards:
+            raise InjectedFailure(f"injected failure on shard {shard.shard_id} (engine.fail_shards)")
+
+    def forward(self, device_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        time.sleep(self.options.latency_ms / 1e3)
+        ids = device_inputs["input_ids"]
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        hot = (ids * 7 + positions) % self.vocab_size
+        return torch.nn.functional.one_hot(hot, self.vocab_size).to(torch.float32)

@@ -1,0 +1,112 @@
+"""Loading configs, tokenizers and models with transformers, from the hub, a folder or a config.
+
+The real `from_pretrained` path is the one that runs in tests too (they save tiny models to a temp
+folder). Random weights come from `from_config` under the job's seed, so a random model is the
+same on every worker and every run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workers.errors import UserError
+from workers.specs import ModelSpec, looks_like_local_path
+
+AUTO_CLASSES = {"masked_lm": "AutoModelForMaskedLM", "causal_lm": "AutoModelForCausalLM"}
+
+
+def _hub_kwargs(spec: ModelSpec) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
+    if spec.revision:
+        kwargs["revision"] = spec.revision
+    if spec.gguf_file:
+        kwargs["gguf_file"] = spec.gguf_file
+    return kwargs
+
+
+def check_local_paths(spec: ModelSpec) -> None:
+    """Fail fast, before any actor starts, on a model or tokenizer path that is not there."""
+    named = [("model.source", spec.source), ("model.tokenizer", spec.tokenizer)]
+    if isinstance(spec.random, str):
+        named.append(("model.random", spec.random))
+    for field, name in named:
+        if name and looks_like_local_path(name) and not Path(name).expanduser().exists():
+            raise UserError(f"{field}: '{name}' does not exist (a local path was given; hub ids look like org/name)")
+    if spec.gguf_file and spec.source and Path(spec.source).expanduser().is_dir():
+        if not (Path(spec.source).expanduser() / spec.gguf_file).exists():
+            raise UserError(f"model.gguf_file: '{spec.gguf_file}' is not in {spec.source}")
+
+
+def _load_failed(field: str, name: str, exc: Exception) -> UserError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = "local folder" if looks_like_local_path(name) else "Hugging Face hub id (offline, or a typo?)"
+    return UserError(f"{field}: could not load '{name}' as a {where}: {first}")
+
+
+def load_config(spec: ModelSpec):
+    """The transformers config of the model, without loading weights."""
+    from transformers import AutoConfig
+
+    check_local_paths(spec)
+    if isinstance(spec.random, dict):
+        options = dict(spec.random)
+        model_type = options.pop("model_type")
+        try:
+            return AutoConfig.for_model(model_type, **options)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"model.random: not a valid transformers config for '{model_type}': {exc}") from exc
+    name = spec.source if spec.source is not None else str(spec.random)
+    field = "model.source" if spec.source is not None else "model.random"
+    try:
+        return AutoConfig.from_pretrained(name, **_hub_kwargs(spec))
+    except (OSError, ValueError) as exc:
+        raise _load_failed(field, name, exc) from exc
+
+
+def load_tokenizer(spec: ModelSpec):
+    """The tokenizer, or None for a random model given as a bare config (synthetic ids then).
+
+    A `.txt` tokenizer is a WordPiece vocabulary; transformers 5 wants `BertTokenizer(vocab=...)`
+    (its `vocab_file=` is silently ignored).
+    """
+    from transformers import AutoTokenizer, BertTokenizer
+
+    name = spec.tokenizer or spec.source or (spec.random if isinstance(spec.random, str) else None)
+    if name is None:
+        return None
+    if name.endswith(".txt"):
+        return BertTokenizer(vocab=str(Path(name).expanduser()))
+    kwargs = _hub_kwargs(spec) if name == spec.source else {"trust_remote_code": spec.trust_remote_code}
+    try:
+        return AutoTokenizer.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_failed("model.tokenizer", name, exc) from exc
+
+
+def load_model(spec: ModelSpec, config, kind: str, dtype: torch.dtype, device: torch.device, seed: int):
+    """The torch model in eval mode on `device` at `dtype`."""
+    import transformers
+
+    auto = getattr(transformers, AUTO_CLASSES[kind])
+    if spec.random is not None:
+        torch.manual_seed(seed)
+        model = auto.from_config(config)
+        model = model.to(dtype)
+    else:
+        try:
+            model = auto.from_pretrained(spec.source, dtype=dtype, **_hub_kwargs(spec))
+        except (OSError, ValueError) as exc:
+            raise _load_failed("model.source", spec.source, exc) from exc
+    return model.to(device).eval()
+
+
+def max_positions(config) -> int | None:
+    """The longest sequence the model accepts, from its config (None when it does not say)."""
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

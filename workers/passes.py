@@ -1,0 +1,61 @@
+"""The one timing loop every engine and task goes through.
+
+Per batch: copy inputs to the device (timed, reported as h2d), call the engine (timed: core), score
+(argmax on the device, small copy back). The pass wall time covers all of it, batching included.
+Warm-up batches run before the stopwatch starts and are neither timed nor counted.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+from workers.contract import ShardResult, ShardTask
+from workers.device import MemoryProbe
+from workers.engines import Engine
+from workers.tasks import Batch, Task
+from workers.timing import CoreTimer, Stopwatch
+
+
+def warm_up(engine: Engine, task: Task, shard: ShardTask, bs: int, batches: int, timer: CoreTimer) -> int:
+    """Run `batches` untimed batches drawn (cyclically) from the start of this shard."""
+    if batches == 0:
+        return 0
+    source: Iterator[Batch] = itertools.cycle(list(itertools.islice(task.batches(shard.start, shard.stop, bs), batches)))
+    for batch in itertools.islice(source, batches):
+        engine.forward(engine.to_device(batch.inputs))
+    timer.sync()
+    return batches
+
+
+def run_pass(
+    engine: Engine,
+    task: Task,
+    shard: ShardTask,
+    bs: int,
+    timer: CoreTimer,
+    memory: MemoryProbe,
+    flops_of_length,
+    result: ShardResult,
+) -> ShardResult:
+    """Fill `result` with the counts and timings of one pass of `shard`."""
+    with Stopwatch() as watch:
+        for batch in task.batches(shard.start, shard.stop, bs):
+            device_inputs, h2d_s = timer.time(lambda: engine.to_device(batch.inputs))
+            logits, core_s = timer.time(lambda: engine.forward(device_inputs))
+            score = task.score(batch, logits)
+            result.examples += len(batch.lengths)
+            result.items += batch.items
+            result.scored += score.scored
+            result.correct += score.correct
+            result.flops += sum(flops_of_length(n) for n in batch.lengths)
+            result.core_seconds += core_s
+            result.h2d_seconds += h2d_s
+            result.batch_core_seconds.append(core_s)
+            result.bytes_per_batch = max(result.bytes_per_batch, batch.input_bytes)
+            result.records.extend(score.records)
+    result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts
+    result.peak_mem_bytes = memory.sample()
+    result.mem_total_bytes = memory.total_bytes()
+    result.mem_source = memory.source
+    return result

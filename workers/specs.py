@@ -1,0 +1,259 @@
+"""What a worker is told to do: the parts of a job spec that cross to the actor.
+
+These pydantic models are the edge where YAML becomes objects (the orchestrator's `JobSpec` extends
+`WorkerConfig` with the driver-only fields). Everything is strict (unknown keys are errors) and
+frozen; downstream code trusts these objects and never re-checks raw dicts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Precision = Literal["fp32", "fp16", "bf16"]
+PassName = Literal["val", "infer"]
+
+
+def expand_model(value: Any) -> Any:
+    """`model: bert-large-uncased` and `model: "random:bert-large-uncased"` are accepted."""
+    if isinstance(value, str):
+        if value.startswith("random:"):
+            return {"random": value.removeprefix("random:").strip()}
+        return {"source": value}
+    return value
+
+
+def expand_data(value: Any) -> Any:
+    """`data: synthetic` and `data: path/to/file` are accepted."""
+    if value == "synthetic":
+        return {"synthetic": {}}
+    if isinstance(value, str):
+        return {"path": value}
+    return value
+
+
+def expand_named(value: Any) -> Any:
+    """`engine: torch` means `engine: {name: torch}` (likewise for task)."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+SHORTHANDS = {"model": expand_model, "data": expand_data, "engine": expand_named, "task": expand_named}
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------- model
+class ModelSpec(StrictModel):
+    """Where the weights come from: a hub id or local folder, or a config for random weights."""
+
+    source: str | None = Field(None, description="Hugging Face hub id or local folder")
+    random: dict[str, Any] | str | None = Field(
+        None,
+        description="random weights: a transformers config as a mapping (with model_type), "
+        "or a hub id / folder whose config.json gives the shape",
+    )
+    tokenizer: str | None = Field(
+        None, description="hub id, folder, or a WordPiece vocab.txt; defaults to the model source"
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name inside `source` (dequantized on load)")
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return expand_model(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSpec":
+        if (self.source is None) == (self.random is None):
+            raise ValueError("give exactly one of model.source (hub id or path) or model.random (a config)")
+        if isinstance(self.random, dict) and "model_type" not in self.random:
+            raise ValueError("model.random needs a 'model_type' key (e.g. bert, llama)")
+        if self.gguf_file and self.source is None:
+            raise ValueError("model.gguf_file needs model.source (the folder or hub id holding it)")
+        return self
+
+    @property
+    def label(self) -> str:
+        """A short name for tables: the source, or random:<model_type or config source>."""
+        if self.source is not None:
+            return self.source + (f"#{self.gguf_file}" if self.gguf_file else "")
+        if isinstance(self.random, dict):
+            return f"random:{self.random['model_type']}"
+        return f"random:{self.random}"
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else (or anything that exists) is a path."""
+    return (
+        Path(name).expanduser().exists()
+        or name.startswith(("/", "./", "../", "~"))
+        or name.count("/") > 1
+        or name.endswith((".txt", ".json", ".gguf"))
+    )
+
+
+# ---------------------------------------------------------------------------------------- data
+class SyntheticData(StrictModel):
+    """Seeded random token ids: no files, any size; for smoke runs and measuring the tool itself."""
+
+    seed: int = 0
+    size: int = Field(64, gt=0, description="number of examples (sequences for masked_lm)")
+
+
+class DataSpec(StrictModel):
+    path: str | None = Field(None, description="a text file (masked_lm) or an MMLU folder (mmlu)")
+    synthetic: SyntheticData | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return expand_data(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSpec":
+        if (self.path is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of data.path or data.synthetic")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.path if self.path is not None else f"synthetic(seed={self.synthetic.seed}, size={self.synthetic.size})"
+
+
+# --------------------------------------------------------------------------------------- tasks
+class MaskedLMTask(StrictModel):
+    """Top-1 masked-LM accuracy over a text stream (METRICS.md, seed 000)."""
+
+    name: Literal["masked_lm"] = "masked_lm"
+    mask_prob: float = Field(0.10, gt=0, lt=1)
+    skip_headings: bool = Field(True, description="drop WikiText ` = Heading = ` lines before tokenising")
+    limit: int | None = Field(None, gt=0, description="use only the first `limit` windows (quick runs)")
+
+
+class MMLUTask(StrictModel):
+    """5-shot multiple-choice accuracy on MMLU (METRICS.md, seed 002)."""
+
+    name: Literal["mmlu"] = "mmlu"
+    subjects: list[str] | None = Field(None, description="subset of subjects; all 57 by default")
+    limit: int | None = Field(None, gt=0, description="at most this many test questions per subject")
+    shots: int = Field(5, ge=0)
+    split: Literal["test", "val"] = "test"
+    scoring: Literal["lm-eval", "flagperf"] = "lm-eval"
+    max_prompt_tokens: int | None = Field(
+        None, gt=0, description="cut prompts to this many tokens by dropping shots (flagperf: 2048)"
+    )
+
+
+TASK_NAMES = ("masked_lm", "mmlu")
+TaskSpec = Annotated[Union[MaskedLMTask, MMLUTask], Field(discriminator="name")]
+
+
+# ------------------------------------------------------------------------------------- engines
+class TorchEngineOptions(StrictModel):
+    """PyTorch eager: the model as loaded, cast to the job's precision."""
+
+    name: Literal["torch"] = "torch"
+
+
+class TorchCompileOptions(StrictModel):
+    name: Literal["torch_compile"] = "torch_compile"
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    backend: str = "inductor"
+    dynamic: bool | None = None
+    fullgraph: bool = False
+
+
+class OnnxRuntimeOptions(StrictModel):
+    name: Literal["onnxruntime"] = "onnxruntime"
+    opset: int = Field(18, ge=14)
+    providers: list[str] | None = Field(None, description="default: CUDA when present, else CPU")
+    intra_op_threads: int | None = Field(None, gt=0)
+    io_binding: bool = True
+
+
+class TensorRTOptions(StrictModel):
+    name: Literal["tensorrt"] = "tensorrt"
+    opset: int = Field(18, ge=14)
+    workspace_gib: float = Field(8.0, gt=0)
+    optimization_level: int = Field(3, ge=0, le=5)
+    min_bs: int = Field(1, gt=0)
+    min_seq_len: int = Field(1, gt=0)
+
+
+class SyntheticEngineOptions(StrictModel):
+    """The null system under test (MLPerf LoadGen's analogue): a fixed wait, deterministic outputs."""
+
+    name: Literal["synthetic"] = "synthetic"
+    latency_ms: float = Field(10.0, ge=0, description="per-batch latency, spent waiting, not computing")
+    fail_shards: list[int] = Field(
+        default_factory=list, description="fault injection: these shard ids always raise (for reliability tests)"
+    )
+
+
+ENGINE_NAMES = ("torch", "torch_compile", "onnxruntime", "tensorrt", "synthetic")
+EngineSpec = Annotated[
+    Union[TorchEngineOptions, TorchCompileOptions, OnnxRuntimeOptions, TensorRTOptions, SyntheticEngineOptions],
+    Field(discriminator="name"),
+]
+
+
+def _named_choice(kind: str, known: tuple[str, ...], value: Any) -> Any:
+    """Accept `engine: torch` for `engine: {name: torch}` and name typos with a suggestion."""
+    import difflib
+
+    value = expand_named(value)
+    if isinstance(value, dict):
+        name = value.get("name")
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" Did you mean: {close[0]}?" if close else f" Known: {', '.join(known)}."
+            raise ValueError(f"Unknown {kind} '{name}'.{hint}")
+    return value
+
+
+# ------------------------------------------------------------------------------- worker config
+class WorkerConfig(StrictModel):
+    """Everything one worker actor needs to build its model and engine and run shards."""
+
+    task: TaskSpec = Field(default_factory=MaskedLMTask)
+    model: ModelSpec
+    data: DataSpec
+    engine: EngineSpec = Field(default_factory=TorchEngineOptions)
+    precision: Precision = "fp32"
+    val_precision: Precision | None = Field(None, description="precision of the val pass; default: precision")
+    precision_fallback: bool = Field(
+        False, description="on a CPU, run fp16 as fp32 instead of refusing (the row records both)"
+    )
+    bs: int = Field(8, gt=0, description="batch size")
+    seq_len: int = Field(128, gt=0, description="tokens per sequence (masked_lm) or the prompt cap (mmlu)")
+    warmup: int = Field(2, ge=0, description="warm-up batches per pass per worker, excluded from timings")
+    seed: int = 0
+    passes: tuple[PassName, ...] = ("val", "infer")
+    engine_cache: str | None = Field(None, description="engine cache folder; default ~/.cache/raybench/engines")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_name(cls, value: Any) -> Any:
+        return _named_choice("task", TASK_NAMES, value)
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_name(cls, value: Any) -> Any:
+        return _named_choice("engine", ENGINE_NAMES, value)
+
+    @field_validator("passes")
+    @classmethod
+    def _passes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("passes must list val and/or infer, each once")
+        return tuple(p for p in ("val", "infer") if p in value)
+
+    @property
+    def val_dtype_name(self) -> Precision:
+        return self.val_precision or self.precision

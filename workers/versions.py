@@ -1,0 +1,89 @@
+"""Versions of the software stack and digests of model files: what a result depends on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("torch", "ray", "transformers", "onnxruntime", "tensorrt", "pyarrow")
+_HASH_CACHE = Path("~/.cache/raybench/file-digests.json").expanduser()
+
+
+def collect() -> dict[str, str]:
+    """Package versions plus CUDA and driver where present (empty string when absent)."""
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = ""
+    import torch
+
+    found["cuda"] = torch.version.cuda or ""
+    found["nvidia_driver"] = _driver_version()
+    return found
+
+
+def _driver_version() -> str:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # noqa: BLE001 - no NVIDIA driver on this machine
+        return ""
+
+
+def _file_digest(path: Path, cache: dict[str, str]) -> str:
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    if key not in cache:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+        cache[key] = digest.hexdigest()
+    return cache[key]
+
+
+def _local_folder(source: str) -> Path | None:
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    try:  # a hub id already in the local Hugging Face cache
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached: fall back to the name
+        return None
+
+
+def files_digest(source: str, gguf_file: str | None = None) -> str:
+    """One digest over every file of a model folder (contents, cached by path/size/mtime)."""
+    folder = _local_folder(source)
+    if folder is None:
+        return hashlib.sha256(f"hub:{source}:{gguf_file}".encode()).hexdigest()[:16]
+    try:
+        cache = json.loads(_HASH_CACHE.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+    if gguf_file:
+        files = [p for p in files if p.suffix != ".gguf" or p.name == gguf_file]
+    total = hashlib.sha256()
+    for path in files:
+        total.update(path.name.encode())
+        total.update(_file_digest(path, cache).encode())
+    try:
+        _HASH_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _HASH_CACHE.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        tmp.replace(_HASH_CACHE)
+    except OSError:
+        pass
+    return total.hexdigest()[:16]
