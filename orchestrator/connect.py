@@ -1,10 +1,59 @@
-"""Joining Ray: a cluster at an address, or a local instance started for this job."""
+"""Joining Ray: a cluster at an address, or a local instance started for this job.
+
+Ray 2.60 clusters use token authentication: every process that joins needs RAY_AUTH_MODE=token and
+the token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token that `ray start` writes on the head). We
+never turn it off. `ray.init(address=...)` waits minutes on an address where nothing listens, so we
+first check that the GCS port answers at all, with a short timeout, and fail in one line if not.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+from pathlib import Path
 
 from workers.errors import UserError
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _token_hint() -> str:
+    has_token = os.environ.get("RAY_AUTH_TOKEN") or Path("~/.ray/auth_token").expanduser().exists()
+    if os.environ.get("RAY_AUTH_MODE") == "token" and has_token:
+        return "check that the token (RAY_AUTH_TOKEN or ~/.ray/auth_token) is the head's"
+    return "token auth: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or copy the head's ~/.ray/auth_token)"
+
+
+def resolve_address(address: str) -> str:
+    """`auto` -> the address of the cluster `ray start` left on this machine (or RAY_ADDRESS)."""
+    if address != "auto":
+        return address
+    found = os.environ.get("RAY_ADDRESS") or _current_cluster()
+    if not found:
+        raise UserError("--address auto: no running Ray cluster found on this machine (start one with "
+                        "`ray up cluster.yaml` or `ray start --head`, or give the head's address)")
+    return found
+
+
+def _current_cluster() -> str | None:
+    path = Path("/tmp/ray/ray_current_cluster")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """One TCP connect to the head's port: the fast, bounded answer ray.init cannot give."""
+    hostport = address.removeprefix("ray://").split("/")[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address}: expected auto, host:port (the head's GCS, e.g. 10.0.0.1:6379) or ray://host:10001")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise UserError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); is the head up?") from exc
 
 
 def connect(address: str | None, *, verbose: bool = False, node_ip: str | None = None) -> bool:
@@ -25,12 +74,13 @@ def connect(address: str | None, *, verbose: bool = False, node_ip: str | None =
             kwargs["_node_ip_address"] = node_ip
         ray.init(include_dashboard=False, **kwargs)
         return True
+    target = resolve_address(address)
+    check_reachable(target)
     try:
-        ray.init(address=address, **kwargs)
+        ray.init(address=target, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        auth = "" if os.environ.get("RAY_AUTH_MODE") == "token" else " (token auth: set RAY_AUTH_MODE=token and the token)"
-        raise UserError(f"--address {address}: cannot reach the Ray cluster: {first}{auth}") from exc
+        raise UserError(f"--address {address}: cannot join the Ray cluster: {first}; {_token_hint()}") from exc
     return True
 
 

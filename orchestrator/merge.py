@@ -113,6 +113,7 @@ def merge(
     e2e_seconds: float,
     retries: int,
     item_unit: str,
+    resumed: bool = False,
     timestamp: datetime | None = None,
 ) -> "MetricsRow":
     from orchestrator.row import MetricsRow
@@ -176,6 +177,7 @@ def merge(
         acc_flagged=gap is not None and gap > spec.acc_tolerance + 1e-12,
         shards=len({shard for _, shard in final}),
         retries=retries,
+        resumed=resumed,
         load_time=max((info.load_seconds for info in infos), default=0.0),
         data_time=max((info.data_seconds for info in infos), default=0.0),
         build_time=max((b.build_seconds for b in builds), default=0.0),

@@ -16,6 +16,7 @@ from workers.errors import RunFailed, UserError
 from workers.specs import WorkerConfig
 
 PLACEMENT_TIMEOUT_S = 60.0
+TOKEN_CPU = 0.01
 
 
 @dataclass
@@ -52,8 +53,8 @@ class InProcessPool:
 
     size = 1
 
-    def __init__(self, config: WorkerConfig) -> None:
-        self.worker = BenchWorker(config, 0)
+    def __init__(self, config: WorkerConfig, run_id: str = "") -> None:
+        self.worker = BenchWorker(config, 0, run_id)
         self._done: dict[int, Outcome] = {}
         self._next = 0
 
@@ -85,42 +86,51 @@ class RayPool:
     other (data-parallel shards), so packing buys nothing; spreading puts the host-side work
     (tokenising, H2D copies, NICs) of a run on as many nodes as possible and loses fewer workers
     when a node goes. The group reserves everything up front, so a run either gets all its workers
-    or fails in one line instead of starting half-sized.
+    or fails in one line instead of starting half-sized. Model weights are fetched once per node
+    (one task per node) before the actors start, instead of every actor downloading at once.
     """
 
-    def __init__(self, config: WorkerConfig, run_id: str, workers: int, gpus: float, cpus: float, max_restarts: int):
+    def __init__(self, spec, run_id: str, workers: int, gpus: float, cpus: float):
         import ray
-        from ray.util.placement_group import placement_group, remove_placement_group
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self._ray = ray
         self.size = workers
-        bundle = {k: v for k, v in (("GPU", gpus), ("CPU", cpus)) if v > 0}
         self.pg = None
-        if bundle:
-            self.pg = placement_group([dict(bundle) for _ in range(workers)], strategy="SPREAD", name=f"raybench:{run_id}")
-            ready, _ = ray.wait([self.pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
-            if not ready:
-                remove_placement_group(self.pg)
-                raise UserError(
-                    f"workers: the cluster could not place {workers} workers x {bundle} within "
-                    f"{PLACEMENT_TIMEOUT_S:.0f} s (resources busy or too few); lower workers or free the cluster"
-                )
-        remote = ray.remote(BenchWorker)
         self.actors = []
-        for i in range(workers):
-            strategy = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i) if self.pg else None
+        # A bundle needs some resource: workers that ask for none (the synthetic engine) still get a
+        # token CPU share, so they too are spread over the nodes and named after where they run.
+        cpus = cpus if cpus > 0 or gpus > 0 else TOKEN_CPU
+        bundle = {k: v for k, v in (("GPU", gpus), ("CPU", cpus)) if v > 0}
+        self.pg = _reserve(run_id, workers, bundle)
+        try:
+            self._start(spec, run_id, gpus, cpus)
+        except BaseException:
+            self.shutdown()
+            raise
+        self._kinds: dict[Any, tuple[str, int, ShardTask | None]] = {}
+
+    def _start(self, spec, run_id: str, gpus: float, cpus: float) -> None:
+        ray = self._ray
+        nodes = _bundle_nodes(self.pg, self.size)
+        _prefetch_weights(spec.model, sorted({n for n in nodes if n}))
+        addresses = _node_addresses()
+        remote = ray.remote(BenchWorker)
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        for i in range(self.size):
+            strategy = PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i)
+            slot = nodes[:i].count(nodes[i])
+            where = f"{addresses.get(nodes[i], nodes[i][:8])}:{'gpu' if gpus else 'cpu'}{slot}"
             self.actors.append(
                 remote.options(
-                    name=f"raybench:{run_id}:w{i}",
+                    name=f"raybench:{run_id}:w{i}@{where}",
                     num_gpus=gpus,
                     num_cpus=cpus,
-                    max_restarts=max_restarts,
+                    max_restarts=spec.max_restarts,
                     max_task_retries=0,  # the driver re-queues shards itself, counting attempts
                     scheduling_strategy=strategy,
-                ).remote(config, i)
+                ).remote(spec.worker_config(), i, run_id)
             )
-        self._kinds: dict[Any, tuple[str, int, ShardTask | None]] = {}
 
     def setup(self) -> list[WorkerInfo]:
         refs = [a.setup.remote() for a in self.actors]
@@ -154,7 +164,8 @@ class RayPool:
                 if kind == "ping":
                     outcomes.append(Outcome(ref, None, died=True, alive=False))
                 else:
-                    outcomes.append(Outcome(ref, died_result(shard, worker, f"worker {worker} died: {_first_line(exc)}"), died=True))
+                    message = f"worker {worker} died: {_first_line(exc)}"
+                    outcomes.append(Outcome(ref, died_result(shard, worker, message), died=True))
                 continue
             outcomes.append(Outcome(ref, value if kind == "shard" else None, died=False))
         return outcomes
@@ -169,6 +180,58 @@ class RayPool:
                 pass
         if self.pg is not None:
             remove_placement_group(self.pg)
+
+
+def _reserve(run_id: str, workers: int, bundle: dict[str, float]):
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    pg = placement_group([dict(bundle) for _ in range(workers)], strategy="SPREAD", name=f"raybench:{run_id}")
+    ready, _ = ray.wait([pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
+    if not ready:
+        remove_placement_group(pg)
+        raise UserError(
+            f"workers: the cluster could not place {workers} workers x {bundle} within "
+            f"{PLACEMENT_TIMEOUT_S:.0f} s (resources busy or too few); lower workers or free the cluster"
+        )
+    return pg
+
+
+def _bundle_nodes(pg, workers: int) -> list[str]:
+    """Node id of each worker's bundle."""
+    from ray.util import placement_group_table
+
+    table = placement_group_table(pg)["bundles_to_node_id"]
+    return [table.get(i, "") for i in range(workers)]
+
+
+def _node_addresses() -> dict[str, str]:
+    import ray
+
+    return {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+
+
+def _prefetch_weights(model, node_ids: list[str]) -> list[str]:
+    """Download hub weights once on each node that will run workers, before the actors fan out.
+
+    Returns the node ids that fetched. Local folders and random models need nothing.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from workers.models import fetch_weights, needs_fetch
+
+    if not needs_fetch(model) or not node_ids:
+        return []
+    fetch = ray.remote(num_cpus=0, max_retries=1)(fetch_weights)
+    refs = [fetch.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote(model)
+            for n in node_ids]
+    try:
+        ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause if isinstance(getattr(exc, "cause", None), UserError) else None
+        raise (cause or UserError(f"model.source: fetching weights failed: {_first_line(exc)}")) from exc
+    return node_ids
 
 
 def _first_line(exc: BaseException) -> str:

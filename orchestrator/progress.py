@@ -32,10 +32,10 @@ class RunProgress:
         else:
             self._progress.update(self._status, description=text)
 
-    def start_pass(self, pass_name: str, examples: int) -> None:
+    def start_pass(self, pass_name: str, examples: int, done: int = 0) -> None:
         if self._status is not None:
             self._progress.update(self._status, visible=False)
-        self._tasks[pass_name] = self._progress.add_task(f"{pass_name} pass", total=examples, note="")
+        self._tasks[pass_name] = self._progress.add_task(f"{pass_name} pass", total=examples, completed=done, note="")
 
     def advance(self, result: ShardResult) -> None:
         task = self._tasks.get(result.pass_name)

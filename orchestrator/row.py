@@ -61,7 +61,8 @@ class MetricsRow(BaseModel):
     acc_gap: float | None  # |acc_infer - acc_val|
     acc_flagged: bool
     shards: int
-    retries: int
+    retries: int  # failed attempts that were re-run (runs/<id>/retries.parquet says where)
+    resumed: bool  # finished by `bench submit --resume` after the first driver stopped
     # timings beside the pass figures
     load_time: float  # s, model + tokenizer load (slowest worker)
     data_time: float  # s, dataset preparation (slowest worker)

@@ -112,12 +112,17 @@ class RunFolder:
     def exists(self) -> bool:
         return (self.path / "job.yaml").exists()
 
-    def create(self, job_yaml: str) -> None:
+    def create(self, job_yaml: str, started_at: float) -> None:
+        """The resolved spec and the run's start (epoch s), so a resumed run can add up its time."""
         (self.path / "shards").mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path / "run.json", json.dumps({"run_id": self.run_id, "started_at": started_at}).encode())
         write_atomic(self.path / "job.yaml", job_yaml.encode())
 
-    def job_yaml(self) -> str:
-        return (self.path / "job.yaml").read_text(encoding="utf-8")
+    def has(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    def read_text(self, name: str) -> str:
+        return (self.path / name).read_text(encoding="utf-8")
 
     def write_text(self, name: str, text: str) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)

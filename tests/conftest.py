@@ -19,3 +19,13 @@ def ray_local():
              log_to_driver=False, logging_level="warning")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """Two `ray start` nodes (127.0.0.2 head, 127.0.0.3 worker), 2 fake GPUs each, token auth on."""
+    from tests.cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start(nodes=2)
+    yield cluster
+    cluster.stop()

@@ -17,11 +17,14 @@ import torch
 
 from workers import versions
 from workers.contract import BuildInfo, ShardResult, ShardTask, WorkerError, WorkerInfo
-from workers.device import DTYPES, MemoryProbe, check_precision, choose_device, node_identity, peak_flops
+from workers.device import (
+    DTYPES, MemoryProbe, assigned_gpus, check_precision, choose_device, node_identity, peak_flops,
+)
 from workers.engines import BuildContext, Engine, engine_class
 from workers.engines.torch_eager import TorchEager
 from workers.errors import UserError, one_line
 from workers.flops import FlopsModel, flops_model, flops_model_from_config
+from workers.live_metrics import WorkerMeter
 from workers.models import load_config, load_model, load_tokenizer, max_positions
 from workers.passes import run_pass, warm_up
 from workers.specs import WorkerConfig
@@ -43,9 +46,10 @@ def classify(exc: BaseException, bs: int) -> WorkerError:
 
 
 class BenchWorker:
-    def __init__(self, config: WorkerConfig, worker_id: int = 0) -> None:
+    def __init__(self, config: WorkerConfig, worker_id: int = 0, run_id: str = "") -> None:
         self.config = config
         self.worker_id = worker_id
+        self.run_id = run_id
         self._info: WorkerInfo | None = None
         self._warm: set[str] = set()
 
@@ -56,9 +60,10 @@ class BenchWorker:
             return self._info
         node_id, hostname = node_identity()
         choice = choose_device()
+        self.meter = WorkerMeter(self.run_id, self.worker_id)
         info = WorkerInfo(
             worker_id=self.worker_id, node_id=node_id, hostname=hostname, pid=os.getpid(),
-            device=str(choice.device), device_name=choice.name, device_count_visible=choice.visible_count,
+            device=f"{choice.device}{assigned_gpus()}", device_name=choice.name, device_count_visible=choice.visible_count,
             num_examples=0, dataset_fingerprint="", load_seconds=0.0, data_seconds=0.0, build=None,
             precision_effective=self.config.precision, peak_flops=None, mem_total_bytes=None,
             versions=versions.collect(),
@@ -162,8 +167,11 @@ class BenchWorker:
             if shard.pass_name not in self._warm:
                 result.warmup_batches = warm_up(engine, self.task, shard, self.config.bs, self.config.warmup, self.timer)
                 self._warm.add(shard.pass_name)
-            return run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory,
-                            self.flops.sequence_flops, result)
+            on_batch = lambda core_s, items: self.meter.batch(shard.pass_name, core_s, items)  # noqa: E731
+            run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory,
+                     self.flops.sequence_flops, result, on_batch)
+            self.meter.shard(result)
+            return result
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             # Partial counts of a failed attempt must never be merged: return identity and error only.
             return ShardResult(

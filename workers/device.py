@@ -151,6 +151,20 @@ def _nvml_process_bytes(handle) -> int:
     return used
 
 
+def assigned_gpus() -> str:
+    """' (GPU 3)': the physical GPU ids Ray gave this worker, '' when none were assigned."""
+    try:
+        import ray
+
+        ids = ray.get_gpu_ids() if ray.is_initialized() else []
+    except ImportError:
+        ids = []
+    if not ids:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        ids = [v for v in visible.split(",") if v.strip()]
+    return f" (GPU {','.join(str(i) for i in ids)})" if ids else ""
+
+
 def node_identity() -> tuple[str, str]:
     """(node id, hostname): Ray's node id when running under Ray, the hostname otherwise."""
     hostname = socket.gethostname()

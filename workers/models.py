@@ -86,6 +86,26 @@ def load_tokenizer(spec: ModelSpec):
         raise _load_failed("model.tokenizer", name, exc) from exc
 
 
+def needs_fetch(spec: ModelSpec) -> bool:
+    """True for weights that come from the hub (a local folder or a random model needs no download)."""
+    return spec.source is not None and not looks_like_local_path(spec.source)
+
+
+def fetch_weights(spec: ModelSpec) -> str:
+    """Download the model's files into this node's Hugging Face cache; returns the local folder.
+
+    Run once per node by the driver before the actors start, so N actors on a node do not download
+    the same weights N times at once; the actors' `from_pretrained` then reads the cache.
+    """
+    from huggingface_hub import snapshot_download
+
+    patterns = [spec.gguf_file] if spec.gguf_file else ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+    try:
+        return snapshot_download(spec.source, revision=spec.revision, allow_patterns=patterns + ["*.json"])
+    except Exception as exc:  # noqa: BLE001 - any hub failure is the user's to fix (id, token, network)
+        raise _load_failed("model.source", spec.source, exc) from exc
+
+
 def load_model(spec: ModelSpec, config, kind: str, dtype: torch.dtype, device: torch.device, seed: int):
     """The torch model in eval mode on `device` at `dtype`."""
     import transformers

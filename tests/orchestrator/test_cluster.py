@@ -1,0 +1,179 @@
+"""`bench` against a real two-node Ray cluster started with `ray start` (token auth on)."""
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.slow
+BENCH = [sys.executable, "-m", "orchestrator.cli"]
+COUNTS = ("examples", "items_val", "items_infer", "scored_val", "scored_infer", "correct_val", "correct_infer", "acc")
+
+
+def bench(cluster, *args, timeout=240):
+    return subprocess.run([*BENCH, *args], capture_output=True, text=True, timeout=timeout, env=cluster.env())
+
+
+def start_bench(cluster, *args):
+    return subprocess.Popen([*BENCH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cluster.env())
+
+
+def rows(results):
+    return pq.read_table(results / "metrics.parquet").to_pylist()
+
+
+def wait_for_shards(results, run_id, count, timeout=120):
+    deadline = time.time() + timeout
+    folder = results / "runs" / run_id / "shards"
+    while time.time() < deadline:
+        if folder.exists() and len(list(folder.glob("*.json"))) >= count:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"fewer than {count} shards finished in {folder}")
+
+
+def test_four_workers_spread_over_both_nodes_and_match_one_worker(ray_cluster, tmp_path):
+    four = bench(ray_cluster, "submit", "jobs/smoke.yaml", "--address", ray_cluster.address, "--workers", "4",
+                 "--results", str(tmp_path))
+    assert four.returncode == 0, four.stderr
+    one = bench(ray_cluster, "submit", "jobs/smoke.yaml", "--address", ray_cluster.address, "--workers", "1",
+                "--results", str(tmp_path))
+    assert one.returncode == 0, one.stderr
+    first, second = rows(tmp_path)
+    assert (first["workers"], first["nodes"], second["workers"]) == (4, 2, 1)
+    assert {k: first[k] for k in COUNTS} == {k: second[k] for k in COUNTS}
+    shards = pq.read_table(tmp_path / "runs" / first["run_id"] / "shards.parquet").to_pylist()
+    assert len({s["node_id"] for s in shards}) == 2
+    assert all(re.search(r"\(GPU \d\)", s["device"]) for s in shards)  # the GPU Ray gave each worker
+
+
+def test_live_metrics_on_the_node_endpoints_with_run_tags(ray_cluster, tmp_path):
+    run_id = "metrics-test-run"
+    proc = start_bench(ray_cluster, "submit", "jobs/synthetic.yaml", "--address", ray_cluster.address,
+                       "--results", str(tmp_path), "--run-id", run_id, "--set", "data.synthetic.size=3200")
+    found: dict[str, str] = {}
+    names: set[str] = set()
+    try:
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and not (found and len(names) >= 4):
+            for ip, port in ray_cluster.metrics_ports.items():
+                body = urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=5).read().decode()
+                for line in body.splitlines():
+                    if line.startswith("ray_raybench_") and f'run_id="{run_id}"' in line:
+                        found[ip] = line
+                        names.add(line.split("{")[0])
+            time.sleep(1)
+        actors = _alive_actor_names(ray_cluster)
+    finally:
+        out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert found, "no raybench metric with the run's tag appeared on any node's metrics endpoint"
+    assert {"ray_raybench_items_total", "ray_raybench_batch_latency_seconds_bucket"} <= names, names
+    line = next(iter(found.values()))
+    assert 'pass="infer"' in line and re.search(r'worker="\d"', line)
+    # actors are named after the run, the node and the device slot
+    ours = [a for a in actors if run_id in a]
+    assert len(ours) == 4 and all(re.fullmatch(rf"raybench:{run_id}:w\d@127\.0\.0\.\d:cpu\d", a) for a in ours), ours
+
+
+def _alive_actor_names(cluster) -> list[str]:
+    code = ("import ray\nfrom ray.util.state import list_actors\n"
+            f"ray.init(address='{cluster.address}', log_to_driver=False, logging_level='error')\n"
+            "print([a.name for a in list_actors(filters=[('state', '=', 'ALIVE')], limit=1000)])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cluster.env(), timeout=60)
+    return eval(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else []
+
+
+def test_unreachable_address_fails_fast_in_one_line(ray_cluster, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        port = s.getsockname()[1]
+    t0 = time.time()
+    out = bench(ray_cluster, "submit", "jobs/smoke.yaml", "--address", f"127.0.0.2:{port}", "--results", str(tmp_path))
+    assert time.time() - t0 < 30
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --address 127.0.0.2:{port}: no Ray cluster answers")
+    assert not (tmp_path / "metrics.parquet").exists()
+
+
+def test_as_job_through_the_jobs_api_with_status_and_logs(ray_cluster, tmp_path):
+    out = bench(ray_cluster, "submit", "jobs/smoke.yaml", "--as-job", "--address", ray_cluster.dashboard,
+                "--results", str(tmp_path), "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    run_id = re.search(r"submitted run (\S+)", out.stdout).group(1)
+    deadline = time.time() + 180
+    state = ""
+    while time.time() < deadline:
+        state = bench(ray_cluster, "status", run_id, "--address", ray_cluster.dashboard).stdout
+        if any(s in state for s in ("SUCCEEDED", "FAILED", "STOPPED")):
+            break
+        time.sleep(2)
+    assert f"{run_id}: SUCCEEDED" in state
+    logs = bench(ray_cluster, "logs", run_id, "--address", ray_cluster.dashboard).stdout
+    assert f"run id: {run_id}" in logs and "p_infer_core" in logs
+    assert [r["run_id"] for r in rows(tmp_path)] == [run_id]
+    unknown = bench(ray_cluster, "status", "no-such-run", "--address", ray_cluster.dashboard)
+    assert unknown.returncode == 2 and "no-such-run" in unknown.stderr
+
+
+def test_driver_killed_then_resumed_reruns_only_missing_shards(ray_cluster, tmp_path):
+    run_id = "resume-test-run"
+    args = ["--address", ray_cluster.address, "--results", str(tmp_path)]
+    proc = start_bench(ray_cluster, "submit", "jobs/synthetic.yaml", *args, "--run-id", run_id,
+                       "--set", "data.synthetic.size=3200")
+    wait_for_shards(tmp_path, run_id, 10)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    folder = tmp_path / "runs" / run_id / "shards"
+    before = {p.name: p.read_bytes() for p in folder.glob("*.json")}
+    assert 10 <= len(before) < 40
+    resumed = bench(ray_cluster, "submit", "--resume", run_id, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    after = {p.name: p.read_bytes() for p in folder.glob("*.json")}
+    assert len(after) == 40
+    assert all(after[name] == data for name, data in before.items())  # finished shards were not re-run
+    (row,) = rows(tmp_path)
+    assert row["run_id"] == run_id and row["resumed"] and row["items_infer"] == 3200
+    reference = bench(ray_cluster, "submit", "jobs/synthetic.yaml", *args, "--workers", "2",
+                      "--set", "data.synthetic.size=3200", "--set", "engine.latency_ms=1")
+    assert reference.returncode == 0, reference.stderr
+    ref = rows(tmp_path)[1]
+    assert {k: row[k] for k in ("items_infer", "scored_infer", "correct_infer", "acc")} == \
+           {k: ref[k] for k in ("items_infer", "scored_infer", "correct_infer", "acc")}
+
+
+def test_ctrl_c_stops_the_workers_and_leaves_a_resumable_run(ray_cluster, tmp_path):
+    run_id = "ctrl-c-test-run"
+    args = ["--address", ray_cluster.address, "--results", str(tmp_path)]
+    proc = start_bench(ray_cluster, "submit", "jobs/synthetic.yaml", *args, "--run-id", run_id,
+                       "--set", "data.synthetic.size=3200")
+    wait_for_shards(tmp_path, run_id, 5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"bench submit --resume {run_id}" in err
+    assert not [a for a in _alive_actor_names(ray_cluster) if run_id in a]  # the workers were stopped
+    assert not (tmp_path / "metrics.parquet").exists()
+    resumed = bench(ray_cluster, "submit", "--resume", run_id, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert rows(tmp_path)[0]["items_infer"] == 3200
+
+
+def test_two_jobs_at_once_into_one_results_folder(ray_cluster, tmp_path):
+    args = ["--address", ray_cluster.address, "--results", str(tmp_path), "--workers", "2",
+            "--set", "data.synthetic.size=1600"]
+    procs = [start_bench(ray_cluster, "submit", "jobs/synthetic.yaml", *args, "--run-id", f"concurrent-{i}")
+             for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err
+    assert sorted(r["run_id"] for r in rows(tmp_path)) == ["concurrent-0", "concurrent-1"]

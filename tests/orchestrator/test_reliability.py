@@ -1,0 +1,112 @@
+"""Losing workers and shards on a real local Ray: exact results, bounded retries, clear errors."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from orchestrator.driver import run_job
+from orchestrator.policy import decide
+from orchestrator.spec import load_spec
+from workers.actor import classify
+from workers.contract import ShardResult, WorkerError
+from workers.errors import RunFailed
+
+pytestmark = pytest.mark.slow
+COUNTS = ("examples", "items_infer", "scored_infer", "correct_infer", "acc_infer", "acc", "shards")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The fault-free merged figures: one in-process worker, no waiting (outputs do not depend on it)."""
+    spec = load_spec("jobs/synthetic.yaml", ["workers=1", "engine.latency_ms=0"])
+    row = run_job(spec, results_dir="/tmp/raybench-test-reference", in_process=True).row
+    return {k: getattr(row, k) for k in COUNTS}
+
+
+def kill_a_worker_when(run_root, min_shards: int, killed: list[int]) -> threading.Thread:
+    """Watch the run folder; once enough shards finished, SIGKILL the process of worker 1."""
+
+    def watch() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            files = sorted(run_root.glob("runs/*/shards/*.json"))
+            if len(files) >= min_shards:
+                for path in files:
+                    shard = json.loads(path.read_text())
+                    if shard["worker_id"] == 1:
+                        os.kill(shard["pid"], signal.SIGKILL)
+                        killed.append(shard["pid"])
+                        return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_killed_worker_loses_nothing_and_counts_nothing_twice(ray_local, tmp_path, reference):
+    killed: list[int] = []
+    watcher = kill_a_worker_when(tmp_path, min_shards=12, killed=killed)
+    result = run_job(load_spec("jobs/synthetic.yaml"), results_dir=tmp_path)
+    watcher.join(timeout=5)
+    assert killed, "the watcher never killed a worker"
+    row = result.row
+    assert {k: getattr(row, k) for k in COUNTS} == reference
+    assert row.retries >= 1 and row.workers == 4
+    retries = pq.read_table(result.run_dir / "retries.parquet").to_pylist()
+    assert all(r["worker_id"] == 1 and "died" in r["message"] for r in retries)
+    shards = pq.read_table(result.run_dir / "shards.parquet").to_pylist()
+    assert sorted(s["shard_id"] for s in shards) == list(range(80))  # each shard exactly once
+    retried = {r["shard_id"] for r in retries}
+    assert all(s["attempt"] == 2 for s in shards if s["shard_id"] in retried)
+    assert pq.read_table(tmp_path / "metrics.parquet").num_rows == 1
+
+
+def test_a_shard_that_always_fails_ends_the_run_with_no_row(ray_local, tmp_path):
+    spec = load_spec("jobs/synthetic.yaml", ["engine.latency_ms=1", "engine.fail_shards=[3]", "max_attempts=2",
+                                             "data.synthetic.size=800"])
+    with pytest.raises(RunFailed) as err:
+        run_job(spec, results_dir=tmp_path)
+    message = str(err.value)
+    assert "shard infer-00003" in message and "attempt 2/2" in message and "injected failure" in message
+    assert "\n" not in message
+    assert not (tmp_path / "metrics.parquet").exists()
+    kept = list(tmp_path.glob("runs/*/shards/*.json"))
+    assert kept and all("00003" not in p.name for p in kept)  # finished shards stay on disk
+
+
+def test_out_of_memory_becomes_one_line_suggesting_a_smaller_bs(tmp_path, monkeypatch):
+    error = classify(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore text"), bs=32)
+    assert error.kind == "oom" and "bs=32" in error.message and "smaller bs" in error.message
+    assert "\n" not in error.message
+    failed = ShardResult(shard_id=0, pass_name="infer", attempt=1, worker_id=0, node_id="n", device_name="d",
+                         pid=1, error=error)
+    assert decide(failed, max_attempts=3) == "fail"  # retrying cannot help
+
+    from workers.engines.synthetic import Synthetic
+
+    def oom(self, device_inputs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(Synthetic, "forward", oom)
+    spec = load_spec("jobs/synthetic.yaml", ["workers=1", "data.synthetic.size=40"])
+    with pytest.raises(RunFailed, match=r"out of device memory at bs=4 .*try a smaller bs"):
+        run_job(spec, results_dir=tmp_path, in_process=True)
+    assert not (tmp_path / "metrics.parquet").exists()
+
+
+def test_retry_policy():
+    def attempt(n, kind):
+        return ShardResult(shard_id=0, pass_name="val", attempt=n, worker_id=0, node_id="", device_name="", pid=0,
+                           error=WorkerError(kind, "x") if kind else None)
+
+    assert decide(attempt(1, None), 3) == "accept"
+    assert decide(attempt(1, "crash"), 3) == "retry"
+    assert decide(attempt(3, "crash"), 3) == "fail"
+    assert decide(attempt(1, "user"), 3) == "fail"

@@ -1,0 +1,102 @@
+"""Live metrics through `ray.util.metrics`, for the Ray dashboard's Grafana panels.
+
+Ray exports them on every node's metrics endpoint with a `ray_` prefix (so `raybench_items_total`
+is scraped as `ray_raybench_items_total`), tagged by run, worker and pass. Outside Ray (a worker
+run in-process on a lone GPU box) every call is a no-op. The names here are the contract with
+`grafana/raybench.json`; a test checks that the dashboard queries only these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TAGS = ("run_id", "worker", "pass")
+# Batch latency buckets from 0.5 ms to 60 s, roughly x2 apart.
+LATENCY_BOUNDARIES = [0.0005 * 2**i for i in range(17)]
+
+METRICS = {
+    "raybench_items_total": "Items (sequences or tokens) finished, by run, worker and pass",
+    "raybench_shards_done_total": "Shards finished, by run, worker and pass",
+    "raybench_core_items_per_second": "Core throughput of the worker's last shard (items per second of model time)",
+    "raybench_whole_items_per_second": "Whole throughput of the worker's last shard (items per wall second)",
+    "raybench_batch_latency_seconds": "Core time of each measured batch",
+    "raybench_accuracy": "Accuracy so far (correct / scored) of the worker in this pass",
+    "raybench_device_memory_bytes": "Peak device memory of the worker (NVML per process on GPUs, RSS on CPUs)",
+    "raybench_run_progress": "Fraction of the pass's shards finished in the run (driver)",
+    "raybench_run_accuracy": "Accuracy so far of the whole run in this pass (driver)",
+}
+
+
+def _ray_metrics() -> Any | None:
+    try:
+        import ray
+        from ray.util import metrics
+    except ImportError:
+        return None
+    return metrics if ray.is_initialized() else None
+
+
+class WorkerMeter:
+    """What one worker actor reports while it runs shards."""
+
+    def __init__(self, run_id: str, worker_id: int) -> None:
+        self.tags = {"run_id": run_id, "worker": str(worker_id)}
+        self._totals: dict[str, list[int]] = {}
+        m = _ray_metrics()
+        self.enabled = m is not None and bool(run_id)
+        if not self.enabled:
+            return
+        d = METRICS
+        self.items = m.Counter("raybench_items_total", d["raybench_items_total"], tag_keys=TAGS)
+        self.shards = m.Counter("raybench_shards_done_total", d["raybench_shards_done_total"], tag_keys=TAGS)
+        self.core_rate = m.Gauge("raybench_core_items_per_second", d["raybench_core_items_per_second"], tag_keys=TAGS)
+        self.whole_rate = m.Gauge("raybench_whole_items_per_second", d["raybench_whole_items_per_second"], tag_keys=TAGS)
+        self.latency = m.Histogram("raybench_batch_latency_seconds", d["raybench_batch_latency_seconds"],
+                                   boundaries=LATENCY_BOUNDARIES, tag_keys=TAGS)
+        self.accuracy = m.Gauge("raybench_accuracy", d["raybench_accuracy"], tag_keys=TAGS)
+        self.memory = m.Gauge("raybench_device_memory_bytes", d["raybench_device_memory_bytes"], tag_keys=TAGS)
+
+    def batch(self, pass_name: str, core_seconds: float, items: int) -> None:
+        if self.enabled:
+            tags = {**self.tags, "pass": pass_name}
+            self.latency.observe(core_seconds, tags=tags)
+            self.items.inc(items, tags=tags)
+
+    def shard(self, result) -> None:
+        """After a finished shard: rates of that shard, accuracy so far, memory."""
+        if not self.enabled or result.error is not None:
+            return
+        tags = {**self.tags, "pass": result.pass_name}
+        scored, correct = self._totals.setdefault(result.pass_name, [0, 0])
+        scored, correct = scored + result.scored, correct + result.correct
+        self._totals[result.pass_name] = [scored, correct]
+        self.shards.inc(1, tags=tags)
+        if result.core_seconds > 0:
+            self.core_rate.set(result.items / result.core_seconds, tags=tags)
+        if result.wall_seconds > 0:
+            self.whole_rate.set(result.items / result.wall_seconds, tags=tags)
+        if scored:
+            self.accuracy.set(correct / scored, tags=tags)
+        if result.peak_mem_bytes is not None:
+            self.memory.set(result.peak_mem_bytes, tags=tags)
+
+
+class RunMeter:
+    """What the driver reports for the whole run: progress and pooled accuracy so far."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        m = _ray_metrics()
+        self.enabled = m is not None
+        if self.enabled:
+            keys = ("run_id", "pass")
+            self.progress = m.Gauge("raybench_run_progress", METRICS["raybench_run_progress"], tag_keys=keys)
+            self.accuracy = m.Gauge("raybench_run_accuracy", METRICS["raybench_run_accuracy"], tag_keys=keys)
+
+    def update(self, pass_name: str, shards_done: int, shards_total: int, scored: int, correct: int) -> None:
+        if not self.enabled:
+            return
+        tags = {"run_id": self.run_id, "pass": pass_name}
+        self.progress.set(shards_done / shards_total if shards_total else 0.0, tags=tags)
+        if scored:
+            self.accuracy.set(correct / scored, tags=tags)
