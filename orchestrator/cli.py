@@ -79,9 +79,10 @@ def submit(
     no_ray: Annotated[bool, typer.Option("--no-ray", help="run one worker in this process, without Ray")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show worker logs")] = False,
     node_ip: Annotated[Optional[str], typer.Option("--node-ip", help="address a local Ray binds to")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="exit 1 when a row is flagged (acc gap) or INVALID")] = False,
     run_id: Annotated[Optional[str], typer.Option("--run-id", hidden=True)] = None,
 ) -> None:
-    """Run a job and print its merged metrics table."""
+    """Run a job (every point of its sweep) and print the merged metrics table."""
     from rich.console import Console
 
     results = results.expanduser()
@@ -91,20 +92,15 @@ def submit(
         spec = _load(job, sets, workers, resume, results)
         if as_job:
             return _submit_as_job(spec, address, results, verbose)
-        from orchestrator.driver import run_job
+        from orchestrator.driver import run_all
 
-        result = run_job(spec, results_dir=results, address=address, in_process=no_ray, progress=sys.stderr.isatty(),
-                         verbose=verbose, node_ip=node_ip, run_id=resume or run_id, resume=resume is not None)
-    console = Console(width=None if sys.stdout.isatty() else 220)
-    from orchestrator.report import metrics_table
+        runs = run_all(spec, results_dir=results, address=address, in_process=no_ray, progress=sys.stderr.isatty(),
+                       verbose=verbose, node_ip=node_ip, run_id=resume or run_id, resume=resume is not None)
+    from orchestrator.report import print_runs
 
-    console.print(metrics_table([result.row], title=f"{spec.name}: {spec.task.name} · {spec.model.label}"))
-    if result.row.acc_flagged:
-        console.print(f"[yellow]acc: infer and val differ by {result.row.acc_gap:.4f} (> acc_tolerance {spec.acc_tolerance})")
-    if result.row.retries:
-        console.print(f"retries: {result.row.retries} failed attempt(s) re-run (see {result.run_dir / 'retries.parquet'})")
-    console.print(f"run id: {result.run_id}")
-    console.print(f"results: {results / 'metrics.parquet'} (row appended); run folder: {result.run_dir}")
+    trouble = print_runs(runs, spec, results, width=None if sys.stdout.isatty() else 220)
+    if strict and trouble:
+        fail(f"--strict: {trouble}", 1)
 
 
 def _submit_as_job(spec, address: str | None, results: Path, verbose: bool) -> None:
@@ -148,6 +144,71 @@ def validate(job: JobArg, sets: SetOpt = None) -> None:
         spec = load_spec(job, _overrides(sets, None))
         preflight(spec)
     typer.echo(f"{job}: ok ({spec.task.name}, {spec.model.label}, engine {spec.engine.name}, bs {spec.bs}, seq_len {spec.seq_len})")
+
+
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | csv | json | markdown")]
+
+
+@app.command()
+def results(
+    results: ResultsOpt = Path("results"),
+    where: Annotated[Optional[list[str]], typer.Option(
+        "--where", help="COLUMN OP VALUE, OP one of = != > >= < <= ~ (substring); repeat to AND")] = None,
+    columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="comma-separated columns")] = None,
+    sort: Annotated[Optional[str], typer.Option("--sort", help="column to sort by; -column for descending")] = None,
+    last: Annotated[Optional[int], typer.Option("--last", help="only the last N rows")] = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Query the global metrics table."""
+    from rich.console import Console
+
+    with user_errors():
+        from orchestrator.query import results as query_results
+
+        out = query_results(results, where, columns.split(",") if columns else None, fmt, sort, last)
+    if isinstance(out, str):
+        typer.echo(out, nl=False)
+    else:
+        Console(width=None if sys.stdout.isatty() else 220).print(out)
+
+
+@app.command()
+def report(
+    run: Annotated[str, typer.Argument(help="run id, or a unique part of it")],
+    results: ResultsOpt = Path("results"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="folder; default results/runs/<id>/report")] = None,
+) -> None:
+    """Write a Markdown and a self-contained HTML report of one run, with plots."""
+    with user_errors():
+        from orchestrator.html_report import report_run
+
+        md_path, html_path = report_run(results, run, out)
+    typer.echo(f"report: {md_path}\nreport: {html_path}")
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="baseline run id (or a unique part)")],
+    run_b: Annotated[str, typer.Argument(help="run to compare with the baseline")],
+    results: ResultsOpt = Path("results"),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown")] = "table",
+    alpha: Annotated[float, typer.Option("--alpha", help="rank-test significance level")] = 0.01,
+    min_effect: Annotated[float, typer.Option("--min-effect", help="smallest relative change called beyond noise")] = 0.03,
+) -> None:
+    """Per-column deltas B - A, each marked beyond or within noise."""
+    from rich.console import Console
+
+    with user_errors():
+        from orchestrator.compare import compare_runs, config_changes, deltas_markdown, deltas_table
+
+        row_a, row_b, deltas = compare_runs(results, run_a, run_b, alpha, min_effect)
+    changes = ", ".join(f"{c}: {a} -> {b}" for c, a, b in config_changes(row_a, row_b)) or "none"
+    if fmt == "markdown":
+        typer.echo(deltas_markdown(deltas) + f"\nsetup changes: {changes}")
+        return
+    console = Console(width=None if sys.stdout.isatty() else 220)
+    console.print(deltas_table(deltas, title=f"A {row_a['run_id']} -> B {row_b['run_id']}"))
+    console.print(f"setup changes: {changes}")
 
 
 if __name__ == "__main__":  # pragma: no cover

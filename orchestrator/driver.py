@@ -87,24 +87,35 @@ class Session:
 
     run: RunFolder
     started: float
-    done: dict[tuple[str, int], ShardResult]
+    done: dict[tuple[str, int, int], ShardResult]
     prior_seconds: float
+    sweep_id: str | None
 
 
-def _open_session(store: ResultsStore, run_id: str, resume: bool) -> Session:
+def _open_session(store: ResultsStore, run_id: str, resume: bool, sweep_id: str | None, started: float) -> Session:
+    """`started` is the perf_counter the point's e2e_time counts from: submit for the first point
+    (so cluster connect is in it), the end of the previous point for the next ones."""
     run = store.run(run_id)
     if not resume:
-        return Session(run, time.perf_counter(), {}, 0.0)
+        return Session(run, started, {}, 0.0, sweep_id)
     if not run.exists():
         raise UserError(f"--resume {run_id}: no such run in {store.root / 'runs'}")
     done = completed(run.load_shards())
-    started_at = json.loads(run.read_text("run.json"))["started_at"] if run.has("run.json") else None
+    meta = json.loads(run.read_text("run.json")) if run.has("run.json") else {}
+    started_at = meta.get("started_at")
     last_end = max((r.end_ts for r in done.values()), default=None)
     prior = last_end - started_at if started_at is not None and last_end is not None else 0.0
-    return Session(run, time.perf_counter(), done, max(prior, 0.0))
+    return Session(run, started, done, max(prior, 0.0), meta.get("sweep_id"))
 
 
-def run_job(
+def run_job(spec: JobSpec, **options) -> RunResult:
+    """Run a single-point job (no `sweep`) and store its row. See `run_all` for the options."""
+    if spec.sweep:
+        raise ValueError("run_job runs one point; use run_all for a sweep")
+    return run_all(spec, **options)[0]
+
+
+def run_all(
     spec: JobSpec,
     *,
     results_dir: str | Path = "results",
@@ -115,68 +126,94 @@ def run_job(
     node_ip: str | None = None,
     run_id: str | None = None,
     resume: bool = False,
-) -> RunResult:
-    """Run one job (or finish a resumed one) and store its row. Raises UserError / RunFailed."""
+) -> list[RunResult]:
+    """Run a job, or every point of its sweep on the same cluster, one stored row per point.
+
+    Raises UserError (bad input) or RunFailed (the run could not finish); on Ctrl-C,
+    RunInterrupted after the workers are stopped.
+    """
+    submitted = time.perf_counter()
     store = ResultsStore(results_dir)
-    run_id = run_id or new_run_id(spec.name)
-    session = _open_session(store, run_id, resume)
-    preflight(spec)
+    points = spec.points()
+    if resume and len(points) > 1:
+        raise UserError("--resume takes the run id of one point; every point of a sweep is its own run")
+    sweep_id = new_run_id(f"{spec.name}-sweep") if len(points) > 1 else None
+    for point in points:
+        preflight(point)
     started_ray = False
-    pool: Pool | None = None
+    current = run_id or ""
     try:
         if not in_process:
             from orchestrator.connect import connect
 
             started_ray = connect(address, verbose=verbose, node_ip=node_ip)
-        pool = open_pool(spec, run_id, in_process)
-        return _run(spec, store, session, pool, progress)
+        out = []
+        for point in points:
+            current = run_id if run_id and len(points) == 1 else new_run_id(point.name)
+            session = _open_session(store, current, resume, sweep_id, submitted)
+            out.append(_run_point(point, store, session, in_process, progress))
+            submitted = time.perf_counter()
+        return out
     except KeyboardInterrupt:
-        raise RunInterrupted(run_id, session.run.exists(), store.root) from None
+        raise RunInterrupted(current, store.run(current).exists(), store.root) from None
     finally:
-        if pool is not None:
-            pool.shutdown()
         if started_ray:
             from orchestrator.connect import disconnect
 
             disconnect()
 
 
-def _run(spec: JobSpec, store: ResultsStore, session: Session, pool: Pool, progress: bool) -> RunResult:
+def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process: bool, progress: bool) -> RunResult:
+    """One grid point: `repeats` rounds of fresh workers; the first also runs the reference pass."""
     from orchestrator.progress import RunProgress
 
     run = session.run
     meter = RunMeter(run.run_id)
+    measured_pass = "infer" if "infer" in spec.passes else "val"
+    results: list[ShardResult] = list(session.done.values())
+    failed: list[ShardResult] = []
+    first_infos: list[WorkerInfo] = []
+    totals: dict[tuple[str, int], list[int]] = {}
+
+    def on_result(result: ShardResult) -> None:
+        if result.error is None:
+            run.save_shard(result)
+            key = (result.pass_name, result.repeat)
+            done, total, scored, correct = totals[key]
+            totals[key] = [done + 1, total, scored + result.scored, correct + result.correct]
+            meter.update(result.pass_name, *totals[key])
+        bar.advance(result)
+
     with RunProgress(enabled=progress) as bar:
-        bar.status(f"run {run.run_id}: setting up {pool.size} worker(s) (model, data, engine)")
-        infos = pool.setup()
-        _keep_build_logs(run, infos)
-        num_examples = check_workers_agree(infos)
-        shard_size = spec.shard_size or default_shard_size(num_examples, spec.bs)
-        if not run.exists():
-            run.create(dump_spec(spec), started_at=time.time() - (time.perf_counter() - session.started))
-        totals: dict[str, list[int]] = {}
-
-        def on_result(result: ShardResult) -> None:
-            if result.error is None:
-                run.save_shard(result)
-                done, total, scored, correct = totals[result.pass_name]
-                totals[result.pass_name] = [done + 1, total, scored + result.scored, correct + result.correct]
-                meter.update(result.pass_name, *totals[result.pass_name])
-            bar.advance(result)
-
-        dispatcher = Dispatcher(pool, spec.max_attempts, on_result)
-        results: list[ShardResult] = list(session.done.values())
-        for pass_name in spec.passes:
-            shards = plan_shards(num_examples, shard_size, pass_name)
-            todo = [s for s in shards if (pass_name, s.shard_id) not in session.done]
-            totals[pass_name] = [len(shards) - len(todo), len(shards), 0, 0]
-            bar.start_pass(pass_name, num_examples, done=sum(s.stop - s.start for s in shards if s not in todo))
-            results += dispatcher.run(todo)
+        for repeat in range(spec.repeats):
+            pool = open_pool(spec, run.run_id, in_process)
+            try:
+                bar.status(f"run {run.run_id}: setting up {pool.size} worker(s) (model, data, engine)")
+                infos = pool.setup()
+                _keep_build_logs(run, infos)
+                num_examples = check_workers_agree(infos)
+                first_infos = first_infos or infos
+                shard_size = spec.shard_size or default_shard_size(num_examples, spec.bs)
+                if not run.exists():
+                    run.create(dump_spec(spec), started_at=time.time() - (time.perf_counter() - session.started),
+                               sweep_id=session.sweep_id)
+                dispatcher = Dispatcher(pool, spec.max_attempts, on_result)
+                for pass_name in [p for p in spec.passes if repeat == 0 or p == measured_pass]:
+                    shards = plan_shards(num_examples, shard_size, pass_name, repeat)
+                    todo = [s for s in shards if (pass_name, repeat, s.shard_id) not in session.done]
+                    totals[(pass_name, repeat)] = [len(shards) - len(todo), len(shards), 0, 0]
+                    label = pass_name + (f" (repeat {repeat + 1}/{spec.repeats})" if spec.repeats > 1 else "")
+                    bar.start_pass(pass_name, label, num_examples, done=sum(s.stop - s.start for s in shards if s not in todo))
+                    results += dispatcher.run(todo)
+                failed += dispatcher.failed_attempts
+            finally:
+                pool.shutdown()
     e2e = session.prior_seconds + time.perf_counter() - session.started
-    row = merge(spec=spec, run_id=run.run_id, results=results, infos=infos, e2e_seconds=e2e,
-                retries=len(dispatcher.failed_attempts), item_unit=infos[0].item_unit, resumed=bool(session.done))
-    _finish_run(store, run, row, results, infos, dispatcher.failed_attempts)
-    return RunResult(run.run_id, row, run.path, results, infos, dispatcher.failed_attempts)
+    row = merge(spec=spec, run_id=run.run_id, results=results, infos=first_infos, e2e_seconds=e2e,
+                retries=len(failed), item_unit=first_infos[0].item_unit, resumed=bool(session.done),
+                sweep_id=session.sweep_id)
+    _finish_run(store, run, row, results, first_infos, failed)
+    return RunResult(run.run_id, row, run.path, results, first_infos, failed)
 
 
 def _keep_build_logs(run: RunFolder, infos: list[WorkerInfo]) -> None:
@@ -192,10 +229,10 @@ def _finish_run(store: ResultsStore, run: RunFolder, row: MetricsRow, results, i
 
     run.write_shards_table(results, infos)
     run.write_workers_table(infos)
-    records = [dict(rec, **{"pass": r.pass_name}) for r in results for rec in r.records]
+    records = [dict(rec, **{"pass": r.pass_name, "repeat": r.repeat}) for r in results for rec in r.records]
     run.write_records("predictions.parquet", records)
     run.write_records("retries.parquet", [
-        {"pass": r.pass_name, "shard_id": r.shard_id, "attempt": r.attempt, "worker_id": r.worker_id,
+        {"pass": r.pass_name, "repeat": r.repeat, "shard_id": r.shard_id, "attempt": r.attempt, "worker_id": r.worker_id,
          "node_id": r.node_id, "kind": r.error.kind, "message": r.error.message}
         for r in failed
     ])

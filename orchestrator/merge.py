@@ -6,6 +6,9 @@
 - mem = the largest worker peak;
 - MFU = FLOPs/item x p_infer_core / (sum of the peaks of the devices used);
 - a shard retried after a failure is counted once (the attempt that completed).
+With `repeats: R` the measured pass ran R times on fresh workers: its p_*_core and p_*_whole are
+the mean over repeats with a 95 % Student-t interval; counts and accuracy come from the first
+repeat (every repeat sees the same data, so they agree), and batch latencies pool all repeats.
 """
 
 from __future__ import annotations
@@ -13,21 +16,22 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
-import numpy as np
-
-from workers.contract import PassName, ShardResult, WorkerInfo
+from orchestrator.stats import mean_ci, shard_rates_from_results, summarize_latencies, worker_core_rates
+from orchestrator.verdict import evaluate, figures_from_row
+from workers.contract import ShardResult, WorkerInfo
 
 GIB = float(1 << 30)
 
 
-def completed(results: list[ShardResult]) -> dict[tuple[str, int], ShardResult]:
-    """One result per (pass, shard): the last attempt that succeeded."""
-    chosen: dict[tuple[str, int], ShardResult] = {}
+def completed(results: list[ShardResult]) -> dict[tuple[str, int, int], ShardResult]:
+    """One result per (pass, repeat, shard): the last attempt that succeeded."""
+    chosen: dict[tuple[str, int, int], ShardResult] = {}
     for r in results:
         if r.error is not None:
             continue
-        key = (r.pass_name, r.shard_id)
+        key = (r.pass_name, r.repeat, r.shard_id)
         if key not in chosen or r.attempt > chosen[key].attempt:
             chosen[key] = r
     return chosen
@@ -55,7 +59,7 @@ class PassFigures:
 
 
 def pass_figures(results: list[ShardResult]) -> PassFigures | None:
-    """Cluster figures of one pass from its (deduplicated) shard results."""
+    """Cluster figures of one pass (one repeat) from its deduplicated shard results."""
     if not results:
         return None
     items_by_worker: dict[int, int] = defaultdict(int)
@@ -79,13 +83,6 @@ def pass_figures(results: list[ShardResult]) -> PassFigures | None:
     )
 
 
-def percentiles(samples: tuple[float, ...] | list[float], qs: tuple[float, ...] = (50, 90, 99)) -> list[float | None]:
-    """Linear-interpolated percentiles (numpy's default), None for an empty sample."""
-    if len(samples) == 0:
-        return [None for _ in qs]
-    return [float(v) for v in np.percentile(np.asarray(samples, dtype=float), qs)]
-
-
 def mfu(flops_per_item: float | None, core_items_per_s: float | None, peak_flops_total: float | None) -> float | None:
     if not flops_per_item or not core_items_per_s or not peak_flops_total:
         return None
@@ -104,6 +101,34 @@ def devices_label(infos: list[WorkerInfo]) -> str:
     return ", ".join(f"{n}x {name}" for name, n in sorted(counts.items()))
 
 
+@dataclass(frozen=True)
+class Measured:
+    """The measured pass over its repeats: first-repeat figures, throughput means and CIs."""
+
+    first: PassFigures
+    repeats: int
+    core: Any  # stats.MeanCI
+    whole: Any
+    batch_core_seconds: tuple[float, ...]
+    worker_rates: dict[int, float]
+
+
+def measured(by_repeat: dict[int, list[ShardResult]]) -> Measured | None:
+    figures = {r: pass_figures(results) for r, results in sorted(by_repeat.items())}
+    figures = {r: f for r, f in figures.items() if f is not None}
+    if not figures:
+        return None
+    first_repeat = min(figures)
+    return Measured(
+        first=figures[first_repeat],
+        repeats=len(figures),
+        core=mean_ci([f.core_items_per_s for f in figures.values()]),
+        whole=mean_ci([f.whole_items_per_s for f in figures.values()]),
+        batch_core_seconds=tuple(t for f in figures.values() for t in f.batch_core_seconds),
+        worker_rates=worker_core_rates(shard_rates_from_results(by_repeat[first_repeat], by_repeat[first_repeat][0].pass_name)),
+    )
+
+
 def merge(
     *,
     spec,
@@ -114,16 +139,18 @@ def merge(
     retries: int,
     item_unit: str,
     resumed: bool = False,
+    sweep_id: str | None = None,
     timestamp: datetime | None = None,
 ) -> "MetricsRow":
     from orchestrator.row import MetricsRow
 
     final = completed(results)
-    by_pass: dict[PassName, list[ShardResult]] = {"val": [], "infer": []}
-    for (pass_name, _), r in sorted(final.items()):
-        by_pass[pass_name].append(r)
-    val, infer = pass_figures(by_pass["val"]), pass_figures(by_pass["infer"])
-    headline = infer or val
+    by_pass: dict[str, dict[int, list[ShardResult]]] = {"val": defaultdict(list), "infer": defaultdict(list)}
+    for (pass_name, repeat, _), r in sorted(final.items()):
+        by_pass[pass_name][repeat].append(r)
+    val_m, infer_m = measured(by_pass["val"]), measured(by_pass["infer"])
+    val, infer = (val_m.first if val_m else None), (infer_m.first if infer_m else None)
+    head_m = infer_m or val_m
     every = list(final.values())
 
     peak_result = max(every, key=lambda r: r.peak_mem_bytes or 0)
@@ -133,11 +160,13 @@ def merge(
     acc_val = val.accuracy if val else None
     acc_infer = infer.accuracy if infer else None
     gap = abs(acc_infer - acc_val) if acc_infer is not None and acc_val is not None else None
-    p50, p90, p99 = percentiles(infer.batch_core_seconds if infer else ())
+    latency = summarize_latencies(head_m.batch_core_seconds)
+    p_infer_core = infer_m.core.mean if infer_m else None
     builds = [info.build for info in infos if info.build is not None]
     versions = infos[0].versions if infos else {}
-    return MetricsRow(
+    row = MetricsRow(
         run_id=run_id,
+        sweep_id=sweep_id,
         timestamp=(timestamp or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
         job=spec.name,
         task=spec.task.name,
@@ -150,13 +179,13 @@ def merge(
         byte_per_batch=max(r.bytes_per_batch for r in every),
         mem=mem_peak / GIB if mem_peak is not None else None,
         e2e_time=e2e_seconds,
-        p_val_whole=val.whole_items_per_s if val else None,
-        p_val_core=val.core_items_per_s if val else None,
-        p_infer_whole=infer.whole_items_per_s if infer else None,
-        p_infer_core=infer.core_items_per_s if infer else None,
-        infer_time=1.0 / infer.core_items_per_s if infer and infer.core_items_per_s else None,
+        p_val_whole=val_m.whole.mean if val_m else None,
+        p_val_core=val_m.core.mean if val_m else None,
+        p_infer_whole=infer_m.whole.mean if infer_m else None,
+        p_infer_core=p_infer_core,
+        infer_time=1.0 / p_infer_core if p_infer_core else None,
         acc=format_acc(acc_infer, acc_val),
-        MFU=mfu(infer.flops_per_item, infer.core_items_per_s, peak_total) if infer else None,
+        MFU=mfu(infer.flops_per_item, p_infer_core, peak_total) if infer else None,
         precision_effective=infos[0].precision_effective if infos else spec.precision,
         seq_len=spec.seq_len,
         workers=len(infos),
@@ -164,7 +193,7 @@ def merge(
         devices=devices_label(infos),
         mem_total=peak_result.mem_total_bytes / GIB if peak_result.mem_total_bytes else None,
         mem_source=peak_result.mem_source,
-        examples=headline.examples,
+        examples=head_m.first.examples,
         items_val=val.items if val else None,
         items_infer=infer.items if infer else None,
         scored_val=val.scored if val else None,
@@ -175,7 +204,7 @@ def merge(
         acc_infer=acc_infer,
         acc_gap=gap,
         acc_flagged=gap is not None and gap > spec.acc_tolerance + 1e-12,
-        shards=len({shard for _, shard in final}),
+        shards=len({shard for (_, repeat, shard) in final if repeat == 0}),
         retries=retries,
         resumed=resumed,
         load_time=max((info.load_seconds for info in infos), default=0.0),
@@ -186,11 +215,17 @@ def merge(
         engine_hash=builds[0].engine_hash if builds else None,
         h2d_time=infer.h2d_seconds if infer else None,
         warmup_batches=spec.warmup,
-        measured_batches=len(infer.batch_core_seconds) if infer else len(val.batch_core_seconds),
-        latency_mean=float(np.mean(infer.batch_core_seconds)) if infer and infer.batch_core_seconds else None,
-        latency_p50=p50,
-        latency_p90=p90,
-        latency_p99=p99,
+        measured_batches=latency.count,
+        latency_mean=latency.mean,
+        latency_p50=latency.p50,
+        latency_p90=latency.p90,
+        latency_p99=latency.p99,
+        latency_cv=latency.cv,
+        repeats=head_m.repeats,
+        p_infer_core_ci_low=infer_m.core.low if infer_m else None,
+        p_infer_core_ci_high=infer_m.core.high if infer_m else None,
+        p_infer_whole_ci_low=infer_m.whole.low if infer_m else None,
+        p_infer_whole_ci_high=infer_m.whole.high if infer_m else None,
         flops_per_item=infer.flops_per_item if infer else None,
         peak_flops=peak_total,
         torch_version=versions.get("torch", ""),
@@ -200,3 +235,6 @@ def merge(
         cuda_version=versions.get("cuda", ""),
         driver_version=versions.get("nvidia_driver", ""),
     )
+    verdict = evaluate(figures_from_row(row, head_m.worker_rates), spec.verdict.rules(spec.acc_tolerance))
+    return row.model_copy(update={"verdict": verdict.label, "verdict_reasons": verdict.reasons_text,
+                                  "verdict_profile": spec.verdict.profile})

@@ -24,11 +24,12 @@ def default_shard_size(num_examples: int, bs: int) -> int:
     return max(bs * MIN_BATCHES_PER_SHARD, math.ceil(per_shard / bs) * bs)
 
 
-def plan_shards(num_examples: int, shard_size: int, pass_name: PassName) -> list[ShardTask]:
+def plan_shards(num_examples: int, shard_size: int, pass_name: PassName, repeat: int = 0) -> list[ShardTask]:
     if num_examples <= 0:
         raise UserError("data: the dataset has no examples for this task and seq_len")
     return [
-        ShardTask(shard_id=i, start=start, stop=min(start + shard_size, num_examples), pass_name=pass_name)
+        ShardTask(shard_id=i, start=start, stop=min(start + shard_size, num_examples), pass_name=pass_name,
+                  repeat=repeat)
         for i, start in enumerate(range(0, num_examples, shard_size))
     ]
 

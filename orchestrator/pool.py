@@ -44,7 +44,7 @@ class Pool(Protocol):
 def died_result(shard: ShardTask, worker: int, message: str) -> ShardResult:
     return ShardResult(
         shard_id=shard.shard_id, pass_name=shard.pass_name, attempt=shard.attempt, worker_id=worker,
-        node_id="", device_name="", pid=0, error=WorkerError("crash", message),
+        node_id="", device_name="", pid=0, error=WorkerError("crash", message), repeat=shard.repeat,
     )
 
 

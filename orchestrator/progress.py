@@ -30,12 +30,12 @@ class RunProgress:
         if self._status is None:
             self._status = self._progress.add_task(text, total=None, note="")
         else:
-            self._progress.update(self._status, description=text)
+            self._progress.update(self._status, description=text, visible=True)
 
-    def start_pass(self, pass_name: str, examples: int, done: int = 0) -> None:
+    def start_pass(self, pass_name: str, label: str, examples: int, done: int = 0) -> None:
         if self._status is not None:
             self._progress.update(self._status, visible=False)
-        self._tasks[pass_name] = self._progress.add_task(f"{pass_name} pass", total=examples, completed=done, note="")
+        self._tasks[pass_name] = self._progress.add_task(f"{label} pass", total=examples, completed=done, note="")
 
     def advance(self, result: ShardResult) -> None:
         task = self._tasks.get(result.pass_name)

@@ -8,12 +8,19 @@ from rich.table import Table
 
 SEED_LAYOUT = (
     "config", "engine", "precision", "bs", "byte_per_batch", "e2e_time", "p_val_whole", "p_val_core",
-    "p_infer_whole", "p_infer_core", "infer_time", "acc", "MFU", "mem",
+    "p_infer_whole", "p_infer_core", "infer_time", "acc", "MFU", "mem", "verdict",
 )
 
 
 def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _with_ci(mean: float | None, low: float | None, high: float | None) -> str:
+    """The mean across repeats with its 95 % interval as +- half width (repeats >= 2)."""
+    if mean is None or low is None or high is None:
+        return _num(mean)
+    return f"{_num(mean)} ±{_num((high - low) / 2)}"
 
 
 def format_seconds_per_item(seconds: float | None) -> str:
@@ -41,12 +48,13 @@ def seed_cells(row: Any) -> dict[str, str]:
         "e2e_time": _num(get("e2e_time")),
         "p_val_whole": _num(get("p_val_whole")),
         "p_val_core": _num(get("p_val_core")),
-        "p_infer_whole": _num(get("p_infer_whole")),
-        "p_infer_core": _num(get("p_infer_core")),
+        "p_infer_whole": _with_ci(get("p_infer_whole"), get("p_infer_whole_ci_low"), get("p_infer_whole_ci_high")),
+        "p_infer_core": _with_ci(get("p_infer_core"), get("p_infer_core_ci_low"), get("p_infer_core_ci_high")),
         "infer_time": format_seconds_per_item(get("infer_time")),
         "acc": get("acc") + (" (!)" if get("acc_flagged") else ""),
         "MFU": "-" if get("MFU") is None else f"{get('MFU') * 100:.1f}%",
         "mem": "-" if mem is None else f"{mem:.2f}/{total:.1f}" if total else f"{mem:.2f}",
+        "verdict": get("verdict") or "-",
     } | {"_unit": unit, "_mem_source": get("mem_source")}
 
 
@@ -80,3 +88,29 @@ def metrics_markdown(rows: Iterable[Any]) -> str:
             f"p_* in {cells['_unit']}/s; acc = infer/val; mem = peak/total GiB ({cells['_mem_source']}); e2e_time in s."
         )
     return "\n".join(lines) + "\n"
+
+
+def print_runs(runs: list, spec, results_dir, width: int | None) -> str:
+    """Print the table of a submit (one row per sweep point) and what to look at; returns the
+    trouble (flagged accuracy, INVALID rows) as one line, empty when there is none."""
+    from rich.console import Console
+
+    console = Console(width=width)
+    rows = [r.row for r in runs]
+    console.print(metrics_table(rows, title=f"{spec.name}: {spec.task.name} · {spec.model.label}"))
+    trouble = []
+    for run in runs:
+        row = run.row
+        if row.acc_flagged:
+            trouble.append(f"{row.run_id}: acc infer/val differ by {row.acc_gap:.4f} (> acc_tolerance {spec.acc_tolerance})")
+        if row.verdict == "INVALID":
+            trouble.append(f"{row.run_id}: INVALID ({row.verdict_reasons})")
+        if row.retries:
+            console.print(f"{row.run_id}: {row.retries} failed attempt(s) re-run (see {run.run_dir / 'retries.parquet'})")
+    for line in trouble:
+        console.print(f"[yellow]{line}", soft_wrap=True)
+    for run in runs:
+        console.print(f"run id: {run.run_id}", soft_wrap=True)
+    console.print(f"results: {results_dir / 'metrics.parquet'} ({len(runs)} row(s) appended); "
+                  f"run folder: {runs[-1].run_dir}", soft_wrap=True)
+    return "; ".join(trouble)

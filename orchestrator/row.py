@@ -20,6 +20,7 @@ class MetricsRow(BaseModel):
 
     # identity
     run_id: str
+    sweep_id: str | None  # shared by the rows of one sweep (one row per grid point)
     timestamp: str
     job: str
     task: str
@@ -77,6 +78,15 @@ class MetricsRow(BaseModel):
     latency_p50: float | None
     latency_p90: float | None
     latency_p99: float | None
+    latency_cv: float | None  # sample stdev / mean of the per-batch core latencies (None below 2 batches)
+    repeats: int  # measured passes (fresh workers each) averaged into p_infer_*; 1 = no CI
+    p_infer_core_ci_low: float | None  # 95 % Student-t interval of the mean across repeats
+    p_infer_core_ci_high: float | None
+    p_infer_whole_ci_low: float | None
+    p_infer_whole_ci_high: float | None
+    verdict: str = ""  # VALID | INVALID (orchestrator/verdict.py)
+    verdict_reasons: str = ""  # the failed rules, "; "-joined; empty when VALID
+    verdict_profile: str = ""  # quick | rigorous
     flops_per_item: float | None
     peak_flops: float | None  # FLOP/s summed over the devices used
     # software

@@ -8,14 +8,19 @@ validated the same way.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
+from orchestrator.verdict import VerdictSpec
 from workers.errors import UserError
 from workers.specs import SHORTHANDS, WorkerConfig
+
+# Fields a `sweep:` may list several values for; each grid point is validated as a full job.
+SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision")
 
 
 class JobSpec(WorkerConfig):
@@ -32,8 +37,35 @@ class JobSpec(WorkerConfig):
         0.01, ge=0, description="largest |acc_infer - acc_val| (fraction: 0.01 = 1 point) before a row is flagged"
     )
 
+    repeats: int = Field(1, ge=1, description="measured passes, each on fresh workers (a 95 % CI needs >= 2)")
+    verdict: VerdictSpec = Field(default_factory=VerdictSpec, description="VALID/INVALID rules: profile + overrides")
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict, description=f"grid of values for {', '.join(SWEEPABLE)}: one run and row per point"
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweepable(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in value.items():
+            if key not in SWEEPABLE:
+                raise ValueError(f"cannot sweep '{key}'; sweepable: {', '.join(SWEEPABLE)}")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"sweep.{key} must be a non-empty list of values")
+        return value
+
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig.model_validate(self.model_dump(include=set(WorkerConfig.model_fields)))
+
+    def points(self) -> list["JobSpec"]:
+        """The grid of a sweep as full specs (without `sweep`), in the order the keys are listed."""
+        if not self.sweep:
+            return [self]
+        base = self.model_dump(mode="json", exclude={"sweep"})
+        keys = list(self.sweep)
+        return [
+            JobSpec.model_validate({**base, **dict(zip(keys, combo))})
+            for combo in itertools.product(*(self.sweep[k] for k in keys))
+        ]
 
 
 _TYPE_NAMES = {"int", "str", "float", "bool", "dict", "list", "none", "tuple"}
@@ -116,10 +148,16 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def validate(raw: dict[str, Any], source: str) -> JobSpec:
+    """The spec, with every sweep point validated too (so a bad grid value fails at load)."""
     try:
-        return JobSpec.model_validate(raw)
+        spec = JobSpec.model_validate(raw)
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, source)) from exc
+    try:
+        spec.points()
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, f"{source} (sweep point)")) from exc
+    return spec
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:

@@ -112,10 +112,11 @@ class RunFolder:
     def exists(self) -> bool:
         return (self.path / "job.yaml").exists()
 
-    def create(self, job_yaml: str, started_at: float) -> None:
+    def create(self, job_yaml: str, started_at: float, sweep_id: str | None = None) -> None:
         """The resolved spec and the run's start (epoch s), so a resumed run can add up its time."""
         (self.path / "shards").mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path / "run.json", json.dumps({"run_id": self.run_id, "started_at": started_at}).encode())
+        meta = {"run_id": self.run_id, "started_at": started_at, "sweep_id": sweep_id}
+        write_atomic(self.path / "run.json", json.dumps(meta).encode())
         write_atomic(self.path / "job.yaml", job_yaml.encode())
 
     def has(self, name: str) -> bool:
@@ -145,7 +146,8 @@ class RunFolder:
         devices = {i.worker_id: i.device for i in infos}
         rows = [
             {
-                "pass": r.pass_name, "shard_id": r.shard_id, "attempt": r.attempt, "worker_id": r.worker_id,
+                "pass": r.pass_name, "repeat": r.repeat, "shard_id": r.shard_id, "attempt": r.attempt,
+                "worker_id": r.worker_id,
                 "node_id": r.node_id, "device": devices.get(r.worker_id, ""), "device_name": r.device_name,
                 "pid": r.pid, "examples": r.examples, "items": r.items, "scored": r.scored, "correct": r.correct,
                 "core_seconds": r.core_seconds, "h2d_seconds": r.h2d_seconds, "wall_seconds": r.wall_seconds,
@@ -153,7 +155,7 @@ class RunFolder:
                 "warmup_batches": r.warmup_batches, "peak_mem_bytes": r.peak_mem_bytes,
                 "mem_source": r.mem_source, "batch_core_seconds": r.batch_core_seconds,
             }
-            for r in sorted(results, key=lambda r: (r.pass_name != "val", r.shard_id))
+            for r in sorted(results, key=lambda r: (r.pass_name != "val", r.repeat, r.shard_id))
         ]
         write_table_atomic(self.path / "shards.parquet", pa.Table.from_pylist(rows))
 

@@ -156,7 +156,7 @@ class BenchWorker:
         info = self.setup()
         result = ShardResult(
             shard_id=shard.shard_id, pass_name=shard.pass_name, attempt=shard.attempt, worker_id=self.worker_id,
-            node_id=info.node_id, device_name=info.device_name, pid=info.pid,
+            node_id=info.node_id, device_name=info.device_name, pid=info.pid, repeat=shard.repeat,
         )
         if info.error is not None:
             result.error = info.error
@@ -177,7 +177,7 @@ class BenchWorker:
             return ShardResult(
                 shard_id=shard.shard_id, pass_name=shard.pass_name, attempt=shard.attempt,
                 worker_id=self.worker_id, node_id=info.node_id, device_name=info.device_name,
-                pid=info.pid, error=classify(exc, self.config.bs),
+                pid=info.pid, error=classify(exc, self.config.bs), repeat=shard.repeat,
             )
 
     def pid(self) -> int:

@@ -22,10 +22,16 @@ class ShardTask:
     stop: int
     pass_name: PassName
     attempt: int = 1
+    repeat: int = 0  # which repeat of the measured pass (job field `repeats`)
 
     @property
     def key(self) -> str:
-        return f"{self.pass_name}-{self.shard_id:05d}"
+        return shard_key(self.pass_name, self.shard_id, self.repeat)
+
+
+def shard_key(pass_name: str, shard_id: int, repeat: int) -> str:
+    """File name stem of a shard result: `infer-00012`, or `infer-00012-r2` for later repeats."""
+    return f"{pass_name}-{shard_id:05d}" + (f"-r{repeat}" if repeat else "")
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,8 @@ class ShardResult:
     mem_source: str = ""
     records: list[dict[str, Any]] = field(default_factory=list)
     error: WorkerError | None = None
+    repeat: int = 0
 
     @property
     def key(self) -> str:
-        return f"{self.pass_name}-{self.shard_id:05d}"
+        return shard_key(self.pass_name, self.shard_id, self.repeat)

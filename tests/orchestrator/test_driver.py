@@ -37,3 +37,12 @@ def test_too_many_workers_is_a_user_error(ray_local, tmp_path):
     with pytest.raises(UserError, match="4 workers x 1 GPU need 4 GPUs; the cluster has 3"):
         run_job(validate(job(workers=4), "x"), results_dir=tmp_path)
     assert not (tmp_path / "metrics.parquet").exists()
+
+
+def test_repeats_run_on_fresh_workers(ray_local, tmp_path):
+    spec = validate(job(engine={"name": "synthetic", "latency_ms": 1}, passes=["infer"], workers=2, repeats=2), "x")
+    result = run_job(spec, results_dir=tmp_path)
+    shards = pq.read_table(result.run_dir / "shards.parquet").to_pylist()
+    pids = {r: {s["pid"] for s in shards if s["repeat"] == r} for r in (0, 1)}
+    assert pids[0] and pids[1] and not pids[0] & pids[1]  # new actor processes for the second repeat
+    assert result.row.repeats == 2 and result.row.p_infer_core_ci_low is not None

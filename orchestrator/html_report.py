@@ -1,0 +1,247 @@
+"""`bench report RUN_ID`: one run as a Markdown file and a self-contained HTML page, with plots.
+
+The HTML carries its plots as base64 PNG data URIs and its style inline, so it can be mailed or
+attached to a ticket as one file. The Markdown links the same PNGs, written beside it.
+Plots use matplotlib's object API (`Figure`, Agg canvas) rather than pyplot: no global figure
+state, no display backend, safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from orchestrator.report import SEED_LAYOUT, metrics_markdown, seed_cells
+from orchestrator.stats import node_core_rates, percentiles, shard_rates_from_records, worker_core_rates
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+ENVIRONMENT = (
+    "devices", "workers", "nodes", "precision_effective", "mem_source", "torch_version", "transformers_version",
+    "ray_version", "python_version", "cuda_version", "driver_version", "engine_hash", "engine_cache_hit",
+)
+LATENCY = ("warmup_batches", "measured_batches", "latency_mean", "latency_p50", "latency_p90", "latency_p99",
+           "latency_cv", "repeats", "p_infer_core_ci_low", "p_infer_core_ci_high", "p_infer_whole_ci_low",
+           "p_infer_whole_ci_high")
+
+
+@dataclass(frozen=True)
+class Plot:
+    name: str  # file stem for the Markdown's PNG
+    title: str
+    png: bytes
+
+
+def _get(row: Any, key: str) -> Any:
+    return row.get(key) if isinstance(row, Mapping) else getattr(row, key, None)
+
+
+def new_figure(width: float, height: float) -> "Figure":
+    """The object API (no pyplot): no global figure state, no GUI backend, safe in any process."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+def _png(fig: "Figure") -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def latency_histogram(latencies_s: Sequence[float], pass_name: str) -> Plot | None:
+    """Per-batch core latency; the percentile lines use the same function as the metrics row."""
+    if not latencies_s:
+        return None
+    ms = [t * 1e3 for t in latencies_s]
+    fig = new_figure(7, 3.5)
+    ax = fig.add_subplot()
+    ax.hist(ms, bins="auto", color="#4c72b0")
+    for q, value, style in zip((50, 90, 99), percentiles(ms), ("-", "--", ":")):
+        ax.axvline(value, color="black", linestyle=style, label=f"p{q} {value:.3g} ms")
+    ax.set(xlabel="core latency per batch (ms)", ylabel="batches", title=f"{pass_name}: {len(ms)} measured batches")
+    ax.legend()
+    return Plot("latency", "Per-batch latency (core)", _png(fig))
+
+
+def throughput_bars(shard_records: list[dict], pass_name: str, unit: str) -> Plot | None:
+    rates = shard_rates_from_records(shard_records, pass_name)
+    workers, nodes = worker_core_rates(rates), node_core_rates(rates)
+    if not workers:
+        return None
+    fig = new_figure(9, 3.5)
+    left, right = fig.subplots(1, 2, width_ratios=[max(len(workers), 2), max(len(nodes), 2)])
+    left.bar([f"w{w}" for w in workers], list(workers.values()), color="#4c72b0")
+    left.set(title="per worker", ylabel=f"{pass_name} core {unit}/s")
+    right.bar([n[:12] for n in nodes], list(nodes.values()), color="#55a868")
+    right.set(title="per node")
+    return Plot("throughput", "Throughput per worker and node (core)", _png(fig))
+
+
+def sweep_plot(rows: Sequence[Any], unit: str) -> Plot | None:
+    """p_infer_core against bs, one line per (engine, precision, seq_len) of the sweep."""
+    lines: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        if _get(row, "p_infer_core") is not None:
+            key = f"{_get(row, 'engine')} {_get(row, 'precision')} seq {_get(row, 'seq_len')}"
+            lines.setdefault(key, []).append((int(_get(row, "bs")), float(_get(row, "p_infer_core"))))
+    if not any(len({bs for bs, _ in points}) > 1 for points in lines.values()):
+        return None
+    fig = new_figure(7, 3.5)
+    ax = fig.add_subplot()
+    for key, points in sorted(lines.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=key)
+    ax.set_xscale("log", base=2)
+    sizes = sorted({bs for points in lines.values() for bs, _ in points})
+    ax.set_xticks(sizes, [str(bs) for bs in sizes])
+    ax.minorticks_off()
+    ax.set(xlabel="bs", ylabel=f"p_infer_core ({unit}/s)", title="throughput vs batch size")
+    ax.legend()
+    return Plot("sweep", "Throughput vs batch size (sweep)", _png(fig))
+
+
+def subject_accuracies(predictions: pa.Table) -> dict[tuple[str, str], float]:
+    """(pass, subject) -> correct / questions, pooled within the subject (METRICS.md: MMLU scoring)."""
+    if not {"subject", "correct", "pass"} <= set(predictions.column_names):
+        return {}
+    table = predictions.select(["pass", "subject"]).append_column(
+        "hit", pc.cast(predictions["correct"], pa.int64()))
+    grouped = table.group_by(["pass", "subject"]).aggregate([("hit", "sum"), ("hit", "count")]).to_pylist()
+    return {(g["pass"], g["subject"]): g["hit_sum"] / g["hit_count"] for g in grouped}
+
+
+def subject_accuracy(predictions: pa.Table) -> Plot | None:
+    acc = subject_accuracies(predictions)
+    if not acc:
+        return None
+    subjects = sorted({s for _, s in acc})
+    passes = sorted({p for p, _ in acc}, reverse=True)  # val above infer
+    fig = new_figure(7, 1 + 0.25 * len(subjects) * len(passes))
+    ax = fig.add_subplot()
+    height = 0.8 / len(passes)
+    for i, name in enumerate(passes):
+        ys = [s + i * height for s in range(len(subjects))]
+        ax.barh(ys, [acc.get((name, s), 0.0) for s in subjects], height=height, label=name)
+    ax.set_yticks([s + 0.4 - height / 2 for s in range(len(subjects))], subjects, fontsize=7)
+    ax.set(xlim=(0, 1), xlabel="accuracy", title="accuracy per subject")
+    ax.invert_yaxis()
+    ax.legend()
+    return Plot("subjects", "Accuracy per subject (MMLU)", _png(fig))
+
+
+def collect_plots(run_dir: Path, row: Any, sweep_rows: Sequence[Any]) -> list[Plot]:
+    unit = _get(row, "item_unit") or "items"
+    plots: list[Plot | None] = []
+    shards_path = run_dir / "shards.parquet"
+    if shards_path.exists():
+        records = pq.read_table(shards_path).to_pylist()
+        pass_name = "infer" if any(r["pass"] == "infer" for r in records) else "val"
+        latencies = [t for r in records if r["pass"] == pass_name for t in r["batch_core_seconds"]]
+        plots += [latency_histogram(latencies, pass_name), throughput_bars(records, pass_name, unit)]
+    plots.append(sweep_plot(sweep_rows, unit))
+    if (run_dir / "predictions.parquet").exists():
+        plots.append(subject_accuracy(pq.read_table(run_dir / "predictions.parquet")))
+    return [p for p in plots if p is not None]
+
+
+def _value(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _pairs(row: Any, keys: Sequence[str]) -> list[tuple[str, str]]:
+    return [(k, _value(_get(row, k))) for k in keys if (k in row if isinstance(row, Mapping) else hasattr(row, k))]
+
+
+def _verdict_line(row: Any) -> str | None:
+    verdict = _get(row, "verdict")
+    if not verdict:
+        return None
+    reasons = _get(row, "verdict_reasons")
+    return f"{verdict}" + (f": {reasons}" if reasons else "")
+
+
+def _markdown(row: Any, plots: list[Plot]) -> str:
+    out = [f"# {_get(row, 'job')} · {_get(row, 'run_id')}", "",
+           f"{_get(row, 'task')} · {_get(row, 'model')} · {_get(row, 'data')} · {_get(row, 'timestamp')}", "",
+           "## Metrics", "", metrics_markdown([row])]
+    if (line := _verdict_line(row)) is not None:
+        out += ["## Verdict", "", line, ""]
+    for title, keys in (("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)):
+        out += [f"## {title}", "", "| | |", "|---|---|"]
+        out += [f"| {k} | {v} |" for k, v in _pairs(row, keys)] + [""]
+    for plot in plots:
+        out += [f"## {plot.title}", "", f"![{plot.title}](report-{plot.name}.png)", ""]
+    return "\n".join(out)
+
+
+def _html_table(headers: Sequence[str] | None, rows: Sequence[Sequence[str]]) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>" if headers else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table>{head}{body}</table>"
+
+
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}.INVALID{color:#b00}.VALID{color:#070}")
+
+
+def _html(row: Any, plots: list[Plot]) -> str:
+    cells = seed_cells(row)
+    title = html.escape(f"{_get(row, 'job')} · {_get(row, 'run_id')}")
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
+             f"</head><body><h1>{title}</h1>",
+             f"<p>{html.escape(' · '.join(str(_get(row, k)) for k in ('task', 'model', 'data', 'timestamp')))}</p>",
+             "<h2>Metrics</h2>", _html_table(SEED_LAYOUT, [[cells[c] for c in SEED_LAYOUT]]),
+             f"<p>p_* in {html.escape(str(cells['_unit']))}/s; acc = infer/val; mem = peak/total GiB "
+             f"({html.escape(str(cells['_mem_source']))}); e2e_time in s.</p>"]
+    if (line := _verdict_line(row)) is not None:
+        parts.append(f"<h2>Verdict</h2><p class='{html.escape(str(_get(row, 'verdict')))}'>{html.escape(line)}</p>")
+    for heading, keys in (("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)):
+        parts += [f"<h2>{heading}</h2>", _html_table(None, _pairs(row, keys))]
+    for plot in plots:
+        data = base64.b64encode(plot.png).decode("ascii")
+        parts.append(f"<h2>{html.escape(plot.title)}</h2><img alt='{html.escape(plot.title)}' "
+                     f"src='data:image/png;base64,{data}'>")
+    return "\n".join(parts) + "\n</body></html>\n"
+
+
+def write_report(
+    run_dir: str | Path, row: Any, out_dir: str | Path, sweep_rows: Sequence[Any] = ()
+) -> tuple[Path, Path]:
+    """Write report.md (+ its PNGs) and report.html for one run. `row` is its MetricsRow or dict;
+    `sweep_rows` are all rows of its sweep (the row itself included) for the throughput-vs-bs plot."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = collect_plots(run_dir, row, sweep_rows)
+    for plot in plots:
+        (out_dir / f"report-{plot.name}.png").write_bytes(plot.png)
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text(_markdown(row, plots), encoding="utf-8")
+    html_path.write_text(_html(row, plots), encoding="utf-8")
+    return md_path, html_path
+
+
+def report_run(results_dir: str | Path, run_id: str, out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """`bench report RUN`: find the run's row (and its sweep's rows), write the report beside the run."""
+    import pyarrow.compute as pc
+
+    from orchestrator.query import find_row
+    from orchestrator.store import ResultsStore
+
+    store = ResultsStore(results_dir)
+    row = find_row(results_dir, run_id)
+    table = store.read_metrics()
+    sweep = table.filter(pc.equal(table["sweep_id"], row["sweep_id"])).to_pylist() if row.get("sweep_id") else [row]
+    run_dir = store.run(row["run_id"]).path
+    return write_report(run_dir, row, out_dir or run_dir / "report", sweep)

@@ -1,0 +1,187 @@
+"""Statistics of the measured numbers: latency summaries, confidence intervals, noise tests.
+
+Pure functions over plain sequences (no Ray, no files), so every figure here can be checked by hand.
+Conventions, each chosen so a reviewer can reproduce the figure with a textbook:
+- percentiles interpolate linearly between order statistics (numpy's default, Hyndman & Fan type 7);
+- spreads use the sample standard deviation (n - 1 in the denominator): the batches and the repeats
+  are samples of what the system would do on the next run, not the whole population;
+- a 95 % confidence interval of a mean across repeats is Student's t: mean +- t(0.975, n-1) * s / sqrt(n);
+- two runs' batch latencies are compared with the two-sided Mann-Whitney U test, which assumes no
+  distribution (latencies are skewed, with a long right tail) and is insensitive to a few outliers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+from workers.contract import ShardResult
+
+CONFIDENCE = 0.95
+NOISE_ALPHA = 0.01
+# A rerun of the same job on the same machine moves the median batch latency by a percent or two
+# (clocks, caches, neighbours); below this relative change a difference is not worth reporting even
+# when a test on thousands of batches calls it significant.
+MIN_EFFECT = 0.03
+
+
+def percentiles(samples: Sequence[float], qs: tuple[float, ...] = (50, 90, 99)) -> list[float | None]:
+    """Linear-interpolated percentiles (numpy's default), None for an empty sample."""
+    if len(samples) == 0:
+        return [None for _ in qs]
+    return [float(v) for v in np.percentile(np.asarray(samples, dtype=float), qs)]
+
+
+def coefficient_of_variation(samples: Sequence[float]) -> float | None:
+    """Sample stdev / mean: the batch-to-batch jitter as a fraction. None below 2 samples or a zero mean."""
+    if len(samples) < 2:
+        return None
+    values = np.asarray(samples, dtype=float)
+    mean = float(values.mean())
+    return float(values.std(ddof=1)) / mean if mean > 0 else None
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Per-batch core latency of one pass, in seconds per batch."""
+
+    count: int
+    mean: float | None
+    stdev: float | None
+    cv: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+
+def summarize_latencies(samples: Sequence[float]) -> LatencySummary:
+    values = np.asarray(samples, dtype=float)
+    p50, p90, p99 = percentiles(samples)
+    return LatencySummary(
+        count=len(values),
+        mean=float(values.mean()) if len(values) else None,
+        stdev=float(values.std(ddof=1)) if len(values) > 1 else None,
+        cv=coefficient_of_variation(samples),
+        p50=p50,
+        p90=p90,
+        p99=p99,
+    )
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    """Mean of a figure across repeats with its confidence interval (None with a single repeat)."""
+
+    mean: float
+    n: int
+    low: float | None
+    high: float | None
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.low is None or self.high is None else (self.high - self.low) / 2
+
+
+def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> MeanCI:
+    """Student-t interval of the mean. One repeat says nothing about spread, so its interval is None."""
+    if len(values) == 0:
+        raise ValueError("mean_ci needs at least one value")
+    data = np.asarray(values, dtype=float)
+    mean = float(data.mean())
+    if len(data) < 2:
+        return MeanCI(mean, 1, None, None)
+    sem = float(data.std(ddof=1)) / math.sqrt(len(data))
+    if sem == 0.0:
+        return MeanCI(mean, len(data), mean, mean)
+    low, high = sps.t.interval(confidence, len(data) - 1, loc=mean, scale=sem)
+    return MeanCI(mean, len(data), float(low), float(high))
+
+
+def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two closed intervals share a point. Non-overlapping 95 % CIs are a conservative sign
+    of a real difference (they imply p < 0.01 or so for two means), which is what a reviewer wants."""
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def relative_change(before: float | None, after: float | None) -> float | None:
+    """(after - before) / |before|; None when either is missing or before is 0."""
+    if before is None or after is None or before == 0:
+        return None
+    return (after - before) / abs(before)
+
+
+@dataclass(frozen=True)
+class ShiftTest:
+    """Mann-Whitney U on two runs' batch latencies plus the size of the shift of their medians."""
+
+    p_value: float
+    median_change: float  # (median_b - median_a) / median_a
+    beyond_noise: bool
+
+
+def latency_shift(
+    a: Sequence[float], b: Sequence[float], alpha: float = NOISE_ALPHA, min_effect: float = MIN_EFFECT
+) -> ShiftTest | None:
+    """Is run B's latency distribution shifted from run A's by more than noise?
+
+    Both conditions must hold: the rank test rejects "same distribution" at `alpha`, and the median
+    moved by at least `min_effect`. Batches within one run are not independent (a slow minute slows
+    many batches), so the p-value alone overstates the evidence; the effect floor keeps a rerun of the
+    same job from being flagged. None when a side has fewer than 2 batches.
+    """
+    if len(a) < 2 or len(b) < 2:
+        return None
+    result = sps.mannwhitneyu(np.asarray(a, dtype=float), np.asarray(b, dtype=float), alternative="two-sided")
+    change = relative_change(float(np.median(a)), float(np.median(b)))
+    change = 0.0 if change is None else change
+    p_value = float(result.pvalue)
+    return ShiftTest(p_value, change, p_value < alpha and abs(change) >= min_effect)
+
+
+@dataclass(frozen=True)
+class ShardRate:
+    """The bits of one shard result that per-worker rates need (from ShardResult or shards.parquet)."""
+
+    worker_id: int
+    node_id: str
+    items: int
+    core_seconds: float
+
+
+def worker_core_rates(shards: Iterable[ShardRate]) -> dict[int, float]:
+    """Items per core second of each worker over its shards (METRICS.md's per-worker term of p_*_core)."""
+    items: dict[int, int] = defaultdict(int)
+    core: dict[int, float] = defaultdict(float)
+    for s in shards:
+        items[s.worker_id] += s.items
+        core[s.worker_id] += s.core_seconds
+    return {w: items[w] / core[w] for w in sorted(items) if core[w] > 0}
+
+
+def node_core_rates(shards: Iterable[ShardRate]) -> dict[str, float]:
+    """Sum of the worker rates on each node: what each machine contributes to the cluster figure."""
+    shards = list(shards)
+    node_of = {s.worker_id: s.node_id for s in shards}
+    totals: dict[str, float] = defaultdict(float)
+    for worker, rate in worker_core_rates(shards).items():
+        totals[node_of[worker]] += rate
+    return dict(sorted(totals.items()))
+
+
+def shard_rates_from_records(records: Iterable[dict], pass_name: str = "infer") -> list[ShardRate]:
+    """ShardRates of one pass from shards.parquet rows (`table.to_pylist()`), whose pass column is `pass`."""
+    return [
+        ShardRate(int(r["worker_id"]), str(r["node_id"]), int(r["items"]), float(r["core_seconds"]))
+        for r in records
+        if r["pass"] == pass_name
+    ]
+
+
+def shard_rates_from_results(results: Iterable[ShardResult], pass_name: str = "infer") -> list[ShardRate]:
+    """ShardRates of one pass from the driver's in-memory (deduplicated) shard results."""
+    return [ShardRate(r.worker_id, r.node_id, r.items, r.core_seconds) for r in results if r.pass_name == pass_name]

@@ -1,0 +1,162 @@
+"""VALID / INVALID: whether a row's numbers deserve trust, by rules a reviewer can read in the spec.
+
+Two profiles give the defaults; any rule can be overridden in the job's `verdict:` block.
+
+| rule | quick | rigorous | why |
+|---|---|---|---|
+| min_duration_s | 1 | 600 | MLPerf inference: `*.Offline.min_duration = 600000` ms (loadgen/mlperf.conf) |
+| min_batches | 10 | 1000 | p90 needs >= 10 batches to rest on data; with 1000 the p99 rests on 10 tail batches |
+| max_latency_cv | 0.5 | 0.05 | a dedicated GPU at steady clocks jitters by ~1-2 %; 5 % means contention or throttling |
+| max_acc_gap | acc_tolerance | acc_tolerance | the job's own bound on abs(acc_infer - acc_val) |
+| straggler_ratio | 0.5 | 0.9 | identical devices should agree within 10 %; quick only catches a broken worker |
+| min_repeats | 1 | 3 | a confidence interval needs repeats; with 2 the t quantile is 12.7 and the CI is useless |
+
+The duration is the wall span of the measured pass (first shard start to last shard end, across
+workers): the time the system was under measurement, which is what MLPerf's min_duration bounds (its
+"test duration" runs from the first query issued to the last completed). Summed core seconds would
+grow with the number of workers, so 32 workers x 20 s would pass a 600 s rule after 20 s of
+measurement; that the core figure rests on enough batches is the batch-count rule's job.
+A min rule set to 0 and straggler_ratio 0 switch those rules off; max rules take `.inf` in YAML.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from pydantic import Field
+
+from workers.specs import StrictModel
+
+Profile = Literal["quick", "rigorous"]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Resolved bounds: the profile's defaults with the spec's overrides applied."""
+
+    profile: Profile
+    min_duration_s: float
+    min_batches: int
+    max_latency_cv: float
+    max_acc_gap: float
+    straggler_ratio: float
+    min_repeats: int
+
+
+PROFILES: dict[str, dict[str, float]] = {
+    "quick": {"min_duration_s": 1.0, "min_batches": 10, "max_latency_cv": 0.5, "straggler_ratio": 0.5,
+              "min_repeats": 1},
+    "rigorous": {"min_duration_s": 600.0, "min_batches": 1000, "max_latency_cv": 0.05, "straggler_ratio": 0.9,
+                 "min_repeats": 3},
+}
+
+
+class VerdictSpec(StrictModel):
+    """The job's `verdict:` block. Unset rules take the profile's default."""
+
+    profile: Profile = "quick"
+    min_duration_s: float | None = Field(None, ge=0, description="min wall span of the measured pass, s")
+    min_batches: int | None = Field(None, ge=0, description="min measured (non-warm-up) batches of the pass")
+    max_latency_cv: float | None = Field(None, gt=0, description="max stdev/mean of per-batch core latency")
+    max_acc_gap: float | None = Field(None, ge=0, description="max abs(acc_infer - acc_val); default: acc_tolerance")
+    straggler_ratio: float | None = Field(
+        None, ge=0, le=1, description="a worker below this x the median worker's core items/s is a straggler"
+    )
+    min_repeats: int | None = Field(None, ge=1, description="min repeats of the measured pass")
+
+    def rules(self, acc_tolerance: float) -> Rules:
+        """The job's acc_tolerance is the accuracy bound unless max_acc_gap overrides it."""
+        def pick(name: str) -> float:
+            value = getattr(self, name)
+            return PROFILES[self.profile][name] if value is None else value
+
+        return Rules(
+            profile=self.profile,
+            min_duration_s=float(pick("min_duration_s")),
+            min_batches=int(pick("min_batches")),
+            max_latency_cv=float(pick("max_latency_cv")),
+            max_acc_gap=acc_tolerance if self.max_acc_gap is None else self.max_acc_gap,
+            straggler_ratio=float(pick("straggler_ratio")),
+            min_repeats=int(pick("min_repeats")),
+        )
+
+
+@dataclass(frozen=True)
+class VerdictFigures:
+    """What the rules look at, for the headline pass (infer, or val when only val ran)."""
+
+    measured_seconds: float | None  # wall span of the pass, s (per repeat when repeated)
+    measured_batches: int
+    latency_cv: float | None
+    acc_gap: float | None  # None when only one pass ran
+    worker_items_per_s: Mapping[int, float] = field(default_factory=dict)  # core items/s per worker
+    repeats: int = 1
+
+
+def figures_from_row(row: Any, worker_items_per_s: Mapping[int, float]) -> VerdictFigures:
+    """Figures from a MetricsRow (or its dict). The span is items / p_whole, which is how p_whole was
+    made (METRICS.md), so no second source of the same number is needed."""
+    get = row.get if isinstance(row, Mapping) else lambda k, d=None: getattr(row, k, d)
+    items, whole = get("items_infer"), get("p_infer_whole")
+    if items is None or not whole:
+        items, whole = get("items_val"), get("p_val_whole")
+    return VerdictFigures(
+        measured_seconds=items / whole if items is not None and whole else None,
+        measured_batches=int(get("measured_batches", 0) or 0),
+        latency_cv=get("latency_cv"),
+        acc_gap=get("acc_gap"),
+        worker_items_per_s=dict(worker_items_per_s),
+        repeats=int(get("repeats", 1) or 1),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    valid: bool
+    reasons: list[str]
+
+    @property
+    def label(self) -> str:
+        return "VALID" if self.valid else "INVALID"
+
+    @property
+    def reasons_text(self) -> str:
+        """One string for the metrics table (its columns are scalars)."""
+        return "; ".join(self.reasons)
+
+
+def _stragglers(rates: Mapping[int, float], ratio: float) -> list[str]:
+    """Each worker against the median of the *other* workers: a slow worker pulls a median that
+    includes it towards itself (with 2 workers the median is their mean, and ratio 0.9 would only
+    fire below 0.82 x the other worker)."""
+    if ratio <= 0 or len(rates) < 2:
+        return []
+    reasons = []
+    for w, rate in sorted(rates.items()):
+        median = statistics.median(r for other, r in rates.items() if other != w)
+        if rate < ratio * median:
+            reasons.append(f"straggler: worker {w} at {rate:.4g} items/s < {ratio:g} x "
+                           f"median of the others {median:.4g}")
+    return reasons
+
+
+def evaluate(figures: VerdictFigures, rules: Rules) -> Verdict:
+    """Every rule that fails adds one reason; a figure that could not be measured skips its rule."""
+    f, r, tag = figures, rules, f"({rules.profile})"
+    reasons: list[str] = []
+    if f.measured_seconds is not None and f.measured_seconds < r.min_duration_s:
+        reasons.append(f"measured {f.measured_seconds:.3g} s < min_duration_s {r.min_duration_s:g} {tag}")
+    if f.measured_seconds is None and r.min_duration_s > 0:
+        reasons.append("no measured pass: duration unknown")
+    if f.measured_batches < r.min_batches:
+        reasons.append(f"measured {f.measured_batches} batches < min_batches {r.min_batches} {tag}")
+    if f.latency_cv is not None and f.latency_cv > r.max_latency_cv:
+        reasons.append(f"batch latency CV {f.latency_cv:.3g} > max_latency_cv {r.max_latency_cv:g} {tag}")
+    if f.acc_gap is not None and f.acc_gap > r.max_acc_gap + 1e-12:
+        reasons.append(f"accuracy gap infer vs val {f.acc_gap:.4f} > max_acc_gap {r.max_acc_gap:g}")
+    reasons += _stragglers(f.worker_items_per_s, r.straggler_ratio)
+    if f.repeats < r.min_repeats:
+        reasons.append(f"{f.repeats} repeat(s) < min_repeats {r.min_repeats} {tag}")
+    return Verdict(valid=not reasons, reasons=reasons)

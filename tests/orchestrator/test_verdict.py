@@ -1,0 +1,125 @@
+"""Each verdict rule flips a row to INVALID when its bound is crossed, and leaves it VALID just inside."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from orchestrator.merge import merge
+from orchestrator.spec import validate
+from orchestrator.verdict import Rules, VerdictFigures, VerdictSpec, evaluate, figures_from_row
+from tests.builders import job
+from tests.orchestrator.test_query import shard_results, worker_info
+
+RULES = Rules(profile="quick", min_duration_s=10.0, min_batches=100, max_latency_cv=0.1, max_acc_gap=0.01,
+              straggler_ratio=0.8, min_repeats=3)
+GOOD = VerdictFigures(measured_seconds=20.0, measured_batches=200, latency_cv=0.05, acc_gap=0.0,
+                      worker_items_per_s={0: 100.0, 1: 100.0, 2: 100.0}, repeats=3)
+
+
+def check(inside: VerdictFigures, outside: VerdictFigures, reason_part: str) -> None:
+    assert evaluate(inside, RULES).valid, evaluate(inside, RULES).reasons
+    verdict = evaluate(outside, RULES)
+    assert (verdict.valid, verdict.label) == (False, "INVALID")
+    assert len(verdict.reasons) == 1 and reason_part in verdict.reasons[0], verdict.reasons
+
+
+def test_all_good_is_valid():
+    verdict = evaluate(GOOD, RULES)
+    assert (verdict.valid, verdict.label, verdict.reasons, verdict.reasons_text) == (True, "VALID", [], "")
+
+
+def test_min_duration():
+    check(replace(GOOD, measured_seconds=10.0), replace(GOOD, measured_seconds=9.99), "min_duration_s 10")
+
+
+def test_min_batches():
+    check(replace(GOOD, measured_batches=100), replace(GOOD, measured_batches=99), "min_batches 100")
+
+
+def test_max_latency_cv():
+    check(replace(GOOD, latency_cv=0.1), replace(GOOD, latency_cv=0.1001), "max_latency_cv 0.1")
+
+
+def test_max_acc_gap():
+    check(replace(GOOD, acc_gap=0.01), replace(GOOD, acc_gap=0.0101), "max_acc_gap 0.01")
+
+
+def test_straggler():
+    # the median of the other workers (100, 100) is 100; 0.8 x 100 = 80 is the bound
+    check(replace(GOOD, worker_items_per_s={0: 100.0, 1: 100.0, 2: 80.0}),
+          replace(GOOD, worker_items_per_s={0: 100.0, 1: 100.0, 2: 79.9}), "straggler: worker 2")
+
+
+def test_straggler_of_two_workers_is_measured_against_the_other():
+    # a median including the slow worker would be 89.95 and let 79.9 pass (79.9 > 0.8 x 89.95 = 71.96)
+    check(replace(GOOD, worker_items_per_s={0: 100.0, 1: 80.0}),
+          replace(GOOD, worker_items_per_s={0: 100.0, 1: 79.9}), "straggler: worker 1")
+
+
+def test_min_repeats():
+    check(replace(GOOD, repeats=3), replace(GOOD, repeats=2), "min_repeats 3")
+
+
+def test_every_failing_rule_is_a_reason():
+    bad = VerdictFigures(measured_seconds=1.0, measured_batches=5, latency_cv=0.5, acc_gap=0.2,
+                         worker_items_per_s={0: 100.0, 1: 10.0, 2: 100.0}, repeats=1)
+    assert len(evaluate(bad, RULES).reasons) == 6
+
+
+def test_unmeasurable_figures_skip_their_rule():
+    figures = replace(GOOD, latency_cv=None, acc_gap=None, worker_items_per_s={0: 5.0})
+    assert evaluate(figures, RULES).valid
+
+
+def test_profiles_and_overrides_resolve():
+    quick = VerdictSpec().rules(acc_tolerance=0.01)
+    assert (quick.profile, quick.min_duration_s, quick.min_batches, quick.max_acc_gap) == ("quick", 1.0, 10, 0.01)
+    rigorous = VerdictSpec(profile="rigorous").rules(acc_tolerance=0.02)
+    assert (rigorous.min_duration_s, rigorous.min_batches, rigorous.max_latency_cv) == (600.0, 1000, 0.05)
+    assert (rigorous.straggler_ratio, rigorous.min_repeats, rigorous.max_acc_gap) == (0.9, 3, 0.02)
+    custom = VerdictSpec(profile="rigorous", min_duration_s=60, max_acc_gap=0.005).rules(acc_tolerance=0.02)
+    assert (custom.min_duration_s, custom.max_acc_gap, custom.min_batches) == (60.0, 0.005, 1000)
+
+
+def test_same_figures_valid_under_quick_invalid_under_rigorous():
+    figures = replace(GOOD, measured_seconds=30.0, repeats=1)
+    assert evaluate(figures, VerdictSpec().rules(0.01)).valid
+    reasons = evaluate(figures, VerdictSpec(profile="rigorous").rules(0.01)).reasons
+    assert any("min_duration_s 600 (rigorous)" in r for r in reasons)
+
+
+def test_spec_is_strict():
+    with pytest.raises(ValidationError):
+        VerdictSpec(profile="quick", max_cv=0.1)
+    with pytest.raises(ValidationError):
+        VerdictSpec(profile="thorough")
+    with pytest.raises(ValidationError):
+        VerdictSpec(straggler_ratio=1.5)
+
+
+def test_figures_from_row_derive_the_span_from_whole_throughput():
+    row = {"items_infer": 512, "p_infer_whole": 256.0, "items_val": 512, "p_val_whole": 128.0,
+           "measured_batches": 64, "latency_cv": 0.02, "acc_gap": 0.001, "repeats": 2}
+    figures = figures_from_row(row, {0: 10.0})
+    assert figures == VerdictFigures(2.0, 64, 0.02, 0.001, {0: 10.0}, 2)
+    val_only = figures_from_row(dict(row, items_infer=None, p_infer_whole=None), {})
+    assert (val_only.measured_seconds, val_only.repeats) == (4.0, 2)
+
+
+def test_merge_fills_the_verdict_columns_and_finds_the_straggler():
+    # 4 shards over 2 workers, 10 ms batches; worker 1's infer shards then run 4x slower
+    results = shard_results("val", np.full(40, 0.01), 8, 2, 4) + shard_results("infer", np.full(40, 0.01), 8, 2, 4)
+    for r in results:
+        if r.pass_name == "infer" and r.worker_id == 1:
+            r.core_seconds *= 4
+    spec = validate(job(verdict={"min_duration_s": 0}), "test")
+    row = merge(spec=spec, run_id="r", results=results, infos=[worker_info(0), worker_info(1)], e2e_seconds=1.0,
+                retries=0, item_unit="seq")
+    assert row.verdict == "INVALID" and row.verdict_profile == "quick"
+    assert row.verdict_reasons.startswith("straggler: worker 1 at 200 items/s < 0.5 x median of the others 800")
+    alone = [r for r in results if r.worker_id == 0]
+    fine = merge(spec=spec, run_id="r", results=alone, infos=[worker_info(0)], e2e_seconds=1.0, retries=0,
+                 item_unit="seq")
+    assert (fine.verdict, fine.verdict_reasons) == ("VALID", "")
