@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 from workers.contract import ShardResult
 
@@ -98,6 +97,8 @@ def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> MeanCI:
     sem = float(data.std(ddof=1)) / math.sqrt(len(data))
     if sem == 0.0:
         return MeanCI(mean, len(data), mean, mean)
+    from scipy import stats as sps  # scipy.stats costs ~0.7 s to import: only when there are repeats
+
     low, high = sps.t.interval(confidence, len(data) - 1, loc=mean, scale=sem)
     return MeanCI(mean, len(data), float(low), float(high))
 
@@ -136,6 +137,8 @@ def latency_shift(
     """
     if len(a) < 2 or len(b) < 2:
         return None
+    from scipy import stats as sps
+
     result = sps.mannwhitneyu(np.asarray(a, dtype=float), np.asarray(b, dtype=float), alternative="two-sided")
     change = relative_change(float(np.median(a)), float(np.median(b)))
     change = 0.0 if change is None else change

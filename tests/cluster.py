@@ -36,6 +36,7 @@ class LocalCluster:
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     procs: list[subprocess.Popen] = field(default_factory=list)
     ips: list[str] = field(default_factory=list)
+    node_env: dict[str, str] = field(default_factory=dict)  # extra environment of the Ray nodes only
 
     def __post_init__(self) -> None:
         # Ray's unix sockets live under --temp-dir and their paths must stay under ~107 bytes:
@@ -74,7 +75,7 @@ class LocalCluster:
         else:
             args += ["--address", self.address]
         log = open(self.root / f"node-{ip}.log", "w")
-        self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+        self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**self.env(), **self.node_env},
                                            start_new_session=True))
         self.ips.append(ip)
 

@@ -56,17 +56,18 @@ class WorkerMeter:
         self.accuracy = m.Gauge("raybench_accuracy", d["raybench_accuracy"], tag_keys=TAGS)
         self.memory = m.Gauge("raybench_device_memory_bytes", d["raybench_device_memory_bytes"], tag_keys=TAGS)
 
-    def batch(self, pass_name: str, core_seconds: float, items: int) -> None:
-        if self.enabled:
-            tags = {**self.tags, "pass": pass_name}
-            self.latency.observe(core_seconds, tags=tags)
-            self.items.inc(items, tags=tags)
-
     def shard(self, result) -> None:
-        """After a finished shard: rates of that shard, accuracy so far, memory."""
+        """After a finished shard: its items and batch latencies, its rates, accuracy so far, memory.
+
+        Recorded per shard, not per batch: the same histogram, a shard (seconds) later, and no metric
+        calls inside the measured loop.
+        """
         if not self.enabled or result.error is not None:
             return
         tags = {**self.tags, "pass": result.pass_name}
+        for seconds in result.batch_core_seconds:
+            self.latency.observe(seconds, tags=tags)
+        self.items.inc(result.items, tags=tags)
         scored, correct = self._totals.setdefault(result.pass_name, [0, 0])
         scored, correct = scored + result.scored, correct + result.correct
         self._totals[result.pass_name] = [scored, correct]

@@ -7,13 +7,15 @@ same on every worker and every run.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from workers.errors import UserError
 from workers.specs import ModelSpec, looks_like_local_path
+
+if TYPE_CHECKING:
+    import torch
 
 AUTO_CLASSES = {"masked_lm": "AutoModelForMaskedLM", "causal_lm": "AutoModelForCausalLM"}
 
@@ -70,7 +72,8 @@ def load_tokenizer(spec: ModelSpec):
     """The tokenizer, or None for a random model given as a bare config (synthetic ids then).
 
     A `.txt` tokenizer is a WordPiece vocabulary; transformers 5 wants `BertTokenizer(vocab=...)`
-    (its `vocab_file=` is silently ignored).
+    (its `vocab_file=` is silently ignored). A `.gguf` tokenizer is the vocabulary stored in a GGUF
+    file, so a random model can borrow the tokenizer of a GGUF a user already has, offline.
     """
     from transformers import AutoTokenizer, BertTokenizer
 
@@ -80,6 +83,9 @@ def load_tokenizer(spec: ModelSpec):
     if name.endswith(".txt"):
         return BertTokenizer(vocab=str(Path(name).expanduser()))
     kwargs = _hub_kwargs(spec) if name == spec.source else {"trust_remote_code": spec.trust_remote_code}
+    if name.endswith(".gguf"):
+        path = Path(name).expanduser()
+        name, kwargs = str(path.parent), dict(kwargs, gguf_file=path.name)
     try:
         return AutoTokenizer.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as exc:
@@ -106,8 +112,25 @@ def fetch_weights(spec: ModelSpec) -> str:
         raise _load_failed("model.source", spec.source, exc) from exc
 
 
-def load_model(spec: ModelSpec, config, kind: str, dtype: torch.dtype, device: torch.device, seed: int):
+def _dense_gguf(spec: ModelSpec) -> dict[str, Any]:
+    """Unpack a GGUF file into a plain dense model, the same on every device.
+
+    Without this, transformers 5 keeps its GGUF quantizer on the model: packed blocks with a
+    device-dependent kernel where one exists, elsewhere dense weights on a model that still reports
+    itself quantized and refuses `save_pretrained`. Transformers 4 always dequantized (no GgufConfig).
+    """
+    if not spec.gguf_file:
+        return {}
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
+def load_model(spec: ModelSpec, config, kind: str, dtype: "torch.dtype", device: "torch.device", seed: int):
     """The torch model in eval mode on `device` at `dtype`."""
+    import torch
     import transformers
 
     auto = getattr(transformers, AUTO_CLASSES[kind])
@@ -117,16 +140,36 @@ def load_model(spec: ModelSpec, config, kind: str, dtype: torch.dtype, device: t
         model = model.to(dtype)
     else:
         try:
-            model = auto.from_pretrained(spec.source, dtype=dtype, **_hub_kwargs(spec))
+            model = auto.from_pretrained(spec.source, dtype=dtype, **_hub_kwargs(spec), **_dense_gguf(spec))
         except (OSError, ValueError) as exc:
             raise _load_failed("model.source", spec.source, exc) from exc
     return model.to(device).eval()
 
 
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
 def max_positions(config) -> int | None:
     """The longest sequence the model accepts, from its config (None when it does not say)."""
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, attr, None)
+    for attr in _POSITION_KEYS:
+        value = config.get(attr) if isinstance(config, dict) else getattr(config, attr, None)
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def declared_max_positions(spec: ModelSpec) -> int | None:
+    """The model's position limit from what the spec points at, without importing transformers:
+    the random config mapping itself, or a local folder's config.json. None when neither says
+    (a hub id, a GGUF file): the workers check it then, after loading the config for real."""
+    check_local_paths(spec)
+    if isinstance(spec.random, dict):
+        return max_positions(spec.random)
+    name = spec.source if spec.source is not None else spec.random
+    config_file = Path(str(name)).expanduser() / "config.json"
+    if spec.gguf_file or not config_file.is_file():
+        return None
+    try:
+        return max_positions(json.loads(config_file.read_text()))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model: {config_file} is not a readable JSON config ({exc})") from exc

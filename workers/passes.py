@@ -37,12 +37,8 @@ def run_pass(
     memory: MemoryProbe,
     flops_of_length: Callable[[int], float],
     result: ShardResult,
-    on_batch: Callable[[float, int], None] | None = None,
 ) -> ShardResult:
-    """Fill `result` with the counts and timings of one pass of `shard`.
-
-    `on_batch(core_seconds, items)` is called after each batch (live metrics), outside core time.
-    """
+    """Fill `result` with the counts and timings of one pass of `shard`."""
     with Stopwatch() as watch:
         for batch in task.batches(shard.start, shard.stop, bs):
             device_inputs, h2d_s = timer.time(lambda: engine.to_device(batch.inputs))
@@ -58,8 +54,6 @@ def run_pass(
             result.batch_core_seconds.append(core_s)
             result.bytes_per_batch = max(result.bytes_per_batch, batch.input_bytes)
             result.records.extend(score.records)
-            if on_batch is not None:
-                on_batch(core_s, batch.items)
     result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts
     result.peak_mem_bytes = memory.sample()
     result.mem_total_bytes = memory.total_bytes()

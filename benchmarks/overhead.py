@@ -1,0 +1,81 @@
+"""overhead: what the orchestrator costs a single worker.
+
+The same model, data and batch size, measured two ways in one run:
+  plain: a bare loop in this process (model call, argmax, compare), timed around the whole loop;
+  bench: `run_job` with one Ray worker actor (shards, dispatch, timing, scoring, result files).
+Headline: p_infer_whole(bench) / items-per-second(plain). Target >= 0.98.
+Both sides use the same number of threads and skip the same warm-up batches.
+
+    python benchmarks/overhead.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._ray import local_ray  # noqa: E402
+
+THREADS = 2
+JOB = {
+    "name": "overhead",
+    "task": "masked_lm",
+    "model": {"random": {"model_type": "bert", "vocab_size": 4096, "hidden_size": 256, "num_hidden_layers": 4,
+                         "num_attention_heads": 4, "intermediate_size": 1024, "max_position_embeddings": 128}},
+    "data": {"synthetic": {"seed": 0, "size": 1536}},
+    "bs": 16,
+    "seq_len": 128,
+    "engine": "torch",
+    "passes": ["infer"],
+    "workers": 1,
+    "gpus_per_worker": 0,
+    "cpus_per_worker": THREADS,
+    "warmup": 2,
+}
+
+
+def plain_loop(spec) -> float:
+    """Items per second of the simplest correct loop over the same batches."""
+    import torch
+
+    from workers.device import DTYPES
+    from workers.models import load_config, load_model
+    from workers.tasks.masked_lm import MaskedLM, score_masked
+
+    torch.set_num_threads(THREADS)
+    config = load_config(spec.model)
+    task = MaskedLM(spec.task, spec.data, None, config, spec.seq_len, spec.seed)
+    model = load_model(spec.model, config, "masked_lm", DTYPES["fp32"], torch.device("cpu"), spec.seed)
+    n = task.num_examples()
+    with torch.inference_mode():
+        for lo in range(0, spec.warmup * spec.bs, spec.bs):
+            model(input_ids=torch.from_numpy(task.inputs[lo:lo + spec.bs]))
+        t0 = time.perf_counter()
+        correct = 0
+        for lo in range(0, n, spec.bs):
+            ids = task.inputs[lo:lo + spec.bs]
+            pred = model(input_ids=torch.from_numpy(ids)).logits.argmax(-1).numpy()
+            correct += score_masked(pred, ids, task.labels[lo:lo + spec.bs], task.mask_id)[1]
+        return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    from orchestrator.driver import run_job
+    from orchestrator.spec import validate
+
+    spec = validate(JOB, "overhead")
+    plain = plain_loop(spec)
+    with local_ray(num_cpus=THREADS), tempfile.TemporaryDirectory() as results:
+        row = run_job(spec, results_dir=results).row
+    print(f"plain loop: {plain:,.1f} seq/s")
+    print(f"bench submit, 1 worker: p_infer_whole {row.p_infer_whole:,.1f} seq/s (p_infer_core {row.p_infer_core:,.1f})")
+    print(f"overhead_ratio: {row.p_infer_whole / plain:.3f}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

@@ -1,0 +1,65 @@
+"""startup: from `bench submit` to the first measured batch, on a warm cluster with a cached engine.
+
+A Ray head is started first, configured as cluster.yaml configures nodes (token auth on, idle
+workers preloading `workers.preload`), and one job is run to fill the engine cache and warm the
+node's caches (OS page cache, Python bytecode). After the idle worker pool has refilled, the
+measured submit: a fresh `bench submit --address ...` process; the time from launching it to the
+start of the first measured batch (the earliest shard start of the first pass, after warm-up) is
+the figure. Target <= 3 s.
+
+    python benchmarks/startup.py [--engine onnxruntime]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+REFILL_S = 15  # Ray restarts idle workers after a run's actors exit; they import workers.preload again
+sys.path.insert(0, str(ROOT))
+from tests.cluster import LocalCluster  # noqa: E402
+
+
+def submit(cluster: LocalCluster, results: Path, engine: str, cache: Path) -> tuple[float, float, str]:
+    """Launch one `bench submit`; returns (launch time, first measured batch start, run id)."""
+    args = [sys.executable, "-m", "orchestrator.cli", "submit", str(ROOT / "jobs/smoke.yaml"), "--address",
+            cluster.address, "--results", str(results), "--workers", "1", "--set", f"engine={engine}",
+            "--set", "passes=[infer]", "--set", "warmup=1", "--set", f"engine_cache={cache}"]
+    launched = time.time()
+    out = subprocess.run(args, capture_output=True, text=True, env=cluster.env(), cwd=ROOT, timeout=300)
+    if out.returncode != 0:
+        raise SystemExit(f"bench submit failed: {out.stderr.strip()}")
+    run_id = next(line.split()[-1] for line in out.stdout.splitlines() if line.startswith("run id:"))
+    shards = pq.read_table(results / "runs" / run_id / "shards.parquet").to_pylist()
+    return launched, min(s["start_ts"] for s in shards), run_id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--engine", default="onnxruntime")
+    engine = parser.parse_args().engine
+    with tempfile.TemporaryDirectory(prefix="rb-startup-") as tmp:
+        tmp_path = Path(tmp)
+        cluster = LocalCluster(tmp_path / "cluster", gpus_per_node=0,
+                               node_env={"RAY_preload_python_modules": "workers.preload"}).start(nodes=1)
+        try:
+            submit(cluster, tmp_path / "results", engine, tmp_path / "engines")  # fills the engine cache
+            time.sleep(REFILL_S)
+            launched, first_batch, run_id = submit(cluster, tmp_path / "results", engine, tmp_path / "engines")
+            workers = pq.read_table(tmp_path / "results" / "runs" / run_id / "workers.parquet").to_pylist()[0]
+        finally:
+            cluster.stop()
+    print(f"engine {engine}: cache hit {workers['engine_cache_hit']}, worker load {workers['load_seconds']:.2f} s, "
+          f"data {workers['data_seconds']:.2f} s, build/load engine {workers['build_seconds']:.2f} s")
+    print(f"startup_seconds: {first_batch - launched:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""What a worker builds on its device: model, tokenizer, task data and engines; and one shard run.
+
+Heavy on purpose (torch, transformers, engine libraries): only worker processes import this module.
+`workers.actor.BenchWorker` owns one `WorkerRuntime` and is the error boundary around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import torch
+
+from workers import versions
+from workers.contract import ShardResult, ShardTask, WorkerInfo
+from workers.device import DTYPES, MemoryProbe, check_precision, peak_flops
+from workers.engines import BuildContext, Engine, engine_class
+from workers.engines.torch_eager import TorchEager
+from workers.errors import UserError
+from workers.flops import FlopsModel, flops_model, flops_model_from_config
+from workers.live_metrics import WorkerMeter
+from workers.models import load_config, load_model, load_tokenizer, max_positions
+from workers.passes import run_pass, warm_up
+from workers.specs import WorkerConfig
+from workers.tasks import Task, task_class
+from workers.timing import CoreTimer
+
+DEFAULT_ENGINE_CACHE = Path("~/.cache/raybench/engines")
+
+
+class WorkerRuntime:
+    def __init__(self, config: WorkerConfig, device: torch.device, info: WorkerInfo, meter: WorkerMeter) -> None:
+        """Build everything, filling `info` (load, data and build times) as it goes."""
+        self.config = config
+        self.device = device
+        self.meter = meter
+        self.timer = CoreTimer(device)
+        self.memory = MemoryProbe(device)
+        self.engines: dict[str, Engine] = {}
+        self._model: torch.nn.Module | None = None
+        self._load_seconds = 0.0
+        self._warm: set[str] = set()
+        info.mem_total_bytes = self.memory.total_bytes()
+        precision = check_precision(device, config.precision, config.precision_fallback)
+        self.val_precision = check_precision(device, config.val_dtype_name, config.precision_fallback)
+        info.precision_effective = precision
+        info.peak_flops = peak_flops(info.device_name, precision)
+        self._load_task(info)
+        self._build_engines(info, precision)
+        self.memory.sample()
+
+    def _load_task(self, info: WorkerInfo) -> None:
+        cfg = self.config
+        t0 = time.perf_counter()
+        self.model_config = load_config(cfg.model)
+        tokenizer = load_tokenizer(cfg.model)
+        limit = max_positions(self.model_config)
+        if limit is not None and cfg.seq_len > limit:
+            raise UserError(f"seq_len: {cfg.seq_len} is above the model's maximum of {limit} positions")
+        info.load_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.task: Task = task_class(cfg.task.name)(cfg.task, cfg.data, tokenizer, self.model_config, cfg.seq_len, cfg.seed)
+        info.item_unit = self.task.item_unit
+        info.num_examples = self.task.num_examples()
+        info.dataset_fingerprint = self.task.fingerprint()
+        info.data_seconds = time.perf_counter() - t0
+
+    def _build_engines(self, info: WorkerInfo, precision: str) -> None:
+        cfg = self.config
+        if "val" in cfg.passes:
+            self.engines["val"] = TorchEager()
+            self.engines["val"].build(self._context(self.val_precision))
+        if "infer" in cfg.passes:
+            engine = engine_class(cfg.engine.name)(cfg.engine)
+            self.engines["infer"] = engine
+            info.build = engine.build(self._context(precision))
+        info.load_seconds += self._load_seconds
+        self.flops: FlopsModel = (
+            flops_model(self._model, self.model_config, self.causal)
+            if self._model is not None
+            else flops_model_from_config(self.model_config, self.causal)
+        )
+
+    @property
+    def causal(self) -> bool:
+        return self.task.model_kind == "causal_lm"
+
+    def _load_model(self) -> torch.nn.Module:
+        """The torch model at the val precision, loaded on first use (the synthetic engine never asks)."""
+        if self._model is None:
+            t0 = time.perf_counter()
+            cfg = self.config
+            dtype = DTYPES[self.val_precision]
+            self._model = load_model(cfg.model, self.model_config, self.task.model_kind, dtype, self.device, cfg.seed)
+            self._load_seconds += time.perf_counter() - t0
+        return self._model
+
+    def _model_files_hash(self) -> str:
+        """Identity of the weights for engine cache keys: file digests, or the random config + seed."""
+        spec = self.config.model
+        if spec.random is not None:
+            return hashlib.sha256(repr((spec.random, self.config.seed)).encode()).hexdigest()[:16]
+        return versions.files_digest(spec.source, spec.gguf_file)
+
+    def _context(self, precision: str) -> BuildContext:
+        cfg = self.config
+        return BuildContext(
+            model=self._load_model, model_files_hash=self._model_files_hash, config=self.model_config,
+            signature=self.task.signature, sample_inputs=self.task.sample_inputs, bs=cfg.bs,
+            seq_len=cfg.seq_len, precision=precision, device=self.device,
+            cache_dir=Path(cfg.engine_cache or DEFAULT_ENGINE_CACHE).expanduser(), causal=self.causal,
+        )
+
+    def run(self, shard: ShardTask, result: ShardResult) -> ShardResult:
+        """Warm up once per pass, then measure the shard into `result`."""
+        engine = self.engines[shard.pass_name]
+        engine.before_shard(shard)
+        if shard.pass_name not in self._warm:
+            result.warmup_batches = warm_up(engine, self.task, shard, self.config.bs, self.config.warmup, self.timer)
+            self._warm.add(shard.pass_name)
+        run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result)
+        self.meter.shard(result)
+        return result
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.close()
+        self.engines = {}
+        self._model = None
