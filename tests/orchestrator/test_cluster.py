@@ -177,3 +177,32 @@ def test_two_jobs_at_once_into_one_results_folder(ray_cluster, tmp_path):
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err
     assert sorted(r["run_id"] for r in rows(tmp_path)) == ["concurrent-0", "concurrent-1"]
+
+
+def test_losing_a_node_mid_run_still_gives_exact_results(tmp_path):
+    """A separate two-node cluster (the shared one must survive): kill the worker node's processes."""
+    from tests.cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path / "cluster").start(nodes=2)
+    try:
+        run_id = "node-loss-run"
+        results = tmp_path / "results"
+        proc = start_bench(cluster, "submit", "jobs/synthetic.yaml", "--address", cluster.address,
+                           "--results", str(results), "--run-id", run_id, "--set", "data.synthetic.size=3200")
+        wait_for_shards(results, run_id, 8)
+        cluster.stop_node("127.0.0.3")
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        (row,) = rows(results)
+        assert row["items_infer"] == 3200 and row["retries"] >= 1
+        shards = pq.read_table(results / "runs" / run_id / "shards.parquet").to_pylist()
+        assert sorted(s["shard_id"] for s in shards) == list(range(40))
+        reference = bench(cluster, "submit", "jobs/synthetic.yaml", "--address", cluster.address, "--results",
+                          str(results), "--workers", "2", "--set", "data.synthetic.size=3200",
+                          "--set", "engine.latency_ms=1")
+        assert reference.returncode == 0, reference.stderr
+        ref = rows(results)[1]
+        assert {k: row[k] for k in ("scored_infer", "correct_infer", "acc")} == \
+               {k: ref[k] for k in ("scored_infer", "correct_infer", "acc")}
+    finally:
+        cluster.stop()
