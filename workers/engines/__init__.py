@@ -15,6 +15,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from workers.contract import BuildInfo, ShardTask
+from workers.errors import UserError
 from workers.registry import resolve
 
 ENGINES = {
@@ -25,6 +26,18 @@ ENGINES = {
     "synthetic": "workers.engines.synthetic:Synthetic",
 }
 EXTRAS = {"onnxruntime": "onnx", "tensorrt": "tensorrt"}
+
+
+class BuildFailed(UserError):
+    """An engine build failed: one line for the user, the builder's log in `detail`.
+
+    `workers.actor.classify` copies `detail` into the WorkerError and the driver writes it to the
+    run folder (`build-w<N>.log`), so the log survives without flooding the terminal.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 @dataclass
@@ -72,6 +85,30 @@ class EngineBase:
 
     def close(self) -> None:
         return None
+
+
+class EngineStream:
+    """A CUDA stream an engine library runs on, ordered with torch's current stream both ways.
+
+    Libraries should not run on the legacy default stream that torch uses unless told otherwise
+    (handle 0): TensorRT then adds device-wide synchronisations and ONNX Runtime rejects it. Work
+    on this stream starts after what torch queued (the input copies) and torch's later work (the
+    timer's end event, scoring) waits for it, so core time still covers the whole execution.
+    Inputs are recorded on this stream so torch's allocator never reuses their memory early.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+        self.handle: int = self.stream.cuda_stream
+
+    def begin(self, tensors: Any) -> None:
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        for tensor in tensors:
+            tensor.record_stream(self.stream)
+
+    def end(self) -> None:
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
 
 
 def engine_class(name: str) -> type:

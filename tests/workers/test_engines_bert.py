@@ -1,0 +1,103 @@
+"""ONNX Runtime and torch.compile through BenchWorker on a tiny random BERT masked-LM: val vs infer.
+
+The model has a vocabulary of 8 (4 ordinary tokens), so even random weights score well above 0 and
+"infer accuracy equals val accuracy" compares real numbers. Stated tolerances: |acc_infer -
+acc_val| <= 1 point (the job default `acc_tolerance`), and top-1 predictions of the engine agree
+with torch eager's on >= 99 % of all positions of the same batches.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from orchestrator.spec import validate
+from tests.builders import TINY_BERT, job
+from workers.actor import BenchWorker
+from workers.contract import ShardTask
+
+ACC_TOLERANCE = 0.01
+AGREEMENT = 0.99
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One engine cache for the module: the ONNX export of the model is made once and shared."""
+    return tmp_path_factory.mktemp("engines")
+
+
+def worker(cache_dir, **overrides) -> BenchWorker:
+    spec = job(model={"random": dict(TINY_BERT, vocab_size=8)}, engine_cache=str(cache_dir), **overrides)
+    return BenchWorker(validate(spec, "x").worker_config())
+
+
+def top1_agreement(w: BenchWorker) -> float:
+    runtime = w._runtime  # the worker's engines and task, as the passes use them
+    val, infer = runtime.engines["val"], runtime.engines["infer"]
+    same = total = 0
+    for batch in runtime.task.batches(0, runtime.task.num_examples(), w.config.bs):
+        want = val.forward(val.to_device(batch.inputs)).argmax(-1).cpu()
+        got = infer.forward(infer.to_device(batch.inputs)).argmax(-1).cpu()
+        same += int((got == want).sum())
+        total += want.numel()
+    return same / total
+
+
+def run_val_and_infer(w: BenchWorker) -> tuple[float, float]:
+    info = w.setup()
+    assert info.error is None, info.error
+    n = info.num_examples
+    val = w.run_shard(ShardTask(0, 0, n, "val"))
+    infer = w.run_shard(ShardTask(0, 0, n, "infer"))
+    assert val.error is None and infer.error is None
+    assert val.scored == infer.scored > 100
+    return val.correct / val.scored, infer.correct / infer.scored
+
+
+@pytest.mark.parametrize("engine", [
+    "onnxruntime",
+    pytest.param("torch_compile", marks=pytest.mark.slow),
+])
+def test_infer_matches_val(cache_dir, engine):
+    w = worker(cache_dir, engine=engine, bs=5)  # 48 windows: the last batch is short (3)
+    acc_val, acc_infer = run_val_and_infer(w)
+    assert acc_val > 0.1  # a meaningful comparison, not 0 == 0
+    assert abs(acc_infer - acc_val) <= ACC_TOLERANCE
+    assert top1_agreement(w) >= AGREEMENT
+    build = w.setup().build
+    assert build.engine == engine and build.build_seconds > 0 and build.engine_bytes > 0 and build.cache_key
+    w.close()
+
+
+@pytest.mark.slow
+def test_torch_compile_bf16_on_cpu(cache_dir):
+    """bf16 compiles on a CPU worker too; eager bf16 is the reference, so agreement stays high."""
+    w = worker(cache_dir, engine="torch_compile", precision="bf16", passes=["val", "infer"])
+    acc_val, acc_infer = run_val_and_infer(w)
+    assert abs(acc_infer - acc_val) <= 0.05  # bf16 kernels differ more between eager and inductor
+    assert top1_agreement(w) >= 0.95
+    w.close()
+
+
+def test_onnxruntime_refuses_bf16(cache_dir):
+    info = worker(cache_dir, engine="onnxruntime", precision="bf16").setup()
+    assert info.error is not None and info.error.kind == "user"
+    assert info.error.message.startswith("precision: bf16 is not supported by engine onnxruntime")
+
+
+def test_onnxruntime_unknown_provider(cache_dir):
+    info = worker(cache_dir, engine={"name": "onnxruntime", "providers": ["CUDAExecutionProvider"]}).setup()
+    assert info.error.message.startswith("engine.providers: 'CUDAExecutionProvider' is not available")
+
+
+def test_onnxruntime_cpu_inputs_are_host_views(cache_dir):
+    """On the CPU provider to_device copies nothing: the session reads the host tensors' memory."""
+    w = worker(cache_dir, engine="onnxruntime", passes=["infer"])
+    assert w.setup().error is None
+    engine = w._runtime.engines["infer"]
+    batch = next(iter(w._runtime.task.batches(0, 4, 4)))
+    fed = engine.to_device(batch.inputs)
+    assert fed["input_ids"].ctypes.data == batch.inputs["input_ids"].data_ptr()
+    logits = engine.forward(fed)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (4, 32, 8)
+    w.close()

@@ -1,0 +1,177 @@
+"""The engine cache: built artifacts (ONNX exports, ONNX Runtime models, TensorRT plans, compile caches).
+
+An entry is a folder named `<kind>-<key>` under the cache root, where the key is a digest of
+everything the artifact depends on (`key_fields`): the model files' hash, precision, the shape
+profile (min/opt/max per input), the task's input signature, the engine's name and options, the
+versions of the libraries that produced it and the device it was built for. Any change in these
+gives another key, hence a rebuild; nothing is ever invalidated in place.
+
+Entries are built in a temporary folder beside the root and published with one `os.replace`, so a
+reader sees a complete entry or none. Builders of the same key on one node (several worker actors
+sharing a cache folder) serialise on an `flock` of `<kind>-<key>.lock`: the first builds, the others
+wait, then load. The lock dies with its process, so a crashed builder never blocks the next one.
+
+`build_seconds` in a BuildInfo is the time spent building on a miss and 0.0 on a hit (what
+`MetricsRow.build_time` documents); the time to load a hit goes in the BuildInfo's `log`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+from workers.contract import BuildInfo
+from workers.device import cpu_name
+
+META = "meta.json"
+_NOT_ARTIFACTS = (".json", ".log")  # an entry's notes (metadata, builder and check logs)
+Profile = dict[str, dict[str, list[int]]]  # input name -> {"min"|"opt"|"max": shape}
+
+
+def library_version(package: str) -> str:
+    """Installed version of `package` ('' when absent): part of every key it produced."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def device_name(device: torch.device) -> str:
+    """The name of the device an artifact is built for (GPU model, or CPU model and core count)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+def shape_profile(signature: Any, bs: int, seq_len: int, min_bs: int = 1, min_seq_len: int = 1) -> Profile:
+    """min/opt/max shape per input; axes named 'batch' follow bs, every other dynamic axis seq_len.
+
+    opt = max = the job's (bs, seq_len): the infer pass runs full batches at that shape except for
+    a shard's last batch (and MMLU's shorter buckets), so that is the shape worth tuning for.
+    """
+    profile: Profile = {}
+    for name, axes in signature.inputs.items():
+        rank = max(axes) + 1 if axes else 0
+        low, high = [0] * rank, [0] * rank
+        for axis in range(rank):
+            batch = axes.get(axis) == "batch"
+            low[axis] = min(min_bs, bs) if batch else min(min_seq_len, seq_len)
+            high[axis] = bs if batch else seq_len
+        profile[name] = {"min": low, "opt": list(high), "max": high}
+    return profile
+
+
+def key_fields(ctx: Any, engine: str, options: Any, libraries: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """Everything an engine artifact built from `ctx` depends on (see the module docstring)."""
+    fields: dict[str, Any] = {
+        "engine": engine,
+        "options": options.model_dump() if hasattr(options, "model_dump") else options,
+        "model": ctx.model_files_hash(),
+        "causal": ctx.causal,
+        "precision": ctx.precision,
+        "signature": {name: {str(a): n for a, n in axes.items()} for name, axes in ctx.signature.inputs.items()},
+        "libraries": dict(libraries, torch=torch.__version__, transformers=library_version("transformers")),
+        "device": device_name(ctx.device),
+    }
+    fields.update(extra)
+    return fields
+
+
+def cache_key(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A published cache entry: its folder, whether it was found (not built), and its metadata."""
+
+    path: Path
+    hit: bool
+    key: str
+    meta: dict[str, Any]
+
+    def build_info(self, engine: str, seconds: float) -> BuildInfo:
+        """BuildInfo for an engine made from this entry; `seconds` is the build (miss) or load (hit) time."""
+        log = f"loaded from cache {self.path} in {seconds:.3f} s" if self.hit else f"built into cache {self.path}"
+        return BuildInfo(
+            engine=engine, build_seconds=0.0 if self.hit else seconds, cache_hit=self.hit,
+            engine_bytes=self.meta["bytes"], engine_hash=self.meta["sha256"], cache_key=self.key, log=log,
+        )
+
+
+def _digest(folder: Path) -> tuple[int, str, list[str]]:
+    """(bytes, sha256 prefix, names) of an entry's artifact files, in name order."""
+    total, digest, names = 0, hashlib.sha256(), []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.endswith(_NOT_ARTIFACTS)):
+        names.append(path.name)
+        total += path.stat().st_size
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    return total, digest.hexdigest()[:16], names
+
+
+class EngineCache:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser()
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / f"{kind}-{key}"
+
+    @contextmanager
+    def _locked(self, kind: str, key: str) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{kind}-{key}.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def lookup(self, kind: str, key: str) -> Entry | None:
+        folder = self.path(kind, key)
+        try:
+            meta = json.loads((folder / META).read_text())
+        except (OSError, ValueError):
+            return None
+        return Entry(folder, True, key, meta)
+
+    def get_or_build(self, kind: str, fields: dict[str, Any], build: Callable[[Path], None]) -> Entry:
+        """The entry for `fields`, built by `build(folder)` (which writes its files there) if absent."""
+        key = cache_key(fields)
+        found = self.lookup(kind, key)
+        if found is not None:
+            return found
+        with self._locked(kind, key):
+            found = self.lookup(kind, key)  # another worker may have built it while we waited
+            if found is not None:
+                return found
+            return self._publish(kind, key, fields, build)
+
+    def _publish(self, kind: str, key: str, fields: dict[str, Any], build: Callable[[Path], None]) -> Entry:
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{kind}-{key}-", dir=self.root))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        try:
+            t0 = time.perf_counter()
+            build(tmp)
+            size, sha, names = _digest(tmp)
+            meta = {"key": key, "fields": fields, "files": names, "bytes": size, "sha256": sha,
+                    "built_at": time.time(), "build_seconds": time.perf_counter() - t0}
+            (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
+            os.replace(tmp, self.path(kind, key))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Entry(self.path(kind, key), False, key, meta)

@@ -1,0 +1,102 @@
+"""torch.compile (inductor by default): compiled during build, so compile time is build time.
+
+`build()` runs the compiled model on real sample inputs at every shape family the infer pass can
+produce, so no compile lands in a timed batch:
+- (bs, seq_len), with the signature's dynamic axes marked dynamic (`dynamic` unset, the default)
+  so that a shard's short last batch and MMLU's shorter buckets reuse the same graph;
+- (1, seq_len) when bs > 1, because torch specialises size-1 axes into a graph of their own.
+`dynamic: false` compiles for (bs, seq_len) alone (static shapes, the fastest kernels when every
+batch is full); any other shape then recompiles inside the pass. `dynamic: true` is torch's own.
+
+Cache: inductor keeps its caches per machine; the portable part (torch.compiler's cache
+artifacts) is saved into the engine cache under the usual key. On a hit the artifacts are loaded
+before compiling, which skips inductor's code generation but not tracing, so a hit still takes a
+(shorter) compile: its `build_seconds` is that time, not 0, unlike engines that load a file.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workers.contract import BuildInfo
+from workers.engines import BuildContext, EngineBase
+from workers.engines.cache import EngineCache, key_fields, shape_profile
+from workers.engines.torch_eager import model_at
+from workers.errors import UserError
+from workers.specs import TorchCompileOptions
+
+ARTIFACTS = "compile-artifacts.bin"
+
+
+def warm_inputs(ctx: BuildContext, dynamic: bool | None) -> list[dict[str, torch.Tensor]]:
+    """Sample batches that compile every graph the infer pass will need (module docstring)."""
+    full = {k: v.to(ctx.device) for k, v in ctx.sample_inputs(ctx.bs, ctx.seq_len).items()}
+    if dynamic is False:
+        return [full]
+    if dynamic is None:
+        for name, axes in ctx.signature.inputs.items():
+            for axis in axes:
+                if full[name].shape[axis] > 1:  # torch refuses to mark a size-1 axis dynamic
+                    torch._dynamo.mark_dynamic(full[name], axis)
+    batches = [full]
+    if ctx.bs > 1:
+        batches.append({k: v.to(ctx.device) for k, v in ctx.sample_inputs(1, ctx.seq_len).items()})
+    return batches
+
+
+class TorchCompile(EngineBase):
+    name = "torch_compile"
+
+    def __init__(self, options: TorchCompileOptions | None = None) -> None:
+        self.options = options or TorchCompileOptions()
+        self.compiled: Any = None
+        self.extra: dict[str, Any] = {}
+
+    def _compile(self, ctx: BuildContext) -> None:
+        opts = self.options
+        model = model_at(ctx.model(), ctx.precision)
+        kwargs: dict[str, Any] = {"backend": opts.backend, "dynamic": opts.dynamic, "fullgraph": opts.fullgraph}
+        if opts.backend == "inductor":
+            kwargs["mode"] = opts.mode
+        try:
+            self.compiled = torch.compile(model, **kwargs)
+        except torch._dynamo.exc.InvalidBackend as exc:
+            known = ", ".join(torch._dynamo.list_backends())
+            raise UserError(f"engine.backend: '{opts.backend}' is not a torch.compile backend (known: {known})") from exc
+        self.extra = {"use_cache": False} if ctx.causal else {}
+        for batch in warm_inputs(ctx, opts.dynamic):
+            self.forward(batch)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+
+    def build(self, ctx: BuildContext) -> BuildInfo:
+        self.device = ctx.device
+        t0 = time.perf_counter()
+        shapes = shape_profile(ctx.signature, ctx.bs, ctx.seq_len)
+        fields = key_fields(ctx, self.name, self.options, {}, shapes=shapes)
+        entry = EngineCache(ctx.cache_dir).get_or_build(self.name, fields, lambda out: self._compile_and_save(ctx, out))
+        if entry.hit:
+            saved = (entry.path / ARTIFACTS).read_bytes()
+            if saved:
+                torch.compiler.load_cache_artifacts(saved)
+            self._compile(ctx)
+        info = entry.build_info(self.name, time.perf_counter() - t0)
+        info.build_seconds = time.perf_counter() - t0  # a hit still compiles (module docstring)
+        return info
+
+    def _compile_and_save(self, ctx: BuildContext, folder: Path) -> None:
+        self._compile(ctx)
+        saved = torch.compiler.save_cache_artifacts()  # None when the backend has nothing portable
+        (folder / ARTIFACTS).write_bytes(saved[0] if saved is not None else b"")
+
+    @torch.inference_mode()
+    def forward(self, device_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.compiled(**device_inputs, **self.extra).logits
+
+    def close(self) -> None:
+        self.compiled = None
+
