@@ -104,3 +104,17 @@ def test_validate_command(tmp_path):
     assert ok.exit_code == 0 and "ok" in ok.stdout
     bad = CliRunner().invoke(app, ["validate", str(write_job(tmp_path, job(bs=-1)))])
     assert bad.exit_code == 2 and "bs:" in bad.stderr
+
+
+def test_accuracy_gap_is_flagged_and_strict_exits_nonzero(tmp_path):
+    """The synthetic engine's outputs differ from the model's, so infer and val accuracies differ."""
+    args = ["submit", "jobs/smoke.yaml", "--no-ray", "--results", str(tmp_path), "--set", "engine=synthetic",
+            "--set", "engine.latency_ms=0", "--set", "data.synthetic.size=64", "--set", "acc_tolerance=0"]
+    loose = CliRunner().invoke(app, args)
+    assert loose.exit_code == 0, loose.output
+    assert "acc infer/val differ by" in loose.stdout
+    strict = CliRunner().invoke(app, [*args, "--strict"])
+    assert strict.exit_code == 1
+    assert strict.stderr.startswith("error: --strict: ") and "acc infer/val differ by" in strict.stderr
+    rows = pq.read_table(tmp_path / "metrics.parquet").to_pylist()
+    assert [r["acc_flagged"] for r in rows] == [True, True]
