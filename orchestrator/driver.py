@@ -212,7 +212,7 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
     row = merge(spec=spec, run_id=run.run_id, results=results, infos=first_infos, e2e_seconds=e2e,
                 retries=len(failed), item_unit=first_infos[0].item_unit, resumed=bool(session.done),
                 sweep_id=session.sweep_id)
-    _finish_run(store, run, row, results, first_infos, failed)
+    _finish_run(store, run, spec, row, results, first_infos, failed)
     return RunResult(run.run_id, row, run.path, results, first_infos, failed)
 
 
@@ -224,17 +224,30 @@ def _keep_build_logs(run: RunFolder, infos: list[WorkerInfo]) -> None:
             raise UserError(f"{info.error.message} (builder log: {path})")
 
 
-def _finish_run(store: ResultsStore, run: RunFolder, row: MetricsRow, results, infos, failed) -> None:
+def headline_records(row: MetricsRow, results: list[ShardResult]) -> list[dict]:
+    """Per-example records (MMLU predictions) of the measured pass's first repeat."""
+    head = "infer" if row.items_infer is not None else "val"
+    final = completed(results)
+    return [rec for (p, repeat, _), r in sorted(final.items()) if p == head and repeat == 0 for rec in r.records]
+
+
+def _finish_run(store: ResultsStore, run: RunFolder, spec: JobSpec, row: MetricsRow, results, infos, failed) -> None:
     from orchestrator.report import metrics_markdown
 
     run.write_shards_table(results, infos)
     run.write_workers_table(infos)
-    records = [dict(rec, **{"pass": r.pass_name, "repeat": r.repeat}) for r in results for rec in r.records]
+    records = [dict(rec, **{"pass": r.pass_name, "repeat": r.repeat})
+               for r in completed(results).values() for rec in r.records]
     run.write_records("predictions.parquet", records)
     run.write_records("retries.parquet", [
         {"pass": r.pass_name, "repeat": r.repeat, "shard_id": r.shard_id, "attempt": r.attempt, "worker_id": r.worker_id,
          "node_id": r.node_id, "kind": r.error.kind, "message": r.error.message}
         for r in failed
     ])
-    run.write_text("metrics.md", metrics_markdown([row]))
+    text = metrics_markdown([row])
+    if spec.task.name == "mmlu":
+        from orchestrator.subjects import subjects_markdown
+
+        text += "\n" + subjects_markdown(headline_records(row, results), scoring=spec.task.scoring)
+    run.write_text("metrics.md", text)
     store.append_rows([row])

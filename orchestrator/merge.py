@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from orchestrator.stats import mean_ci, shard_rates_from_results, summarize_latencies, worker_core_rates
+from orchestrator.stats import (
+    coefficient_of_variation, mean_ci, shard_rates_from_results, summarize_latencies, worker_core_rates,
+)
 from orchestrator.verdict import evaluate, figures_from_row
 from workers.contract import ShardResult, WorkerInfo
 
@@ -45,9 +47,11 @@ class PassFigures:
     correct: int
     flops: float
     core_items_per_s: float
+    core_examples_per_s: float
     whole_items_per_s: float
     h2d_seconds: float
     batch_core_seconds: tuple[float, ...]
+    batch_items: tuple[int, ...]
 
     @property
     def accuracy(self) -> float | None:
@@ -63,23 +67,31 @@ def pass_figures(results: list[ShardResult]) -> PassFigures | None:
     if not results:
         return None
     items_by_worker: dict[int, int] = defaultdict(int)
+    examples_by_worker: dict[int, int] = defaultdict(int)
     core_by_worker: dict[int, float] = defaultdict(float)
     for r in results:
         items_by_worker[r.worker_id] += r.items
+        examples_by_worker[r.worker_id] += r.examples
         core_by_worker[r.worker_id] += r.core_seconds
-    core_rate = sum(items_by_worker[w] / core_by_worker[w] for w in items_by_worker if core_by_worker[w] > 0)
+
+    def core_rate(counts: dict[int, int]) -> float:
+        return sum(counts[w] / core_by_worker[w] for w in counts if core_by_worker[w] > 0)
+
     items = sum(r.items for r in results)
     span = max(r.end_ts for r in results) - min(r.start_ts for r in results)
+    ordered = sorted(results, key=lambda r: r.shard_id)
     return PassFigures(
         examples=sum(r.examples for r in results),
         items=items,
         scored=sum(r.scored for r in results),
         correct=sum(r.correct for r in results),
         flops=sum(r.flops for r in results),
-        core_items_per_s=core_rate,
+        core_items_per_s=core_rate(items_by_worker),
+        core_examples_per_s=core_rate(examples_by_worker),
         whole_items_per_s=items / span if span > 0 else 0.0,
         h2d_seconds=sum(r.h2d_seconds for r in results),
-        batch_core_seconds=tuple(t for r in sorted(results, key=lambda r: r.shard_id) for t in r.batch_core_seconds),
+        batch_core_seconds=tuple(t for r in ordered for t in r.batch_core_seconds),
+        batch_items=tuple(n for r in ordered for n in r.batch_items),
     )
 
 
@@ -110,7 +122,9 @@ class Measured:
     core: Any  # stats.MeanCI
     whole: Any
     batch_core_seconds: tuple[float, ...]
+    batch_items: tuple[int, ...]
     worker_rates: dict[int, float]
+    records: tuple[dict[str, Any], ...]
 
 
 def measured(by_repeat: dict[int, list[ShardResult]]) -> Measured | None:
@@ -125,8 +139,33 @@ def measured(by_repeat: dict[int, list[ShardResult]]) -> Measured | None:
         core=mean_ci([f.core_items_per_s for f in figures.values()]),
         whole=mean_ci([f.whole_items_per_s for f in figures.values()]),
         batch_core_seconds=tuple(t for f in figures.values() for t in f.batch_core_seconds),
+        batch_items=tuple(n for f in figures.values() for n in f.batch_items),
+        records=tuple(rec for r in by_repeat[first_repeat] for rec in r.records),
         worker_rates=worker_core_rates(shard_rates_from_results(by_repeat[first_repeat], by_repeat[first_repeat][0].pass_name)),
     )
+
+
+def per_item_cv(batch_seconds: tuple[float, ...], batch_items: tuple[int, ...]) -> float | None:
+    """CV of core seconds per item across batches. For fixed-size batches this is the CV of batch
+    latency; for batches of varying size (MMLU prompts of 300 to 3000 tokens, a short last batch)
+    it is the jitter that is left once the work of each batch is accounted for."""
+    if len(batch_items) != len(batch_seconds):
+        return coefficient_of_variation(batch_seconds)
+    return coefficient_of_variation([t / n for t, n in zip(batch_seconds, batch_items) if n])
+
+
+def task_columns(spec, head: Measured) -> dict[str, Any]:
+    """Columns only MMLU has: questions/s, the scoring variant, how many prompts lost shots."""
+    if spec.task.name != "mmlu":
+        return {}
+    records = head.records
+    return {
+        "questions_per_s": head.first.core_examples_per_s,
+        "scoring": spec.task.scoring,
+        "shots": spec.task.shots,
+        "prompts_short_of_shots": sum(1 for r in records if r.get("shots_used", spec.task.shots) < spec.task.shots),
+        "prompts_truncated": sum(1 for r in records if r.get("truncated")),
+    }
 
 
 def merge(
@@ -220,7 +259,7 @@ def merge(
         latency_p50=latency.p50,
         latency_p90=latency.p90,
         latency_p99=latency.p99,
-        latency_cv=latency.cv,
+        latency_cv=per_item_cv(head_m.batch_core_seconds, head_m.batch_items),
         repeats=head_m.repeats,
         p_infer_core_ci_low=infer_m.core.low if infer_m else None,
         p_infer_core_ci_high=infer_m.core.high if infer_m else None,
@@ -234,6 +273,7 @@ def merge(
         python_version=versions.get("python", ""),
         cuda_version=versions.get("cuda", ""),
         driver_version=versions.get("nvidia_driver", ""),
+        **task_columns(spec, head_m),
     )
     verdict = evaluate(figures_from_row(row, head_m.worker_rates), spec.verdict.rules(spec.acc_tolerance))
     return row.model_copy(update={"verdict": verdict.label, "verdict_reasons": verdict.reasons_text,

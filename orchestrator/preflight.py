@@ -19,3 +19,8 @@ def preflight(spec: JobSpec) -> None:
     limit = declared_max_positions(spec.model)
     if limit is not None and spec.seq_len > limit:
         raise UserError(f"seq_len: {spec.seq_len} is above the model's maximum of {limit} positions")
+    if spec.task.name == "mmlu":
+        from workers.tasks.mmlu_data import load_mmlu
+
+        task = spec.task
+        load_mmlu(Path(spec.data.path).expanduser(), task.split, task.subjects, task.limit, task.shots)

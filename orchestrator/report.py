@@ -107,6 +107,8 @@ def print_runs(runs: list, spec, results_dir, width: int | None) -> str:
             trouble.append(f"{row.run_id}: INVALID ({row.verdict_reasons})")
         if row.retries:
             console.print(f"{row.run_id}: {row.retries} failed attempt(s) re-run (see {run.run_dir / 'retries.parquet'})")
+    if spec.task.name == "mmlu":
+        _print_mmlu(console, runs)
     for line in trouble:
         console.print(f"[yellow]{line}", soft_wrap=True)
     for run in runs:
@@ -114,3 +116,17 @@ def print_runs(runs: list, spec, results_dir, width: int | None) -> str:
     console.print(f"results: {results_dir / 'metrics.parquet'} ({len(runs)} row(s) appended); "
                   f"run folder: {runs[-1].run_dir}", soft_wrap=True)
     return "; ".join(trouble)
+
+
+def _print_mmlu(console, runs: list) -> None:
+    """Per-subject accuracy (57 rows and the four groups) and what happened to the prompts."""
+    from orchestrator.driver import headline_records
+    from orchestrator.subjects import subjects_rich
+
+    for run in runs:
+        row = run.row
+        console.print(subjects_rich(headline_records(row, run.results),
+                                    title=f"{row.run_id}: accuracy by subject (scoring: {row.scoring}, {row.shots}-shot)"))
+        console.print(f"questions/s (core): {row.questions_per_s:,.2f} · prompts that lost shots to fit "
+                      f"seq_len {row.seq_len}: {row.prompts_short_of_shots} · cut even at 0 shots: {row.prompts_truncated}",
+                      soft_wrap=True)

@@ -78,7 +78,7 @@ class MetricsRow(BaseModel):
     latency_p50: float | None
     latency_p90: float | None
     latency_p99: float | None
-    latency_cv: float | None  # sample stdev / mean of the per-batch core latencies (None below 2 batches)
+    latency_cv: float | None  # sample stdev / mean of per-batch core seconds per item (None below 2 batches)
     repeats: int  # measured passes (fresh workers each) averaged into p_infer_*; 1 = no CI
     p_infer_core_ci_low: float | None  # 95 % Student-t interval of the mean across repeats
     p_infer_core_ci_high: float | None
@@ -88,6 +88,12 @@ class MetricsRow(BaseModel):
     verdict_reasons: str = ""  # the failed rules, "; "-joined; empty when VALID
     verdict_profile: str = ""  # quick | rigorous
     flops_per_item: float | None
+    # mmlu only (None for other tasks)
+    questions_per_s: float | None = None  # core questions/s of the measured pass, merged like p_*_core
+    scoring: str | None = None  # lm-eval | flagperf
+    shots: int | None = None
+    prompts_short_of_shots: int | None = None  # prompts that lost shots to fit the context
+    prompts_truncated: int | None = None  # prompts cut even at 0 shots
     peak_flops: float | None  # FLOP/s summed over the devices used
     # software
     torch_version: str

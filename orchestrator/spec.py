@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from orchestrator.verdict import VerdictSpec
 from workers.errors import UserError
-from workers.specs import SHORTHANDS, WorkerConfig
+from workers.specs import SHORTHANDS, WorkerConfig, looks_like_local_path
 
 # Fields a `sweep:` may list several values for; each grid point is validated as a full job.
 SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision")
@@ -147,6 +147,27 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
+def _absolute(name: str | None) -> str | None:
+    """A local path that exists here, made absolute (and ~ expanded); anything else as given."""
+    if name is None or not looks_like_local_path(name):
+        return name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def resolve_paths(spec: JobSpec) -> JobSpec:
+    """Local paths as absolute paths, so workers (whose working directory is Ray's) and the stored
+    job.yaml mean the same files as the command line did. Paths that do not exist here are kept
+    as written: they may exist on the cluster's nodes."""
+    model = spec.model.model_copy(update={
+        "source": _absolute(spec.model.source),
+        "tokenizer": _absolute(spec.model.tokenizer),
+        "random": _absolute(spec.model.random) if isinstance(spec.model.random, str) else spec.model.random,
+    })
+    data = spec.data.model_copy(update={"path": _absolute(spec.data.path)})
+    return spec.model_copy(update={"model": model, "data": data})
+
+
 def validate(raw: dict[str, Any], source: str) -> JobSpec:
     """The spec, with every sweep point validated too (so a bad grid value fails at load)."""
     try:
@@ -157,7 +178,7 @@ def validate(raw: dict[str, Any], source: str) -> JobSpec:
         spec.points()
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, f"{source} (sweep point)")) from exc
-    return spec
+    return resolve_paths(spec)
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:

@@ -101,6 +101,7 @@ class ShardResult:
     end_ts: float = 0.0
     warmup_batches: int = 0
     batch_core_seconds: list[float] = field(default_factory=list)
+    batch_items: list[int] = field(default_factory=list)
     bytes_per_batch: int = 0
     peak_mem_bytes: int | None = None
     mem_total_bytes: int | None = None

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 AUTO_CLASSES = {"masked_lm": "AutoModelForMaskedLM", "causal_lm": "AutoModelForCausalLM"}
 
 
+def _local(name: str) -> str:
+    """`~/models/x` as a path from_pretrained understands; hub ids unchanged."""
+    return str(Path(name).expanduser()) if looks_like_local_path(name) else name
+
+
 def _hub_kwargs(spec: ModelSpec) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
     if spec.revision:
@@ -63,7 +68,7 @@ def load_config(spec: ModelSpec):
     name = spec.source if spec.source is not None else str(spec.random)
     field = "model.source" if spec.source is not None else "model.random"
     try:
-        return AutoConfig.from_pretrained(name, **_hub_kwargs(spec))
+        return AutoConfig.from_pretrained(_local(name), **_hub_kwargs(spec))
     except (OSError, ValueError) as exc:
         raise _load_failed(field, name, exc) from exc
 
@@ -87,7 +92,7 @@ def load_tokenizer(spec: ModelSpec):
         path = Path(name).expanduser()
         name, kwargs = str(path.parent), dict(kwargs, gguf_file=path.name)
     try:
-        return AutoTokenizer.from_pretrained(name, **kwargs)
+        return AutoTokenizer.from_pretrained(_local(name), **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_failed("model.tokenizer", name, exc) from exc
 
@@ -140,7 +145,7 @@ def load_model(spec: ModelSpec, config, kind: str, dtype: "torch.dtype", device:
         model = model.to(dtype)
     else:
         try:
-            model = auto.from_pretrained(spec.source, dtype=dtype, **_hub_kwargs(spec), **_dense_gguf(spec))
+            model = auto.from_pretrained(_local(spec.source), dtype=dtype, **_hub_kwargs(spec), **_dense_gguf(spec))
         except (OSError, ValueError) as exc:
             raise _load_failed("model.source", spec.source, exc) from exc
     return model.to(device).eval()

@@ -52,6 +52,7 @@ def run_pass(
             result.core_seconds += core_s
             result.h2d_seconds += h2d_s
             result.batch_core_seconds.append(core_s)
+            result.batch_items.append(batch.items)
             result.bytes_per_batch = max(result.bytes_per_batch, batch.input_bytes)
             result.records.extend(score.records)
     result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts

@@ -57,7 +57,7 @@ class ModelSpec(StrictModel):
         "or a hub id / folder whose config.json gives the shape",
     )
     tokenizer: str | None = Field(
-        None, description="hub id, folder, or a WordPiece vocab.txt; defaults to the model source"
+        None, description="hub id, folder, a WordPiece vocab.txt or a .gguf file (its vocabulary); default: the source"
     )
     gguf_file: str | None = Field(None, description="GGUF file name inside `source` (dequantized on load)")
     revision: str | None = None
@@ -140,14 +140,23 @@ class MMLUTask(StrictModel):
     """5-shot multiple-choice accuracy on MMLU (METRICS.md, seed 002)."""
 
     name: Literal["mmlu"] = "mmlu"
-    subjects: list[str] | None = Field(None, description="subset of subjects; all 57 by default")
-    limit: int | None = Field(None, gt=0, description="at most this many test questions per subject")
-    shots: int = Field(5, ge=0)
+    subjects: list[str] | None = Field(None, description="subset of subjects (file names, e.g. anatomy); all by default")
+    limit: int | None = Field(None, gt=0, description="at most this many test questions per subject (the first ones)")
+    shots: int = Field(5, ge=0, description="dev rows of the subject shown before each question")
     split: Literal["test", "val"] = "test"
-    scoring: Literal["lm-eval", "flagperf"] = "lm-eval"
-    max_prompt_tokens: int | None = Field(
-        None, gt=0, description="cut prompts to this many tokens by dropping shots (flagperf: 2048)"
+    scoring: Literal["lm-eval", "flagperf"] = Field(
+        "lm-eval", description="lm-eval: argmax over ' A'..' D'; flagperf: argmax over the whole vocabulary"
     )
+    max_prompt_tokens: int | None = Field(
+        None, gt=0, description="cut prompts to this many tokens by dropping shots (default: seq_len; flagperf: 2048)"
+    )
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError("list each subject once, or leave subjects out for all of them")
+        return value
 
 
 TASK_NAMES = ("masked_lm", "mmlu")
@@ -253,6 +262,12 @@ class WorkerConfig(StrictModel):
         if not value or len(set(value)) != len(value):
             raise ValueError("passes must list val and/or infer, each once")
         return tuple(p for p in ("val", "infer") if p in value)
+
+    @model_validator(mode="after")
+    def _mmlu_needs_a_folder(self) -> "WorkerConfig":
+        if self.task.name == "mmlu" and self.data.path is None:
+            raise ValueError("data: the mmlu task reads an MMLU folder (data: path/to/mmlu), not synthetic data")
+        return self
 
     @property
     def val_dtype_name(self) -> Precision:

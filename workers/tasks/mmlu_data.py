@@ -1,0 +1,120 @@
+"""MMLU on disk -> questions and prompt strings (METRICS.md "MMLU scoring"). No tokenizer, no torch.
+
+The folder has the original hendrycks/test layout: `dev/<subject>_dev.csv` (the shots),
+`test/<subject>_test.csv` and `val/<subject>_val.csv`, no header, six columns
+`question, A, B, C, D, answer`. Fields may hold commas, quotes and newlines, so rows are read with
+the csv module (RFC 4180 quoting), never split by hand. Field text is kept exactly as in the file
+(no strip), as the original harness does; some fields carry leading or trailing spaces.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.errors import UserError
+
+LETTERS = ("A", "B", "C", "D")
+COLUMNS = "question, A, B, C, D, answer"
+
+
+@dataclass(frozen=True)
+class Question:
+    subject: str
+    index: int  # row number within its subject's file, from 0
+    question: str
+    choices: tuple[str, str, str, str]
+    answer: str  # one of LETTERS
+
+
+def read_csv(path: Path, subject: str) -> list[Question]:
+    """Every row of one subject file; a malformed row is a one-line error naming file and line."""
+    try:
+        fh = open(path, newline="", encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UserError(f"data.path: {path} is missing (every subject needs a dev and a test/val file)") from exc
+    rows: list[Question] = []
+    with fh:
+        reader = csv.reader(fh)
+        line = 1  # physical line where the next record starts (records may span lines)
+        try:
+            for fields in reader:
+                rows.append(_question(fields, path, line, subject, len(rows)))
+                line = reader.line_num + 1
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise UserError(f"data.path: {path} line {line}: not a readable UTF-8 CSV row ({exc})") from exc
+    return rows
+
+
+def _question(fields: list[str], path: Path, line: int, subject: str, index: int) -> Question:
+    if len(fields) != 6:
+        raise UserError(f"data.path: {path} line {line}: expected 6 columns ({COLUMNS}), found {len(fields)}")
+    answer = fields[5].strip()
+    if answer not in LETTERS:
+        raise UserError(f"data.path: {path} line {line}: answer {fields[5]!r} is not one of A, B, C, D")
+    return Question(subject, index, fields[0], (fields[1], fields[2], fields[3], fields[4]), answer)
+
+
+def list_subjects(folder: Path, split: str) -> list[str]:
+    """Subjects with a file in `split/`, sorted (the global question order starts here)."""
+    if not folder.is_dir():
+        raise UserError(f"data.path: '{folder}' is not a folder (mmlu needs the MMLU folder with dev/ and {split}/)")
+    for needed in ("dev", split):
+        if not (folder / needed).is_dir():
+            raise UserError(f"data.path: '{folder}' has no {needed}/ folder (expected dev/<subject>_dev.csv and "
+                            f"{split}/<subject>_{split}.csv, the original MMLU layout)")
+    subjects = sorted(p.name.removesuffix(f"_{split}.csv") for p in (folder / split).glob(f"*_{split}.csv"))
+    if not subjects:
+        raise UserError(f"data.path: '{folder / split}' holds no <subject>_{split}.csv files")
+    return subjects
+
+
+def choose_subjects(available: list[str], wanted: list[str] | None) -> list[str]:
+    """The requested subjects (sorted, so order never depends on how the list was written)."""
+    if wanted is None:
+        return available
+    for name in wanted:
+        if name not in available:
+            close = difflib.get_close_matches(name, available, n=1)
+            hint = f" Did you mean: {close[0]}?" if close else f" Known: {', '.join(available[:5])}, ..."
+            raise UserError(f"task.subjects: unknown subject '{name}'.{hint}")
+    return sorted(set(wanted))
+
+
+@dataclass(frozen=True)
+class MMLUData:
+    """Test (or val) questions in the global order, and each subject's dev rows (the shots)."""
+
+    questions: list[Question]
+    dev: dict[str, list[Question]]
+
+
+def load_mmlu(folder: Path, split: str, subjects: list[str] | None, limit: int | None, shots: int) -> MMLUData:
+    """Questions ordered by subject name, then row order in the subject's file; `limit` per subject."""
+    chosen = choose_subjects(list_subjects(folder, split), subjects)
+    questions: list[Question] = []
+    dev: dict[str, list[Question]] = {}
+    for subject in chosen:
+        dev[subject] = read_csv(folder / "dev" / f"{subject}_dev.csv", subject)
+        if len(dev[subject]) < shots:
+            raise UserError(f"task.shots: {shots} shots, but {folder / 'dev' / f'{subject}_dev.csv'} has only "
+                            f"{len(dev[subject])} rows")
+        rows = read_csv(folder / split / f"{subject}_{split}.csv", subject)
+        questions.extend(rows[:limit] if limit is not None else rows)
+    return MMLUData(questions, dev)
+
+
+def format_question(q: Question, with_answer: bool) -> str:
+    body = q.question + "".join(f"\n{letter}. {text}" for letter, text in zip(LETTERS, q.choices)) + "\nAnswer:"
+    return body + f" {q.answer}\n\n" if with_answer else body
+
+
+def header(subject: str) -> str:
+    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+
+
+def build_prompt(q: Question, shots: list[Question]) -> str:
+    """The standard 5-shot prompt: header, the shots with their answers, the question ending in 'Answer:'."""
+    return header(q.subject) + "".join(format_question(s, True) for s in shots) + format_question(q, False)
