@@ -35,13 +35,13 @@ def test_smoke_job_end_to_end(tmp_path):
     assert table.num_rows == 1
     assert set(SEED_COLUMNS) <= set(table.column_names)
     row = table.to_pylist()[0]
-    assert row["job"] == "smoke" and row["workers"] == 2 and row["items_infer"] == 256
+    assert row["job"] == "smoke" and row["workers"] == 2 and row["items_infer"] == 2048
     assert row["p_infer_core"] > 0 and row["e2e_time"] > 0
     run_dir = results / "runs" / row["run_id"]
     for name in ("job.yaml", "shards.parquet", "metrics.md", "workers.parquet"):
         assert (run_dir / name).exists(), name
     shards = pq.read_table(run_dir / "shards.parquet").to_pylist()
-    assert sum(s["items"] for s in shards if s["pass"] == "infer") == 256
+    assert sum(s["items"] for s in shards if s["pass"] == "infer") == 2048
     assert {s["worker_id"] for s in shards} == {0, 1}
     assert yaml.safe_load((run_dir / "job.yaml").read_text())["bs"] == 8  # the resolved spec
 
