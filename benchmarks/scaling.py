@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._ray import local_ray  # noqa: E402
 
-LATENCY_MS = 20.0
-BATCHES_PER_WORKER = 200  # 4 s of waiting per worker
+LATENCY_MS = 50.0
+BATCHES_PER_WORKER = 160  # 8 s of waiting per worker
 BS = 4
 
 
@@ -38,7 +38,7 @@ def job(workers: int) -> dict:
         "workers": workers,
         "gpus_per_worker": 0,
         "cpus_per_worker": 0,
-        "shard_size": 10 * BS,  # 10 batches: 0.2 s shards, 20 per worker
+        "shard_size": 10 * BS,  # 10 batches: 0.5 s shards, about 16 per worker (then the tapered tail)
         "warmup": 1,
     }
 

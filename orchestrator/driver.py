@@ -199,7 +199,7 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
                                sweep_id=session.sweep_id)
                 dispatcher = Dispatcher(pool, spec.max_attempts, on_result)
                 for pass_name in [p for p in spec.passes if repeat == 0 or p == measured_pass]:
-                    shards = plan_shards(num_examples, shard_size, pass_name, repeat)
+                    shards = plan_shards(num_examples, shard_size, pass_name, repeat, spec.bs)
                     todo = [s for s in shards if (pass_name, repeat, s.shard_id) not in session.done]
                     totals[(pass_name, repeat)] = [len(shards) - len(todo), len(shards), 0, 0]
                     label = pass_name + (f" (repeat {repeat + 1}/{spec.repeats})" if spec.repeats > 1 else "")

@@ -4,6 +4,11 @@ Shards are contiguous example ranges whose size depends on the dataset and bs, n
 of workers, so the same job yields the same shards (and the same numbers) on 1 or 64 workers. There
 are many more shards than workers (about `TARGET_SHARDS`), so a slow or restarted worker costs the
 run little: the others take the remaining shards.
+
+The last TAPER_FRACTION of the examples is cut into quarter-size shards (whole batches still): with
+dynamic dispatch a worker that finishes early idles for up to one shard at the end of a pass, so
+small final shards make the workers finish together, which is what p_*_whole (items over the span
+from the first start to the last end) measures.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from workers.errors import UserError
 
 TARGET_SHARDS = 64
 MIN_BATCHES_PER_SHARD = 4  # below this, per-shard dispatch costs start to show in p_*_whole
+TAPER_FRACTION = 0.125
+TAPER_DIVISOR = 4
 
 
 def default_shard_size(num_examples: int, bs: int) -> int:
@@ -24,13 +31,24 @@ def default_shard_size(num_examples: int, bs: int) -> int:
     return max(bs * MIN_BATCHES_PER_SHARD, math.ceil(per_shard / bs) * bs)
 
 
-def plan_shards(num_examples: int, shard_size: int, pass_name: PassName, repeat: int = 0) -> list[ShardTask]:
+def shard_bounds(num_examples: int, shard_size: int, bs: int) -> list[tuple[int, int]]:
+    """(start, stop) of every shard: full-size shards, then the tapered tail in smaller ones."""
+    small = max(bs, (shard_size // TAPER_DIVISOR) // bs * bs)
+    tail = math.ceil(num_examples * TAPER_FRACTION / small) * small if small < shard_size else 0
+    bulk_end = max(0, num_examples - tail)
+    bulk_end -= bulk_end % shard_size  # the bulk is whole shards; the rest goes to the tail
+    bounds = [(start, start + shard_size) for start in range(0, bulk_end, shard_size)]
+    bounds += [(start, min(start + small, num_examples)) for start in range(bulk_end, num_examples, small)]
+    return bounds
+
+
+def plan_shards(num_examples: int, shard_size: int, pass_name: PassName, repeat: int = 0,
+                bs: int = 1) -> list[ShardTask]:
     if num_examples <= 0:
         raise UserError("data: the dataset has no examples for this task and seq_len")
     return [
-        ShardTask(shard_id=i, start=start, stop=min(start + shard_size, num_examples), pass_name=pass_name,
-                  repeat=repeat)
-        for i, start in enumerate(range(0, num_examples, shard_size))
+        ShardTask(shard_id=i, start=start, stop=stop, pass_name=pass_name, repeat=repeat)
+        for i, (start, stop) in enumerate(shard_bounds(num_examples, shard_size, bs))
     ]
 
 

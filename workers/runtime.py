@@ -76,11 +76,16 @@ class WorkerRuntime:
             self.engines["infer"] = engine
             info.build = engine.build(self._context(precision))
         info.load_seconds += self._load_seconds
-        self.flops: FlopsModel = (
-            flops_model(self._model, self.model_config, self.causal)
-            if self._model is not None
-            else flops_model_from_config(self.model_config, self.causal)
-        )
+        self.flops = self._flops_model()
+
+    def _flops_model(self) -> FlopsModel:
+        """FLOPs from the loaded model; from the config alone when an engine came from the cache
+        without it; none at all for engines that do not run the model (the synthetic one)."""
+        if not all(getattr(engine, "runs_model", True) for engine in self.engines.values()):
+            return FlopsModel(0, 0, 0, self.causal)
+        if self._model is not None:
+            return flops_model(self._model, self.model_config, self.causal)
+        return flops_model_from_config(self.model_config, self.causal)
 
     @property
     def causal(self) -> bool:

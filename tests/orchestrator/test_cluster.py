@@ -12,8 +12,11 @@ import urllib.request
 import pyarrow.parquet as pq
 import pytest
 
+from orchestrator.plan import shard_bounds
+
 pytestmark = pytest.mark.slow
 BENCH = [sys.executable, "-m", "orchestrator.cli"]
+SYNTHETIC_3200_SHARDS = len(shard_bounds(3200, 80, 4))  # jobs/synthetic.yaml with data.synthetic.size=3200
 COUNTS = ("examples", "items_val", "items_infer", "scored_val", "scored_infer", "correct_val", "correct_infer", "acc")
 
 
@@ -135,11 +138,11 @@ def test_driver_killed_then_resumed_reruns_only_missing_shards(ray_cluster, tmp_
     proc.wait(timeout=30)
     folder = tmp_path / "runs" / run_id / "shards"
     before = {p.name: p.read_bytes() for p in folder.glob("*.json")}
-    assert 10 <= len(before) < 40
+    assert 10 <= len(before) < SYNTHETIC_3200_SHARDS
     resumed = bench(ray_cluster, "submit", "--resume", run_id, *args)
     assert resumed.returncode == 0, resumed.stderr
     after = {p.name: p.read_bytes() for p in folder.glob("*.json")}
-    assert len(after) == 40
+    assert len(after) == SYNTHETIC_3200_SHARDS
     assert all(after[name] == data for name, data in before.items())  # finished shards were not re-run
     (row,) = rows(tmp_path)
     assert row["run_id"] == run_id and row["resumed"] and row["items_infer"] == 3200
@@ -196,7 +199,7 @@ def test_losing_a_node_mid_run_still_gives_exact_results(tmp_path):
         (row,) = rows(results)
         assert row["items_infer"] == 3200 and row["retries"] >= 1
         shards = pq.read_table(results / "runs" / run_id / "shards.parquet").to_pylist()
-        assert sorted(s["shard_id"] for s in shards) == list(range(40))
+        assert sorted(s["shard_id"] for s in shards) == list(range(SYNTHETIC_3200_SHARDS))
         reference = bench(cluster, "submit", "jobs/synthetic.yaml", "--address", cluster.address, "--results",
                           str(results), "--workers", "2", "--set", "data.synthetic.size=3200",
                           "--set", "engine.latency_ms=1")

@@ -4,6 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.driver import run_job
+from orchestrator.plan import shard_bounds
 from orchestrator.spec import validate
 from tests.builders import job
 
@@ -18,7 +19,7 @@ def test_same_numbers_on_1_2_and_3_workers(ray_local, tmp_path):
         rows.append(result.row)
         shards = pq.read_table(result.run_dir / "shards.parquet").to_pylist()
         assert len({s["worker_id"] for s in shards}) == n  # every worker took shards
-        assert result.row.workers == n and result.row.shards == 8
+        assert result.row.workers == n and result.row.shards == len(shard_bounds(60, 8, 4))
     keys = ("examples", "items_val", "items_infer", "scored_val", "scored_infer", "correct_val", "correct_infer",
             "acc_val", "acc_infer", "acc")
     assert [{k: getattr(r, k) for k in keys} for r in rows] == [{k: getattr(rows[0], k) for k in keys}] * 3

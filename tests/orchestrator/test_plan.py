@@ -4,17 +4,25 @@ from orchestrator.plan import default_shard_size, plan_resources, plan_shards
 from workers.errors import UserError
 
 
-def test_shards_cover_every_example_once():
-    shards = plan_shards(103, 10, "val")
+@pytest.mark.parametrize("n, size, bs", [(103, 10, 1), (25_600, 40, 4), (64, 32, 8), (48, 8, 4), (7, 8, 4)])
+def test_shards_cover_every_example_once(n, size, bs):
+    shards = plan_shards(n, size, "val", bs=bs)
     covered = [i for s in shards for i in range(s.start, s.stop)]
-    assert covered == list(range(103))
-    assert [s.shard_id for s in shards] == list(range(11))
-    assert shards[-1].stop - shards[-1].start == 3
+    assert covered == list(range(n))
+    assert [s.shard_id for s in shards] == list(range(len(shards)))
+    assert all((s.stop - s.start) % bs == 0 for s in shards[:-1])  # whole batches but the very last
+
+
+def test_the_tail_is_cut_into_quarter_shards():
+    sizes = [s.stop - s.start for s in plan_shards(25_600, 40, "infer", bs=4)]
+    assert sizes[0] == 40 and sizes[-1] == 8
+    tail = sum(size for size in sizes if size < 40)
+    assert 25_600 / 8 <= tail < 25_600 / 8 + 40  # about the last eighth, in 8-example shards
 
 
 def test_default_shard_size_is_whole_batches_and_ignores_workers():
     assert default_shard_size(10_000, 32) % 32 == 0
-    assert 40 <= len(plan_shards(10_000, default_shard_size(10_000, 32), "infer")) <= 64
+    assert 60 <= len(plan_shards(10_000, default_shard_size(10_000, 32), "infer", bs=32)) <= 100
     # small datasets: at least four batches per shard
     assert default_shard_size(50, 8) == 32
 

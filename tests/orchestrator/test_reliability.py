@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from orchestrator.driver import run_job
+from orchestrator.plan import shard_bounds
 from orchestrator.policy import decide
 from orchestrator.spec import load_spec
 from workers.actor import classify
@@ -62,7 +63,8 @@ def test_killed_worker_loses_nothing_and_counts_nothing_twice(ray_local, tmp_pat
     retries = pq.read_table(result.run_dir / "retries.parquet").to_pylist()
     assert all(r["worker_id"] == 1 and "died" in r["message"] for r in retries)
     shards = pq.read_table(result.run_dir / "shards.parquet").to_pylist()
-    assert sorted(s["shard_id"] for s in shards) == list(range(80))  # each shard exactly once
+    assert sorted(s["shard_id"] for s in shards) == list(range(row.shards))  # each shard exactly once
+    assert row.shards == len(shard_bounds(6400, 80, 4))
     retried = {r["shard_id"] for r in retries}
     assert all(s["attempt"] == 2 for s in shards if s["shard_id"] in retried)
     assert pq.read_table(tmp_path / "metrics.parquet").num_rows == 1

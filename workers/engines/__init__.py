@@ -76,6 +76,7 @@ class EngineBase:
 
     name = "base"
     device = torch.device("cpu")
+    runs_model = True  # False for the synthetic engine: it waits, so it does no model FLOPs (no MFU)
 
     def to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}

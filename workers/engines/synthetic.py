@@ -22,6 +22,7 @@ class InjectedFailure(RuntimeError):
 
 class Synthetic(EngineBase):
     name = "synthetic"
+    runs_model = False
 
     def __init__(self, options: SyntheticEngineOptions) -> None:
         self.options = options
