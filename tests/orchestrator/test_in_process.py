@@ -1,0 +1,22 @@
+"""The worker runs in the command's own process without Ray: how GPU figures are taken on a box
+where Ray is not installed (the lent GPU machines have no Ray)."""
+
+import subprocess
+import sys
+
+CODE = """
+import sys
+sys.modules["ray"] = None  # any `import ray` now raises ImportError, as on a machine without Ray
+from orchestrator.spec import load_spec
+from orchestrator.driver import run_job
+row = run_job(load_spec("jobs/smoke.yaml", ["workers=1", "data.synthetic.size=64"]),
+              results_dir=sys.argv[1], in_process=True).row
+print(row.items_infer, row.workers, row.nodes)
+"""
+
+
+def test_a_job_runs_in_process_where_ray_cannot_be_imported(tmp_path):
+    out = subprocess.run([sys.executable, "-c", CODE, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["64", "1", "1"]
+    assert (tmp_path / "metrics.parquet").exists()
