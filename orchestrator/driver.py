@@ -196,7 +196,7 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
                 shard_size = spec.shard_size or default_shard_size(num_examples, spec.bs)
                 if not run.exists():
                     run.create(dump_spec(spec), started_at=time.time() - (time.perf_counter() - session.started),
-                               sweep_id=session.sweep_id)
+                               sweep_id=session.sweep_id, weights_fetched_on=pool.prefetched_nodes)
                 dispatcher = Dispatcher(pool, spec.max_attempts, on_result)
                 for pass_name in [p for p in spec.passes if repeat == 0 or p == measured_pass]:
                     shards = plan_shards(num_examples, shard_size, pass_name, repeat, spec.bs)

@@ -29,6 +29,7 @@ class Outcome:
 
 class Pool(Protocol):
     size: int
+    prefetched_nodes: list[str]  # nodes that downloaded the model's weights before the actors started
 
     def setup(self) -> list[WorkerInfo]: ...
 
@@ -52,6 +53,7 @@ class InProcessPool:
     """One BenchWorker in this process: for a GPU box without Ray, and for debugging."""
 
     size = 1
+    prefetched_nodes: list[str] = []
 
     def __init__(self, config: WorkerConfig, run_id: str = "") -> None:
         self.worker = BenchWorker(config, 0, run_id)
@@ -96,6 +98,7 @@ class RayPool:
         self._ray = ray
         self.size = workers
         self.pg = None
+        self.prefetched_nodes: list[str] = []
         self.actors = []
         # A bundle needs some resource: workers that ask for none (the synthetic engine) still get a
         # token CPU share, so they too are spread over the nodes and named after where they run.
@@ -112,7 +115,7 @@ class RayPool:
     def _start(self, spec, run_id: str, gpus: float, cpus: float) -> None:
         ray = self._ray
         nodes = _bundle_nodes(self.pg, self.size)
-        _prefetch_weights(spec.model, sorted({n for n in nodes if n}))
+        self.prefetched_nodes = _prefetch_weights(spec.model, sorted({n for n in nodes if n}))
         addresses = _node_addresses()
         remote = ray.remote(BenchWorker)
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy

@@ -112,10 +112,13 @@ class RunFolder:
     def exists(self) -> bool:
         return (self.path / "job.yaml").exists()
 
-    def create(self, job_yaml: str, started_at: float, sweep_id: str | None = None) -> None:
-        """The resolved spec and the run's start (epoch s), so a resumed run can add up its time."""
+    def create(self, job_yaml: str, started_at: float, sweep_id: str | None = None,
+               weights_fetched_on: list[str] | None = None) -> None:
+        """The resolved spec and the run's start (epoch s), so a resumed run can add up its time,
+        and the nodes that downloaded the weights before the workers started."""
         (self.path / "shards").mkdir(parents=True, exist_ok=True)
-        meta = {"run_id": self.run_id, "started_at": started_at, "sweep_id": sweep_id}
+        meta = {"run_id": self.run_id, "started_at": started_at, "sweep_id": sweep_id,
+                "weights_fetched_on": weights_fetched_on or []}
         write_atomic(self.path / "run.json", json.dumps(meta).encode())
         write_atomic(self.path / "job.yaml", job_yaml.encode())
 

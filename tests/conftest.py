@@ -26,6 +26,9 @@ def ray_cluster(tmp_path_factory):
     """Two `ray start` nodes (127.0.0.2 head, 127.0.0.3 worker), 2 fake GPUs each, token auth on."""
     from tests.cluster import LocalCluster
 
-    cluster = LocalCluster(tmp_path_factory.mktemp("cluster")).start(nodes=2)
+    hf_home = tmp_path_factory.mktemp("hf-home")  # the nodes' Hugging Face cache (offline: filled by tests)
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), node_env={"HF_HOME": str(hf_home)})
+    cluster.hf_home = hf_home
+    cluster.start(nodes=2)
     yield cluster
     cluster.stop()

@@ -209,3 +209,33 @@ def test_losing_a_node_mid_run_still_gives_exact_results(tmp_path):
                {k: ref[k] for k in ("scored_infer", "correct_infer", "acc")}
     finally:
         cluster.stop()
+
+
+def put_in_hub_cache(hf_home, repo_id: str, folder) -> None:
+    """Lay a saved model out as the Hugging Face hub cache does (refs/main -> snapshots/<sha>/)."""
+    import shutil
+
+    sha = "0" * 40
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(sha)
+    shutil.copytree(folder, repo / "snapshots" / sha, dirs_exist_ok=True)
+
+
+def test_hub_weights_are_fetched_once_per_node_before_the_workers_start(ray_cluster, tmp_path):
+    """A hub id (served offline from the nodes' hub cache): one fetch task per node, then 4 workers."""
+    from transformers import BertTokenizer
+
+    from tests.builders import bert_vocab, save_tiny_bert
+
+    folder = save_tiny_bert(tmp_path / "tiny-bert", vocab_size=30522)
+    BertTokenizer(vocab=str(bert_vocab())).save_pretrained(folder)
+    put_in_hub_cache(ray_cluster.hf_home, "raybench-test/tiny-bert", folder)
+    out = bench(ray_cluster, "submit", "jobs/smoke.yaml", "--address", ray_cluster.address, "--workers", "4",
+                "--results", str(tmp_path / "results"), "--set", "model=raybench-test/tiny-bert",
+                "--set", "seq_len=64", "--set", "data.synthetic.size=64")
+    assert out.returncode == 0, out.stderr
+    (row,) = rows(tmp_path / "results")
+    meta = json.loads((tmp_path / "results" / "runs" / row["run_id"] / "run.json").read_text())
+    assert len(meta["weights_fetched_on"]) == 2  # both nodes, once each
+    assert row["model"] == "raybench-test/tiny-bert" and row["workers"] == 4 and row["nodes"] == 2

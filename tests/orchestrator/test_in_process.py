@@ -20,3 +20,28 @@ def test_a_job_runs_in_process_where_ray_cannot_be_imported(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["64", "1", "1"]
     assert (tmp_path / "metrics.parquet").exists()
+
+
+def test_a_failed_engine_build_keeps_its_log_and_adds_no_row(tmp_path, monkeypatch):
+    import pytest
+
+    from orchestrator.driver import run_job
+    from orchestrator.spec import load_spec
+    from workers.engines import BuildFailed
+    from workers.engines.onnxruntime import OnnxRuntime
+    from workers.errors import UserError
+
+    def broken_build(self, ctx):
+        raise BuildFailed("engine: onnxruntime could not build the session: invalid graph",
+                          detail="[builder] line 1\n[builder] node 7: invalid graph\n")
+
+    monkeypatch.setattr(OnnxRuntime, "build", broken_build)
+    spec = load_spec("jobs/smoke.yaml", ["workers=1", "engine=onnxruntime", "data.synthetic.size=64"])
+    with pytest.raises(UserError) as err:
+        run_job(spec, results_dir=tmp_path, in_process=True)
+    message = str(err.value)
+    assert message.startswith("engine: onnxruntime could not build the session: invalid graph")
+    (log,) = tmp_path.glob("runs/*/build-w0.log")
+    assert f"builder log: {log}" in message
+    assert "node 7: invalid graph" in log.read_text()
+    assert not (tmp_path / "metrics.parquet").exists()
