@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from orchestrator.dispatch import Dispatcher
-from orchestrator.merge import completed, merge
+from orchestrator.merge import completed, headline_records, merge
 from orchestrator.plan import default_shard_size, plan_resources, plan_shards
 from orchestrator.pool import InProcessPool, Pool, RayPool
 from orchestrator.preflight import preflight
@@ -167,53 +167,68 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
     """One grid point: `repeats` rounds of fresh workers; the first also runs the reference pass."""
     from orchestrator.progress import RunProgress
 
-    run = session.run
-    meter = RunMeter(run.run_id)
-    measured_pass = "infer" if "infer" in spec.passes else "val"
-    results: list[ShardResult] = list(session.done.values())
-    failed: list[ShardResult] = []
-    first_infos: list[WorkerInfo] = []
-    totals: dict[tuple[str, int], list[int]] = {}
-
-    def on_result(result: ShardResult) -> None:
-        if result.error is None:
-            run.save_shard(result)
-            key = (result.pass_name, result.repeat)
-            done, total, scored, correct = totals[key]
-            totals[key] = [done + 1, total, scored + result.scored, correct + result.correct]
-            meter.update(result.pass_name, *totals[key])
-        bar.advance(result)
-
     with RunProgress(enabled=progress) as bar:
+        point = PointRun(spec, session, bar)
         for repeat in range(spec.repeats):
-            pool = open_pool(spec, run.run_id, in_process)
+            pool = open_pool(spec, session.run.run_id, in_process)
             try:
-                bar.status(f"run {run.run_id}: setting up {pool.size} worker(s) (model, data, engine)")
-                infos = pool.setup()
-                _keep_build_logs(run, infos)
-                num_examples = check_workers_agree(infos)
-                first_infos = first_infos or infos
-                shard_size = spec.shard_size or default_shard_size(num_examples, spec.bs)
-                if not run.exists():
-                    run.create(dump_spec(spec), started_at=time.time() - (time.perf_counter() - session.started),
-                               sweep_id=session.sweep_id, weights_fetched_on=pool.prefetched_nodes)
-                dispatcher = Dispatcher(pool, spec.max_attempts, on_result)
-                for pass_name in [p for p in spec.passes if repeat == 0 or p == measured_pass]:
-                    shards = plan_shards(num_examples, shard_size, pass_name, repeat, spec.bs)
-                    todo = [s for s in shards if (pass_name, repeat, s.shard_id) not in session.done]
-                    totals[(pass_name, repeat)] = [len(shards) - len(todo), len(shards), 0, 0]
-                    label = pass_name + (f" (repeat {repeat + 1}/{spec.repeats})" if spec.repeats > 1 else "")
-                    bar.start_pass(pass_name, label, num_examples, done=sum(s.stop - s.start for s in shards if s not in todo))
-                    results += dispatcher.run(todo)
-                failed += dispatcher.failed_attempts
+                point.run_repeat(pool, repeat)
             finally:
                 pool.shutdown()
+    run = session.run
     e2e = session.prior_seconds + time.perf_counter() - session.started
-    row = merge(spec=spec, run_id=run.run_id, results=results, infos=first_infos, e2e_seconds=e2e,
-                retries=len(failed), item_unit=first_infos[0].item_unit, resumed=bool(session.done),
+    row = merge(spec=spec, run_id=run.run_id, results=point.results, infos=point.infos, e2e_seconds=e2e,
+                retries=len(point.failed), item_unit=point.infos[0].item_unit, resumed=bool(session.done),
                 sweep_id=session.sweep_id)
-    _finish_run(store, run, spec, row, results, first_infos, failed)
-    return RunResult(run.run_id, row, run.path, results, first_infos, failed)
+    _finish_run(store, run, spec, row, point.results, point.infos, point.failed)
+    return RunResult(run.run_id, row, run.path, point.results, point.infos, point.failed)
+
+
+class PointRun:
+    """The state of one grid point across its repeats: results so far, failed attempts, live totals."""
+
+    def __init__(self, spec: JobSpec, session: Session, bar) -> None:
+        self.spec = spec
+        self.session = session
+        self.run = session.run
+        self.bar = bar
+        self.meter = RunMeter(self.run.run_id)
+        self.results: list[ShardResult] = list(session.done.values())
+        self.failed: list[ShardResult] = []
+        self.infos: list[WorkerInfo] = []  # the first repeat's workers describe the row
+        self.totals: dict[tuple[str, int], list[int]] = {}
+
+    def on_result(self, result: ShardResult) -> None:
+        """Every finished attempt: saved at once if it succeeded, counted for the live metrics."""
+        if result.error is None:
+            self.run.save_shard(result)
+            key = (result.pass_name, result.repeat)
+            done, total, scored, correct = self.totals[key]
+            self.totals[key] = [done + 1, total, scored + result.scored, correct + result.correct]
+            self.meter.update(result.pass_name, *self.totals[key])
+        self.bar.advance(result)
+
+    def run_repeat(self, pool: Pool, repeat: int) -> None:
+        spec, session = self.spec, self.session
+        self.bar.status(f"run {self.run.run_id}: setting up {pool.size} worker(s) (model, data, engine)")
+        infos = pool.setup()
+        _keep_build_logs(self.run, infos)
+        num_examples = check_workers_agree(infos)
+        self.infos = self.infos or infos
+        if not self.run.exists():
+            self.run.create(dump_spec(spec), started_at=time.time() - (time.perf_counter() - session.started),
+                            sweep_id=session.sweep_id, weights_fetched_on=pool.prefetched_nodes)
+        shard_size = spec.shard_size or default_shard_size(num_examples, spec.bs)
+        dispatcher = Dispatcher(pool, spec.max_attempts, self.on_result)
+        measured_pass = "infer" if "infer" in spec.passes else "val"
+        for pass_name in [p for p in spec.passes if repeat == 0 or p == measured_pass]:
+            shards = plan_shards(num_examples, shard_size, pass_name, repeat, spec.bs)
+            todo = [s for s in shards if (pass_name, repeat, s.shard_id) not in session.done]
+            self.totals[(pass_name, repeat)] = [len(shards) - len(todo), len(shards), 0, 0]
+            label = pass_name + (f" (repeat {repeat + 1}/{spec.repeats})" if spec.repeats > 1 else "")
+            self.bar.start_pass(pass_name, label, num_examples, done=sum(s.stop - s.start for s in shards if s not in todo))
+            self.results += dispatcher.run(todo)
+        self.failed += dispatcher.failed_attempts
 
 
 def _keep_build_logs(run: RunFolder, infos: list[WorkerInfo]) -> None:
@@ -222,13 +237,6 @@ def _keep_build_logs(run: RunFolder, infos: list[WorkerInfo]) -> None:
         if info.error is not None and info.error.detail:
             path = run.write_text(f"build-w{info.worker_id}.log", info.error.detail)
             raise UserError(f"{info.error.message} (builder log: {path})")
-
-
-def headline_records(row: MetricsRow, results: list[ShardResult]) -> list[dict]:
-    """Per-example records (MMLU predictions) of the measured pass's first repeat."""
-    head = "infer" if row.items_infer is not None else "val"
-    final = completed(results)
-    return [rec for (p, repeat, _), r in sorted(final.items()) if p == head and repeat == 0 for rec in r.records]
 
 
 def _finish_run(store: ResultsStore, run: RunFolder, spec: JobSpec, row: MetricsRow, results, infos, failed) -> None:

@@ -39,6 +39,13 @@ def completed(results: list[ShardResult]) -> dict[tuple[str, int, int], ShardRes
     return chosen
 
 
+def headline_records(row, results: list[ShardResult]) -> list[dict[str, Any]]:
+    """Per-example records (MMLU predictions) of the measured pass's first repeat, in shard order."""
+    head = "infer" if row.items_infer is not None else "val"
+    return [rec for (p, repeat, _), r in sorted(completed(results).items()) if p == head and repeat == 0
+            for rec in r.records]
+
+
 @dataclass(frozen=True)
 class PassFigures:
     examples: int

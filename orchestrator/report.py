@@ -120,7 +120,7 @@ def print_runs(runs: list, spec, results_dir, width: int | None) -> str:
 
 def _print_mmlu(console, runs: list) -> None:
     """Per-subject accuracy (57 rows and the four groups) and what happened to the prompts."""
-    from orchestrator.driver import headline_records
+    from orchestrator.merge import headline_records
     from orchestrator.subjects import subjects_rich
 
     for run in runs:

@@ -128,12 +128,19 @@ def test_as_job_through_the_jobs_api_with_status_and_logs(ray_cluster, tmp_path)
     assert unknown.returncode == 2 and "no-such-run" in unknown.stderr
 
 
+def interrupt_after(cluster, results, run_id: str, shards: int, sig: int) -> subprocess.Popen:
+    """Start the synthetic job, signal its driver once `shards` shards are on disk."""
+    proc = start_bench(cluster, "submit", "jobs/synthetic.yaml", "--address", cluster.address, "--results",
+                       str(results), "--run-id", run_id, "--set", "data.synthetic.size=3200")
+    wait_for_shards(results, run_id, shards)
+    proc.send_signal(sig)
+    return proc
+
+
 def test_driver_killed_then_resumed_reruns_only_missing_shards(ray_cluster, tmp_path):
     run_id = "resume-test-run"
     args = ["--address", ray_cluster.address, "--results", str(tmp_path)]
-    proc = start_bench(ray_cluster, "submit", "jobs/synthetic.yaml", *args, "--run-id", run_id,
-                       "--set", "data.synthetic.size=3200")
-    wait_for_shards(tmp_path, run_id, 10)
+    proc = interrupt_after(ray_cluster, tmp_path, run_id, 10, signal.SIGKILL)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     folder = tmp_path / "runs" / run_id / "shards"
@@ -157,10 +164,7 @@ def test_driver_killed_then_resumed_reruns_only_missing_shards(ray_cluster, tmp_
 def test_ctrl_c_stops_the_workers_and_leaves_a_resumable_run(ray_cluster, tmp_path):
     run_id = "ctrl-c-test-run"
     args = ["--address", ray_cluster.address, "--results", str(tmp_path)]
-    proc = start_bench(ray_cluster, "submit", "jobs/synthetic.yaml", *args, "--run-id", run_id,
-                       "--set", "data.synthetic.size=3200")
-    wait_for_shards(tmp_path, run_id, 5)
-    proc.send_signal(signal.SIGINT)
+    proc = interrupt_after(ray_cluster, tmp_path, run_id, 5, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert f"bench submit --resume {run_id}" in err
