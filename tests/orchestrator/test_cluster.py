@@ -64,17 +64,19 @@ def test_live_metrics_on_the_node_endpoints_with_run_tags(ray_cluster, tmp_path)
                        "--results", str(tmp_path), "--run-id", run_id, "--set", "data.synthetic.size=3200")
     found: dict[str, str] = {}
     names: set[str] = set()
+    actors: list[str] = []
     try:
         deadline = time.time() + 120
-        while proc.poll() is None and time.time() < deadline and not (found and len(names) >= 4):
+        while proc.poll() is None and time.time() < deadline and not (found and len(names) >= 4 and actors):
             for ip, port in ray_cluster.metrics_ports.items():
                 body = urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=5).read().decode()
                 for line in body.splitlines():
                     if line.startswith("ray_raybench_") and f'run_id="{run_id}"' in line:
                         found[ip] = line
                         names.add(line.split("{")[0])
+            if found and not actors:  # the workers are running now: read their names while they live
+                actors = _alive_actor_names(ray_cluster)
             time.sleep(1)
-        actors = _alive_actor_names(ray_cluster)
     finally:
         out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
