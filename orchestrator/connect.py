@@ -12,7 +12,7 @@ import os
 import socket
 from pathlib import Path
 
-from workers.errors import UserError
+from workers.errors import UserError, first_line
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -79,8 +79,7 @@ def connect(address: str | None, *, verbose: bool = False, node_ip: str | None =
     try:
         ray.init(address=target, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--address {address}: cannot join the Ray cluster: {first}; {_token_hint()}") from exc
+        raise UserError(f"--address {address}: cannot join the Ray cluster: {first_line(exc)}; {_token_hint()}") from exc
     return True
 
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from workers.errors import UserError
+from workers.errors import UserError, first_line
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 
@@ -37,8 +37,7 @@ def client(address: str | None):
     try:
         return JobSubmissionClient(url)
     except Exception as exc:  # noqa: BLE001 - connection refused, 401, bad URL: all one line for the user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--address {url}: cannot reach the Ray Jobs API: {first}") from exc
+        raise UserError(f"--address {url}: cannot reach the Ray Jobs API: {first_line(exc)}") from exc
 
 
 def entrypoint(run_id: str, results: str, verbose: bool) -> str:
@@ -59,7 +58,7 @@ def submit_as_job(job_yaml: str, *, run_id: str, name: str, address: str | None,
                 metadata={"raybench_job": name},
             )
         except Exception as exc:  # noqa: BLE001
-            raise UserError(f"Jobs API refused the submission: {str(exc).strip().splitlines()[0]}") from exc
+            raise UserError(f"Jobs API refused the submission: {first_line(exc)}") from exc
 
 
 def status(run_id: str, address: str | None) -> tuple[str, str]:

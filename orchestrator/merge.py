@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from orchestrator.stats import (
-    coefficient_of_variation, mean_ci, shard_rates_from_results, summarize_latencies, worker_core_rates,
+    ShardRate, coefficient_of_variation, mean_ci, shard_rates_from_results, summarize_latencies, worker_core_rates,
 )
 from orchestrator.verdict import evaluate, figures_from_row
 from workers.contract import ShardResult, WorkerInfo
@@ -73,17 +73,6 @@ def pass_figures(results: list[ShardResult]) -> PassFigures | None:
     """Cluster figures of one pass (one repeat) from its deduplicated shard results."""
     if not results:
         return None
-    items_by_worker: dict[int, int] = defaultdict(int)
-    examples_by_worker: dict[int, int] = defaultdict(int)
-    core_by_worker: dict[int, float] = defaultdict(float)
-    for r in results:
-        items_by_worker[r.worker_id] += r.items
-        examples_by_worker[r.worker_id] += r.examples
-        core_by_worker[r.worker_id] += r.core_seconds
-
-    def core_rate(counts: dict[int, int]) -> float:
-        return sum(counts[w] / core_by_worker[w] for w in counts if core_by_worker[w] > 0)
-
     items = sum(r.items for r in results)
     span = max(r.end_ts for r in results) - min(r.start_ts for r in results)
     ordered = sorted(results, key=lambda r: r.shard_id)
@@ -93,8 +82,9 @@ def pass_figures(results: list[ShardResult]) -> PassFigures | None:
         scored=sum(r.scored for r in results),
         correct=sum(r.correct for r in results),
         flops=sum(r.flops for r in results),
-        core_items_per_s=core_rate(items_by_worker),
-        core_examples_per_s=core_rate(examples_by_worker),
+        core_items_per_s=sum(worker_core_rates(shard_rates_from_results(results, results[0].pass_name)).values()),
+        core_examples_per_s=sum(worker_core_rates(
+            ShardRate(r.worker_id, r.node_id, r.examples, r.core_seconds) for r in results).values()),
         whole_items_per_s=items / span if span > 0 else 0.0,
         h2d_seconds=sum(r.h2d_seconds for r in results),
         batch_core_seconds=tuple(t for r in ordered for t in r.batch_core_seconds),

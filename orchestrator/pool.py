@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from workers.actor import BenchWorker
 from workers.contract import ShardResult, ShardTask, WorkerError, WorkerInfo
-from workers.errors import RunFailed, UserError
+from workers.errors import RunFailed, UserError, first_line
 from workers.specs import WorkerConfig
 
 PLACEMENT_TIMEOUT_S = 60.0
@@ -140,7 +140,7 @@ class RayPool:
         try:
             return self._ray.get(refs)
         except self._ray.exceptions.RayActorError as exc:
-            raise RunFailed(f"a worker died while loading its model or engine: {_first_line(exc)}") from exc
+            raise RunFailed(f"a worker died while loading its model or engine: {first_line(exc)}") from exc
 
     def submit(self, worker: int, shard: ShardTask) -> Any:
         ref = self.actors[worker].run_shard.remote(shard)
@@ -167,7 +167,7 @@ class RayPool:
                 if kind == "ping":
                     outcomes.append(Outcome(ref, None, died=True, alive=False))
                 else:
-                    message = f"worker {worker} died: {_first_line(exc)}"
+                    message = f"worker {worker} died: {first_line(exc)}"
                     outcomes.append(Outcome(ref, died_result(shard, worker, message), died=True))
                 continue
             outcomes.append(Outcome(ref, value if kind == "shard" else None, died=False))
@@ -233,10 +233,5 @@ def _prefetch_weights(model, node_ids: list[str]) -> list[str]:
         ray.get(refs)
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if isinstance(getattr(exc, "cause", None), UserError) else None
-        raise (cause or UserError(f"model.source: fetching weights failed: {_first_line(exc)}")) from exc
+        raise (cause or UserError(f"model.source: fetching weights failed: {first_line(exc)}")) from exc
     return node_ids
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

@@ -96,9 +96,6 @@ class ResultsStore:
     def run(self, run_id: str) -> "RunFolder":
         return RunFolder(self.root / "runs" / run_id)
 
-    def run_ids(self) -> list[str]:
-        runs = self.root / "runs"
-        return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.exists() else []
 
 
 class RunFolder:

@@ -19,6 +19,13 @@ class RunFailed(UserError):
     """The run could not finish (a shard failed for good, every worker died): exit 1, not 2."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return first[:limit]
+
+
 def one_line(exc: BaseException) -> str:
     """The first meaningful line of an exception, for errors that cross the actor boundary."""
     text = str(exc).strip() or type(exc).__name__

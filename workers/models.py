@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workers.errors import UserError
+from workers.errors import UserError, first_line
 from workers.specs import ModelSpec, looks_like_local_path
 
 if TYPE_CHECKING:
@@ -48,9 +48,8 @@ def check_local_paths(spec: ModelSpec) -> None:
 
 
 def _load_failed(field: str, name: str, exc: Exception) -> UserError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     where = "local folder" if looks_like_local_path(name) else "Hugging Face hub id (offline, or a typo?)"
-    return UserError(f"{field}: could not load '{name}' as a {where}: {first}")
+    return UserError(f"{field}: could not load '{name}' as a {where}: {first_line(exc)}")
 
 
 def load_config(spec: ModelSpec):

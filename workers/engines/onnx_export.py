@@ -24,7 +24,7 @@ import torch
 from workers.engines import BuildContext, BuildFailed
 from workers.engines.cache import EngineCache, key_fields, library_version
 from workers.engines.torch_eager import model_at
-from workers.errors import UserError
+from workers.errors import UserError, first_line
 
 ONNX_FILE = "model.onnx"
 # max |onnx - torch| / max |torch| over counted positions; fp16/bf16 kernels differ in accumulation order.
@@ -66,8 +66,7 @@ def export_model(model: torch.nn.Module, sample: dict[str, torch.Tensor], signat
         raise UserError(f"engine: the ONNX export needs the Python package '{exc.name or exc}': "
                         "pip install 'raybench[onnx]'") from exc
     except Exception as exc:  # noqa: BLE001 - a model the exporter cannot handle: the user's to know
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BuildFailed(f"engine: torch.onnx.export failed for this model (opset {opset}): {first}",
+        raise BuildFailed(f"engine: torch.onnx.export failed for this model (opset {opset}): {first_line(exc)}",
                           detail=traceback.format_exc()) from exc
 
 
