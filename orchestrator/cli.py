@@ -92,11 +92,11 @@ def submit(
         spec = _load(job, sets, workers, resume, results)
         if as_job:
             return _submit_as_job(spec, address, results, verbose)
-        from orchestrator.driver import run_all
+        from orchestrator.run.driver import run_all
 
         runs = run_all(spec, results_dir=results, address=address, in_process=no_ray, progress=sys.stderr.isatty(),
                        verbose=verbose, node_ip=node_ip, run_id=resume or run_id, resume=resume is not None)
-    from orchestrator.report import print_runs
+    from orchestrator.views.report import print_runs
 
     trouble = print_runs(runs, spec, results, width=None if sys.stdout.isatty() else 220)
     if strict and trouble:
@@ -104,8 +104,8 @@ def submit(
 
 
 def _submit_as_job(spec, address: str | None, results: Path, verbose: bool) -> None:
-    from orchestrator.driver import new_run_id
-    from orchestrator.jobs_api import submit_as_job
+    from orchestrator.run.driver import new_run_id
+    from orchestrator.run.jobs_api import submit_as_job
     from orchestrator.spec import dump_spec
 
     run_id = new_run_id(spec.name)
@@ -118,7 +118,7 @@ def _submit_as_job(spec, address: str | None, results: Path, verbose: bool) -> N
 def status(run: RunArg, address: DashboardOpt = None) -> None:
     """Status of a run submitted with --as-job."""
     with user_errors():
-        from orchestrator.jobs_api import status as job_status
+        from orchestrator.run.jobs_api import status as job_status
 
         state, message = job_status(run, address)
     typer.echo(f"{run}: {state}" + (f" ({message})" if message else ""))
@@ -129,7 +129,7 @@ def logs(run: RunArg, address: DashboardOpt = None,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the run ends")] = False) -> None:
     """Logs of a run submitted with --as-job."""
     with user_errors():
-        from orchestrator.jobs_api import logs as job_logs
+        from orchestrator.run.jobs_api import logs as job_logs
 
         job_logs(run, address, follow, lambda text: typer.echo(text, nl=False))
 
@@ -138,7 +138,7 @@ def logs(run: RunArg, address: DashboardOpt = None,
 def validate(job: JobArg, sets: SetOpt = None) -> None:
     """Check a job spec without running it."""
     with user_errors():
-        from orchestrator.preflight import preflight
+        from orchestrator.run.preflight import preflight
         from orchestrator.spec import load_spec
 
         spec = load_spec(job, _overrides(sets, None))
@@ -163,7 +163,7 @@ def results(
     from rich.console import Console
 
     with user_errors():
-        from orchestrator.query import results as query_results
+        from orchestrator.views.query import results as query_results
 
         out = query_results(results, where, columns.split(",") if columns else None, fmt, sort, last)
     if isinstance(out, str):
@@ -180,7 +180,7 @@ def report(
 ) -> None:
     """Write a Markdown and a self-contained HTML report of one run, with plots."""
     with user_errors():
-        from orchestrator.html_report import report_run
+        from orchestrator.views.html_report import report_run
 
         md_path, html_path = report_run(results, run, out)
     typer.echo(f"report: {md_path}\nreport: {html_path}")
@@ -199,7 +199,7 @@ def compare(
     from rich.console import Console
 
     with user_errors():
-        from orchestrator.compare import compare_runs, config_changes, deltas_markdown, deltas_table
+        from orchestrator.views.compare import compare_runs, config_changes, deltas_markdown, deltas_table
 
         row_a, row_b, deltas = compare_runs(results, run_a, run_b, alpha, min_effect)
     changes = ", ".join(f"{c}: {a} -> {b}" for c, a, b in config_changes(row_a, row_b)) or "none"

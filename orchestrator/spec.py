@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from orchestrator.verdict import VerdictSpec
+from orchestrator.metrics.verdict import VerdictSpec
 from workers.errors import UserError
 from workers.specs import SHORTHANDS, WorkerConfig, looks_like_local_path
 

@@ -1,6 +1,6 @@
 """BenchWorker: one per device; builds its model and engine once, then runs the shards it is given.
 
-A plain class: `orchestrator.pool` wraps it with `ray.remote(...)`, and tests (or a GPU box
+A plain class: `orchestrator.run.pool` wraps it with `ray.remote(...)`, and tests (or a GPU box
 without Ray) call it in-process. Setup is lazy and idempotent because Ray re-runs `__init__` when it
 restarts a dead actor: the next `run_shard` rebuilds what the restart lost. Errors come back as
 values (`error` fields), so the driver alone decides to retry or fail.

@@ -15,7 +15,7 @@ ErrorKind = Literal["user", "oom", "crash"]
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One pass over one contiguous range of examples. Made by `orchestrator.plan`."""
+    """One pass over one contiguous range of examples. Made by `orchestrator.run.plan`."""
 
     shard_id: int
     start: int

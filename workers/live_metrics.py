@@ -27,7 +27,7 @@ METRICS = {
 }
 
 
-def _ray_metrics() -> Any | None:
+def ray_metrics() -> Any | None:
     try:
         import ray
         from ray.util import metrics
@@ -42,7 +42,7 @@ class WorkerMeter:
     def __init__(self, run_id: str, worker_id: int) -> None:
         self.tags = {"run_id": run_id, "worker": str(worker_id)}
         self._totals: dict[str, list[int]] = {}
-        m = _ray_metrics()
+        m = ray_metrics()
         self.enabled = m is not None and bool(run_id)
         if not self.enabled:
             return
@@ -80,24 +80,3 @@ class WorkerMeter:
             self.accuracy.set(correct / scored, tags=tags)
         if result.peak_mem_bytes is not None:
             self.memory.set(result.peak_mem_bytes, tags=tags)
-
-
-class RunMeter:
-    """What the driver reports for the whole run: progress and pooled accuracy so far."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        m = _ray_metrics()
-        self.enabled = m is not None
-        if self.enabled:
-            keys = ("run_id", "pass")
-            self.progress = m.Gauge("raybench_run_progress", METRICS["raybench_run_progress"], tag_keys=keys)
-            self.accuracy = m.Gauge("raybench_run_accuracy", METRICS["raybench_run_accuracy"], tag_keys=keys)
-
-    def update(self, pass_name: str, shards_done: int, shards_total: int, scored: int, correct: int) -> None:
-        if not self.enabled:
-            return
-        tags = {"run_id": self.run_id, "pass": pass_name}
-        self.progress.set(shards_done / shards_total if shards_total else 0.0, tags=tags)
-        if scored:
-            self.accuracy.set(correct / scored, tags=tags)

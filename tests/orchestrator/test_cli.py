@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.row import SEED_COLUMNS
+from orchestrator.metrics.row import SEED_COLUMNS
 from tests.builders import job, save_tiny_bert
 from tests.conftest import LOOPBACK
 

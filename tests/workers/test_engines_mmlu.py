@@ -7,7 +7,7 @@ must agree on >= 99 % of them and the accuracies within 1 point.
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.driver import run_job
+from orchestrator.run.driver import run_job
 from orchestrator.spec import validate
 from tests.builders import mmlu_job, save_tiny_llama_with_tokenizer
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from orchestrator.driver import run_job
+from orchestrator.run.driver import run_job
 from orchestrator.spec import load_spec, validate
 from tests.builders import MMLU_DIR, SMOLLM2_GGUF, TEST_CACHE, mmlu_job, smollm2_package_dir
 from workers.models import load_config, load_model, load_tokenizer

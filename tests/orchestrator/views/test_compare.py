@@ -2,9 +2,9 @@
 
 from rich.console import Console
 
-from orchestrator.compare import batch_latencies, compare, compare_runs, config_changes, deltas_markdown, deltas_table
-from orchestrator.store import ResultsStore
-from tests.orchestrator.test_query import write_run
+from orchestrator.views.compare import batch_latencies, compare, compare_runs, config_changes, deltas_markdown, deltas_table
+from orchestrator.metrics.store import ResultsStore
+from tests.orchestrator.views.test_query import write_run
 
 
 def by_column(deltas):

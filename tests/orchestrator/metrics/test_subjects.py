@@ -1,8 +1,8 @@
-"""Per-subject and per-group MMLU accuracy from prediction records (orchestrator/subjects.py)."""
+"""Per-subject and per-group MMLU accuracy from prediction records (orchestrator/metrics/subjects.py)."""
 
 from collections import Counter
 
-from orchestrator.subjects import GROUP_OF, GROUPS, UNMAPPED, group_table, subject_table, subjects_markdown
+from orchestrator.metrics.subjects import GROUP_OF, GROUPS, UNMAPPED, group_table, subject_table, subjects_markdown
 from tests.builders import MMLU_DIR
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from orchestrator.plan import default_shard_size, plan_resources, plan_shards
+from orchestrator.run.plan import default_shard_size, plan_resources, plan_shards
 from workers.errors import UserError
 
 

@@ -84,7 +84,7 @@ class MetricsRow(BaseModel):
     p_infer_core_ci_high: float | None
     p_infer_whole_ci_low: float | None
     p_infer_whole_ci_high: float | None
-    verdict: str = ""  # VALID | INVALID (orchestrator/verdict.py)
+    verdict: str = ""  # VALID | INVALID (orchestrator/metrics/verdict.py)
     verdict_reasons: str = ""  # the failed rules, "; "-joined; empty when VALID
     verdict_profile: str = ""  # quick | rigorous
     flops_per_item: float | None

@@ -3,8 +3,8 @@
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.driver import run_job
-from orchestrator.plan import shard_bounds
+from orchestrator.run.driver import run_job
+from orchestrator.run.plan import shard_bounds
 from orchestrator.spec import validate
 from tests.builders import job
 

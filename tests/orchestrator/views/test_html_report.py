@@ -5,9 +5,9 @@ from html.parser import HTMLParser
 
 import pyarrow as pa
 
-from orchestrator.html_report import subject_accuracies, subject_accuracy, sweep_plot, write_report
-from orchestrator.store import ResultsStore
-from tests.orchestrator.test_query import write_run
+from orchestrator.views.html_report import subject_accuracies, subject_accuracy, sweep_plot, write_report
+from orchestrator.metrics.store import ResultsStore
+from tests.orchestrator.views.test_query import write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DATA_PNG = "data:image/png;base64,"

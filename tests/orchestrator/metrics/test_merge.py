@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestrator.merge import completed, merge
+from orchestrator.metrics.merge import completed, merge
 from orchestrator.spec import validate
 from tests.builders import job
 from workers.contract import BuildInfo, ShardResult, WorkerError, WorkerInfo

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from orchestrator.report import SEED_LAYOUT, metrics_markdown, seed_cells
-from orchestrator.stats import node_core_rates, percentiles, shard_rates_from_records, worker_core_rates
+from orchestrator.views.report import SEED_LAYOUT, metrics_markdown, seed_cells
+from orchestrator.metrics.stats import node_core_rates, percentiles, shard_rates_from_records, worker_core_rates
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -236,8 +236,8 @@ def report_run(results_dir: str | Path, run_id: str, out_dir: str | Path | None 
     """`bench report RUN`: find the run's row (and its sweep's rows), write the report beside the run."""
     import pyarrow.compute as pc
 
-    from orchestrator.query import find_row
-    from orchestrator.store import ResultsStore
+    from orchestrator.views.query import find_row
+    from orchestrator.metrics.store import ResultsStore
 
     store = ResultsStore(results_dir)
     row = find_row(results_dir, run_id)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from orchestrator.stats import (
+from orchestrator.metrics.stats import (
     ShardRate, coefficient_of_variation, mean_ci, shard_rates_from_results, summarize_latencies, worker_core_rates,
 )
-from orchestrator.verdict import evaluate, figures_from_row
+from orchestrator.metrics.verdict import evaluate, figures_from_row
 from workers.contract import ShardResult, WorkerInfo
 
 GIB = float(1 << 30)
@@ -178,7 +178,7 @@ def merge(
     sweep_id: str | None = None,
     timestamp: datetime | None = None,
 ) -> "MetricsRow":
-    from orchestrator.row import MetricsRow
+    from orchestrator.metrics.row import MetricsRow
 
     final = completed(results)
     by_pass: dict[str, dict[int, list[ShardResult]]] = {"val": defaultdict(list), "infer": defaultdict(list)}

@@ -20,9 +20,9 @@ from typing import Any, Literal, Mapping, Sequence
 import pyarrow.parquet as pq
 from rich.table import Table
 
-from orchestrator.query import find_row
-from orchestrator.stats import MIN_EFFECT, NOISE_ALPHA, ShiftTest, intervals_overlap, latency_shift, relative_change
-from orchestrator.store import ResultsStore
+from orchestrator.views.query import find_row
+from orchestrator.metrics.stats import MIN_EFFECT, NOISE_ALPHA, ShiftTest, intervals_overlap, latency_shift, relative_change
+from orchestrator.metrics.store import ResultsStore
 
 NoiseVerdict = Literal["beyond noise", "within noise", "unchanged", "n/a"]
 Source = Literal["core", "whole", "latency", None]

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from rich.table import Table
 
-from orchestrator.store import ResultsStore
+from orchestrator.metrics.store import ResultsStore
 from workers.errors import UserError
 
 Format = Literal["table", "csv", "json", "markdown"]

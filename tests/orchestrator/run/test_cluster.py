@@ -12,7 +12,7 @@ import urllib.request
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.plan import shard_bounds
+from orchestrator.run.plan import shard_bounds
 
 pytestmark = pytest.mark.slow
 BENCH = [sys.executable, "-m", "orchestrator.cli"]

@@ -120,8 +120,8 @@ def print_runs(runs: list, spec, results_dir, width: int | None) -> str:
 
 def _print_mmlu(console, runs: list) -> None:
     """Per-subject accuracy (57 rows and the four groups) and what happened to the prompts."""
-    from orchestrator.merge import headline_records
-    from orchestrator.subjects import subjects_rich
+    from orchestrator.metrics.merge import headline_records
+    from orchestrator.metrics.subjects import subjects_rich
 
     for run in runs:
         row = run.row

@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from orchestrator.driver import run_job
-from orchestrator.plan import shard_bounds
-from orchestrator.policy import decide
+from orchestrator.run.driver import run_job
+from orchestrator.run.plan import shard_bounds
+from orchestrator.run.policy import decide
 from orchestrator.spec import load_spec
 from workers.actor import classify
 from workers.contract import ShardResult, WorkerError

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from orchestrator.row import MetricsRow
+from orchestrator.metrics.row import MetricsRow
 from workers.contract import ShardResult, WorkerError, WorkerInfo
 
 METRICS_FILE = "metrics.parquet"

@@ -8,7 +8,7 @@ CODE = """
 import sys
 sys.modules["ray"] = None  # any `import ray` now raises ImportError, as on a machine without Ray
 from orchestrator.spec import load_spec
-from orchestrator.driver import run_job
+from orchestrator.run.driver import run_job
 row = run_job(load_spec("jobs/smoke.yaml", ["workers=1", "data.synthetic.size=64"]),
               results_dir=sys.argv[1], in_process=True).row
 print(row.items_infer, row.workers, row.nodes)
@@ -25,7 +25,7 @@ def test_a_job_runs_in_process_where_ray_cannot_be_imported(tmp_path):
 def test_a_failed_engine_build_keeps_its_log_and_adds_no_row(tmp_path, monkeypatch):
     import pytest
 
-    from orchestrator.driver import run_job
+    from orchestrator.run.driver import run_job
     from orchestrator.spec import load_spec
     from workers.engines import BuildFailed
     from workers.engines.onnxruntime import OnnxRuntime

@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from orchestrator.dispatch import Dispatcher
-from orchestrator.merge import completed, headline_records, merge
-from orchestrator.plan import default_shard_size, plan_resources, plan_shards
-from orchestrator.pool import InProcessPool, Pool, RayPool
-from orchestrator.preflight import preflight
-from orchestrator.row import MetricsRow
+from orchestrator.run.dispatch import Dispatcher
+from orchestrator.metrics.merge import completed, headline_records, merge
+from orchestrator.run.plan import default_shard_size, plan_resources, plan_shards
+from orchestrator.run.meter import RunMeter
+from orchestrator.run.pool import InProcessPool, Pool, RayPool
+from orchestrator.run.preflight import preflight
+from orchestrator.metrics.row import MetricsRow
 from orchestrator.spec import JobSpec, dump_spec
-from orchestrator.store import ResultsStore, RunFolder
+from orchestrator.metrics.store import ResultsStore, RunFolder
 from workers.contract import ShardResult, WorkerInfo
 from workers.errors import RunFailed, UserError
-from workers.live_metrics import RunMeter
 
 
 @dataclass
@@ -74,7 +74,7 @@ def open_pool(spec: JobSpec, run_id: str, in_process: bool) -> Pool:
         if spec.workers not in ("auto", 1):
             raise UserError("workers: in-process mode (--no-ray) runs exactly one worker")
         return InProcessPool(spec.worker_config(), run_id)
-    from orchestrator.connect import cluster_resources
+    from orchestrator.run.connect import cluster_resources
 
     gpus, cpus = cluster_resources()
     res = plan_resources(spec.workers, spec.gpus_per_worker, spec.cpus_per_worker, gpus, cpus)
@@ -144,7 +144,7 @@ def run_all(
     current = run_id or ""
     try:
         if not in_process:
-            from orchestrator.connect import connect
+            from orchestrator.run.connect import connect
 
             started_ray = connect(address, verbose=verbose, node_ip=node_ip)
         out = []
@@ -158,14 +158,14 @@ def run_all(
         raise RunInterrupted(current, store.run(current).exists(), store.root) from None
     finally:
         if started_ray:
-            from orchestrator.connect import disconnect
+            from orchestrator.run.connect import disconnect
 
             disconnect()
 
 
 def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process: bool, progress: bool) -> RunResult:
     """One grid point: `repeats` rounds of fresh workers; the first also runs the reference pass."""
-    from orchestrator.progress import RunProgress
+    from orchestrator.run.progress import RunProgress
 
     with RunProgress(enabled=progress) as bar:
         point = PointRun(spec, session, bar)
@@ -240,7 +240,7 @@ def _keep_build_logs(run: RunFolder, infos: list[WorkerInfo]) -> None:
 
 
 def _finish_run(store: ResultsStore, run: RunFolder, spec: JobSpec, row: MetricsRow, results, infos, failed) -> None:
-    from orchestrator.report import metrics_markdown
+    from orchestrator.views.report import metrics_markdown
 
     run.write_shards_table(results, infos)
     run.write_workers_table(infos)
@@ -254,7 +254,7 @@ def _finish_run(store: ResultsStore, run: RunFolder, spec: JobSpec, row: Metrics
     ])
     text = metrics_markdown([row])
     if spec.task.name == "mmlu":
-        from orchestrator.subjects import subjects_markdown
+        from orchestrator.metrics.subjects import subjects_markdown
 
         text += "\n" + subjects_markdown(headline_records(row, results), scoring=spec.task.scoring)
     run.write_text("metrics.md", text)

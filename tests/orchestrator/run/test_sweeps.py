@@ -3,8 +3,8 @@
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.compare import compare_runs
-from orchestrator.driver import run_all
+from orchestrator.views.compare import compare_runs
+from orchestrator.run.driver import run_all
 from orchestrator.spec import load_spec, validate
 from tests.builders import job
 from workers.errors import UserError

@@ -11,10 +11,10 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.merge import merge
-from orchestrator.query import find_row, parse_where, render, results, select
+from orchestrator.metrics.merge import merge
+from orchestrator.views.query import find_row, parse_where, render, results, select
 from orchestrator.spec import dump_spec, validate
-from orchestrator.store import ResultsStore
+from orchestrator.metrics.store import ResultsStore
 from tests.builders import job
 from workers.contract import BuildInfo, ShardResult, WorkerInfo
 from workers.errors import UserError

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.stats import (
+from orchestrator.metrics.stats import (
     ShardRate,
     coefficient_of_variation,
     intervals_overlap,

@@ -15,8 +15,8 @@ from collections import deque
 from dataclasses import replace
 from typing import Callable
 
-from orchestrator.policy import decide
-from orchestrator.pool import Pool
+from orchestrator.run.policy import decide
+from orchestrator.run.pool import Pool
 from workers.contract import ShardResult, ShardTask
 from workers.errors import RunFailed
 

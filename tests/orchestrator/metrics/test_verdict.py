@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.merge import merge
+from orchestrator.metrics.merge import merge
 from orchestrator.spec import validate
-from orchestrator.verdict import Rules, VerdictFigures, VerdictSpec, evaluate, figures_from_row
+from orchestrator.metrics.verdict import Rules, VerdictFigures, VerdictSpec, evaluate, figures_from_row
 from tests.builders import job
-from tests.orchestrator.test_query import shard_results, worker_info
+from tests.orchestrator.views.test_query import shard_results, worker_info
 
 RULES = Rules(profile="quick", min_duration_s=10.0, min_batches=100, max_latency_cv=0.1, max_acc_gap=0.01,
               straggler_ratio=0.8, min_repeats=3)
