@@ -83,7 +83,6 @@ def submit(
     run_id: Annotated[Optional[str], typer.Option("--run-id", hidden=True)] = None,
 ) -> None:
     """Run a job (every point of its sweep) and print the merged metrics table."""
-    from rich.console import Console
 
     results = results.expanduser()
     with user_errors():
@@ -207,7 +206,7 @@ def compare(
         typer.echo(deltas_markdown(deltas) + f"\nsetup changes: {changes}")
         return
     console = Console(width=None if sys.stdout.isatty() else 220)
-    console.print(deltas_table(deltas, title=f"A {row_a['run_id']} -> B {row_b['run_id']}"))
+    console.print(deltas_table(deltas, title=f"A {row_a.run_id} -> B {row_b.run_id}"))
     console.print(f"setup changes: {changes}")
 
 

@@ -74,6 +74,7 @@ TINY_LLAMA: dict[str, Any] = {
 }
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEST_CACHE = Path("~/.cache/raybench-tests").expanduser()
+GIB = 1 << 30
 
 
 def save_bpe_tokenizer(folder: Path, vocab_size: int = 1024) -> Path:
@@ -143,3 +144,118 @@ def mmlu_job(model: Any, **overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return base
+
+
+def worker_runtime(config):
+    """(runtime, info): the heavy half of a worker (model, task, engines) built in-process as
+    `BenchWorker.setup` builds it, for tests that drive an engine or a task directly, with the
+    WorkerInfo it filled; close() the runtime when done. Setup errors raise here."""
+    from workers.contract import WorkerInfo
+    from workers.device import choose_device
+    from workers.live_metrics import WorkerMeter
+    from workers.runtime import WorkerRuntime
+
+    choice = choose_device()
+    info = WorkerInfo(worker_id=0, node_id="local", hostname="test", pid=0, device=str(choice.device),
+                      device_name=choice.name, num_examples=0, dataset_fingerprint="", load_seconds=0.0,
+                      data_seconds=0.0, build=None, precision_effective=config.precision, peak_flops=None,
+                      mem_total_bytes=None)
+    return WorkerRuntime(config, choice.device, info, WorkerMeter("", 0)), info
+
+
+def run_on(runtime, shard):
+    """One shard through a `worker_runtime`, as `BenchWorker.run_shard` runs it (errors raise here)."""
+    from workers.contract import ShardResult
+
+    identity = dict(shard_id=shard.shard_id, pass_name=shard.pass_name, attempt=shard.attempt, worker_id=0,
+                    node_id="local", device_name="test", pid=0, repeat=shard.repeat)
+    return runtime.run(shard, ShardResult(**identity))
+
+
+# ------------------------------------------------------------------ finished runs (results tests)
+
+
+def worker_info(worker: int):
+    """A WorkerInfo as a CPU worker reports it (node0/node1 alternate), for merge and store tests."""
+    from workers.contract import BuildInfo, WorkerInfo
+
+    return WorkerInfo(
+        worker_id=worker, node_id=f"node{worker % 2}", hostname="h", pid=100 + worker, device="cpu",
+        device_name="CPU test", num_examples=0, dataset_fingerprint="f", load_seconds=1.0,
+        data_seconds=0.5, build=BuildInfo("torch"), precision_effective="fp32", peak_flops=None,
+        mem_total_bytes=8 * GIB, item_unit="seq", versions={"torch": "2.13.0", "python": "3.11"},
+    )
+
+
+def shard_results(pass_name: str, latencies, bs: int, workers: int, shards: int) -> list:
+    """Contiguous slices of `latencies` as shards, round-robin over workers, back to back in time."""
+    import numpy as np
+
+    from workers.contract import ShardResult
+
+    out, clock = [], {w: 1000.0 for w in range(workers)}
+    for shard_id, batches in enumerate(np.array_split(latencies, shards)):
+        w = shard_id % workers
+        core = float(batches.sum())
+        items = bs * len(batches)
+        out.append(ShardResult(
+            shard_id=shard_id, pass_name=pass_name, attempt=1, worker_id=w, node_id=f"node{w % 2}",
+            device_name="CPU test", pid=100 + w, examples=items, items=items, scored=items, correct=items // 2,
+            core_seconds=core, wall_seconds=core * 1.1, start_ts=clock[w], end_ts=clock[w] + core * 1.1,
+            warmup_batches=1, batch_core_seconds=[float(t) for t in batches], bytes_per_batch=bs * 512,
+            peak_mem_bytes=GIB, mem_total_bytes=8 * GIB, mem_source="cpu-rss-peak",
+            records=[{"subject": f"subject_{i % 3}", "correct": i % (2 + i % 3) == 0} for i in range(items)],
+        ))
+        clock[w] += core * 1.1
+    return out
+
+
+def write_run(root: Path, *, name: str = "t", engine: str = "torch", bs: int = 8, latency_s: float = 0.01,
+              seed: int = 0, batches: int = 200, workers: int = 2, shards: int = 8):
+    """One finished run on disk (job.yaml, shards/workers/predictions tables, a metrics row), as the
+    driver writes it; batch latencies are seeded lognormal draws around `latency_s`. Returns its row."""
+    import math
+
+    import numpy as np
+
+    from orchestrator.metrics.merge import merge
+    from orchestrator.metrics.store import ResultsStore
+    from orchestrator.spec import dump_spec, validate
+
+    store = ResultsStore(root)
+    spec = validate(job(name=name, engine=engine, bs=bs), "test")
+    rng = np.random.default_rng(seed)
+    results = [r for p in ("val", "infer") for r in shard_results(p, rng.lognormal(math.log(latency_s), 0.1, batches),
+                                                            bs, workers, shards)]
+    infos = [worker_info(w) for w in range(workers)]
+    run_id = f"20250101-000000-{name}-{seed:06x}"
+    row = merge(spec=spec, run_id=run_id, results=results, infos=infos, e2e_seconds=9.0, retries=0, item_unit="seq")
+    run = store.run(run_id)
+    run.create(dump_spec(spec), started_at=990.0)
+    run.write_shards_table(results, infos)
+    run.write_workers_table(infos)
+    run.write_records("predictions.parquet", [dict(rec, **{"pass": r.pass_name}) for r in results for rec in r.records])
+    store.append_rows([row])
+    return row
+
+
+def metrics_row(**fields):
+    """A complete MetricsRow with placeholder values, for tests of code that reads a few columns."""
+    from orchestrator.metrics.row import MetricsRow
+
+    base = dict(
+        run_id="20250101-000000-t-000000", sweep_id=None, timestamp="2025-01-01T00:00:00+00:00", job="t",
+        task="masked_lm", model="random:bert", data="synthetic", engine="torch", item_unit="seq",
+        precision="fp32", bs=8, byte_per_batch=8192, mem=None, e2e_time=1.0, p_val_whole=None, p_val_core=None,
+        p_infer_whole=None, p_infer_core=None, infer_time=None, acc="-/-", MFU=None, precision_effective="fp32",
+        seq_len=128, workers=1, nodes=1, devices="1x CPU", mem_total=None, mem_source="cpu-rss-peak", examples=0,
+        items_val=None, items_infer=None, scored_val=None, scored_infer=None, correct_val=None, correct_infer=None,
+        acc_val=None, acc_infer=None, acc_gap=None, acc_flagged=False, shards=1, retries=0, resumed=False,
+        load_time=0.0, data_time=0.0, build_time=0.0, engine_cache_hit=None, engine_bytes=None, engine_hash=None,
+        h2d_time=None, warmup_batches=0, measured_batches=0, latency_mean=None, latency_p50=None, latency_p90=None,
+        latency_p99=None, latency_cv=None, repeats=1, p_infer_core_ci_low=None, p_infer_core_ci_high=None,
+        p_infer_whole_ci_low=None, p_infer_whole_ci_high=None, flops_per_item=None, peak_flops=None,
+        torch_version="", ray_version="", transformers_version="", python_version="", cuda_version="",
+        driver_version="",
+    )
+    return MetricsRow(**{**base, **fields})

@@ -16,19 +16,19 @@ import os
 
 from workers import versions
 from workers.contract import ShardResult, ShardTask, WorkerError, WorkerInfo
-from workers.errors import UserError, one_line
+from workers.errors import UserError, first_line
 from workers.specs import WorkerConfig
 
 
 def classify(exc: BaseException, bs: int) -> WorkerError:
     """Turn an exception into the value the driver's retry policy reads."""
     if isinstance(exc, UserError):
-        return WorkerError("user", one_line(exc), getattr(exc, "detail", ""))
+        return WorkerError("user", first_line(exc), getattr(exc, "detail", ""))
     if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
         return WorkerError(
-            "oom", f"out of device memory at bs={bs} ({one_line(exc)[:160]}); try a smaller bs or seq_len"
+            "oom", f"out of device memory at bs={bs} ({first_line(exc)[:160]}); try a smaller bs or seq_len"
         )
-    return WorkerError("crash", one_line(exc))
+    return WorkerError("crash", first_line(exc))
 
 
 class BenchWorker:
@@ -52,7 +52,7 @@ class BenchWorker:
         info = WorkerInfo(
             worker_id=self.worker_id, node_id=node_id, hostname=hostname, pid=os.getpid(),
             device=f"{choice.device}{assigned_gpus()}", device_name=choice.name,
-            device_count_visible=choice.visible_count, num_examples=0, dataset_fingerprint="", load_seconds=0.0,
+            num_examples=0, dataset_fingerprint="", load_seconds=0.0,
             data_seconds=0.0, build=None, precision_effective=self.config.precision, peak_flops=None,
             mem_total_bytes=None, versions=versions.collect(),
         )

@@ -64,7 +64,6 @@ class WorkerInfo:
     pid: int
     device: str
     device_name: str
-    device_count_visible: int
     num_examples: int
     dataset_fingerprint: str
     load_seconds: float

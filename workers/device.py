@@ -51,14 +51,13 @@ def peak_flops(device_name: str, precision: str) -> float | None:
 class DeviceChoice:
     device: torch.device
     name: str
-    visible_count: int
 
 
 def choose_device() -> DeviceChoice:
     """The device this process owns: cuda:0 of whatever Ray (CUDA_VISIBLE_DEVICES) gave us, else CPU."""
     if torch.cuda.is_available():
-        return DeviceChoice(torch.device("cuda:0"), torch.cuda.get_device_name(0), torch.cuda.device_count())
-    return DeviceChoice(torch.device("cpu"), cpu_name(), 0)
+        return DeviceChoice(torch.device("cuda:0"), torch.cuda.get_device_name(0))
+    return DeviceChoice(torch.device("cpu"), cpu_name())
 
 
 def cpu_name() -> str:

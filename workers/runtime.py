@@ -60,7 +60,7 @@ class WorkerRuntime:
             raise UserError(f"seq_len: {cfg.seq_len} is above the model's maximum of {limit} positions")
         info.load_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self.task: Task = task_class(cfg.task.name)(cfg.task, cfg.data, tokenizer, self.model_config, cfg.seq_len, cfg.seed)
+        self.task: Task = task_class(cfg.task)(cfg.task, cfg.data, tokenizer, self.model_config, cfg.seq_len, cfg.seed)
         info.item_unit = self.task.item_unit
         info.num_examples = self.task.num_examples()
         info.dataset_fingerprint = self.task.fingerprint()
@@ -70,18 +70,18 @@ class WorkerRuntime:
         cfg = self.config
         if "val" in cfg.passes:
             self.engines["val"] = TorchEager()
-            self.engines["val"].build(self._context(self.val_precision))
+            self.engines["val"].build(self.build_context(self.val_precision))
         if "infer" in cfg.passes:
-            engine = engine_class(cfg.engine.name)(cfg.engine)
+            engine = engine_class(cfg.engine)(cfg.engine)
             self.engines["infer"] = engine
-            info.build = engine.build(self._context(precision))
+            info.build = engine.build(self.build_context(precision))
         info.load_seconds += self._load_seconds
         self.flops = self._flops_model()
 
     def _flops_model(self) -> FlopsModel:
         """FLOPs from the loaded model; from the config alone when an engine came from the cache
         without it; none at all for engines that do not run the model (the synthetic one)."""
-        if not all(getattr(engine, "runs_model", True) for engine in self.engines.values()):
+        if not all(engine.runs_model for engine in self.engines.values()):
             return FlopsModel(0, 0, 0, self.causal)
         if self._model is not None:
             return flops_model(self._model, self.model_config, self.causal)
@@ -108,7 +108,8 @@ class WorkerRuntime:
             return hashlib.sha256(repr((spec.random, self.config.seed)).encode()).hexdigest()[:16]
         return versions.files_digest(spec.source, spec.gguf_file)
 
-    def _context(self, precision: str) -> BuildContext:
+    def build_context(self, precision: str) -> BuildContext:
+        """What an engine at `precision` is built from (public: tests build engines from it too)."""
         cfg = self.config
         return BuildContext(
             model=self._load_model, model_files_hash=self._model_files_hash, config=self.model_config,

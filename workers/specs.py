@@ -8,12 +8,14 @@ frozen; downstream code trusts these objects and never re-checks raw dicts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from workers.contract import PassName
+from workers.errors import did_you_mean
+
 Precision = Literal["fp32", "fp16", "bf16"]
-PassName = Literal["val", "infer"]
 
 
 def expand_model(value: Any) -> Any:
@@ -44,6 +46,19 @@ SHORTHANDS = {"model": expand_model, "data": expand_data, "engine": expand_named
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Registered(StrictModel):
+    """Options of one engine or task. The class is the registry entry: its `name` default is what
+    users write in YAML, `implementation` the "module:Class" the actor imports (lazily, so the
+    driver never imports tensorrt), `extra` the pip extra that installs its library."""
+
+    implementation: ClassVar[str]
+    extra: ClassVar[str | None] = None
+
+    @classmethod
+    def registered_name(cls) -> str:
+        return cls.model_fields["name"].default
 
 
 # --------------------------------------------------------------------------------------- model
@@ -127,8 +142,10 @@ class DataSpec(StrictModel):
 
 
 # --------------------------------------------------------------------------------------- tasks
-class MaskedLMTask(StrictModel):
+class MaskedLMTask(Registered):
     """Top-1 masked-LM accuracy over a text stream (METRICS.md, seed 000)."""
+
+    implementation = "workers.tasks.masked_lm:MaskedLM"
 
     name: Literal["masked_lm"] = "masked_lm"
     mask_prob: float = Field(0.10, gt=0, lt=1)
@@ -136,8 +153,10 @@ class MaskedLMTask(StrictModel):
     limit: int | None = Field(None, gt=0, description="use only the first `limit` windows (quick runs)")
 
 
-class MMLUTask(StrictModel):
+class MMLUTask(Registered):
     """5-shot multiple-choice accuracy on MMLU (METRICS.md, seed 002)."""
+
+    implementation = "workers.tasks.mmlu:MMLU"
 
     name: Literal["mmlu"] = "mmlu"
     subjects: list[str] | None = Field(None, description="subset of subjects (file names, e.g. anatomy); all by default")
@@ -159,18 +178,22 @@ class MMLUTask(StrictModel):
         return value
 
 
-TASK_NAMES = ("masked_lm", "mmlu")
-TaskSpec = Annotated[Union[MaskedLMTask, MMLUTask], Field(discriminator="name")]
+TASK_OPTIONS = (MaskedLMTask, MMLUTask)
+TASKS = {cls.registered_name(): cls for cls in TASK_OPTIONS}
+TaskSpec = Annotated[Union[TASK_OPTIONS], Field(discriminator="name")]
 
 
 # ------------------------------------------------------------------------------------- engines
-class TorchEngineOptions(StrictModel):
+class TorchEngineOptions(Registered):
     """PyTorch eager: the model as loaded, cast to the job's precision."""
 
+    implementation = "workers.engines.torch_eager:TorchEager"
     name: Literal["torch"] = "torch"
 
 
-class TorchCompileOptions(StrictModel):
+class TorchCompileOptions(Registered):
+    implementation = "workers.engines.torch_compile:TorchCompile"
+
     name: Literal["torch_compile"] = "torch_compile"
     mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     backend: str = "inductor"
@@ -178,7 +201,10 @@ class TorchCompileOptions(StrictModel):
     fullgraph: bool = False
 
 
-class OnnxRuntimeOptions(StrictModel):
+class OnnxRuntimeOptions(Registered):
+    implementation = "workers.engines.onnxruntime:OnnxRuntime"
+    extra = "onnx"
+
     name: Literal["onnxruntime"] = "onnxruntime"
     opset: int = Field(18, ge=14)
     providers: list[str] | None = Field(None, description="default: CUDA when present, else CPU")
@@ -186,7 +212,10 @@ class OnnxRuntimeOptions(StrictModel):
     io_binding: bool = True
 
 
-class TensorRTOptions(StrictModel):
+class TensorRTOptions(Registered):
+    implementation = "workers.engines.tensorrt:TensorRT"
+    extra = "tensorrt"
+
     name: Literal["tensorrt"] = "tensorrt"
     opset: int = Field(18, ge=14)
     workspace_gib: float = Field(8.0, gt=0)
@@ -195,9 +224,10 @@ class TensorRTOptions(StrictModel):
     min_seq_len: int = Field(1, gt=0)
 
 
-class SyntheticEngineOptions(StrictModel):
+class SyntheticEngineOptions(Registered):
     """The null system under test (MLPerf LoadGen's analogue): a fixed wait, deterministic outputs."""
 
+    implementation = "workers.engines.synthetic:Synthetic"
     name: Literal["synthetic"] = "synthetic"
     latency_ms: float = Field(10.0, ge=0, description="per-batch latency, spent waiting, not computing")
     fail_shards: list[int] = Field(
@@ -205,24 +235,18 @@ class SyntheticEngineOptions(StrictModel):
     )
 
 
-ENGINE_NAMES = ("torch", "torch_compile", "onnxruntime", "tensorrt", "synthetic")
-EngineSpec = Annotated[
-    Union[TorchEngineOptions, TorchCompileOptions, OnnxRuntimeOptions, TensorRTOptions, SyntheticEngineOptions],
-    Field(discriminator="name"),
-]
+ENGINE_OPTIONS = (TorchEngineOptions, TorchCompileOptions, OnnxRuntimeOptions, TensorRTOptions, SyntheticEngineOptions)
+ENGINES = {cls.registered_name(): cls for cls in ENGINE_OPTIONS}
+EngineSpec = Annotated[Union[ENGINE_OPTIONS], Field(discriminator="name")]
 
 
-def _named_choice(kind: str, known: tuple[str, ...], value: Any) -> Any:
+def _named_choice(kind: str, known: dict[str, type], value: Any) -> Any:
     """Accept `engine: torch` for `engine: {name: torch}` and name typos with a suggestion."""
-    import difflib
-
     value = expand_named(value)
     if isinstance(value, dict):
         name = value.get("name")
         if name not in known:
-            close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f" Did you mean: {close[0]}?" if close else f" Known: {', '.join(known)}."
-            raise ValueError(f"Unknown {kind} '{name}'.{hint}")
+            raise ValueError(f"Unknown {kind} '{name}'.{did_you_mean(str(name), known)}")
     return value
 
 
@@ -249,12 +273,12 @@ class WorkerConfig(StrictModel):
     @field_validator("task", mode="before")
     @classmethod
     def _task_name(cls, value: Any) -> Any:
-        return _named_choice("task", TASK_NAMES, value)
+        return _named_choice("task", TASKS, value)
 
     @field_validator("engine", mode="before")
     @classmethod
     def _engine_name(cls, value: Any) -> Any:
-        return _named_choice("engine", ENGINE_NAMES, value)
+        return _named_choice("engine", ENGINES, value)
 
     @field_validator("passes")
     @classmethod

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 from importlib import metadata
 from pathlib import Path
+
+from workers.files import sha256_file, write_atomic
 
 PACKAGES = ("torch", "ray", "transformers", "onnxruntime", "tensorrt", "pyarrow")
 _HASH_CACHE = Path("~/.cache/raybench/file-digests.json").expanduser()
@@ -43,11 +44,7 @@ def _file_digest(path: Path, cache: dict[str, str]) -> str:
     stat = path.stat()
     key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     if key not in cache:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-        cache[key] = digest.hexdigest()
+        cache[key] = sha256_file(path)
     return cache[key]
 
 
@@ -81,9 +78,7 @@ def files_digest(source: str, gguf_file: str | None = None) -> str:
         total.update(_file_digest(path, cache).encode())
     try:
         _HASH_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _HASH_CACHE.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        tmp.replace(_HASH_CACHE)
+        write_atomic(_HASH_CACHE, json.dumps(cache).encode())
     except OSError:
         pass
     return total.hexdigest()[:16]

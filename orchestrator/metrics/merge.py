@@ -18,10 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.stats import (
-    ShardRate, coefficient_of_variation, mean_ci, shard_rates_from_results, summarize_latencies, worker_core_rates,
+    MeanCI,
+    ShardRate,
+    coefficient_of_variation,
+    mean_ci,
+    shard_rates_from_results,
+    summarize_latencies,
+    worker_core_rates,
 )
 from orchestrator.metrics.verdict import evaluate, figures_from_row
+from orchestrator.spec import JobSpec
 from workers.contract import ShardResult, WorkerInfo
 
 GIB = float(1 << 30)
@@ -39,7 +47,7 @@ def completed(results: list[ShardResult]) -> dict[tuple[str, int, int], ShardRes
     return chosen
 
 
-def headline_records(row, results: list[ShardResult]) -> list[dict[str, Any]]:
+def headline_records(row: MetricsRow, results: list[ShardResult]) -> list[dict[str, Any]]:
     """Per-example records (MMLU predictions) of the measured pass's first repeat, in shard order."""
     head = "infer" if row.items_infer is not None else "val"
     return [rec for (p, repeat, _), r in sorted(completed(results).items()) if p == head and repeat == 0
@@ -112,34 +120,52 @@ def devices_label(infos: list[WorkerInfo]) -> str:
 
 @dataclass(frozen=True)
 class Measured:
-    """The measured pass over its repeats: first-repeat figures, throughput means and CIs."""
+    """The measured pass over its repeats (fresh workers each): per-repeat figures, and what the row
+    takes from them. Counts, accuracy and records come from the first repeat (every repeat sees the
+    same data); throughput is the mean over repeats with its CI; batch latencies pool all repeats."""
 
-    first: PassFigures
-    repeats: int
-    core: Any  # stats.MeanCI
-    whole: Any
-    batch_core_seconds: tuple[float, ...]
-    batch_items: tuple[int, ...]
-    worker_rates: dict[int, float]
-    records: tuple[dict[str, Any], ...]
+    repeats_figures: tuple[PassFigures, ...]  # in repeat order
+    first_results: tuple[ShardResult, ...]  # the first repeat's shard results
+
+    @property
+    def first(self) -> PassFigures:
+        return self.repeats_figures[0]
+
+    @property
+    def repeats(self) -> int:
+        return len(self.repeats_figures)
+
+    @property
+    def core(self) -> MeanCI:
+        return mean_ci([f.core_items_per_s for f in self.repeats_figures])
+
+    @property
+    def whole(self) -> MeanCI:
+        return mean_ci([f.whole_items_per_s for f in self.repeats_figures])
+
+    @property
+    def batch_core_seconds(self) -> tuple[float, ...]:
+        return tuple(t for f in self.repeats_figures for t in f.batch_core_seconds)
+
+    @property
+    def batch_items(self) -> tuple[int, ...]:
+        return tuple(n for f in self.repeats_figures for n in f.batch_items)
+
+    @property
+    def records(self) -> tuple[dict[str, Any], ...]:
+        return tuple(rec for r in self.first_results for rec in r.records)
+
+    @property
+    def worker_rates(self) -> dict[int, float]:
+        """Core items/s of each worker in the first repeat (the straggler rule's input)."""
+        return worker_core_rates(shard_rates_from_results(self.first_results, self.first_results[0].pass_name))
 
 
 def measured(by_repeat: dict[int, list[ShardResult]]) -> Measured | None:
-    figures = {r: pass_figures(results) for r, results in sorted(by_repeat.items())}
-    figures = {r: f for r, f in figures.items() if f is not None}
-    if not figures:
+    kept = [(repeat, results) for repeat, results in sorted(by_repeat.items()) if results]
+    if not kept:
         return None
-    first_repeat = min(figures)
-    return Measured(
-        first=figures[first_repeat],
-        repeats=len(figures),
-        core=mean_ci([f.core_items_per_s for f in figures.values()]),
-        whole=mean_ci([f.whole_items_per_s for f in figures.values()]),
-        batch_core_seconds=tuple(t for f in figures.values() for t in f.batch_core_seconds),
-        batch_items=tuple(n for f in figures.values() for n in f.batch_items),
-        records=tuple(rec for r in by_repeat[first_repeat] for rec in r.records),
-        worker_rates=worker_core_rates(shard_rates_from_results(by_repeat[first_repeat], by_repeat[first_repeat][0].pass_name)),
-    )
+    return Measured(tuple(pass_figures(results) for _, results in kept), tuple(kept[0][1]))
 
 
 def per_item_cv(batch_seconds: tuple[float, ...], batch_items: tuple[int, ...]) -> float | None:
@@ -151,7 +177,7 @@ def per_item_cv(batch_seconds: tuple[float, ...], batch_items: tuple[int, ...]) 
     return coefficient_of_variation([t / n for t, n in zip(batch_seconds, batch_items) if n])
 
 
-def task_columns(spec, head: Measured) -> dict[str, Any]:
+def task_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
     """Columns only MMLU has: questions/s, the scoring variant, how many prompts lost shots."""
     if spec.task.name != "mmlu":
         return {}
@@ -165,9 +191,99 @@ def task_columns(spec, head: Measured) -> dict[str, Any]:
     }
 
 
+# The row is assembled from one function per METRICS.md section; each reads only what it needs.
+
+def accuracy_columns(val: PassFigures | None, infer: PassFigures | None, tolerance: float) -> dict[str, Any]:
+    """"acc" (infer/val), counts of both passes, and the gap that flags an engine that is wrong."""
+    acc_val = val.accuracy if val else None
+    acc_infer = infer.accuracy if infer else None
+    gap = abs(acc_infer - acc_val) if acc_infer is not None and acc_val is not None else None
+    return {
+        "acc": format_acc(acc_infer, acc_val),
+        "items_val": val.items if val else None, "items_infer": infer.items if infer else None,
+        "scored_val": val.scored if val else None, "scored_infer": infer.scored if infer else None,
+        "correct_val": val.correct if val else None, "correct_infer": infer.correct if infer else None,
+        "acc_val": acc_val, "acc_infer": acc_infer, "acc_gap": gap,
+        "acc_flagged": gap is not None and gap > tolerance + 1e-12,
+    }
+
+
+def throughput_columns(val_m: Measured | None, infer_m: Measured | None) -> dict[str, Any]:
+    """p_*_core, p_*_whole (means over repeats, with the infer pass's 95 % intervals) and infer_time."""
+    p_infer_core = infer_m.core.mean if infer_m else None
+    return {
+        "p_val_whole": val_m.whole.mean if val_m else None,
+        "p_val_core": val_m.core.mean if val_m else None,
+        "p_infer_whole": infer_m.whole.mean if infer_m else None,
+        "p_infer_core": p_infer_core,
+        "infer_time": 1.0 / p_infer_core if p_infer_core else None,
+        "repeats": (infer_m or val_m).repeats,
+        "p_infer_core_ci_low": infer_m.core.low if infer_m else None,
+        "p_infer_core_ci_high": infer_m.core.high if infer_m else None,
+        "p_infer_whole_ci_low": infer_m.whole.low if infer_m else None,
+        "p_infer_whole_ci_high": infer_m.whole.high if infer_m else None,
+        "h2d_time": infer_m.first.h2d_seconds if infer_m else None,
+    }
+
+
+def memory_columns(results: list[ShardResult]) -> dict[str, Any]:
+    """mem: the largest worker peak (GiB), with that device's total and where the figure came from."""
+    peak = max(results, key=lambda r: r.peak_mem_bytes or 0)
+    return {
+        "mem": peak.peak_mem_bytes / GIB if peak.peak_mem_bytes is not None else None,
+        "mem_total": peak.mem_total_bytes / GIB if peak.mem_total_bytes else None,
+        "mem_source": peak.mem_source,
+    }
+
+
+def mfu_columns(infer: PassFigures | None, p_infer_core: float | None, infos: list[WorkerInfo]) -> dict[str, Any]:
+    """MFU = FLOPs/item x p_infer_core / the summed peaks of the devices (blank if any is unknown)."""
+    peaks = [info.peak_flops for info in infos]
+    peak_total = sum(peaks) if peaks and all(p for p in peaks) else None
+    flops_per_item = infer.flops_per_item if infer else None
+    return {"MFU": mfu(flops_per_item, p_infer_core, peak_total) if infer else None,
+            "flops_per_item": flops_per_item, "peak_flops": peak_total}
+
+
+def latency_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
+    """Batch counts and the per-batch core latency summary of the headline pass."""
+    latency = summarize_latencies(head.batch_core_seconds)
+    return {
+        "warmup_batches": spec.warmup,
+        "measured_batches": latency.count,
+        "latency_mean": latency.mean, "latency_p50": latency.p50, "latency_p90": latency.p90,
+        "latency_p99": latency.p99,
+        "latency_cv": per_item_cv(head.batch_core_seconds, head.batch_items),
+    }
+
+
+def setup_columns(spec: JobSpec, infos: list[WorkerInfo]) -> dict[str, Any]:
+    """Where and how it ran: devices, worker setup times, the engine build, software versions."""
+    builds = [info.build for info in infos if info.build is not None]
+    versions = infos[0].versions if infos else {}
+    return {
+        "precision_effective": infos[0].precision_effective if infos else spec.precision,
+        "workers": len(infos),
+        "nodes": len({info.node_id for info in infos}),
+        "devices": devices_label(infos),
+        "load_time": max((info.load_seconds for info in infos), default=0.0),
+        "data_time": max((info.data_seconds for info in infos), default=0.0),
+        "build_time": max((b.build_seconds for b in builds), default=0.0),
+        "engine_cache_hit": all(b.cache_hit for b in builds) if builds else None,
+        "engine_bytes": builds[0].engine_bytes if builds else None,
+        "engine_hash": builds[0].engine_hash if builds else None,
+        "torch_version": versions.get("torch", ""),
+        "ray_version": versions.get("ray", ""),
+        "transformers_version": versions.get("transformers", ""),
+        "python_version": versions.get("python", ""),
+        "cuda_version": versions.get("cuda", ""),
+        "driver_version": versions.get("nvidia_driver", ""),
+    }
+
+
 def merge(
     *,
-    spec,
+    spec: JobSpec,
     run_id: str,
     results: list[ShardResult],
     infos: list[WorkerInfo],
@@ -177,29 +293,15 @@ def merge(
     resumed: bool = False,
     sweep_id: str | None = None,
     timestamp: datetime | None = None,
-) -> "MetricsRow":
-    from orchestrator.metrics.row import MetricsRow
-
+) -> MetricsRow:
     final = completed(results)
     by_pass: dict[str, dict[int, list[ShardResult]]] = {"val": defaultdict(list), "infer": defaultdict(list)}
     for (pass_name, repeat, _), r in sorted(final.items()):
         by_pass[pass_name][repeat].append(r)
     val_m, infer_m = measured(by_pass["val"]), measured(by_pass["infer"])
     val, infer = (val_m.first if val_m else None), (infer_m.first if infer_m else None)
-    head_m = infer_m or val_m
-    every = list(final.values())
-
-    peak_result = max(every, key=lambda r: r.peak_mem_bytes or 0)
-    mem_peak = peak_result.peak_mem_bytes
-    peaks = [info.peak_flops for info in infos]
-    peak_total = sum(peaks) if peaks and all(p for p in peaks) else None
-    acc_val = val.accuracy if val else None
-    acc_infer = infer.accuracy if infer else None
-    gap = abs(acc_infer - acc_val) if acc_infer is not None and acc_val is not None else None
-    latency = summarize_latencies(head_m.batch_core_seconds)
-    p_infer_core = infer_m.core.mean if infer_m else None
-    builds = [info.build for info in infos if info.build is not None]
-    versions = infos[0].versions if infos else {}
+    head = infer_m or val_m
+    throughput = throughput_columns(val_m, infer_m)
     row = MetricsRow(
         run_id=run_id,
         sweep_id=sweep_id,
@@ -212,66 +314,21 @@ def merge(
         item_unit=item_unit,
         precision=spec.precision,
         bs=spec.bs,
-        byte_per_batch=max(r.bytes_per_batch for r in every),
-        mem=mem_peak / GIB if mem_peak is not None else None,
+        byte_per_batch=max(r.bytes_per_batch for r in final.values()),
         e2e_time=e2e_seconds,
-        p_val_whole=val_m.whole.mean if val_m else None,
-        p_val_core=val_m.core.mean if val_m else None,
-        p_infer_whole=infer_m.whole.mean if infer_m else None,
-        p_infer_core=p_infer_core,
-        infer_time=1.0 / p_infer_core if p_infer_core else None,
-        acc=format_acc(acc_infer, acc_val),
-        MFU=mfu(infer.flops_per_item, p_infer_core, peak_total) if infer else None,
-        precision_effective=infos[0].precision_effective if infos else spec.precision,
         seq_len=spec.seq_len,
-        workers=len(infos),
-        nodes=len({info.node_id for info in infos}),
-        devices=devices_label(infos),
-        mem_total=peak_result.mem_total_bytes / GIB if peak_result.mem_total_bytes else None,
-        mem_source=peak_result.mem_source,
-        examples=head_m.first.examples,
-        items_val=val.items if val else None,
-        items_infer=infer.items if infer else None,
-        scored_val=val.scored if val else None,
-        scored_infer=infer.scored if infer else None,
-        correct_val=val.correct if val else None,
-        correct_infer=infer.correct if infer else None,
-        acc_val=acc_val,
-        acc_infer=acc_infer,
-        acc_gap=gap,
-        acc_flagged=gap is not None and gap > spec.acc_tolerance + 1e-12,
+        examples=head.first.examples,
         shards=len({shard for (_, repeat, shard) in final if repeat == 0}),
         retries=retries,
         resumed=resumed,
-        load_time=max((info.load_seconds for info in infos), default=0.0),
-        data_time=max((info.data_seconds for info in infos), default=0.0),
-        build_time=max((b.build_seconds for b in builds), default=0.0),
-        engine_cache_hit=all(b.cache_hit for b in builds) if builds else None,
-        engine_bytes=builds[0].engine_bytes if builds else None,
-        engine_hash=builds[0].engine_hash if builds else None,
-        h2d_time=infer.h2d_seconds if infer else None,
-        warmup_batches=spec.warmup,
-        measured_batches=latency.count,
-        latency_mean=latency.mean,
-        latency_p50=latency.p50,
-        latency_p90=latency.p90,
-        latency_p99=latency.p99,
-        latency_cv=per_item_cv(head_m.batch_core_seconds, head_m.batch_items),
-        repeats=head_m.repeats,
-        p_infer_core_ci_low=infer_m.core.low if infer_m else None,
-        p_infer_core_ci_high=infer_m.core.high if infer_m else None,
-        p_infer_whole_ci_low=infer_m.whole.low if infer_m else None,
-        p_infer_whole_ci_high=infer_m.whole.high if infer_m else None,
-        flops_per_item=infer.flops_per_item if infer else None,
-        peak_flops=peak_total,
-        torch_version=versions.get("torch", ""),
-        ray_version=versions.get("ray", ""),
-        transformers_version=versions.get("transformers", ""),
-        python_version=versions.get("python", ""),
-        cuda_version=versions.get("cuda", ""),
-        driver_version=versions.get("nvidia_driver", ""),
-        **task_columns(spec, head_m),
+        **throughput,
+        **accuracy_columns(val, infer, spec.acc_tolerance),
+        **memory_columns(list(final.values())),
+        **mfu_columns(infer, throughput["p_infer_core"], infos),
+        **latency_columns(spec, head),
+        **setup_columns(spec, infos),
+        **task_columns(spec, head),
     )
-    verdict = evaluate(figures_from_row(row, head_m.worker_rates), spec.verdict.rules(spec.acc_tolerance))
+    verdict = evaluate(figures_from_row(row, head.worker_rates), spec.verdict.rules(spec.acc_tolerance))
     return row.model_copy(update={"verdict": verdict.label, "verdict_reasons": verdict.reasons_text,
                                   "verdict_profile": spec.verdict.profile})

@@ -7,6 +7,8 @@ or below: seconds, bytes, GiB for mem, items/s for p_*, fractions (not percent) 
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from pydantic import BaseModel, ConfigDict
 
 SEED_COLUMNS = (
@@ -16,7 +18,17 @@ SEED_COLUMNS = (
 
 
 class MetricsRow(BaseModel):
+    """Everything reads rows as this type: the merge makes one, the store writes it, and rows read
+    back from the table come through `from_record`. A column added later needs a default, so rows
+    stored before it existed still load (with the default, usually None: "not measured then")."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "MetricsRow":
+        """A row read back from the table (`Table.to_pylist()`); columns this version does not know
+        (a newer raybench wrote them) are left out."""
+        return cls.model_validate({k: v for k, v in record.items() if k in cls.model_fields})
 
     # identity
     run_id: str

@@ -51,8 +51,6 @@ class LatencySummary:
 
     count: int
     mean: float | None
-    stdev: float | None
-    cv: float | None
     p50: float | None
     p90: float | None
     p99: float | None
@@ -64,8 +62,6 @@ def summarize_latencies(samples: Sequence[float]) -> LatencySummary:
     return LatencySummary(
         count=len(values),
         mean=float(values.mean()) if len(values) else None,
-        stdev=float(values.std(ddof=1)) if len(values) > 1 else None,
-        cv=coefficient_of_variation(samples),
         p50=p50,
         p90=p90,
         p99=p99,
@@ -83,7 +79,12 @@ class MeanCI:
 
     @property
     def half_width(self) -> float | None:
-        return None if self.low is None or self.high is None else (self.high - self.low) / 2
+        return ci_half_width(self.low, self.high)
+
+
+def ci_half_width(low: float | None, high: float | None) -> float | None:
+    """Half the width of a (symmetric) interval: the "±" printed after a mean."""
+    return None if low is None or high is None else (high - low) / 2
 
 
 def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> MeanCI:

@@ -14,20 +14,18 @@ also by rename, as they finish, so a killed driver can resume.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
-import os
 import types
 import typing
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator.metrics.row import MetricsRow
 from workers.contract import ShardResult, WorkerError, WorkerInfo
+from workers.files import exclusive_lock, replace_durably, temporary_beside, write_atomic
 
 METRICS_FILE = "metrics.parquet"
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
@@ -44,21 +42,10 @@ def row_schema() -> pa.Schema:
     return pa.schema(fields)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_table_atomic(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_beside(path)
     pq.write_table(table, tmp)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 class ResultsStore:
@@ -69,20 +56,10 @@ class ResultsStore:
     def metrics_path(self) -> Path:
         return self.root / METRICS_FILE
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".metrics.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
     def append_rows(self, rows: list[MetricsRow]) -> None:
         schema = row_schema()
         new = pa.Table.from_pylist([r.model_dump() for r in rows], schema=schema)
-        with self._locked():
+        with exclusive_lock(self.root / ".metrics.lock"):
             if self.metrics_path.exists():
                 old = pq.read_table(self.metrics_path)
                 new = pa.concat_tables([old, new], promote_options="permissive")

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import TYPE_CHECKING, Literal, Mapping
 
 from pydantic import Field
 
 from workers.specs import StrictModel
+
+if TYPE_CHECKING:
+    from orchestrator.metrics.row import MetricsRow
 
 Profile = Literal["quick", "rigorous"]
 
@@ -95,20 +98,19 @@ class VerdictFigures:
     repeats: int = 1
 
 
-def figures_from_row(row: Any, worker_items_per_s: Mapping[int, float]) -> VerdictFigures:
-    """Figures from a MetricsRow (or its dict). The span is items / p_whole, which is how p_whole was
-    made (METRICS.md), so no second source of the same number is needed."""
-    get = row.get if isinstance(row, Mapping) else lambda k, d=None: getattr(row, k, d)
-    items, whole = get("items_infer"), get("p_infer_whole")
+def figures_from_row(row: "MetricsRow", worker_items_per_s: Mapping[int, float]) -> VerdictFigures:
+    """Figures from a MetricsRow. The span is items / p_whole, which is how p_whole was made
+    (METRICS.md), so no second source of the same number is needed."""
+    items, whole = row.items_infer, row.p_infer_whole
     if items is None or not whole:
-        items, whole = get("items_val"), get("p_val_whole")
+        items, whole = row.items_val, row.p_val_whole
     return VerdictFigures(
         measured_seconds=items / whole if items is not None and whole else None,
-        measured_batches=int(get("measured_batches", 0) or 0),
-        latency_cv=get("latency_cv"),
-        acc_gap=get("acc_gap"),
+        measured_batches=row.measured_batches,
+        latency_cv=row.latency_cv,
+        acc_gap=row.acc_gap,
         worker_items_per_s=dict(worker_items_per_s),
-        repeats=int(get("repeats", 1) or 1),
+        repeats=row.repeats,
     )
 
 

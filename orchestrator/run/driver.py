@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from orchestrator.run.dispatch import Dispatcher
 from orchestrator.metrics.merge import completed, headline_records, merge
-from orchestrator.run.plan import default_shard_size, plan_resources, plan_shards
+from orchestrator.metrics.row import MetricsRow
+from orchestrator.metrics.store import ResultsStore, RunFolder
+from orchestrator.run.dispatch import Dispatcher
 from orchestrator.run.meter import RunMeter
+from orchestrator.run.plan import default_shard_size, plan_resources, plan_shards
 from orchestrator.run.pool import InProcessPool, Pool, RayPool
 from orchestrator.run.preflight import preflight
-from orchestrator.metrics.row import MetricsRow
 from orchestrator.spec import JobSpec, dump_spec
-from orchestrator.metrics.store import ResultsStore, RunFolder
 from workers.contract import ShardResult, WorkerInfo
 from workers.errors import RunFailed, UserError
 
@@ -38,6 +38,7 @@ class RunResult:
     results: list[ShardResult]
     infos: list[WorkerInfo]
     failed_attempts: list[ShardResult] = field(default_factory=list)
+    predictions: list[dict] = field(default_factory=list)  # per-question records of the measured pass (mmlu)
 
 
 class RunInterrupted(RunFailed):
@@ -180,8 +181,9 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
     row = merge(spec=spec, run_id=run.run_id, results=point.results, infos=point.infos, e2e_seconds=e2e,
                 retries=len(point.failed), item_unit=point.infos[0].item_unit, resumed=bool(session.done),
                 sweep_id=session.sweep_id)
-    _finish_run(store, run, spec, row, point.results, point.infos, point.failed)
-    return RunResult(run.run_id, row, run.path, point.results, point.infos, point.failed)
+    predictions = headline_records(row, point.results)
+    _finish_run(store, run, spec, row, point.results, point.infos, point.failed, predictions)
+    return RunResult(run.run_id, row, run.path, point.results, point.infos, point.failed, predictions)
 
 
 class PointRun:
@@ -239,7 +241,8 @@ def _keep_build_logs(run: RunFolder, infos: list[WorkerInfo]) -> None:
             raise UserError(f"{info.error.message} (builder log: {path})")
 
 
-def _finish_run(store: ResultsStore, run: RunFolder, spec: JobSpec, row: MetricsRow, results, infos, failed) -> None:
+def _finish_run(store: ResultsStore, run: RunFolder, spec: JobSpec, row: MetricsRow, results: list[ShardResult],
+                infos: list[WorkerInfo], failed: list[ShardResult], predictions: list[dict]) -> None:
     from orchestrator.views.report import metrics_markdown
 
     run.write_shards_table(results, infos)
@@ -256,6 +259,6 @@ def _finish_run(store: ResultsStore, run: RunFolder, spec: JobSpec, row: Metrics
     if spec.task.name == "mmlu":
         from orchestrator.metrics.subjects import subjects_markdown
 
-        text += "\n" + subjects_markdown(headline_records(row, results), scoring=spec.task.scoring)
+        text += "\n" + subjects_markdown(predictions, scoring=spec.task.scoring)
     run.write_text("metrics.md", text)
     store.append_rows([row])

@@ -7,6 +7,7 @@ handles with their outcome, converting a dead actor into a `ShardResult` whose e
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -15,6 +16,7 @@ from workers.contract import ShardResult, ShardTask, WorkerError, WorkerInfo
 from workers.errors import RunFailed, UserError, first_line
 from workers.specs import WorkerConfig
 
+log = logging.getLogger(__name__)
 PLACEMENT_TIMEOUT_S = 60.0
 TOKEN_CPU = 0.01
 
@@ -179,8 +181,8 @@ class RayPool:
         for actor in self.actors:
             try:
                 self._ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+            except self._ray.exceptions.RayError as exc:  # the cluster lost it already: nothing left to stop
+                log.debug("could not kill worker actor %s: %s", actor, exc)
         if self.pg is not None:
             remove_placement_group(self.pg)
 

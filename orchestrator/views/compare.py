@@ -15,14 +15,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Sequence
 
 import pyarrow.parquet as pq
 from rich.table import Table
 
-from orchestrator.views.query import find_row
-from orchestrator.metrics.stats import MIN_EFFECT, NOISE_ALPHA, ShiftTest, intervals_overlap, latency_shift, relative_change
+from orchestrator.metrics.row import MetricsRow
+from orchestrator.metrics.stats import (
+    MIN_EFFECT,
+    NOISE_ALPHA,
+    ShiftTest,
+    intervals_overlap,
+    latency_shift,
+    relative_change,
+)
 from orchestrator.metrics.store import ResultsStore
+from orchestrator.views.query import find_row
 
 NoiseVerdict = Literal["beyond noise", "within noise", "unchanged", "n/a"]
 Source = Literal["core", "whole", "latency", None]
@@ -66,14 +74,9 @@ class Delta:
         return (self.change > 0) == self.higher_is_better
 
 
-def _get(row: Any, key: str) -> Any:
-    return row.get(key) if isinstance(row, Mapping) else getattr(row, key, None)
-
-
-def _ci(row: Any, column: str) -> tuple[float, float] | None:
-    low, high = _get(row, f"{column}_ci_low"), _get(row, f"{column}_ci_high")
-    repeats = _get(row, "repeats") or 1
-    return (low, high) if repeats >= 2 and low is not None and high is not None else None
+def _ci(row: MetricsRow, column: str) -> tuple[float, float] | None:
+    low, high = getattr(row, f"{column}_ci_low"), getattr(row, f"{column}_ci_high")
+    return (low, high) if row.repeats >= 2 and low is not None and high is not None else None
 
 
 def _ci_verdict(ci_a: tuple[float, float], ci_b: tuple[float, float], relative: float | None,
@@ -91,18 +94,18 @@ def _shift_verdict(shift: ShiftTest | None) -> tuple[NoiseVerdict, str]:
 
 
 def compare(
-    row_a: Any,
-    row_b: Any,
+    row_a: MetricsRow,
+    row_b: MetricsRow,
     latencies_a: Sequence[float],
     latencies_b: Sequence[float],
     alpha: float = NOISE_ALPHA,
     min_effect: float = MIN_EFFECT,
 ) -> list[Delta]:
-    """Deltas B - A of the headline columns present in both rows (MetricsRow or dicts)."""
+    """Deltas B - A of the headline columns."""
     shift = latency_shift(latencies_a, latencies_b, alpha, min_effect)
     deltas = []
     for column, higher, source in HEADLINE:
-        a, b = _get(row_a, column), _get(row_b, column)
+        a, b = getattr(row_a, column), getattr(row_b, column)
         change = b - a if a is not None and b is not None else None
         relative = relative_change(a, b)
         cis = (_ci(row_a, f"p_infer_{source}"), _ci(row_b, f"p_infer_{source}")) if source in ("core", "whole") else ()
@@ -120,9 +123,10 @@ def compare(
     return deltas
 
 
-def config_changes(row_a: Any, row_b: Any) -> list[tuple[str, str, str]]:
+def config_changes(row_a: MetricsRow, row_b: MetricsRow) -> list[tuple[str, str, str]]:
     """What differs between the two runs' setups, so a delta is read next to its cause."""
-    return [(c, str(_get(row_a, c)), str(_get(row_b, c))) for c in CONFIG if _get(row_a, c) != _get(row_b, c)]
+    return [(c, str(getattr(row_a, c)), str(getattr(row_b, c))) for c in CONFIG
+            if getattr(row_a, c) != getattr(row_b, c)]
 
 
 def _fmt(value: float | None) -> str:
@@ -169,9 +173,9 @@ def batch_latencies(run_dir: str | Path) -> list[float]:
 
 def compare_runs(
     results_dir: str | Path, run_a: str, run_b: str, alpha: float = NOISE_ALPHA, min_effect: float = MIN_EFFECT
-) -> tuple[dict, dict, list[Delta]]:
+) -> tuple[MetricsRow, MetricsRow, list[Delta]]:
     """`bench compare` in one call: both rows (ids or unique parts of them), their latencies, the deltas."""
     store = ResultsStore(results_dir)
     row_a, row_b = find_row(results_dir, run_a), find_row(results_dir, run_b)
-    latencies = [batch_latencies(store.run(row["run_id"]).path) for row in (row_a, row_b)]
+    latencies = [batch_latencies(store.run(row.run_id).path) for row in (row_a, row_b)]
     return row_a, row_b, compare(row_a, row_b, *latencies, alpha=alpha, min_effect=min_effect)

@@ -13,14 +13,15 @@ import html
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from orchestrator.views.report import SEED_LAYOUT, metrics_markdown, seed_cells
+from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.stats import node_core_rates, percentiles, shard_rates_from_records, worker_core_rates
+from orchestrator.metrics.subjects import subject_table
+from orchestrator.views.report import SEED_LAYOUT, metrics_markdown, seed_cells
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -39,10 +40,6 @@ class Plot:
     name: str  # file stem for the Markdown's PNG
     title: str
     png: bytes
-
-
-def _get(row: Any, key: str) -> Any:
-    return row.get(key) if isinstance(row, Mapping) else getattr(row, key, None)
 
 
 def new_figure(width: float, height: float) -> "Figure":
@@ -87,13 +84,13 @@ def throughput_bars(shard_records: list[dict], pass_name: str, unit: str) -> Plo
     return Plot("throughput", "Throughput per worker and node (core)", _png(fig))
 
 
-def sweep_plot(rows: Sequence[Any], unit: str) -> Plot | None:
+def sweep_plot(rows: Sequence[MetricsRow], unit: str) -> Plot | None:
     """p_infer_core against bs, one line per (engine, precision, seq_len) of the sweep."""
     lines: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
-        if _get(row, "p_infer_core") is not None:
-            key = f"{_get(row, 'engine')} {_get(row, 'precision')} seq {_get(row, 'seq_len')}"
-            lines.setdefault(key, []).append((int(_get(row, "bs")), float(_get(row, "p_infer_core"))))
+        if row.p_infer_core is not None:
+            key = f"{row.engine} {row.precision} seq {row.seq_len}"
+            lines.setdefault(key, []).append((int(row.bs), float(row.p_infer_core)))
     if not any(len({bs for bs, _ in points}) > 1 for points in lines.values()):
         return None
     fig = new_figure(7, 3.5)
@@ -111,13 +108,12 @@ def sweep_plot(rows: Sequence[Any], unit: str) -> Plot | None:
 
 
 def subject_accuracies(predictions: pa.Table) -> dict[tuple[str, str], float]:
-    """(pass, subject) -> correct / questions, pooled within the subject (METRICS.md: MMLU scoring)."""
+    """(pass, subject) -> accuracy, from the same per-subject table the CLI and metrics.md print."""
     if not {"subject", "correct", "pass"} <= set(predictions.column_names):
         return {}
-    table = predictions.select(["pass", "subject"]).append_column(
-        "hit", pc.cast(predictions["correct"], pa.int64()))
-    grouped = table.group_by(["pass", "subject"]).aggregate([("hit", "sum"), ("hit", "count")]).to_pylist()
-    return {(g["pass"], g["subject"]): g["hit_sum"] / g["hit_count"] for g in grouped}
+    records = predictions.select(["pass", "subject", "correct"]).to_pylist()
+    return {(name, row.name): row.accuracy for name in sorted({r["pass"] for r in records})
+            for row in subject_table(r for r in records if r["pass"] == name)}
 
 
 def subject_accuracy(predictions: pa.Table) -> Plot | None:
@@ -139,8 +135,8 @@ def subject_accuracy(predictions: pa.Table) -> Plot | None:
     return Plot("subjects", "Accuracy per subject (MMLU)", _png(fig))
 
 
-def collect_plots(run_dir: Path, row: Any, sweep_rows: Sequence[Any]) -> list[Plot]:
-    unit = _get(row, "item_unit") or "items"
+def collect_plots(run_dir: Path, row: MetricsRow, sweep_rows: Sequence[MetricsRow]) -> list[Plot]:
+    unit = row.item_unit or "items"
     plots: list[Plot | None] = []
     shards_path = run_dir / "shards.parquet"
     if shards_path.exists():
@@ -160,21 +156,21 @@ def _value(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def _pairs(row: Any, keys: Sequence[str]) -> list[tuple[str, str]]:
-    return [(k, _value(_get(row, k))) for k in keys if (k in row if isinstance(row, Mapping) else hasattr(row, k))]
+def _pairs(row: MetricsRow, keys: Sequence[str]) -> list[tuple[str, str]]:
+    return [(k, _value(getattr(row, k))) for k in keys]
 
 
-def _verdict_line(row: Any) -> str | None:
-    verdict = _get(row, "verdict")
+def _verdict_line(row: MetricsRow) -> str | None:
+    verdict = row.verdict
     if not verdict:
         return None
-    reasons = _get(row, "verdict_reasons")
+    reasons = row.verdict_reasons
     return f"{verdict}" + (f": {reasons}" if reasons else "")
 
 
-def _markdown(row: Any, plots: list[Plot]) -> str:
-    out = [f"# {_get(row, 'job')} · {_get(row, 'run_id')}", "",
-           f"{_get(row, 'task')} · {_get(row, 'model')} · {_get(row, 'data')} · {_get(row, 'timestamp')}", "",
+def _markdown(row: MetricsRow, plots: list[Plot]) -> str:
+    out = [f"# {row.job} · {row.run_id}", "",
+           f"{row.task} · {row.model} · {row.data} · {row.timestamp}", "",
            "## Metrics", "", metrics_markdown([row])]
     if (line := _verdict_line(row)) is not None:
         out += ["## Verdict", "", line, ""]
@@ -196,17 +192,17 @@ STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{bor
          "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}.INVALID{color:#b00}.VALID{color:#070}")
 
 
-def _html(row: Any, plots: list[Plot]) -> str:
+def _html(row: MetricsRow, plots: list[Plot]) -> str:
     cells = seed_cells(row)
-    title = html.escape(f"{_get(row, 'job')} · {_get(row, 'run_id')}")
+    title = html.escape(f"{row.job} · {row.run_id}")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
              f"</head><body><h1>{title}</h1>",
-             f"<p>{html.escape(' · '.join(str(_get(row, k)) for k in ('task', 'model', 'data', 'timestamp')))}</p>",
+             f"<p>{html.escape(' · '.join(str(getattr(row, k)) for k in ('task', 'model', 'data', 'timestamp')))}</p>",
              "<h2>Metrics</h2>", _html_table(SEED_LAYOUT, [[cells[c] for c in SEED_LAYOUT]]),
              f"<p>p_* in {html.escape(str(cells['_unit']))}/s; acc = infer/val; mem = peak/total GiB "
              f"({html.escape(str(cells['_mem_source']))}); e2e_time in s.</p>"]
     if (line := _verdict_line(row)) is not None:
-        parts.append(f"<h2>Verdict</h2><p class='{html.escape(str(_get(row, 'verdict')))}'>{html.escape(line)}</p>")
+        parts.append(f"<h2>Verdict</h2><p class='{html.escape(str(row.verdict))}'>{html.escape(line)}</p>")
     for heading, keys in (("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)):
         parts += [f"<h2>{heading}</h2>", _html_table(None, _pairs(row, keys))]
     for plot in plots:
@@ -217,10 +213,9 @@ def _html(row: Any, plots: list[Plot]) -> str:
 
 
 def write_report(
-    run_dir: str | Path, row: Any, out_dir: str | Path, sweep_rows: Sequence[Any] = ()
+    run_dir: str | Path, row: MetricsRow, out_dir: str | Path, sweep_rows: Sequence[MetricsRow] = ()
 ) -> tuple[Path, Path]:
-    """Write report.md (+ its PNGs) and report.html for one run. `row` is its MetricsRow or dict;
-    `sweep_rows` are all rows of its sweep (the row itself included) for the throughput-vs-bs plot."""
+    """Write report.md (+ its PNGs) and report.html for one run. `sweep_rows` are all rows of its sweep (the row itself included) for the throughput-vs-bs plot."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = collect_plots(run_dir, row, sweep_rows)
@@ -236,12 +231,13 @@ def report_run(results_dir: str | Path, run_id: str, out_dir: str | Path | None 
     """`bench report RUN`: find the run's row (and its sweep's rows), write the report beside the run."""
     import pyarrow.compute as pc
 
-    from orchestrator.views.query import find_row
     from orchestrator.metrics.store import ResultsStore
+    from orchestrator.views.query import find_row
 
     store = ResultsStore(results_dir)
     row = find_row(results_dir, run_id)
     table = store.read_metrics()
-    sweep = table.filter(pc.equal(table["sweep_id"], row["sweep_id"])).to_pylist() if row.get("sweep_id") else [row]
-    run_dir = store.run(row["run_id"]).path
+    sweep = ([MetricsRow.from_record(r) for r in table.filter(pc.equal(table["sweep_id"], row.sweep_id)).to_pylist()]
+             if row.sweep_id else [row])
+    run_dir = store.run(row.run_id).path
     return write_report(run_dir, row, out_dir or run_dir / "report", sweep)

@@ -11,7 +11,6 @@ Text columns compare as text, so ISO timestamps order correctly: `timestamp>=202
 
 from __future__ import annotations
 
-import difflib
 import io
 import json
 import re
@@ -24,8 +23,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from rich.table import Table
 
+from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.store import ResultsStore
-from workers.errors import UserError
+from workers.errors import UserError, did_you_mean
 
 Format = Literal["table", "csv", "json", "markdown"]
 FORMATS = ("table", "csv", "json", "markdown")
@@ -55,9 +55,7 @@ def parse_where(text: str) -> Condition:
 
 def check_column(table: pa.Table, column: str, option: str) -> None:
     if column not in table.column_names:
-        close = difflib.get_close_matches(column, table.column_names, n=1)
-        hint = f" Did you mean: {close[0]}?" if close else " See `bench results --format json` for the columns."
-        raise UserError(f"{option}: unknown column '{column}'.{hint}")
+        raise UserError(f"{option}: unknown column '{column}'.{did_you_mean(column, table.column_names)}")
 
 
 def _typed_value(cond: Condition, kind: pa.DataType) -> Any:
@@ -160,7 +158,7 @@ def results(
     return render(select(store.read_metrics(), where, columns, sort, limit), fmt)
 
 
-def find_row(results_dir: str | Path, run_id: str) -> dict[str, Any]:
+def find_row(results_dir: str | Path, run_id: str) -> MetricsRow:
     """The table row of a run, by its id or any unique part of it (`bench report f05415`)."""
     store = ResultsStore(results_dir)
     table = store.read_metrics()
@@ -174,4 +172,4 @@ def find_row(results_dir: str | Path, run_id: str) -> dict[str, Any]:
                         "give more of the id")
     if len(matches) > 1:
         raise UserError(f"run '{matches[0]}': {len(matches)} rows carry this id; expected one")
-    return table.filter(pc.equal(table["run_id"], matches[0])).to_pylist()[0]
+    return MetricsRow.from_record(table.filter(pc.equal(table["run_id"], matches[0])).to_pylist()[0])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Iterable
 
 from rich.table import Table
+
+from orchestrator.metrics.row import MetricsRow
+from orchestrator.metrics.stats import ci_half_width
 
 SEED_LAYOUT = (
     "config", "engine", "precision", "bs", "byte_per_batch", "e2e_time", "p_val_whole", "p_val_core",
@@ -18,9 +21,8 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 def _with_ci(mean: float | None, low: float | None, high: float | None) -> str:
     """The mean across repeats with its 95 % interval as +- half width (repeats >= 2)."""
-    if mean is None or low is None or high is None:
-        return _num(mean)
-    return f"{_num(mean)} ±{_num((high - low) / 2)}"
+    half = ci_half_width(low, high)
+    return _num(mean) if mean is None or half is None else f"{_num(mean)} ±{_num(half)}"
 
 
 def format_seconds_per_item(seconds: float | None) -> str:
@@ -30,35 +32,31 @@ def format_seconds_per_item(seconds: float | None) -> str:
     return f"{seconds * 1e3:.3g} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.3g} us"
 
 
-def seed_cells(row: Any) -> dict[str, str]:
-    """One row as the seed prints it. `row` is a MetricsRow or a dict with the same keys."""
-    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
-    unit = get("item_unit")
-    mem = get("mem")
-    total = get("mem_total")
-    precision = get("precision")
-    if get("precision_effective") and get("precision_effective") != precision:
-        precision = f"{precision} (ran {get('precision_effective')})"
+def seed_cells(row: MetricsRow) -> dict[str, str]:
+    """One row as the seed prints it."""
+    mem, total, precision = row.mem, row.mem_total, row.precision
+    if row.precision_effective and row.precision_effective != precision:
+        precision = f"{precision} (ran {row.precision_effective})"
     return {
-        "config": get("devices"),
-        "engine": get("engine"),
+        "config": row.devices,
+        "engine": row.engine,
         "precision": precision,
-        "bs": str(get("bs")),
-        "byte_per_batch": str(get("byte_per_batch")),
-        "e2e_time": _num(get("e2e_time")),
-        "p_val_whole": _num(get("p_val_whole")),
-        "p_val_core": _num(get("p_val_core")),
-        "p_infer_whole": _with_ci(get("p_infer_whole"), get("p_infer_whole_ci_low"), get("p_infer_whole_ci_high")),
-        "p_infer_core": _with_ci(get("p_infer_core"), get("p_infer_core_ci_low"), get("p_infer_core_ci_high")),
-        "infer_time": format_seconds_per_item(get("infer_time")),
-        "acc": get("acc") + (" (!)" if get("acc_flagged") else ""),
-        "MFU": "-" if get("MFU") is None else f"{get('MFU') * 100:.1f}%",
+        "bs": str(row.bs),
+        "byte_per_batch": str(row.byte_per_batch),
+        "e2e_time": _num(row.e2e_time),
+        "p_val_whole": _num(row.p_val_whole),
+        "p_val_core": _num(row.p_val_core),
+        "p_infer_whole": _with_ci(row.p_infer_whole, row.p_infer_whole_ci_low, row.p_infer_whole_ci_high),
+        "p_infer_core": _with_ci(row.p_infer_core, row.p_infer_core_ci_low, row.p_infer_core_ci_high),
+        "infer_time": format_seconds_per_item(row.infer_time),
+        "acc": row.acc + (" (!)" if row.acc_flagged else ""),
+        "MFU": "-" if row.MFU is None else f"{row.MFU * 100:.1f}%",
         "mem": "-" if mem is None else f"{mem:.2f}/{total:.1f}" if total else f"{mem:.2f}",
-        "verdict": get("verdict") or "-",
-    } | {"_unit": unit, "_mem_source": get("mem_source")}
+        "verdict": row.verdict or "-",
+    } | {"_unit": row.item_unit, "_mem_source": row.mem_source}
 
 
-def metrics_table(rows: Iterable[Any], title: str | None = None) -> Table:
+def metrics_table(rows: Iterable[MetricsRow], title: str | None = None) -> Table:
     rows = list(rows)
     table = Table(title=title, show_lines=False)
     for column in SEED_LAYOUT:
@@ -75,7 +73,7 @@ def metrics_table(rows: Iterable[Any], title: str | None = None) -> Table:
     return table
 
 
-def metrics_markdown(rows: Iterable[Any]) -> str:
+def metrics_markdown(rows: Iterable[MetricsRow]) -> str:
     rows = list(rows)
     lines = ["| " + " | ".join(SEED_LAYOUT) + " |", "|" + "---|" * len(SEED_LAYOUT)]
     for row in rows:
@@ -120,12 +118,11 @@ def print_runs(runs: list, spec, results_dir, width: int | None) -> str:
 
 def _print_mmlu(console, runs: list) -> None:
     """Per-subject accuracy (57 rows and the four groups) and what happened to the prompts."""
-    from orchestrator.metrics.merge import headline_records
     from orchestrator.metrics.subjects import subjects_rich
 
     for run in runs:
         row = run.row
-        console.print(subjects_rich(headline_records(row, run.results),
+        console.print(subjects_rich(run.predictions,
                                     title=f"{row.run_id}: accuracy by subject (scoring: {row.scoring}, {row.shots}-shot)"))
         console.print(f"questions/s (core): {row.questions_per_s:,.2f} · prompts that lost shots to fit "
                       f"seq_len {row.seq_len}: {row.prompts_short_of_shots} · cut even at 0 shots: {row.prompts_truncated}",

@@ -1,6 +1,5 @@
 """BenchWorker in-process: the same object Ray wraps, called directly."""
 
-import pytest
 
 from orchestrator.spec import validate
 from tests.builders import WIKITEXT, bert_vocab, job, minilm_dir

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from orchestrator.spec import validate
-from tests.builders import TINY_BERT, job
+from tests.builders import TINY_BERT, job, run_on, worker_runtime
 from workers.actor import BenchWorker
 from workers.contract import ShardTask
 
@@ -26,16 +26,20 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("engines")
 
 
-def worker(cache_dir, **overrides) -> BenchWorker:
+def config(cache_dir, **overrides):
     spec = job(model={"random": dict(TINY_BERT, vocab_size=8)}, engine_cache=str(cache_dir), **overrides)
-    return BenchWorker(validate(spec, "x").worker_config())
+    return validate(spec, "x").worker_config()
 
 
-def top1_agreement(w: BenchWorker) -> float:
-    runtime = w._runtime  # the worker's engines and task, as the passes use them
+def worker(cache_dir, **overrides) -> BenchWorker:
+    return BenchWorker(config(cache_dir, **overrides))
+
+
+def top1_agreement(runtime) -> float:
+    """Per-position agreement of the two engines a worker built, on every batch of its task."""
     val, infer = runtime.engines["val"], runtime.engines["infer"]
     same = total = 0
-    for batch in runtime.task.batches(0, runtime.task.num_examples(), w.config.bs):
+    for batch in runtime.task.batches(0, runtime.task.num_examples(), runtime.config.bs):
         want = val.forward(val.to_device(batch.inputs)).argmax(-1).cpu()
         got = infer.forward(infer.to_device(batch.inputs)).argmax(-1).cpu()
         same += int((got == want).sum())
@@ -43,13 +47,10 @@ def top1_agreement(w: BenchWorker) -> float:
     return same / total
 
 
-def run_val_and_infer(w: BenchWorker) -> tuple[float, float]:
-    info = w.setup()
-    assert info.error is None, info.error
-    n = info.num_examples
-    val = w.run_shard(ShardTask(0, 0, n, "val"))
-    infer = w.run_shard(ShardTask(0, 0, n, "infer"))
-    assert val.error is None and infer.error is None
+def run_val_and_infer(runtime) -> tuple[float, float]:
+    n = runtime.task.num_examples()
+    val = run_on(runtime, ShardTask(0, 0, n, "val"))
+    infer = run_on(runtime, ShardTask(0, 0, n, "infer"))
     assert val.scored == infer.scored > 100
     return val.correct / val.scored, infer.correct / infer.scored
 
@@ -59,24 +60,24 @@ def run_val_and_infer(w: BenchWorker) -> tuple[float, float]:
     pytest.param("torch_compile", marks=pytest.mark.slow),
 ])
 def test_infer_matches_val(cache_dir, engine):
-    w = worker(cache_dir, engine=engine, bs=5)  # 48 windows: the last batch is short (3)
-    acc_val, acc_infer = run_val_and_infer(w)
+    runtime, info = worker_runtime(config(cache_dir, engine=engine, bs=5))  # 48 windows: the last batch is short (3)
+    build = info.build
+    assert build.engine == engine and build.build_seconds > 0 and build.engine_bytes > 0 and build.cache_key
+    acc_val, acc_infer = run_val_and_infer(runtime)
     assert acc_val > 0.1  # a meaningful comparison, not 0 == 0
     assert abs(acc_infer - acc_val) <= ACC_TOLERANCE
-    assert top1_agreement(w) >= AGREEMENT
-    build = w.setup().build
-    assert build.engine == engine and build.build_seconds > 0 and build.engine_bytes > 0 and build.cache_key
-    w.close()
+    assert top1_agreement(runtime) >= AGREEMENT
+    runtime.close()
 
 
 @pytest.mark.slow
 def test_torch_compile_bf16_on_cpu(cache_dir):
     """bf16 compiles on a CPU worker too; eager bf16 is the reference, so agreement stays high."""
-    w = worker(cache_dir, engine="torch_compile", precision="bf16", passes=["val", "infer"])
-    acc_val, acc_infer = run_val_and_infer(w)
+    runtime, _ = worker_runtime(config(cache_dir, engine="torch_compile", precision="bf16", passes=["val", "infer"]))
+    acc_val, acc_infer = run_val_and_infer(runtime)
     assert abs(acc_infer - acc_val) <= 0.05  # bf16 kernels differ more between eager and inductor
-    assert top1_agreement(w) >= 0.95
-    w.close()
+    assert top1_agreement(runtime) >= 0.95
+    runtime.close()
 
 
 def test_onnxruntime_refuses_bf16(cache_dir):
@@ -92,12 +93,11 @@ def test_onnxruntime_unknown_provider(cache_dir):
 
 def test_onnxruntime_cpu_inputs_are_host_views(cache_dir):
     """On the CPU provider to_device copies nothing: the session reads the host tensors' memory."""
-    w = worker(cache_dir, engine="onnxruntime", passes=["infer"])
-    assert w.setup().error is None
-    engine = w._runtime.engines["infer"]
-    batch = next(iter(w._runtime.task.batches(0, 4, 4)))
+    runtime, _ = worker_runtime(config(cache_dir, engine="onnxruntime", passes=["infer"]))
+    engine = runtime.engines["infer"]
+    batch = next(iter(runtime.task.batches(0, 4, 4)))
     fed = engine.to_device(batch.inputs)
     assert fed["input_ids"].ctypes.data == batch.inputs["input_ids"].data_ptr()
     logits = engine.forward(fed)
     assert isinstance(logits, torch.Tensor) and logits.shape == (4, 32, 8)
-    w.close()
+    runtime.close()

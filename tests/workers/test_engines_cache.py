@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from orchestrator.spec import validate
-from tests.builders import job
+from tests.builders import job, worker_runtime
 from workers.actor import BenchWorker
 from workers.engines import cache as cache_module
 from workers.engines import onnx_export
@@ -172,12 +172,12 @@ def test_second_run_loads_and_changes_rebuild(tmp_path, counted):
 def test_changed_precision_rebuilds_the_export(tmp_path, counted):
     """fp16 is refused on CPU workers, so this drives the engine with the worker's own build context."""
     spec = job(engine="onnxruntime", passes=["infer"], engine_cache=str(tmp_path / "cache"))
-    w = BenchWorker(validate(spec, "x").worker_config())
-    assert w.setup().error is None and counted == {"export": 1, "optimise": 1}
+    runtime, _ = worker_runtime(validate(spec, "x").worker_config())
+    assert counted == {"export": 1, "optimise": 1}
     engine = ort_engine.OnnxRuntime()
-    info = engine.build(w._runtime._context("fp16"))
+    info = engine.build(runtime.build_context("fp16"))
     assert info.cache_hit is False and counted == {"export": 2, "optimise": 2}
-    batch = next(iter(w._runtime.task.batches(0, 4, 4)))
+    batch = next(iter(runtime.task.batches(0, 4, 4)))
     assert engine.forward(engine.to_device(batch.inputs)).dtype == torch.float16
     engine.close()
-    w.close()
+    runtime.close()

@@ -10,9 +10,9 @@ from transformers import AutoConfig, AutoTokenizer
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from orchestrator.metrics.subjects import group_table
 from orchestrator.run.driver import run_job
 from orchestrator.spec import validate
-from orchestrator.metrics.subjects import group_table
 from tests.builders import MMLU_DIR, mmlu_job, save_bpe_tokenizer, save_tiny_llama_with_tokenizer
 from workers.actor import BenchWorker
 from workers.contract import ShardTask

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from orchestrator.spec import validate
-from tests.builders import job
+from tests.builders import job, worker_runtime
 from tests.workers.test_engines_llama import llama_context
 from workers.actor import BenchWorker
 from workers.device import cpu_name
@@ -231,9 +231,8 @@ def install(monkeypatch, **kwargs) -> FakeTensorRT:
 
 def bert_context(cache_dir: Path, precision: str, **overrides):
     """The BuildContext a real worker gives its engine (tiny random BERT, bs 4, seq_len 32)."""
-    w = BenchWorker(validate(job(passes=["val"], engine_cache=str(cache_dir), **overrides), "x").worker_config())
-    assert w.setup().error is None
-    return w._runtime._context(precision)
+    runtime, _ = worker_runtime(validate(job(passes=["val"], engine_cache=str(cache_dir), **overrides), "x").worker_config())
+    return runtime.build_context(precision)
 
 
 def build(ctx, **options) -> tuple[trt_engine.TensorRT, object]:

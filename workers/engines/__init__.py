@@ -17,15 +17,7 @@ import torch
 from workers.contract import BuildInfo, ShardTask
 from workers.errors import UserError
 from workers.registry import resolve
-
-ENGINES = {
-    "torch": "workers.engines.torch_eager:TorchEager",
-    "torch_compile": "workers.engines.torch_compile:TorchCompile",
-    "onnxruntime": "workers.engines.onnxruntime:OnnxRuntime",
-    "tensorrt": "workers.engines.tensorrt:TensorRT",
-    "synthetic": "workers.engines.synthetic:Synthetic",
-}
-EXTRAS = {"onnxruntime": "onnx", "tensorrt": "tensorrt"}
+from workers.specs import Registered
 
 
 class BuildFailed(UserError):
@@ -59,6 +51,7 @@ class BuildContext:
 
 class Engine(Protocol):
     name: str
+    runs_model: bool  # False for engines that only wait (synthetic): no model FLOPs, so no MFU
 
     def build(self, ctx: BuildContext) -> BuildInfo: ...
 
@@ -76,7 +69,7 @@ class EngineBase:
 
     name = "base"
     device = torch.device("cpu")
-    runs_model = True  # False for the synthetic engine: it waits, so it does no model FLOPs (no MFU)
+    runs_model = True
 
     def to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}
@@ -112,5 +105,6 @@ class EngineStream:
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
 
 
-def engine_class(name: str) -> type:
-    return resolve("engine", name, ENGINES, EXTRAS)
+def engine_class(options: Registered) -> type:
+    """The Engine class the job's `engine:` options name (workers/specs.py holds the registry)."""
+    return resolve("engine", options)

@@ -17,23 +17,22 @@ wait, then load. The lock dies with its process, so a crashed builder never bloc
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
 from workers.contract import BuildInfo
 from workers.device import cpu_name
+from workers.files import exclusive_lock, update_digest
 
 META = "meta.json"
 _NOT_ARTIFACTS = (".json", ".log")  # an entry's notes (metadata, builder and check logs)
@@ -117,9 +116,7 @@ def _digest(folder: Path) -> tuple[int, str, list[str]]:
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.endswith(_NOT_ARTIFACTS)):
         names.append(path.name)
         total += path.stat().st_size
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
+        update_digest(digest, path)
     return total, digest.hexdigest()[:16], names
 
 
@@ -129,16 +126,6 @@ class EngineCache:
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / f"{kind}-{key}"
-
-    @contextmanager
-    def _locked(self, kind: str, key: str) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f"{kind}-{key}.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def lookup(self, kind: str, key: str) -> Entry | None:
         folder = self.path(kind, key)
@@ -154,7 +141,7 @@ class EngineCache:
         found = self.lookup(kind, key)
         if found is not None:
             return found
-        with self._locked(kind, key):
+        with exclusive_lock(self.root / f"{kind}-{key}.lock"):
             found = self.lookup(kind, key)  # another worker may have built it while we waited
             if found is not None:
                 return found

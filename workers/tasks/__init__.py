@@ -1,4 +1,4 @@
-"""The Task protocol (one benchmark case: data, batches, scoring) and its lazy registry."""
+"""The Task protocol: one benchmark case (data, batches, scoring). Implementations register in specs."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ from typing import Any, Iterator, Protocol
 import torch
 
 from workers.registry import resolve
-
-TASKS = {
-    "masked_lm": "workers.tasks.masked_lm:MaskedLM",
-    "mmlu": "workers.tasks.mmlu:MMLU",
-}
+from workers.specs import Registered
 
 
 @dataclass
@@ -66,5 +62,6 @@ class Task(Protocol):
     def sample_inputs(self, bs: int, seq_len: int) -> dict[str, torch.Tensor]: ...
 
 
-def task_class(name: str) -> type:
-    return resolve("task", name, TASKS)
+def task_class(options: Registered) -> type:
+    """The Task class the job's `task:` options name (workers/specs.py holds the registry)."""
+    return resolve("task", options)

@@ -10,11 +10,10 @@ the csv module (RFC 4180 quoting), never split by hand. Field text is kept exact
 from __future__ import annotations
 
 import csv
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.errors import UserError
+from workers.errors import UserError, did_you_mean
 
 LETTERS = ("A", "B", "C", "D")
 COLUMNS = "question, A, B, C, D, answer"
@@ -77,9 +76,7 @@ def choose_subjects(available: list[str], wanted: list[str] | None) -> list[str]
         return available
     for name in wanted:
         if name not in available:
-            close = difflib.get_close_matches(name, available, n=1)
-            hint = f" Did you mean: {close[0]}?" if close else f" Known: {', '.join(available[:5])}, ..."
-            raise UserError(f"task.subjects: unknown subject '{name}'.{hint}")
+            raise UserError(f"task.subjects: unknown subject '{name}'.{did_you_mean(name, available)}")
     return sorted(set(wanted))
 
 

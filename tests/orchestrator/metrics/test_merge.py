@@ -24,7 +24,7 @@ def shard(pass_name, shard_id, worker, items, scored, correct, core, start, end,
 def info(worker, peak=100e9):
     return WorkerInfo(
         worker_id=worker, node_id=f"node{worker}", hostname="h", pid=100 + worker, device="cuda:0",
-        device_name="NVIDIA A100-SXM4-40GB", device_count_visible=1, num_examples=60, dataset_fingerprint="f",
+        device_name="NVIDIA A100-SXM4-40GB", num_examples=60, dataset_fingerprint="f",
         load_seconds=3.0 + worker, data_seconds=1.0, build=BuildInfo("torch", build_seconds=2.0 * (worker + 1)),
         precision_effective="fp16", peak_flops=peak, mem_total_bytes=40 * GIB, item_unit="seq",
         versions={"torch": "2.13.0", "ray": "2.60.0", "transformers": "5.0", "python": "3.11"},

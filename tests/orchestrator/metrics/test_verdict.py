@@ -7,10 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from orchestrator.metrics.merge import merge
-from orchestrator.spec import validate
 from orchestrator.metrics.verdict import Rules, VerdictFigures, VerdictSpec, evaluate, figures_from_row
-from tests.builders import job
-from tests.orchestrator.views.test_query import shard_results, worker_info
+from orchestrator.spec import validate
+from tests.builders import job, metrics_row, shard_results, worker_info
 
 RULES = Rules(profile="quick", min_duration_s=10.0, min_batches=100, max_latency_cv=0.1, max_acc_gap=0.01,
               straggler_ratio=0.8, min_repeats=3)
@@ -100,11 +99,11 @@ def test_spec_is_strict():
 
 
 def test_figures_from_row_derive_the_span_from_whole_throughput():
-    row = {"items_infer": 512, "p_infer_whole": 256.0, "items_val": 512, "p_val_whole": 128.0,
-           "measured_batches": 64, "latency_cv": 0.02, "acc_gap": 0.001, "repeats": 2}
+    row = metrics_row(items_infer=512, p_infer_whole=256.0, items_val=512, p_val_whole=128.0,
+                      measured_batches=64, latency_cv=0.02, acc_gap=0.001, repeats=2)
     figures = figures_from_row(row, {0: 10.0})
     assert figures == VerdictFigures(2.0, 64, 0.02, 0.001, {0: 10.0}, 2)
-    val_only = figures_from_row(dict(row, items_infer=None, p_infer_whole=None), {})
+    val_only = figures_from_row(row.model_copy(update=dict(items_infer=None, p_infer_whole=None)), {})
     assert (val_only.measured_seconds, val_only.repeats) == (4.0, 2)
 
 

@@ -92,7 +92,9 @@ def test_live_metrics_on_the_node_endpoints_with_run_tags(ray_cluster, tmp_path)
 def _alive_actor_names(cluster) -> list[str]:
     code = ("import ray\nfrom ray.util.state import list_actors\n"
             f"ray.init(address='{cluster.address}', log_to_driver=False, logging_level='error')\n"
-            "print([a.name for a in list_actors(filters=[('state', '=', 'ALIVE')], limit=1000)])\n")
+            # the cluster's own address: other Ray instances may run on this machine
+            f"print([a.name for a in list_actors(address='{cluster.address}', filters=[('state', '=', 'ALIVE')], "
+            "limit=1000)])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cluster.env(), timeout=60)
     return eval(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else []
 

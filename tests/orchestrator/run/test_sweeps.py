@@ -3,9 +3,9 @@
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.views.compare import compare_runs
 from orchestrator.run.driver import run_all
 from orchestrator.spec import load_spec, validate
+from orchestrator.views.compare import compare_runs
 from tests.builders import job
 from workers.errors import UserError
 

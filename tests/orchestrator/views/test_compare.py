@@ -2,9 +2,16 @@
 
 from rich.console import Console
 
-from orchestrator.views.compare import batch_latencies, compare, compare_runs, config_changes, deltas_markdown, deltas_table
 from orchestrator.metrics.store import ResultsStore
-from tests.orchestrator.views.test_query import write_run
+from orchestrator.views.compare import (
+    batch_latencies,
+    compare,
+    compare_runs,
+    config_changes,
+    deltas_markdown,
+    deltas_table,
+)
+from tests.builders import metrics_row, write_run
 
 
 def by_column(deltas):
@@ -14,8 +21,8 @@ def by_column(deltas):
 def test_planted_2x_slowdown_is_beyond_noise(tmp_path):
     base = write_run(tmp_path, name="base", latency_s=0.010, seed=11)
     slow = write_run(tmp_path, name="slow", latency_s=0.020, seed=12)
-    row_a, row_b, deltas = compare_runs(tmp_path, base["run_id"], slow["run_id"])
-    assert (row_a["run_id"], row_b["run_id"]) == (base["run_id"], slow["run_id"])
+    row_a, row_b, deltas = compare_runs(tmp_path, base.run_id, slow.run_id)
+    assert (row_a.run_id, row_b.run_id) == (base.run_id, slow.run_id)
     d = by_column(deltas)
     for column in ("p_infer_core", "infer_time", "latency_p50", "latency_p90", "latency_mean"):
         assert d[column].verdict == "beyond noise", (column, d[column])
@@ -30,26 +37,26 @@ def test_planted_2x_slowdown_is_beyond_noise(tmp_path):
 def test_rerun_of_the_same_job_is_within_noise(tmp_path):
     first = write_run(tmp_path, name="first", latency_s=0.010, seed=21)
     rerun = write_run(tmp_path, name="rerun", latency_s=0.010, seed=22)
-    _, _, deltas = compare_runs(tmp_path, first["run_id"], rerun["run_id"])
+    _, _, deltas = compare_runs(tmp_path, first.run_id, rerun.run_id)
     assert not [d.column for d in deltas if d.verdict == "beyond noise"]
     assert by_column(deltas)["p_infer_core"].verdict == "within noise"
 
 
 def test_repeats_use_confidence_intervals(tmp_path):
-    a = {"p_infer_core": 100.0, "repeats": 3, "p_infer_core_ci_low": 98.0, "p_infer_core_ci_high": 102.0,
-         "p_infer_whole": 90.0, "p_infer_whole_ci_low": 89.0, "p_infer_whole_ci_high": 91.0}
-    apart = dict(a, p_infer_core=110.0, p_infer_core_ci_low=108.0, p_infer_core_ci_high=112.0,
-                 p_infer_whole=91.5, p_infer_whole_ci_low=90.5, p_infer_whole_ci_high=92.5)
+    a = metrics_row(p_infer_core=100.0, repeats=3, p_infer_core_ci_low=98.0, p_infer_core_ci_high=102.0,
+                    p_infer_whole=90.0, p_infer_whole_ci_low=89.0, p_infer_whole_ci_high=91.0)
+    apart = a.model_copy(update=dict(p_infer_core=110.0, p_infer_core_ci_low=108.0, p_infer_core_ci_high=112.0,
+                                     p_infer_whole=91.5, p_infer_whole_ci_low=90.5, p_infer_whole_ci_high=92.5))
     d = by_column(compare(a, apart, [], []))
     assert d["p_infer_core"].verdict == "beyond noise" and d["p_infer_core"].improved
     assert "95% CIs" in d["p_infer_core"].basis
     assert d["p_infer_whole"].verdict == "within noise"  # the intervals overlap
     # CIs apart but a 1 % change: below the effect floor
-    close = dict(a, p_infer_core=101.0, p_infer_core_ci_low=100.5, p_infer_core_ci_high=101.5)
-    tight = dict(a, p_infer_core_ci_high=100.2)
+    close = a.model_copy(update=dict(p_infer_core=101.0, p_infer_core_ci_low=100.5, p_infer_core_ci_high=101.5))
+    tight = a.model_copy(update=dict(p_infer_core_ci_high=100.2))
     assert by_column(compare(tight, close, [], []))["p_infer_core"].verdict == "within noise"
     # one side without repeats: no CI, and no latencies either
-    single = dict(apart, repeats=1)
+    single = apart.model_copy(update=dict(repeats=1))
     assert by_column(compare(a, single, [], []))["p_infer_core"].verdict == "n/a"
 
 
@@ -57,7 +64,7 @@ def test_config_changes_and_renderers(tmp_path):
     a = write_run(tmp_path, name="a", bs=8, seed=31, batches=40)
     b = write_run(tmp_path, name="b", bs=16, seed=32, batches=40)
     assert ("bs", "8", "16") in config_changes(a, b) and ("job", "a", "b") in config_changes(a, b)
-    latencies = [batch_latencies(ResultsStore(tmp_path).run(r["run_id"]).path) for r in (a, b)]
+    latencies = [batch_latencies(ResultsStore(tmp_path).run(r.run_id).path) for r in (a, b)]
     assert len(latencies[0]) == 40
     deltas = compare(a, b, *latencies)
     markdown = deltas_markdown(deltas).splitlines()

@@ -5,9 +5,9 @@ from html.parser import HTMLParser
 
 import pyarrow as pa
 
-from orchestrator.views.html_report import subject_accuracies, subject_accuracy, sweep_plot, write_report
 from orchestrator.metrics.store import ResultsStore
-from tests.orchestrator.views.test_query import write_run
+from orchestrator.views.html_report import subject_accuracies, subject_accuracy, sweep_plot, write_report
+from tests.builders import metrics_row, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DATA_PNG = "data:image/png;base64,"
@@ -40,7 +40,7 @@ def parse(html_text: str) -> Resources:
 def test_report_files_exist_and_html_embeds_every_image(tmp_path):
     rows = [write_run(tmp_path / "results", name="sweep", bs=bs, seed=bs, batches=40) for bs in (8, 16, 32)]
     row = rows[1]
-    run_dir = ResultsStore(tmp_path / "results").run(row["run_id"]).path
+    run_dir = ResultsStore(tmp_path / "results").run(row.run_id).path
     md_path, html_path = write_report(run_dir, row, tmp_path / "report", sweep_rows=rows)
 
     assert md_path.exists() and html_path.exists()
@@ -52,7 +52,7 @@ def test_report_files_exist_and_html_embeds_every_image(tmp_path):
         assert src.startswith(DATA_PNG)
         assert base64.b64decode(src.removeprefix(DATA_PNG), validate=True).startswith(PNG_MAGIC)
     assert found.external == [] and not {"script", "link", "iframe"} & found.tags
-    assert row["run_id"] in page and "p_infer_core" in page and "2.13.0" in page  # table and environment
+    assert row.run_id in page and "p_infer_core" in page and "2.13.0" in page  # table and environment
 
     markdown = md_path.read_text(encoding="utf-8")
     assert "| config | engine | precision | bs |" in markdown  # the seed table from report.metrics_markdown
@@ -63,9 +63,9 @@ def test_report_files_exist_and_html_embeds_every_image(tmp_path):
 
 def test_single_run_without_predictions_has_two_plots_and_shows_the_verdict(tmp_path):
     row = write_run(tmp_path / "results", name="one", batches=20)
-    run_dir = ResultsStore(tmp_path / "results").run(row["run_id"]).path
+    run_dir = ResultsStore(tmp_path / "results").run(row.run_id).path
     (run_dir / "predictions.parquet").unlink()
-    row = dict(row, verdict="INVALID", verdict_reasons="measured 0.2 s < min_duration_s 1 (quick)", latency_cv=0.1)
+    row = row.model_copy(update=dict(verdict="INVALID", verdict_reasons="measured 0.2 s < min_duration_s 1 (quick)", latency_cv=0.1))
     md_path, html_path = write_report(run_dir, row, tmp_path / "out", sweep_rows=[row])
     page = html_path.read_text(encoding="utf-8")
     assert len(parse(page).images) == 2
@@ -76,9 +76,9 @@ def test_single_run_without_predictions_has_two_plots_and_shows_the_verdict(tmp_
 def test_subject_accuracy_needs_its_columns_and_sweep_needs_two_bs():
     assert subject_accuracy(pa.table({"pass": ["infer"], "correct": [True]})) is None
     assert subject_accuracy(pa.table({"pass": ["infer"], "subject": ["a"], "correct": [True]})) is not None
-    same_bs = [{"engine": "torch", "precision": "fp32", "seq_len": 128, "bs": 8, "p_infer_core": v} for v in (1.0, 2.0)]
+    same_bs = [metrics_row(engine="torch", precision="fp32", seq_len=128, bs=8, p_infer_core=v) for v in (1.0, 2.0)]
     assert sweep_plot(same_bs, "seq") is None
-    assert sweep_plot([dict(same_bs[0]), dict(same_bs[1], bs=16)], "seq") is not None
+    assert sweep_plot([same_bs[0], same_bs[1].model_copy(update=dict(bs=16))], "seq") is not None
 
 
 def test_subject_accuracy_is_pooled_per_pass_and_subject():

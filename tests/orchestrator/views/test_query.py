@@ -3,72 +3,15 @@
 import csv
 import io
 import json
-import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.metrics.merge import merge
-from orchestrator.views.query import find_row, parse_where, render, results, select
-from orchestrator.spec import dump_spec, validate
 from orchestrator.metrics.store import ResultsStore
-from tests.builders import job
-from workers.contract import BuildInfo, ShardResult, WorkerInfo
+from orchestrator.views.query import find_row, parse_where, render, results, select
+from tests.builders import write_run
 from workers.errors import UserError
-
-GIB = 1 << 30
-
-
-def worker_info(worker: int) -> WorkerInfo:
-    return WorkerInfo(
-        worker_id=worker, node_id=f"node{worker % 2}", hostname="h", pid=100 + worker, device="cpu",
-        device_name="CPU test", device_count_visible=1, num_examples=0, dataset_fingerprint="f", load_seconds=1.0,
-        data_seconds=0.5, build=BuildInfo("torch"), precision_effective="fp32", peak_flops=None,
-        mem_total_bytes=8 * GIB, item_unit="seq", versions={"torch": "2.13.0", "python": "3.11"},
-    )
-
-
-def shard_results(pass_name: str, latencies: np.ndarray, bs: int, workers: int, shards: int) -> list[ShardResult]:
-    """Contiguous slices of `latencies` as shards, round-robin over workers, back to back in time."""
-    out, clock = [], {w: 1000.0 for w in range(workers)}
-    for shard_id, batches in enumerate(np.array_split(latencies, shards)):
-        w = shard_id % workers
-        core = float(batches.sum())
-        items = bs * len(batches)
-        out.append(ShardResult(
-            shard_id=shard_id, pass_name=pass_name, attempt=1, worker_id=w, node_id=f"node{w % 2}",
-            device_name="CPU test", pid=100 + w, examples=items, items=items, scored=items, correct=items // 2,
-            core_seconds=core, wall_seconds=core * 1.1, start_ts=clock[w], end_ts=clock[w] + core * 1.1,
-            warmup_batches=1, batch_core_seconds=[float(t) for t in batches], bytes_per_batch=bs * 512,
-            peak_mem_bytes=GIB, mem_total_bytes=8 * GIB, mem_source="cpu-rss-peak",
-            records=[{"subject": f"subject_{i % 3}", "correct": i % (2 + i % 3) == 0} for i in range(items)],
-        ))
-        clock[w] += core * 1.1
-    return out
-
-
-def write_run(root: Path, *, name: str = "t", engine: str = "torch", bs: int = 8, latency_s: float = 0.01,
-              seed: int = 0, batches: int = 200, workers: int = 2, shards: int = 8) -> dict:
-    """One finished run on disk (job.yaml, shards/workers/predictions tables, a metrics row), as the
-    driver writes it; batch latencies are seeded lognormal draws around `latency_s`. Returns its row."""
-    store = ResultsStore(root)
-    spec = validate(job(name=name, engine=engine, bs=bs), "test")
-    rng = np.random.default_rng(seed)
-    results = [r for p in ("val", "infer") for r in shard_results(p, rng.lognormal(math.log(latency_s), 0.1, batches),
-                                                            bs, workers, shards)]
-    infos = [worker_info(w) for w in range(workers)]
-    run_id = f"20250101-000000-{name}-{seed:06x}"
-    row = merge(spec=spec, run_id=run_id, results=results, infos=infos, e2e_seconds=9.0, retries=0, item_unit="seq")
-    run = store.run(run_id)
-    run.create(dump_spec(spec), started_at=990.0)
-    run.write_shards_table(results, infos)
-    run.write_workers_table(infos)
-    run.write_records("predictions.parquet", [dict(rec, **{"pass": r.pass_name}) for r in results for rec in r.records])
-    store.append_rows([row])
-    return row.model_dump()
 
 
 @pytest.fixture()
@@ -152,7 +95,7 @@ def test_formats(folder):
 def test_results_reads_the_folder_and_finds_rows(folder, tmp_path_factory):
     text = results(folder, ["bs=32"], ["job"], "csv")
     assert text.splitlines() == ['"job"', '"large"']
-    assert find_row(folder, "large")["bs"] == 32  # a unique part of the id
+    assert find_row(folder, "large").bs == 32  # a unique part of the id
     with pytest.raises(UserError, match="matches 2 runs"):
         find_row(folder, "smoke")
     with pytest.raises(UserError, match="not in"):

@@ -1,0 +1,61 @@
+"""Local files shared by several writers: an exclusive lock, atomic replacement, content digests.
+
+One place for each, because the results folder, the engine cache and the digest cache all need the
+same guarantees: a reader sees the old file or the new one, never half of one (write to a temporary
+name beside it, fsync, `os.replace`, which is atomic on POSIX), and writers of one thing on one node
+take turns on an `flock` that dies with its process (a crashed writer never blocks the next one).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+BLOCK = 1 << 22  # 4 MiB reads: model files are GBs; this keeps memory flat and syscalls few
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if missing) for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def temporary_beside(path: Path) -> Path:
+    """A name in the same folder (so `os.replace` stays on one filesystem), unique per process."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def replace_durably(tmp: Path, path: Path) -> None:
+    """fsync `tmp`, then move it over `path` in one step."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = temporary_beside(path)
+    tmp.write_bytes(data)
+    replace_durably(tmp, path)
+
+
+def update_digest(digest: "hashlib._Hash", path: Path) -> None:
+    """Feed a file's bytes into `digest`, a block at a time."""
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(BLOCK), b""):
+            digest.update(block)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    update_digest(digest, path)
+    return digest.hexdigest()
