@@ -133,6 +133,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise UserError(f"{path}: job file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a job spec is YAML text") from exc
     except OSError as exc:
         raise UserError(f"{path}: cannot read job file ({exc.strerror})") from exc
     try:

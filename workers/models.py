@@ -7,11 +7,12 @@ same on every worker and every run.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workers.errors import UserError, first_line
+from workers.errors import UserError, did_you_mean, first_line
 from workers.specs import ModelSpec, looks_like_local_path
 
 if TYPE_CHECKING:
@@ -47,6 +48,41 @@ def check_local_paths(spec: ModelSpec) -> None:
             raise UserError(f"model.gguf_file: '{spec.gguf_file}' is not in {spec.source}")
 
 
+def known_model_types() -> set[str]:
+    """transformers' model types (the keys of CONFIG_MAPPING_NAMES), without importing transformers.
+
+    Importing `transformers.models.auto` costs ~4 s (it imports torch); transformers 5 keeps the
+    table in a dependency-free module, `auto_mappings.py`, which we load on its own from the
+    installed package. Empty when that file is absent (transformers 4): callers then ask transformers.
+    """
+    spec = importlib.util.find_spec("transformers")
+    path = Path(spec.origin).parent / "models" / "auto" / "auto_mappings.py" if spec and spec.origin else None
+    if path is None or not path.is_file():
+        return set()
+    module_spec = importlib.util.spec_from_file_location("_raybench_auto_mappings", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return set(module.CONFIG_MAPPING_NAMES)
+
+
+def check_model_type(spec: ModelSpec) -> None:
+    """A random model's `model_type` must be one transformers knows: "did you mean" for typos.
+
+    The fast table may miss a few types that transformers adds at import time, so a name it does
+    not know is confirmed against transformers itself before it is refused.
+    """
+    if not isinstance(spec.random, dict):
+        return
+    name = str(spec.random["model_type"])
+    if name in known_model_types():
+        return
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if name not in CONFIG_MAPPING_NAMES:
+        raise UserError(f"model.random.model_type: unknown transformers model type '{name}'."
+                        f"{did_you_mean(name, CONFIG_MAPPING_NAMES)}")
+
+
 def _load_failed(field: str, name: str, exc: Exception) -> UserError:
     where = "local folder" if looks_like_local_path(name) else "Hugging Face hub id (offline, or a typo?)"
     return UserError(f"{field}: could not load '{name}' as a {where}: {first_line(exc)}")
@@ -63,7 +99,7 @@ def load_config(spec: ModelSpec):
         try:
             return AutoConfig.for_model(model_type, **options)
         except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"model.random: not a valid transformers config for '{model_type}': {exc}") from exc
+            raise UserError(f"model.random: not a valid transformers config for '{model_type}': {first_line(exc)}") from exc
     name = spec.source if spec.source is not None else str(spec.random)
     field = "model.source" if spec.source is not None else "model.random"
     try:

@@ -8,9 +8,12 @@ first check that the GCS port answers at all, with a short timeout, and fail in 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from workers.errors import UserError, first_line
 
@@ -22,6 +25,26 @@ def _token_hint() -> str:
     if os.environ.get("RAY_AUTH_MODE") == "token" and has_token:
         return "check that the token (RAY_AUTH_TOKEN or ~/.ray/auth_token) is the head's"
     return "token auth: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or copy the head's ~/.ray/auth_token)"
+
+
+class _DropDefaultAuthNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+@contextmanager
+def quiet_default_auth_notice() -> Iterator[None]:
+    """Ray warns on every new local instance that it turned token auth on by default. For the
+    instance a command starts for itself that is no news (auth stays on; the token is Ray's own
+    ~/.ray/auth_token), so this one notice is dropped. Setting RAY_AUTH_MODE=token instead would
+    not do: Ray reads it when imported, and the driver would then send no token to its own GCS."""
+    auth_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notice = _DropDefaultAuthNotice()
+    auth_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        auth_logger.removeFilter(notice)
 
 
 def resolve_address(address: str) -> str:
@@ -72,7 +95,8 @@ def connect(address: str | None, *, verbose: bool = False, node_ip: str | None =
     if address is None:
         if node_ip:
             kwargs["_node_ip_address"] = node_ip
-        ray.init(include_dashboard=False, **kwargs)
+        with quiet_default_auth_notice():
+            ray.init(include_dashboard=False, **kwargs)
         return True
     target = resolve_address(address)
     check_reachable(target)

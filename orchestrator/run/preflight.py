@@ -10,12 +10,13 @@ from pathlib import Path
 
 from orchestrator.spec import JobSpec
 from workers.errors import UserError
-from workers.models import declared_max_positions
+from workers.models import check_model_type, declared_max_positions
 
 
 def preflight(spec: JobSpec) -> None:
     if spec.data.path is not None and not Path(spec.data.path).expanduser().exists():
         raise UserError(f"data.path: '{spec.data.path}' does not exist")
+    check_model_type(spec.model)
     limit = declared_max_positions(spec.model)
     if limit is not None and spec.seq_len > limit:
         raise UserError(f"seq_len: {spec.seq_len} is above the model's maximum of {limit} positions")

@@ -1,5 +1,6 @@
 """The command line, end to end: the smoke job through a real `bench` process, and bad input."""
 
+import gzip
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ def test_smoke_job_end_to_end(tmp_path):
     results = tmp_path / "results"
     first = bench("submit", "jobs/smoke.yaml", "--results", str(results), "--node-ip", LOOPBACK)
     assert first.returncode == 0, first.stderr
+    assert "Token authentication is enabled" not in first.stderr  # our own local Ray: no notice about it
     for header in ("p_infer_core", "p_val_whole", "byte_per_batch", "acc", "MFU", "mem"):
         assert header in first.stdout
     assert "run id: " in first.stdout
@@ -59,9 +61,12 @@ def test_help_is_instant_and_imports_no_heavy_modules():
     assert out.stdout.strip() == "[]"
 
 
-def write_job(tmp_path: Path, raw: dict | str) -> Path:
+def write_job(tmp_path: Path, raw: dict | str | bytes) -> Path:
     path = tmp_path / "job.yaml"
-    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    if isinstance(raw, bytes):
+        path.write_bytes(raw)
+    else:
+        path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
     return path
 
 
@@ -80,11 +85,14 @@ def bad_inputs(tmp_path: Path, tiny_bert_dir: Path) -> dict[str, tuple[str | dic
         "seq_len too long": (job(seq_len=512, **local), "seq_len: 512 is above the model's maximum of 64"),
         "missing data file": (job(data=str(tmp_path / "nope.txt")), f"data.path: '{tmp_path / 'nope.txt'}' does not exist"),
         "missing model path": (job(model=str(tmp_path / "no-model")), "model.source: "),
+        "not utf-8 text": (gzip.compress(Path("jobs/smoke.yaml").read_bytes()), "not a text file"),
+        "model_type typo": (job(model={"random": {"model_type": "bertt", "hidden_size": 32}}),
+                            "model.random.model_type: unknown transformers model type 'bertt'. Did you mean: bert?"),
     }
 
 
 @pytest.mark.parametrize("case", ["malformed yaml", "unknown key", "wrong type", "bs <= 0", "seq_len too long",
-                                  "missing data file", "missing model path"])
+                                  "missing data file", "missing model path", "not utf-8 text", "model_type typo"])
 def test_bad_input_exits_nonzero_with_one_line_and_stores_nothing(tmp_path, tiny_bert_dir, case):
     raw, expected = bad_inputs(tmp_path, tiny_bert_dir)[case]
     results = tmp_path / "results"
@@ -104,6 +112,9 @@ def test_validate_command(tmp_path):
     assert ok.exit_code == 0 and "ok" in ok.stdout
     bad = CliRunner().invoke(app, ["validate", str(write_job(tmp_path, job(bs=-1)))])
     assert bad.exit_code == 2 and "bs:" in bad.stderr
+    typo = CliRunner().invoke(app, ["validate", str(write_job(tmp_path, job(model={"random": {"model_type": "llamma"}})))])
+    assert typo.exit_code == 2 and typo.stderr.strip().splitlines() == [
+        "error: model.random.model_type: unknown transformers model type 'llamma'. Did you mean: llama?"]
 
 
 def test_accuracy_gap_is_flagged_and_strict_exits_nonzero(tmp_path):
