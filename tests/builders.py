@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+TEST_DATA_CACHE = Path("~/.cache/raybench-tests/data").expanduser()  # tests keep out of the user's data cache
 WIKITEXT = SHARED / "data" / "text" / "wikitext-2-raw-test.raw"
 MMLU_DIR = SHARED / "data" / "mmlu"
 
@@ -36,6 +37,7 @@ def minilm_dir() -> Path:
 def job(**overrides: Any) -> dict[str, Any]:
     """A raw job mapping for a tiny random BERT on synthetic ids; override any field."""
     base: dict[str, Any] = {
+        "data_cache": str(TEST_DATA_CACHE),
         "name": "t",
         "task": "masked_lm",
         "model": {"random": dict(TINY_BERT)},
@@ -130,6 +132,7 @@ def smollm2_package_dir() -> Path:
 def mmlu_job(model: Any, **overrides: Any) -> dict[str, Any]:
     """A raw mmlu job mapping on the shared MMLU copy; override any field."""
     base: dict[str, Any] = {
+        "data_cache": str(TEST_DATA_CACHE),
         "name": "mmlu-t",
         "task": {"name": "mmlu", "subjects": ["abstract_algebra", "anatomy", "virology"], "limit": 4},
         "model": model,
@@ -150,7 +153,8 @@ def worker_runtime(config):
     """(runtime, info): the heavy half of a worker (model, task, engines) built in-process as
     `BenchWorker.setup` builds it, for tests that drive an engine or a task directly, with the
     WorkerInfo it filled; close() the runtime when done. Setup errors raise here."""
-    from workers.contract import WorkerInfo
+    from workers.contract import DataHandle, WorkerInfo
+    from workers.dataprep import prepare_dataset
     from workers.device import choose_device
     from workers.live_metrics import WorkerMeter
     from workers.runtime import WorkerRuntime
@@ -160,7 +164,8 @@ def worker_runtime(config):
                       device_name=choice.name, num_examples=0, dataset_fingerprint="", load_seconds=0.0,
                       data_seconds=0.0, build=None, precision_effective=config.precision, peak_flops=None,
                       mem_total_bytes=None)
-    return WorkerRuntime(config, choice.device, info, WorkerMeter("", 0)), info
+    data = DataHandle(prepare_dataset(config)[1])
+    return WorkerRuntime(config, choice.device, info, WorkerMeter("", 0), data), info
 
 
 def run_on(runtime, shard):
@@ -185,6 +190,15 @@ def worker_info(worker: int):
         data_seconds=0.5, build=BuildInfo("torch"), precision_effective="fp32", peak_flops=None,
         mem_total_bytes=8 * GIB, item_unit="seq", versions={"torch": "2.13.0", "python": "3.11"},
     )
+
+
+def data_info(**fields):
+    """A DataInfo as a preparation on a driver's node reports it, for merge and store tests."""
+    from workers.contract import DataInfo
+
+    base = dict(num_examples=0, fingerprint="f", item_unit="seq", costs=None, cache_hit=False, cache_key="k",
+                seconds=0.5, cpu_seconds=0.4, table_bytes=1 << 20, node_id="node0", where="127.0.0.2")
+    return DataInfo(**{**base, **fields})
 
 
 def shard_results(pass_name: str, latencies, bs: int, workers: int, shards: int) -> list:
@@ -229,7 +243,8 @@ def write_run(root: Path, *, name: str = "t", engine: str = "torch", bs: int = 8
                                                             bs, workers, shards)]
     infos = [worker_info(w) for w in range(workers)]
     run_id = f"20250101-000000-{name}-{seed:06x}"
-    row = merge(spec=spec, run_id=run_id, results=results, infos=infos, e2e_seconds=9.0, retries=0, item_unit="seq")
+    row = merge(spec=spec, run_id=run_id, results=results, infos=infos, data=[data_info()], e2e_seconds=9.0,
+                retries=0, item_unit="seq")
     run = store.run(run_id)
     run.create(dump_spec(spec), started_at=990.0)
     run.write_shards_table(results, infos)

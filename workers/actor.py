@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from workers import versions
-from workers.contract import ShardResult, ShardTask, WorkerError, WorkerInfo
+from workers.contract import DataHandle, ShardResult, ShardTask, WorkerError, WorkerInfo
 from workers.errors import UserError, first_line
 from workers.specs import WorkerConfig
 
@@ -32,15 +32,18 @@ def classify(exc: BaseException, bs: int) -> WorkerError:
 
 
 class BenchWorker:
-    def __init__(self, config: WorkerConfig, worker_id: int = 0, run_id: str = "") -> None:
+    def __init__(self, config: WorkerConfig, worker_id: int = 0, run_id: str = "", data: DataHandle | None = None) -> None:
+        """`data` is the run's prepared dataset (orchestrator/run/data.py); without it (a worker used
+        on its own) the worker prepares the data itself, through the same cache, at setup."""
         self.config = config
         self.worker_id = worker_id
         self.run_id = run_id
+        self.data = data
         self._info: WorkerInfo | None = None
         self._runtime = None
 
     def setup(self) -> WorkerInfo:
-        """Load tokenizer, data, model and engines (once). Returns where this worker runs."""
+        """Map the prepared data, load the model, build the engines (once). Returns where this worker runs."""
         if self._info is not None:
             return self._info
         from workers.device import assigned_gpus, choose_device, node_identity
@@ -57,7 +60,12 @@ class BenchWorker:
             mem_total_bytes=None, versions=versions.collect(),
         )
         try:
-            self._runtime = WorkerRuntime(self.config, choice.device, info, WorkerMeter(self.run_id, self.worker_id))
+            if self.data is None:
+                from workers.dataprep import prepare_dataset
+
+                self.data = DataHandle(prepare_dataset(self.config)[1])
+            self._runtime = WorkerRuntime(self.config, choice.device, info, WorkerMeter(self.run_id, self.worker_id),
+                                          self.data)
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             info.error = classify(exc, self.config.bs)
             self.close()

@@ -55,6 +55,50 @@ class BuildInfo:
 
 
 @dataclass
+class DataInfo:
+    """What one data preparation reports to the driver: small, so the driver never holds the data.
+
+    `costs` are the examples' relative costs (FLOPs of each prompt) for tasks whose examples
+    differ in work (mmlu), None where every example costs the same (masked_lm windows).
+    """
+
+    num_examples: int
+    fingerprint: str
+    item_unit: str
+    costs: list[float] | None
+    cache_hit: bool | None  # None: nothing to cache (synthetic data is generated, not read)
+    cache_key: str | None
+    seconds: float  # wall time of the preparation (or of loading it from the cache)
+    cpu_seconds: float  # CPU time of the preparing process meanwhile, all threads
+    table_bytes: int
+    node_id: str
+    where: str  # the node's address under Ray, the host name in-process
+
+
+@dataclass(frozen=True)
+class DataHandle:
+    """What a worker is handed: the prepared table (`workers.dataprep`), by reference under Ray.
+
+    Under Ray `ref` is an ObjectRef: `ray.get` maps the object store's one copy per node, so the
+    Arrow/numpy buffers a worker reads are read-only views of shared memory and a worker touches
+    only its shards' rows. In-process `ref` is the table itself. The same handle works for any
+    number of processes (a worker made of several ranks hands it to each).
+    """
+
+    ref: Any
+
+    def table(self) -> Any:
+        """The prepared `pyarrow.Table`."""
+        import pyarrow as pa
+
+        if isinstance(self.ref, pa.Table):
+            return self.ref
+        import ray
+
+        return ray.get(self.ref)
+
+
+@dataclass
 class WorkerInfo:
     """What a worker reports after setup: where it runs and what the dataset looks like to it."""
 

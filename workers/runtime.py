@@ -1,4 +1,4 @@
-"""What a worker builds on its device: model, tokenizer, task data and engines; and one shard run.
+"""What a worker builds on its device: model, its view of the prepared data, engines; one shard run.
 
 Heavy on purpose (torch, transformers, engine libraries): only worker processes import this module.
 `workers.actor.BenchWorker` owns one `WorkerRuntime` and is the error boundary around it.
@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 
 from workers import versions
-from workers.contract import ShardResult, ShardTask, WorkerInfo
+from workers.contract import DataHandle, ShardResult, ShardTask, WorkerInfo
 from workers.device import DTYPES, MemoryProbe, check_precision, peak_flops
 from workers.engines import BuildContext, Engine, engine_class
 from workers.engines.torch_eager import TorchEager
 from workers.errors import UserError
 from workers.flops import FlopsModel, flops_model, flops_model_from_config
 from workers.live_metrics import WorkerMeter
-from workers.models import load_config, load_model, load_tokenizer, max_positions
+from workers.models import load_config, load_model, max_positions
 from workers.passes import run_pass, warm_up
 from workers.specs import WorkerConfig
 from workers.tasks import Task, task_class
@@ -30,7 +30,8 @@ DEFAULT_ENGINE_CACHE = Path("~/.cache/raybench/engines")
 
 
 class WorkerRuntime:
-    def __init__(self, config: WorkerConfig, device: torch.device, info: WorkerInfo, meter: WorkerMeter) -> None:
+    def __init__(self, config: WorkerConfig, device: torch.device, info: WorkerInfo, meter: WorkerMeter,
+                 data: DataHandle) -> None:
         """Build everything, filling `info` (load, data and build times) as it goes."""
         self.config = config
         self.device = device
@@ -46,21 +47,22 @@ class WorkerRuntime:
         self.val_precision = check_precision(device, config.val_dtype_name, config.precision_fallback)
         info.precision_effective = precision
         info.peak_flops = peak_flops(info.device_name, precision)
-        self._load_task(info)
+        self._load_task(info, data)
         self._build_engines(info, precision)
         self.memory.sample()
 
-    def _load_task(self, info: WorkerInfo) -> None:
+    def _load_task(self, info: WorkerInfo, data: DataHandle) -> None:
+        """The model's config, and the task as a view of the prepared table (no tokenizer needed:
+        the data was prepared once for the whole run; `data_seconds` is the time to map it)."""
         cfg = self.config
         t0 = time.perf_counter()
         self.model_config = load_config(cfg.model)
-        tokenizer = load_tokenizer(cfg.model)
         limit = max_positions(self.model_config)
         if limit is not None and cfg.seq_len > limit:
             raise UserError(f"seq_len: {cfg.seq_len} is above the model's maximum of {limit} positions")
         info.load_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self.task: Task = task_class(cfg.task)(cfg.task, cfg.data, tokenizer, self.model_config, cfg.seq_len, cfg.seed)
+        self.task: Task = task_class(cfg.task)(data.table())
         info.item_unit = self.task.item_unit
         info.num_examples = self.task.num_examples()
         info.dataset_fingerprint = self.task.fingerprint()

@@ -269,6 +269,7 @@ class WorkerConfig(StrictModel):
     seed: int = 0
     passes: tuple[PassName, ...] = ("val", "infer")
     engine_cache: str | None = Field(None, description="engine cache folder; default ~/.cache/raybench/engines")
+    data_cache: str | None = Field(None, description="prepared-data cache folder; default ~/.cache/raybench/data")
 
     @field_validator("task", mode="before")
     @classmethod

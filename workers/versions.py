@@ -7,6 +7,7 @@ import json
 import platform
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 from workers.files import sha256_file, write_atomic
 
@@ -60,8 +61,9 @@ def _local_folder(source: str) -> Path | None:
         return None
 
 
-def files_digest(source: str, gguf_file: str | None = None) -> str:
-    """One digest over every file of a model folder (contents, cached by path/size/mtime)."""
+def files_digest(source: str, gguf_file: str | None = None, include: Callable[[Path], bool] | None = None) -> str:
+    """One digest over every file of a model folder (contents, cached by path/size/mtime), or over
+    the files `include` accepts (the tokenizer's files in a folder that also holds the weights)."""
     folder = _local_folder(source)
     if folder is None:
         return hashlib.sha256(f"hub:{source}:{gguf_file}".encode()).hexdigest()[:16]
@@ -72,6 +74,8 @@ def files_digest(source: str, gguf_file: str | None = None) -> str:
     files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
     if gguf_file:
         files = [p for p in files if p.suffix != ".gguf" or p.name == gguf_file]
+    if include is not None:
+        files = [p for p in files if include(p)]
     total = hashlib.sha256()
     for path in files:
         total.update(path.name.encode())

@@ -30,7 +30,7 @@ from orchestrator.metrics.stats import (
 )
 from orchestrator.metrics.verdict import evaluate, figures_from_row
 from orchestrator.spec import JobSpec
-from workers.contract import ShardResult, WorkerInfo
+from workers.contract import DataInfo, ShardResult, WorkerInfo
 
 GIB = float(1 << 30)
 
@@ -257,6 +257,17 @@ def latency_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
     }
 
 
+def data_columns(data: list[DataInfo]) -> dict[str, Any]:
+    """The data preparation, reported once: its time (the slowest, when each node prepared its own
+    copy of node-local data), whether the cache had it, and where it ran."""
+    hits = [d.cache_hit for d in data if d.cache_hit is not None]
+    return {
+        "data_time": max((d.seconds for d in data), default=0.0),
+        "data_cache_hit": all(hits) if hits else None,
+        "data_prepared_on": ",".join(sorted({d.where for d in data})),
+    }
+
+
 def setup_columns(spec: JobSpec, infos: list[WorkerInfo]) -> dict[str, Any]:
     """Where and how it ran: devices, worker setup times, the engine build, software versions."""
     builds = [info.build for info in infos if info.build is not None]
@@ -267,7 +278,6 @@ def setup_columns(spec: JobSpec, infos: list[WorkerInfo]) -> dict[str, Any]:
         "nodes": len({info.node_id for info in infos}),
         "devices": devices_label(infos),
         "load_time": max((info.load_seconds for info in infos), default=0.0),
-        "data_time": max((info.data_seconds for info in infos), default=0.0),
         "build_time": max((b.build_seconds for b in builds), default=0.0),
         "engine_cache_hit": all(b.cache_hit for b in builds) if builds else None,
         "engine_bytes": builds[0].engine_bytes if builds else None,
@@ -287,6 +297,7 @@ def merge(
     run_id: str,
     results: list[ShardResult],
     infos: list[WorkerInfo],
+    data: list[DataInfo],
     e2e_seconds: float,
     retries: int,
     item_unit: str,
@@ -327,6 +338,7 @@ def merge(
         **mfu_columns(infer, throughput["p_infer_core"], infos),
         **latency_columns(spec, head),
         **setup_columns(spec, infos),
+        **data_columns(data),
         **task_columns(spec, head),
     )
     verdict = evaluate(figures_from_row(row, head.worker_rates), spec.verdict.rules(spec.acc_tolerance))

@@ -78,7 +78,9 @@ class MetricsRow(BaseModel):
     resumed: bool  # finished by `bench submit --resume` after the first driver stopped
     # timings beside the pass figures
     load_time: float  # s, model + tokenizer load (slowest worker)
-    data_time: float  # s, dataset preparation (slowest worker)
+    data_time: float  # s, dataset preparation, once per run (the slowest node when prepared per node)
+    data_cache_hit: bool | None = None  # the prepared dataset came from the data cache (None: synthetic, not cached)
+    data_prepared_on: str = ""  # where the preparation ran: node address(es), or the host in-process
     build_time: float  # s, engine build (slowest worker; 0 on a cache hit)
     engine_cache_hit: bool | None
     engine_bytes: int | None

@@ -1,7 +1,9 @@
 """Handing shards to workers, and what happens when a worker dies.
 
 Each worker gets up to QUEUE_DEPTH shards at once (one running, one queued in the actor, so it never
-waits on the driver). A finished attempt goes through `policy.decide`: accepted, re-queued (at the
+waits on the driver), until the shards left are no more than the workers: from then on a shard goes
+only to a worker with nothing to do, never into a queue behind a running shard while another worker
+may be about to idle (the end of a pass is where workers must finish together). A finished attempt goes through `policy.decide`: accepted, re-queued (at the
 front, so the run's tail does not wait on it), or the run fails naming the shard. A worker whose
 process died is "suspect": it gets no new shards until it answers a ping (Ray restarted it, up to
 `max_restarts`), or is dropped if the ping says it is gone for good. Pings never hold the phase open:
@@ -45,8 +47,9 @@ class Dispatcher:
         accepted: list[ShardResult] = []
         starved_since: float | None = None
         while pending or busy:
-            for w in sorted(self._ready_workers(), key=lambda w: load[w]):
-                while pending and load[w] < QUEUE_DEPTH:
+            ready = sorted(self._ready_workers(), key=lambda w: load[w])
+            for w in ready:
+                while pending and load[w] < (QUEUE_DEPTH if len(pending) > len(ready) else 1):
                     shard = pending.popleft()
                     busy[self.pool.submit(w, shard)] = (w, shard)
                     load[w] += 1

@@ -1,7 +1,7 @@
 """The driver: one job from spec to stored row.
 
-    preflight -> connect -> workers set up (model, data, engine) -> plan shards -> val phase ->
-    infer phase -> merge -> store
+    preflight -> connect -> data prepared (once) -> workers set up (model, engine) -> plan shards ->
+    val phase -> infer phase -> merge -> store
 
 The next phase starts only when every shard of the current one is done, so a pass's wall span is
 not mixed with the other pass. Every finished shard is written to the run folder at once; a run
@@ -20,13 +20,14 @@ from pathlib import Path
 from orchestrator.metrics.merge import completed, headline_records, merge
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.store import ResultsStore, RunFolder
+from orchestrator.run.data import Dataset, LocalDataset, RayDataset, check_preparations_agree
 from orchestrator.run.dispatch import Dispatcher
 from orchestrator.run.meter import RunMeter
-from orchestrator.run.plan import default_shard_size, plan_resources, plan_shards
+from orchestrator.run.plan import plan_bounds, plan_resources, plan_shards
 from orchestrator.run.pool import InProcessPool, Pool, RayPool
 from orchestrator.run.preflight import preflight
 from orchestrator.spec import JobSpec, dump_spec
-from workers.contract import ShardResult, WorkerInfo
+from workers.contract import DataInfo, ShardResult, WorkerInfo
 from workers.errors import RunFailed, UserError
 
 
@@ -37,6 +38,7 @@ class RunResult:
     run_dir: Path
     results: list[ShardResult]
     infos: list[WorkerInfo]
+    data: list[DataInfo]  # the data preparation (one per node that prepared it)
     failed_attempts: list[ShardResult] = field(default_factory=list)
     predictions: list[dict] = field(default_factory=list)  # per-question records of the measured pass (mmlu)
 
@@ -56,30 +58,35 @@ def new_run_id(name: str) -> str:
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{name}-{secrets.token_hex(3)}"
 
 
-def check_workers_agree(infos: list[WorkerInfo]) -> int:
-    """Every worker must see the same dataset, or shards would mean different things on each."""
+def check_workers_agree(infos: list[WorkerInfo], prepared: DataInfo) -> int:
+    """Every worker must see the prepared dataset, or shards would mean different things on each."""
     for info in infos:
         if info.error is not None:
             where = f"worker {info.worker_id} on {info.hostname} ({info.device_name})"
             if info.error.kind == "user":
                 raise UserError(f"{info.error.message} [{where}]")
             raise RunFailed(f"{where}: {info.error.message}")
-    prints = {(i.num_examples, i.dataset_fingerprint) for i in infos}
+    prints = {(i.num_examples, i.dataset_fingerprint) for i in infos} | {(prepared.num_examples, prepared.fingerprint)}
     if len(prints) > 1:
         raise RunFailed(f"workers see different datasets {sorted(prints)}: is data.path the same file on every node?")
-    return infos[0].num_examples
+    return prepared.num_examples
 
 
-def open_pool(spec: JobSpec, run_id: str, in_process: bool) -> Pool:
+def open_dataset(spec: JobSpec, in_process: bool) -> Dataset:
+    """Start preparing the point's data (in this process with --no-ray, else as a Ray task)."""
     if in_process:
-        if spec.workers not in ("auto", 1):
-            raise UserError("workers: in-process mode (--no-ray) runs exactly one worker")
-        return InProcessPool(spec.worker_config(), run_id)
+        return LocalDataset(spec.worker_config())
+    return RayDataset(spec.worker_config())
+
+
+def open_pool(spec: JobSpec, run_id: str, in_process: bool, data: Dataset) -> Pool:
+    if in_process:
+        return InProcessPool(spec.worker_config(), run_id, data)
     from orchestrator.run.connect import cluster_resources
 
     gpus, cpus = cluster_resources()
     res = plan_resources(spec.workers, spec.gpus_per_worker, spec.cpus_per_worker, gpus, cpus)
-    return RayPool(spec, run_id, res.workers, res.gpus_per_worker, res.cpus_per_worker)
+    return RayPool(spec, run_id, res.workers, res.gpus_per_worker, res.cpus_per_worker, data)
 
 
 @dataclass
@@ -140,7 +147,9 @@ def run_all(
         raise UserError("--resume takes the run id of one point; every point of a sweep is its own run")
     sweep_id = new_run_id(f"{spec.name}-sweep") if len(points) > 1 else None
     for point in points:
-        preflight(point)
+        preflight(point, data_on_nodes=address is not None and not in_process)
+        if in_process and point.workers not in ("auto", 1):
+            raise UserError("workers: in-process mode (--no-ray) runs exactly one worker")
     started_ray = False
     current = run_id or ""
     try:
@@ -170,20 +179,22 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
 
     with RunProgress(enabled=progress) as bar:
         point = PointRun(spec, session, bar)
+        bar.status(f"run {session.run.run_id}: preparing the data")
+        data = open_dataset(spec, in_process)
         for repeat in range(spec.repeats):
-            pool = open_pool(spec, session.run.run_id, in_process)
+            pool = open_pool(spec, session.run.run_id, in_process, data)
             try:
-                point.run_repeat(pool, repeat)
+                point.run_repeat(pool, repeat, data)
             finally:
                 pool.shutdown()
     run = session.run
     e2e = session.prior_seconds + time.perf_counter() - session.started
-    row = merge(spec=spec, run_id=run.run_id, results=point.results, infos=point.infos, e2e_seconds=e2e,
-                retries=len(point.failed), item_unit=point.infos[0].item_unit, resumed=bool(session.done),
-                sweep_id=session.sweep_id)
+    row = merge(spec=spec, run_id=run.run_id, results=point.results, infos=point.infos, data=point.data,
+                e2e_seconds=e2e, retries=len(point.failed), item_unit=point.infos[0].item_unit,
+                resumed=bool(session.done), sweep_id=session.sweep_id)
     predictions = headline_records(row, point.results)
     _finish_run(store, run, spec, row, point.results, point.infos, point.failed, predictions)
-    return RunResult(run.run_id, row, run.path, point.results, point.infos, point.failed, predictions)
+    return RunResult(run.run_id, row, run.path, point.results, point.infos, point.data, point.failed, predictions)
 
 
 class PointRun:
@@ -198,6 +209,7 @@ class PointRun:
         self.results: list[ShardResult] = list(session.done.values())
         self.failed: list[ShardResult] = []
         self.infos: list[WorkerInfo] = []  # the first repeat's workers describe the row
+        self.data: list[DataInfo] = []
         self.totals: dict[tuple[str, int], list[int]] = {}
 
     def on_result(self, result: ShardResult) -> None:
@@ -210,21 +222,23 @@ class PointRun:
             self.meter.update(result.pass_name, *self.totals[key])
         self.bar.advance(result)
 
-    def run_repeat(self, pool: Pool, repeat: int) -> None:
+    def run_repeat(self, pool: Pool, repeat: int, data: Dataset) -> None:
         spec, session = self.spec, self.session
-        self.bar.status(f"run {self.run.run_id}: setting up {pool.size} worker(s) (model, data, engine)")
+        self.bar.status(f"run {self.run.run_id}: preparing the data, setting up {pool.size} worker(s) (model, engine)")
+        self.data = data.infos()  # first: a preparation's user error is the one to report
+        prepared = check_preparations_agree(self.data)
         infos = pool.setup()
         _keep_build_logs(self.run, infos)
-        num_examples = check_workers_agree(infos)
+        num_examples = check_workers_agree(infos, prepared)
         self.infos = self.infos or infos
         if not self.run.exists():
             self.run.create(dump_spec(spec), started_at=time.time() - (time.perf_counter() - session.started),
                             sweep_id=session.sweep_id, weights_fetched_on=pool.prefetched_nodes)
-        shard_size = spec.shard_size or default_shard_size(num_examples, spec.bs)
+        bounds = plan_bounds(num_examples, spec.bs, spec.shard_size, prepared.costs)
         dispatcher = Dispatcher(pool, spec.max_attempts, self.on_result)
         measured_pass = "infer" if "infer" in spec.passes else "val"
         for pass_name in [p for p in spec.passes if repeat == 0 or p == measured_pass]:
-            shards = plan_shards(num_examples, shard_size, pass_name, repeat, spec.bs)
+            shards = plan_shards(bounds, pass_name, repeat)
             todo = [s for s in shards if (pass_name, repeat, s.shard_id) not in session.done]
             self.totals[(pass_name, repeat)] = [len(shards) - len(todo), len(shards), 0, 0]
             label = pass_name + (f" (repeat {repeat + 1}/{spec.repeats})" if spec.repeats > 1 else "")

@@ -11,12 +11,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from orchestrator.run.data import Dataset
 from workers.actor import BenchWorker
 from workers.contract import ShardResult, ShardTask, WorkerError, WorkerInfo
 from workers.errors import RunFailed, UserError, first_line
 from workers.specs import WorkerConfig
 
 log = logging.getLogger(__name__)
+LOCAL_NODE = "local"
 PLACEMENT_TIMEOUT_S = 60.0
 TOKEN_CPU = 0.01
 
@@ -57,8 +59,8 @@ class InProcessPool:
     size = 1
     prefetched_nodes: list[str] = []
 
-    def __init__(self, config: WorkerConfig, run_id: str = "") -> None:
-        self.worker = BenchWorker(config, 0, run_id)
+    def __init__(self, config: WorkerConfig, run_id: str, data: Dataset) -> None:
+        self.worker = BenchWorker(config, 0, run_id, data.handles([LOCAL_NODE])[0])
         self._done: dict[int, Outcome] = {}
         self._next = 0
 
@@ -91,10 +93,12 @@ class RayPool:
     (tokenising, H2D copies, NICs) of a run on as many nodes as possible and loses fewer workers
     when a node goes. The group reserves everything up front, so a run either gets all its workers
     or fails in one line instead of starting half-sized. Model weights are fetched once per node
-    (one task per node) before the actors start, instead of every actor downloading at once.
+    (one task per node) before the actors start, instead of every actor downloading at once. Each
+    actor is handed the prepared dataset of its node and starts setting up at once, so importing
+    and loading overlap with the data preparation it then waits for.
     """
 
-    def __init__(self, spec, run_id: str, workers: int, gpus: float, cpus: float):
+    def __init__(self, spec, run_id: str, workers: int, gpus: float, cpus: float, data: Dataset):
         import ray
 
         self._ray = ray
@@ -108,16 +112,17 @@ class RayPool:
         bundle = {k: v for k, v in (("GPU", gpus), ("CPU", cpus)) if v > 0}
         self.pg = _reserve(run_id, workers, bundle)
         try:
-            self._start(spec, run_id, gpus, cpus)
+            self._start(spec, run_id, gpus, cpus, data)
         except BaseException:
             self.shutdown()
             raise
         self._kinds: dict[Any, tuple[str, int, ShardTask | None]] = {}
 
-    def _start(self, spec, run_id: str, gpus: float, cpus: float) -> None:
+    def _start(self, spec, run_id: str, gpus: float, cpus: float, data: Dataset) -> None:
         ray = self._ray
         nodes = _bundle_nodes(self.pg, self.size)
         self.prefetched_nodes = _prefetch_weights(spec.model, sorted({n for n in nodes if n}))
+        handles = data.handles(nodes)
         addresses = _node_addresses()
         remote = ray.remote(BenchWorker)
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -134,13 +139,13 @@ class RayPool:
                     max_restarts=spec.max_restarts,
                     max_task_retries=0,  # the driver re-queues shards itself, counting attempts
                     scheduling_strategy=strategy,
-                ).remote(spec.worker_config(), i, run_id)
+                ).remote(spec.worker_config(), i, run_id, handles[i])
             )
+        self._setups = [a.setup.remote() for a in self.actors]
 
     def setup(self) -> list[WorkerInfo]:
-        refs = [a.setup.remote() for a in self.actors]
         try:
-            return self._ray.get(refs)
+            return self._ray.get(self._setups)
         except self._ray.exceptions.RayActorError as exc:
             raise RunFailed(f"a worker died while loading its model or engine: {first_line(exc)}") from exc
 

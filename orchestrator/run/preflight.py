@@ -13,14 +13,17 @@ from workers.errors import UserError
 from workers.models import check_model_type, declared_max_positions
 
 
-def preflight(spec: JobSpec) -> None:
-    if spec.data.path is not None and not Path(spec.data.path).expanduser().exists():
+def preflight(spec: JobSpec, data_on_nodes: bool = False) -> None:
+    """`data_on_nodes`: the job runs on a cluster (--address), where a data path that does not exist
+    here may exist on the nodes (each node with workers then prepares its own copy)."""
+    here = spec.data.path is not None and Path(spec.data.path).expanduser().exists()
+    if spec.data.path is not None and not here and not data_on_nodes:
         raise UserError(f"data.path: '{spec.data.path}' does not exist")
     check_model_type(spec.model)
     limit = declared_max_positions(spec.model)
     if limit is not None and spec.seq_len > limit:
         raise UserError(f"seq_len: {spec.seq_len} is above the model's maximum of {limit} positions")
-    if spec.task.name == "mmlu":
+    if spec.task.name == "mmlu" and here:
         from workers.tasks.mmlu_data import load_mmlu
 
         task = spec.task

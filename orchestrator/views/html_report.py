@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 ENVIRONMENT = (
     "devices", "workers", "nodes", "precision_effective", "mem_source", "torch_version", "transformers_version",
     "ray_version", "python_version", "cuda_version", "driver_version", "engine_hash", "engine_cache_hit",
+    "data_time", "data_cache_hit", "data_prepared_on",
 )
 LATENCY = ("warmup_batches", "measured_batches", "latency_mean", "latency_p50", "latency_p90", "latency_p99",
            "latency_cv", "repeats", "p_infer_core_ci_low", "p_infer_core_ci_high", "p_infer_whole_ci_low",

@@ -13,6 +13,11 @@ class Config:
         self.vocab_size = vocab_size
 
 
+def make(options, data, tokenizer, config, seq_len, seed) -> MaskedLM:
+    """The worker's view of a table prepared in this process (what every worker once did itself)."""
+    return MaskedLM(MaskedLM.prepare(options, data, tokenizer, config, seq_len, seed))
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     from transformers import BertTokenizer
@@ -29,10 +34,10 @@ def test_score_counts_masked_positions_only():
 
 def test_task_score_on_hand_built_logits(tmp_path):
     """Logits that are right at exactly every other masked position give accuracy 0.5 (or the odd share)."""
-    task = MaskedLM(MaskedLMTask(), DataSpec(synthetic={"seed": 3, "size": 6}), None, Config(64), seq_len=16, seed=0)
+    task = make(MaskedLMTask(), DataSpec(synthetic={"seed": 3, "size": 6}), None, Config(64), seq_len=16, seed=0)
     batch = next(task.batches(0, 6, 6))
     lo, hi = batch.payload
-    labels = torch.from_numpy(task.labels[lo:hi])
+    labels = torch.from_numpy(task.labels[lo:hi].copy())
     masked = batch.inputs["input_ids"] == task.mask_id
     wrong = (labels + 1) % 64
     positions = masked.nonzero()
@@ -57,7 +62,7 @@ def test_masking_is_seeded_and_never_touches_the_wrapping():
 
 
 def test_batches_do_not_depend_on_how_the_range_is_split():
-    task = MaskedLM(MaskedLMTask(), DataSpec(synthetic={"seed": 1, "size": 20}), None, Config(512), seq_len=32, seed=0)
+    task = make(MaskedLMTask(), DataSpec(synthetic={"seed": 1, "size": 20}), None, Config(512), seq_len=32, seed=0)
     whole = torch.cat([b.inputs["input_ids"] for b in task.batches(0, 20, 8)])
     parts = torch.cat([b.inputs["input_ids"] for lo, hi in [(0, 3), (3, 11), (11, 20)] for b in task.batches(lo, hi, 4)])
     assert torch.equal(whole, parts)
@@ -73,12 +78,12 @@ def test_headings_and_blank_lines_dropped(tmp_path):
 
 def test_missing_text_file_is_a_user_error(tmp_path, tokenizer):
     with pytest.raises(UserError, match="data.path"):
-        MaskedLM(MaskedLMTask(), DataSpec(path=str(tmp_path / "none.txt")), tokenizer, Config(30522), 128, 0)
+        make(MaskedLMTask(), DataSpec(path=str(tmp_path / "none.txt")), tokenizer, Config(30522), 128, 0)
 
 
 def test_real_wikitext_with_real_bert_vocab(tokenizer):
     assert len(tokenizer) == 30522 and tokenizer.mask_token_id == 103
-    task = MaskedLM(MaskedLMTask(), DataSpec(path=str(WIKITEXT)), tokenizer, Config(30522), seq_len=128, seed=0)
+    task = make(MaskedLMTask(), DataSpec(path=str(WIKITEXT)), tokenizer, Config(30522), seq_len=128, seed=0)
     stream = task.inputs.reshape(-1)
     # 267,411 WordPiece tokens once headings and blank lines are dropped, + [CLS] and [SEP], in windows of 128
     assert task.num_examples() == (267_411 + 2) // 128
@@ -87,10 +92,10 @@ def test_real_wikitext_with_real_bert_vocab(tokenizer):
     assert 0.095 < masked < 0.105
     first = tokenizer.decode(task.labels[0][1:12].tolist())
     assert first.startswith("robert boulter is an english film")
-    again = MaskedLM(MaskedLMTask(), DataSpec(path=str(WIKITEXT)), tokenizer, Config(30522), seq_len=128, seed=0)
+    again = make(MaskedLMTask(), DataSpec(path=str(WIKITEXT)), tokenizer, Config(30522), seq_len=128, seed=0)
     assert again.fingerprint() == task.fingerprint()
 
 
 def test_tokenizer_bigger_than_model_vocab_is_refused(tokenizer):
     with pytest.raises(UserError, match="outside the model's vocabulary"):
-        MaskedLM(MaskedLMTask(limit=2), DataSpec(path=str(WIKITEXT)), tokenizer, Config(TINY_BERT["vocab_size"]), 64, 0)
+        make(MaskedLMTask(limit=2), DataSpec(path=str(WIKITEXT)), tokenizer, Config(TINY_BERT["vocab_size"]), 64, 0)

@@ -19,7 +19,7 @@ from workers.contract import ShardTask
 from workers.errors import UserError
 from workers.specs import DataSpec, MMLUTask
 from workers.tasks import Batch
-from workers.tasks.mmlu import MMLU, choice_token_ids, prompt_limit
+from workers.tasks.mmlu import MMLU, choice_token_ids, encode_prompts, prompt_limit
 from workers.tasks.mmlu_data import build_prompt, load_mmlu
 
 SUBJECTS = ["abstract_algebra", "anatomy", "virology"]
@@ -36,8 +36,10 @@ def tokenizer(llama):
 
 
 def make_task(llama, tokenizer, seq_len=2048, **options) -> MMLU:
+    """The worker's view of questions prepared in this process (what every worker once did itself)."""
     task = MMLUTask(**{"subjects": SUBJECTS, "limit": 4, **options})
-    return MMLU(task, DataSpec(path=str(MMLU_DIR)), tokenizer, AutoConfig.from_pretrained(llama), seq_len, seed=0)
+    return MMLU(MMLU.prepare(task, DataSpec(path=str(MMLU_DIR)), tokenizer, AutoConfig.from_pretrained(llama),
+                             seq_len, seed=0))
 
 
 def predictions(llama, bs: int, ranges: list[tuple[int, int]]) -> dict[int, dict]:
@@ -94,7 +96,7 @@ def test_both_scorings_on_hand_built_logits(llama, tokenizer):
     task = tasks["lm-eval"]
     batch = Batch({}, items=0, lengths=[3, 5], payload=[0, 1])
     logits = torch.zeros(2, 5, len(tokenizer))
-    gold = [task.choice_ids["ABCD".index(task.questions[i].answer)] for i in (0, 1)]
+    gold = [task.choice_ids["ABCD".index(task.gold(i))] for i in (0, 1)]
     logits[0, 2, 7] = 9.0
     logits[0, 2, gold[0]] = 5.0
     logits[0, 4, gold[0]] = 50.0  # a padded position: must be ignored
@@ -102,7 +104,7 @@ def test_both_scorings_on_hand_built_logits(llama, tokenizer):
     lm_eval, flagperf = (tasks[s].score(batch, logits) for s in ("lm-eval", "flagperf"))
     assert (lm_eval.scored, lm_eval.correct, flagperf.correct) == (2, 2, 1)
     assert flagperf.records[0]["predicted"] is None and flagperf.records[0]["scoring"] == "flagperf"
-    assert lm_eval.records[0][f"logit_{task.questions[0].answer}"] == 5.0
+    assert lm_eval.records[0][f"logit_{task.gold(0)}"] == 5.0
 
 
 def test_prompt_limit_takes_the_smallest_cap(llama):
@@ -114,33 +116,40 @@ def test_prompt_limit_takes_the_smallest_cap(llama):
 
 
 def test_long_prompts_drop_shots_from_the_front_and_count_them(llama, tokenizer):
-    task = make_task(llama, tokenizer, seq_len=450)
     data = load_mmlu(MMLU_DIR, "test", SUBJECTS, 4, 5)
-    used = [e.shots_used for e in task.encoded]
+    encoded = encode_prompts(data, tokenizer, 5, 450)
+    used = [e.shots_used for e in encoded]
     assert 0 < min(used) and max(used) < 5  # 5-shot prompts here are 530-660 tokens
-    for q, e in zip(data.questions, task.encoded):
+    for q, e in zip(data.questions, encoded):
         dev = data.dev[q.subject]
         kept = tokenizer.encode(build_prompt(q, dev[5 - e.shots_used:]))
         one_more = tokenizer.encode(build_prompt(q, dev[4 - e.shots_used:]))
         assert e.ids.tolist() == kept and len(kept) <= 450 < len(one_more) and not e.truncated
+    task = make_task(llama, tokenizer, seq_len=450)  # the prepared table holds exactly these prompts
+    batch = next(task.batches(0, len(encoded), len(encoded)))
+    by_example = {r["example"]: r for r in task.score(batch, torch.zeros(len(encoded), 450, len(tokenizer))).records}
+    for i, e in enumerate(encoded):
+        assert task.prompt(i).tolist() == e.ids.tolist()
+        assert (by_example[i]["shots_used"], by_example[i]["truncated"]) == (e.shots_used, e.truncated)
 
 
 def test_a_question_longer_than_the_context_is_cut_from_the_left(llama, tokenizer):
-    task = make_task(llama, tokenizer, seq_len=40, limit=1)
-    zero_shot = tokenizer.encode(build_prompt(task.questions[0], []))
-    e = task.encoded[0]
+    data = load_mmlu(MMLU_DIR, "test", SUBJECTS, 1, 5)
+    zero_shot = tokenizer.encode(build_prompt(data.questions[0], []))
+    e = encode_prompts(data, tokenizer, 5, 40)[0]
     assert (e.shots_used, e.truncated, len(e.ids)) == (0, True, 40)
     assert e.ids[0] == tokenizer.bos_token_id and e.ids[1:].tolist() == zero_shot[-39:]
     assert e.ids[-1] == zero_shot[-1]  # still ends in "Answer:"
+    assert make_task(llama, tokenizer, seq_len=40, limit=1).prompt(0).tolist() == e.ids.tolist()
 
 
 def test_synthetic_data_and_a_mismatched_tokenizer_are_refused(llama, tokenizer):
     config = AutoConfig.from_pretrained(llama)
     with pytest.raises(UserError, match="data.synthetic: the mmlu task reads an MMLU folder"):
-        MMLU(MMLUTask(), DataSpec(synthetic={"size": 4}), tokenizer, config, 2048, 0)
+        MMLU.prepare(MMLUTask(), DataSpec(synthetic={"size": 4}), tokenizer, config, 2048, 0)
     small = AutoConfig.from_pretrained(llama, vocab_size=256)
     with pytest.raises(UserError, match="outside the model's vocabulary"):
-        MMLU(MMLUTask(subjects=["anatomy"], limit=1), DataSpec(path=str(MMLU_DIR)), tokenizer, small, 2048, 0)
+        MMLU.prepare(MMLUTask(subjects=["anatomy"], limit=1), DataSpec(path=str(MMLU_DIR)), tokenizer, small, 2048, 0)
 
 
 def test_run_job_accuracy_equals_the_stored_predictions(llama, tmp_path):

@@ -15,7 +15,7 @@ import torch
 
 from orchestrator.run.driver import run_job
 from orchestrator.spec import load_spec, validate
-from tests.builders import MMLU_DIR, SMOLLM2_GGUF, TEST_CACHE, mmlu_job, smollm2_package_dir
+from tests.builders import MMLU_DIR, SMOLLM2_GGUF, TEST_CACHE, TEST_DATA_CACHE, mmlu_job, smollm2_package_dir
 from workers.models import load_config, load_model, load_tokenizer
 from workers.specs import ModelSpec
 from workers.tasks.mmlu_data import build_prompt, load_mmlu
@@ -70,7 +70,7 @@ def test_smollm2_on_two_subjects_end_to_end(smollm2, tmp_path):
 
 def test_the_tiny_job_file_runs(tmp_path):
     """jobs/mmlu_tiny.yaml as shipped (random Llama, SmolLM2's tokenizer read from the GGUF), fewer questions."""
-    spec = load_spec("jobs/mmlu_tiny.yaml", ["task.limit=2"])
+    spec = load_spec("jobs/mmlu_tiny.yaml", ["task.limit=2", f"data_cache={TEST_DATA_CACHE}"])
     result = run_job(spec, results_dir=tmp_path, in_process=True)
     assert result.row.scored_infer == result.row.scored_val == 6
     assert result.row.items_infer > 6 * 300  # 5-shot prompts, SmolLM2 tokens

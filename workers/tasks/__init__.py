@@ -1,10 +1,20 @@
-"""The Task protocol: one benchmark case (data, batches, scoring). Implementations register in specs."""
+"""The Task protocol: one benchmark case (data, batches, scoring). Implementations register in specs.
+
+A task has two halves. `prepare` (static, pure) turns the job's files into one Arrow table, one row
+per example, with the few constants scoring needs (mask id, choice tokens, fingerprint) in the
+schema metadata; it runs once per run (workers/dataprep.py). The instance is a worker's read-only
+view of that table: it wraps the table's buffers without copying them and reads only the rows of
+the shards it is given.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol
 
+import numpy as np
+import pyarrow as pa
 import torch
 
 from workers.registry import resolve
@@ -41,15 +51,24 @@ class InputSignature:
 
 
 class Task(Protocol):
-    """One benchmark case on one worker. Built once per actor; pure after construction.
+    """One benchmark case on one worker. Built once per actor from the prepared table; pure.
 
     `model_kind` picks the transformers auto class ("masked_lm" or "causal_lm"). Examples are the
     unit of sharding (sequences, questions); items are the unit of throughput (sequences, tokens).
+    `costs` gives each example's relative cost for the shard plan, or None when all cost the same.
     """
 
     model_kind: str
     item_unit: str
     signature: InputSignature
+
+    @staticmethod
+    def prepare(options: Any, data: Any, tokenizer: Any, config: Any, seq_len: int, seed: int) -> pa.Table: ...
+
+    @staticmethod
+    def costs(table: pa.Table, config: Any) -> np.ndarray | None: ...
+
+    def __init__(self, table: pa.Table) -> None: ...
 
     def num_examples(self) -> int: ...
 
@@ -65,3 +84,28 @@ class Task(Protocol):
 def task_class(options: Registered) -> type:
     """The Task class the job's `task:` options name (workers/specs.py holds the registry)."""
     return resolve("task", options)
+
+
+METADATA_KEY = b"raybench.task"
+
+
+def task_metadata(values: dict[str, Any]) -> dict[bytes, bytes]:
+    """Schema metadata of a prepared table: the constants its task needs besides the rows."""
+    return {METADATA_KEY: json.dumps(values, sort_keys=True).encode()}
+
+
+def read_task_metadata(table: pa.Table) -> dict[str, Any]:
+    return json.loads(table.schema.metadata[METADATA_KEY])
+
+
+def single_chunk(table: pa.Table, name: str) -> pa.Array:
+    """A column as one array: prepared tables are written as one record batch, so no copy."""
+    column = table.column(name)
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def fixed_size_rows(table: pa.Table, name: str) -> np.ndarray:
+    """A fixed-size-list column as a (rows, size) numpy view of the table's buffer (read-only)."""
+    array = single_chunk(table, name)
+    values = array.flatten().to_numpy(zero_copy_only=True)
+    return values.reshape(len(array), array.type.list_size)

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from workers.errors import UserError
 from workers.specs import DataSpec, MaskedLMTask
-from workers.tasks import Batch, BatchScore, InputSignature
+from workers.tasks import Batch, BatchScore, InputSignature, fixed_size_rows, read_task_metadata, task_metadata
 
 # Without a tokenizer (a random model on synthetic ids) we use this small fixed vocabulary layout.
 SYNTHETIC_SPECIALS = {"pad": 0, "cls": 1, "sep": 2, "mask": 3}
@@ -56,70 +57,108 @@ def score_masked(pred: np.ndarray, inputs: np.ndarray, labels: np.ndarray, mask_
     return int(where.sum()), int((pred[where] == labels[where]).sum())
 
 
+def _specials(tokenizer) -> dict[str, int]:
+    if tokenizer is None:
+        return SYNTHETIC_SPECIALS
+    if tokenizer.mask_token_id is None:
+        raise UserError("model.tokenizer: this tokenizer has no mask token; masked_lm needs one")
+    return {
+        "pad": tokenizer.pad_token_id or 0,
+        "cls": tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id,
+        "sep": tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id,
+        "mask": tokenizer.mask_token_id,
+    }
+
+
+def text_tokens(options: MaskedLMTask, data: DataSpec, tokenizer, vocab_size: int) -> np.ndarray:
+    """The text file as one stream of token ids (no special tokens)."""
+    if tokenizer is None:
+        raise UserError("model.tokenizer: masked_lm on a text file needs a tokenizer (a hub id, folder or vocab.txt)")
+    text = read_text(Path(data.path).expanduser(), options.skip_headings)
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    tokens = np.asarray(ids, dtype=np.int64)
+    if tokens.max(initial=0) >= vocab_size:
+        raise UserError(
+            f"model.tokenizer: token id {int(tokens.max())} is outside the model's vocabulary "
+            f"({vocab_size}); the tokenizer does not match the model"
+        )
+    return tokens
+
+
+def synthetic_tokens(data: DataSpec, tokenizer, vocab_size: int, seq_len: int) -> np.ndarray:
+    """Uniform random ids over the ordinary (non-special) vocabulary, sized to `size` windows."""
+    special = set(SYNTHETIC_SPECIALS.values()) if tokenizer is None else set(tokenizer.all_special_ids)
+    ordinary = np.setdiff1d(np.arange(vocab_size), np.fromiter(special, dtype=np.int64))
+    rng = np.random.default_rng(data.synthetic.seed)
+    return rng.choice(ordinary, size=data.synthetic.size * seq_len - 2)
+
+
+def windows_fingerprint(inputs: np.ndarray, labels: np.ndarray) -> str:
+    digest = hashlib.sha256(memoryview(np.ascontiguousarray(inputs)))
+    digest.update(memoryview(np.ascontiguousarray(labels)))
+    return digest.hexdigest()[:16]
+
+
 class MaskedLM:
+    """The worker's view of the prepared windows: two (windows, seq_len) int64 arrays, read-only.
+
+    `prepare` builds the table once per run (workers/dataprep.py decides where and caches it);
+    the constructor only wraps its buffers, so a worker maps the shared copy and reads the rows of
+    its shards, never the whole dataset.
+    """
+
     model_kind = "masked_lm"
     item_unit = "seq"
     signature = InputSignature({"input_ids": {0: "batch", 1: "sequence"}})
 
-    def __init__(self, options: MaskedLMTask, data: DataSpec, tokenizer, config, seq_len: int, seed: int) -> None:
-        self.seq_len = seq_len
-        self.vocab_size = int(config.vocab_size)
-        if tokenizer is None:
-            specials = SYNTHETIC_SPECIALS
+    @staticmethod
+    def prepare(options: MaskedLMTask, data: DataSpec, tokenizer, config, seq_len: int, seed: int) -> pa.Table:
+        """Tokenise, wrap, mask and cut into windows: one table row per window."""
+        vocab_size = int(config.vocab_size)
+        specials = _specials(tokenizer)
+        if data.synthetic is not None:
+            tokens = synthetic_tokens(data, tokenizer, vocab_size, seq_len)
         else:
-            if tokenizer.mask_token_id is None:
-                raise UserError("model.tokenizer: this tokenizer has no mask token; masked_lm needs one")
-            specials = {
-                "pad": tokenizer.pad_token_id or 0,
-                "cls": tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id,
-                "sep": tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id,
-                "mask": tokenizer.mask_token_id,
-            }
-        self.mask_id = specials["mask"]
-        tokens = self._tokens(options, data, tokenizer)
-        inputs, labels = mask_stream(tokens, self.mask_id, specials["cls"], specials["sep"], options.mask_prob, seed)
+            tokens = text_tokens(options, data, tokenizer, vocab_size)
+        inputs, labels = mask_stream(tokens, specials["mask"], specials["cls"], specials["sep"], options.mask_prob, seed)
+        del tokens
         n_windows = len(inputs) // seq_len
         if options.limit is not None:
             n_windows = min(n_windows, options.limit)
         if n_windows == 0:
             raise UserError(f"seq_len: {seq_len} is longer than the whole tokenised text ({len(inputs)} tokens)")
-        self.inputs = inputs[: n_windows * seq_len].reshape(n_windows, seq_len)
-        self.labels = labels[: n_windows * seq_len].reshape(n_windows, seq_len)
+        inputs, labels = inputs[: n_windows * seq_len], labels[: n_windows * seq_len]
+        meta = {"mask_id": int(specials["mask"]),
+                "fingerprint": windows_fingerprint(inputs, labels)}
+        return pa.table(
+            {"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(inputs), seq_len),
+             "labels": pa.FixedSizeListArray.from_arrays(pa.array(labels), seq_len)},
+            metadata=task_metadata(meta),
+        )
 
-    def _tokens(self, options: MaskedLMTask, data: DataSpec, tokenizer) -> np.ndarray:
-        if data.synthetic is not None:
-            return self._synthetic_tokens(data, tokenizer)
-        if tokenizer is None:
-            raise UserError("model.tokenizer: masked_lm on a text file needs a tokenizer (a hub id, folder or vocab.txt)")
-        text = read_text(Path(data.path).expanduser(), options.skip_headings)
-        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-        tokens = np.asarray(ids, dtype=np.int64)
-        if tokens.max(initial=0) >= self.vocab_size:
-            raise UserError(
-                f"model.tokenizer: token id {int(tokens.max())} is outside the model's vocabulary "
-                f"({self.vocab_size}); the tokenizer does not match the model"
-            )
-        return tokens
+    @staticmethod
+    def costs(table: pa.Table, config) -> None:
+        """Every window costs the same: plans cut by count."""
+        return None
 
-    def _synthetic_tokens(self, data: DataSpec, tokenizer) -> np.ndarray:
-        """Uniform random ids over the ordinary (non-special) vocabulary, sized to `size` windows."""
-        special = set(SYNTHETIC_SPECIALS.values()) if tokenizer is None else set(tokenizer.all_special_ids)
-        ordinary = np.setdiff1d(np.arange(self.vocab_size), np.fromiter(special, dtype=np.int64))
-        rng = np.random.default_rng(data.synthetic.seed)
-        return rng.choice(ordinary, size=data.synthetic.size * self.seq_len - 2)
+    def __init__(self, table: pa.Table) -> None:
+        meta = read_task_metadata(table)
+        self.mask_id = meta["mask_id"]
+        self._fingerprint = meta["fingerprint"]
+        self.inputs = fixed_size_rows(table, "input_ids")
+        self.labels = fixed_size_rows(table, "labels")
+        self.seq_len = self.inputs.shape[1]
 
     def num_examples(self) -> int:
         return len(self.inputs)
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(self.inputs.tobytes())
-        digest.update(self.labels.tobytes())
-        return digest.hexdigest()[:16]
+        return self._fingerprint
 
     def batches(self, start: int, stop: int, bs: int) -> Iterator[Batch]:
         for lo in range(start, stop, bs):
             hi = min(lo + bs, stop)
-            ids = torch.from_numpy(self.inputs[lo:hi])
+            ids = torch.from_numpy(self.inputs[lo:hi].copy())  # a batch of its own: the shared rows are read-only
             yield Batch({"input_ids": ids}, items=hi - lo, lengths=[self.seq_len] * (hi - lo), payload=(lo, hi))
 
     def score(self, batch: Batch, logits: torch.Tensor) -> BatchScore:
@@ -130,4 +169,5 @@ class MaskedLM:
 
     def sample_inputs(self, bs: int, seq_len: int) -> dict[str, torch.Tensor]:
         """Real token ids in the shape asked for (engine builds and export checks)."""
-        return {"input_ids": torch.from_numpy(np.resize(self.inputs.reshape(-1), (bs, seq_len)))}
+        first = self.inputs[: -(-bs * seq_len // self.seq_len)].reshape(-1)  # only the rows needed
+        return {"input_ids": torch.from_numpy(np.resize(first, (bs, seq_len)))}

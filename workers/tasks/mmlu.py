@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from workers.errors import UserError
 from workers.models import max_positions
 from workers.specs import DataSpec, MMLUTask
-from workers.tasks import Batch, BatchScore, InputSignature
+from workers.tasks import Batch, BatchScore, InputSignature, read_task_metadata, single_chunk, task_metadata
 from workers.tasks.mmlu_data import LETTERS, MMLUData, Question, build_prompt, load_mmlu
 
 FLAGPERF_MAX_PROMPT_TOKENS = 2048
@@ -99,55 +100,118 @@ def encode_prompts(data: MMLUData, tokenizer, shots: int, limit: int) -> list[En
     return encoded
 
 
+def prompts_fingerprint(scoring: str, choice_ids: tuple[int, ...], answers: list[str], ids: np.ndarray) -> str:
+    """Digest of what decides the scores: variant, choice tokens, gold letters, every prompt's ids."""
+    digest = hashlib.sha256(repr((scoring, choice_ids, answers)).encode())
+    digest.update(memoryview(np.ascontiguousarray(ids)))
+    return digest.hexdigest()[:16]
+
+
+def questions_table(questions: list[Question], encoded: list[Encoded], meta: dict[str, Any]) -> pa.Table:
+    """One row per question; the prompts as one list column: a flat id array plus offsets."""
+    lengths = np.fromiter((len(e.ids) for e in encoded), dtype=np.int64, count=len(encoded))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = np.concatenate([e.ids for e in encoded]) if encoded else np.zeros(0, dtype=np.int64)
+    subjects = sorted({q.subject for q in questions})
+    code = {name: i for i, name in enumerate(subjects)}
+    return pa.table({
+        "input_ids": pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(ids)),
+        "subject": pa.DictionaryArray.from_arrays(pa.array([code[q.subject] for q in questions], pa.int32()),
+                                                  pa.array(subjects, pa.string())),
+        "question_index": pa.array([q.index for q in questions], pa.int64()),
+        "answer": pa.array([LETTERS.index(q.answer) for q in questions], pa.uint8()),
+        "shots_used": pa.array([e.shots_used for e in encoded], pa.int32()),
+        "truncated": pa.array([int(e.truncated) for e in encoded], pa.uint8()),
+    }, metadata=task_metadata(meta))
+
+
 class MMLU:
+    """The worker's view of the prepared questions: numpy views of the table's columns, read-only.
+
+    `prepare` reads the CSVs and builds and tokenises every prompt once per run
+    (workers/dataprep.py decides where, and caches the table); a worker reads only the prompts of
+    the shards it is given, from one flat id array and its offsets.
+    """
+
     model_kind = "causal_lm"
     item_unit = "tok"
     signature = InputSignature(
         {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
     )
 
-    def __init__(self, options: MMLUTask, data: DataSpec, tokenizer, config, seq_len: int, seed: int) -> None:
+    @staticmethod
+    def prepare(options: MMLUTask, data: DataSpec, tokenizer, config, seq_len: int, seed: int) -> pa.Table:
         if data.synthetic is not None:
             raise UserError("data.synthetic: the mmlu task reads an MMLU folder; give data: path/to/mmlu")
         if tokenizer is None:
             raise UserError("model.tokenizer: mmlu needs a tokenizer (a hub id or folder) to build its prompts")
-        self.scoring = options.scoring
-        self.limit = prompt_limit(options, seq_len, config)
-        self.choice_ids = choice_token_ids(tokenizer)
-        self.pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+        limit = prompt_limit(options, seq_len, config)
+        choice_ids = choice_token_ids(tokenizer)
+        pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
         mmlu = load_mmlu(Path(data.path).expanduser(), options.split, options.subjects, options.limit, options.shots)
-        self.questions: list[Question] = mmlu.questions
-        self.encoded = encode_prompts(mmlu, tokenizer, options.shots, self.limit)
-        self.lengths = np.array([len(e.ids) for e in self.encoded], dtype=np.int64)
-        self._check_vocab(int(config.vocab_size))
+        encoded = encode_prompts(mmlu, tokenizer, options.shots, limit)
+        _check_vocab(encoded, choice_ids, int(config.vocab_size))
+        answers = [q.answer for q in mmlu.questions]
+        ids = np.concatenate([e.ids for e in encoded]) if encoded else np.zeros(0, dtype=np.int64)
+        meta = {"scoring": options.scoring, "choice_ids": list(choice_ids), "pad_id": int(pad_id),
+                "fingerprint": prompts_fingerprint(options.scoring, choice_ids, answers, ids)}
+        return questions_table(mmlu.questions, encoded, meta)
 
-    def _check_vocab(self, vocab_size: int) -> None:
-        top = max([int(e.ids.max()) for e in self.encoded] + list(self.choice_ids), default=0)
-        if top >= vocab_size:
-            raise UserError(f"model.tokenizer: token id {top} is outside the model's vocabulary ({vocab_size}); "
-                            "the tokenizer does not match the model")
+    @staticmethod
+    def costs(table: pa.Table, config) -> np.ndarray:
+        """FLOPs of each prompt's forward pass (workers/flops.py: weights x tokens + causal attention)."""
+        from workers.flops import flops_model_from_config
+
+        offsets = single_chunk(table, "input_ids").offsets.to_numpy()
+        flops = flops_model_from_config(config, causal=True)
+        return np.array([flops.sequence_flops(int(n)) for n in np.diff(offsets)], dtype=np.float64)
+
+    def __init__(self, table: pa.Table) -> None:
+        meta = read_task_metadata(table)
+        self.scoring = meta["scoring"]
+        self.choice_ids = tuple(meta["choice_ids"])
+        self.pad_id = meta["pad_id"]
+        self._fingerprint = meta["fingerprint"]
+        prompts = single_chunk(table, "input_ids")
+        self._ids = prompts.values.to_numpy(zero_copy_only=True)
+        self._offsets = prompts.offsets.to_numpy(zero_copy_only=True)
+        subject = single_chunk(table, "subject")
+        self._subject_names = subject.dictionary.to_pylist()
+        self._subject = subject.indices.to_numpy(zero_copy_only=True)
+        self._index = single_chunk(table, "question_index").to_numpy(zero_copy_only=True)
+        self._answer = single_chunk(table, "answer").to_numpy(zero_copy_only=True)
+        self._shots_used = single_chunk(table, "shots_used").to_numpy(zero_copy_only=True)
+        self._truncated = single_chunk(table, "truncated").to_numpy(zero_copy_only=True)
 
     def num_examples(self) -> int:
-        return len(self.questions)
+        return len(self._offsets) - 1
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(repr((self.scoring, self.choice_ids, [q.answer for q in self.questions])).encode())
-        for e in self.encoded:
-            digest.update(e.ids.tobytes())
-        return digest.hexdigest()[:16]
+        return self._fingerprint
+
+    def length(self, example: int) -> int:
+        return int(self._offsets[example + 1] - self._offsets[example])
+
+    def prompt(self, example: int) -> np.ndarray:
+        """The prompt's token ids (a read-only view of the shared array)."""
+        return self._ids[self._offsets[example]: self._offsets[example + 1]]
+
+    def gold(self, example: int) -> str:
+        return LETTERS[self._answer[example]]
 
     def batches(self, start: int, stop: int, bs: int) -> Iterator[Batch]:
         """Length-sorted, right-padded batches of the questions start..stop-1."""
-        order = sorted(range(start, stop), key=lambda i: (self.lengths[i], i))
+        order = sorted(range(start, stop), key=lambda i: (self.length(i), i))
         for lo in range(0, len(order), bs):
             chosen = order[lo: lo + bs]
-            lengths = [int(self.lengths[i]) for i in chosen]
-            ids = torch.full((len(chosen), max(lengths)), self.pad_id, dtype=torch.int64)
-            mask = torch.zeros_like(ids)
+            lengths = [self.length(i) for i in chosen]
+            ids = np.full((len(chosen), max(lengths)), self.pad_id, dtype=np.int64)
+            mask = np.zeros_like(ids)
             for row, i in enumerate(chosen):
-                ids[row, : lengths[row]] = torch.from_numpy(self.encoded[i].ids)
+                ids[row, : lengths[row]] = self.prompt(i)
                 mask[row, : lengths[row]] = 1
-            yield Batch({"input_ids": ids, "attention_mask": mask}, items=sum(lengths), lengths=lengths, payload=chosen)
+            inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+            yield Batch(inputs, items=sum(lengths), lengths=lengths, payload=chosen)
 
     def score(self, batch: Batch, logits: torch.Tensor) -> BatchScore:
         rows = torch.arange(len(batch.lengths), device=logits.device)
@@ -164,15 +228,24 @@ class MMLU:
         return BatchScore(scored=len(records), correct=sum(r["correct"] for r in records), records=records)
 
     def _record(self, example: int, predicted: str | None, choice_logits: list[float]) -> dict[str, Any]:
-        q, e = self.questions[example], self.encoded[example]
+        gold = self.gold(example)
         return {
-            "example": example, "subject": q.subject, "question_index": q.index, "gold": q.answer,
-            "predicted": predicted, "correct": predicted == q.answer,
+            "example": example, "subject": self._subject_names[self._subject[example]],
+            "question_index": int(self._index[example]), "gold": gold,
+            "predicted": predicted, "correct": predicted == gold,
             **{f"logit_{letter}": value for letter, value in zip(LETTERS, choice_logits)},
-            "prompt_tokens": len(e.ids), "shots_used": e.shots_used, "truncated": e.truncated, "scoring": self.scoring,
+            "prompt_tokens": self.length(example), "shots_used": int(self._shots_used[example]),
+            "truncated": bool(self._truncated[example]), "scoring": self.scoring,
         }
 
     def sample_inputs(self, bs: int, seq_len: int) -> dict[str, torch.Tensor]:
         """Real prompt tokens in the shape asked for (engine builds and export checks)."""
-        ids = torch.from_numpy(np.resize(self.encoded[0].ids, (bs, seq_len)))
+        ids = torch.from_numpy(np.resize(self.prompt(0), (bs, seq_len)))
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _check_vocab(encoded: list[Encoded], choice_ids: tuple[int, ...], vocab_size: int) -> None:
+    top = max([int(e.ids.max()) for e in encoded] + list(choice_ids), default=0)
+    if top >= vocab_size:
+        raise UserError(f"model.tokenizer: token id {top} is outside the model's vocabulary ({vocab_size}); "
+                        "the tokenizer does not match the model")

@@ -4,7 +4,7 @@ import pytest
 
 from orchestrator.metrics.merge import completed, merge
 from orchestrator.spec import validate
-from tests.builders import job
+from tests.builders import data_info, job
 from workers.contract import BuildInfo, ShardResult, WorkerError, WorkerInfo
 
 GIB = 1 << 30
@@ -48,8 +48,8 @@ RESULTS = [
 @pytest.fixture()
 def row():
     spec = validate(job(precision="fp16", bs=4, acc_tolerance=0.005), "x")
-    return merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1)], e2e_seconds=42.0,
-                 retries=1, item_unit="seq")
+    return merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1)], data=[data_info(seconds=1.5)],
+                 e2e_seconds=42.0, retries=1, item_unit="seq")
 
 
 def test_accuracy_is_pooled_not_averaged(row):
@@ -95,9 +95,24 @@ def test_latency_percentiles_and_counts(row):
 
 def test_unknown_peak_gives_no_mfu():
     spec = validate(job(), "x")
-    row = merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1, peak=None)], e2e_seconds=1.0,
-                retries=0, item_unit="seq")
+    row = merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1, peak=None)], data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
     assert row.MFU is None
+
+
+def test_data_preparation_is_reported_once_with_its_cache_hit_and_where():
+    spec = validate(job(), "x")
+    once = merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1)], data=[data_info(seconds=1.5)],
+                 e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert (once.data_time, once.data_cache_hit, once.data_prepared_on) == (1.5, False, "127.0.0.2")
+    per_node = [data_info(seconds=2.0, cache_hit=True, where="10.0.0.2"),
+                data_info(seconds=0.5, cache_hit=False, where="10.0.0.1")]
+    row = merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1)], data=per_node, e2e_seconds=1.0,
+                retries=0, item_unit="seq")
+    assert (row.data_time, row.data_cache_hit, row.data_prepared_on) == (2.0, False, "10.0.0.1,10.0.0.2")
+    synthetic = merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1)],
+                      data=[data_info(cache_hit=None, where="h")], e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert synthetic.data_cache_hit is None
 
 
 def test_completed_keeps_one_result_per_shard():

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from orchestrator.metrics.merge import merge
 from orchestrator.metrics.verdict import Rules, VerdictFigures, VerdictSpec, evaluate, figures_from_row
 from orchestrator.spec import validate
-from tests.builders import job, metrics_row, shard_results, worker_info
+from tests.builders import data_info, job, metrics_row, shard_results, worker_info
 
 RULES = Rules(profile="quick", min_duration_s=10.0, min_batches=100, max_latency_cv=0.1, max_acc_gap=0.01,
               straggler_ratio=0.8, min_repeats=3)
@@ -114,11 +114,11 @@ def test_merge_fills_the_verdict_columns_and_finds_the_straggler():
         if r.pass_name == "infer" and r.worker_id == 1:
             r.core_seconds *= 4
     spec = validate(job(verdict={"min_duration_s": 0}), "test")
-    row = merge(spec=spec, run_id="r", results=results, infos=[worker_info(0), worker_info(1)], e2e_seconds=1.0,
-                retries=0, item_unit="seq")
+    row = merge(spec=spec, run_id="r", results=results, infos=[worker_info(0), worker_info(1)], data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
     assert row.verdict == "INVALID" and row.verdict_profile == "quick"
     assert row.verdict_reasons.startswith("straggler: worker 1 at 200 items/s < 0.5 x median of the others 800")
     alone = [r for r in results if r.worker_id == 0]
-    fine = merge(spec=spec, run_id="r", results=alone, infos=[worker_info(0)], e2e_seconds=1.0, retries=0,
-                 item_unit="seq")
+    fine = merge(spec=spec, run_id="r", results=alone, infos=[worker_info(0)], data=[data_info()], e2e_seconds=1.0,
+                 retries=0, item_unit="seq")
     assert (fine.verdict, fine.verdict_reasons) == ("VALID", "")

@@ -247,3 +247,42 @@ def test_hub_weights_are_fetched_once_per_node_before_the_workers_start(ray_clus
     meta = json.loads((tmp_path / "results" / "runs" / row["run_id"] / "run.json").read_text())
     assert len(meta["weights_fetched_on"]) == 2  # both nodes, once each
     assert row["model"] == "raybench-test/tiny-bert" and row["workers"] == 4 and row["nodes"] == 2
+
+
+def test_node_local_data_is_prepared_once_per_node_and_checked(tmp_path):
+    """A data path that exists only on the nodes: a cluster whose nodes have their own HOME holding
+    `~/<file>`, which the submitting machine's HOME lacks. Each node with workers prepares its copy
+    once; the row says where, and the numbers equal a run on the same file given by its full path."""
+    import secrets
+    import shutil
+
+    import yaml
+
+    from tests.builders import WIKITEXT, bert_vocab
+    from tests.cluster import LocalCluster
+
+    name = f"raybench-node-local-{secrets.token_hex(4)}.raw"
+    node_home = tmp_path / "node-home"
+    node_home.mkdir()
+    shutil.copy(WIKITEXT, node_home / name)
+    job = {"name": "node-local", "task": {"name": "masked_lm", "limit": 32}, "data": f"~/{name}", "bs": 8,
+           "seq_len": 128, "engine": "torch", "passes": ["infer"], "workers": 2, "warmup": 1,
+           "model": {"random": {"model_type": "bert", "vocab_size": 30522, "hidden_size": 32,
+                                "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+                                "max_position_embeddings": 128}, "tokenizer": str(bert_vocab())}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    cluster = LocalCluster(tmp_path / "cluster", node_env={"HOME": str(node_home)}).start(nodes=2)
+    try:
+        args = ["--address", cluster.address, "--results", str(tmp_path / "results")]
+        on_nodes = bench(cluster, "submit", str(tmp_path / "job.yaml"), *args)
+        assert on_nodes.returncode == 0, on_nodes.stderr
+        full_path = bench(cluster, "submit", str(tmp_path / "job.yaml"), *args, "--set", f"data={node_home / name}")
+        assert full_path.returncode == 0, full_path.stderr
+    finally:
+        cluster.stop()
+    local, shared = rows(tmp_path / "results")
+    assert local["data_prepared_on"] == "127.0.0.2,127.0.0.3" and local["nodes"] == 2  # once on each node
+    assert shared["data_prepared_on"] in ("127.0.0.2", "127.0.0.3")  # once, on the driver's node
+    assert local["data_cache_hit"] is False
+    assert {k: local[k] for k in COUNTS} == {k: shared[k] for k in COUNTS} and local["items_infer"] == 32
+    assert list((node_home / ".cache" / "raybench" / "data").glob("data-*/data.arrow"))  # the nodes' own cache

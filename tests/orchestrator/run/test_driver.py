@@ -47,3 +47,59 @@ def test_repeats_run_on_fresh_workers(ray_local, tmp_path):
     pids = {r: {s["pid"] for s in shards if s["repeat"] == r} for r in (0, 1)}
     assert pids[0] and pids[1] and not pids[0] & pids[1]  # new actor processes for the second repeat
     assert result.row.repeats == 2 and result.row.p_infer_core_ci_low is not None
+
+
+# ------------------------------------------- data prepared once: the same results on any layout
+BERT_30522 = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}
+COUNTS = ("examples", "items_val", "items_infer", "scored_val", "scored_infer", "correct_val", "correct_infer", "acc")
+
+
+def shard_layout(result) -> list[tuple]:
+    rows = pq.read_table(result.run_dir / "shards.parquet").to_pylist()
+    return sorted((r["pass"], r["shard_id"], r["examples"], r["items"], r["scored"], r["correct"]) for r in rows)
+
+
+def test_real_wikitext_prepared_once_gives_the_same_numbers_on_1_and_2_workers_and_in_process(ray_local, tmp_path):
+    from tests.builders import WIKITEXT, bert_vocab
+
+    raw = job(model={"random": BERT_30522, "tokenizer": str(bert_vocab())}, data=str(WIKITEXT), seq_len=128,
+              task={"name": "masked_lm", "limit": 64}, bs=8, data_cache=str(tmp_path / "cache"))
+    spec = validate(raw, "x")
+    one = run_job(spec.model_copy(update={"workers": 1}), results_dir=tmp_path)
+    two = run_job(spec.model_copy(update={"workers": 2}), results_dir=tmp_path)
+    alone = run_job(spec.model_copy(update={"workers": 1}), results_dir=tmp_path, in_process=True)
+    assert (one.row.data_cache_hit, two.row.data_cache_hit, alone.row.data_cache_hit) == (False, True, True)
+    assert one.row.data_prepared_on == two.row.data_prepared_on == "127.0.0.2"
+    assert len(one.data) == len(two.data) == 1 and one.row.data_time > two.row.data_time  # made, then read back
+    assert all(getattr(r.row, k) == getattr(one.row, k) for r in (two, alone) for k in COUNTS)
+    assert shard_layout(one) == shard_layout(two) == shard_layout(alone)
+    assert one.row.scored_infer > 0.08 * 64 * 128 and len({i.dataset_fingerprint for i in two.infos}) == 1
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()] == [f"data-{one.data[0].cache_key}"]
+
+
+def test_mmlu_prepared_once_gives_the_same_predictions_on_1_and_2_workers_any_bs_and_in_process(ray_local, tmp_path):
+    from tests.builders import mmlu_job, save_tiny_llama_with_tokenizer
+
+    llama = save_tiny_llama_with_tokenizer(tmp_path / "llama")
+    spec = validate(mmlu_job(str(llama), bs=4, passes=["val", "infer"], data_cache=str(tmp_path / "cache")), "x")
+    runs = {
+        "1 worker": run_job(spec.model_copy(update={"workers": 1}), results_dir=tmp_path),
+        "2 workers": run_job(spec.model_copy(update={"workers": 2}), results_dir=tmp_path),
+        "2 workers bs 1": run_job(spec.model_copy(update={"workers": 2, "bs": 1}), results_dir=tmp_path),
+        "in-process": run_job(spec.model_copy(update={"workers": 1}), results_dir=tmp_path, in_process=True),
+    }
+    first = runs["1 worker"]
+    assert [r.row.data_cache_hit for r in runs.values()] == [False, True, True, True]
+    assert first.data[0].costs is not None and len(first.data[0].costs) == 12
+    assert shard_layout(first) == shard_layout(runs["2 workers"]) == shard_layout(runs["in-process"])
+    by_example = {name: {p["example"]: p for p in r.predictions} for name, r in runs.items()}
+    assert sorted(by_example["1 worker"]) == list(range(12))
+    assert len({p["predicted"] for p in by_example["1 worker"].values()}) > 1
+    for name, predictions in by_example.items():
+        assert {k: getattr(runs[name].row, k) for k in COUNTS} == {k: getattr(first.row, k) for k in COUNTS}, name
+        for i, p in predictions.items():
+            reference = by_example["1 worker"][i]
+            assert (p["predicted"], p["prompt_tokens"], p["shots_used"]) == (
+                reference["predicted"], reference["prompt_tokens"], reference["shots_used"]), (name, i)
+            assert p["logit_A"] == pytest.approx(reference["logit_A"], abs=1e-4)

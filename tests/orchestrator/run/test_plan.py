@@ -1,12 +1,28 @@
+import numpy as np
 import pytest
 
-from orchestrator.run.plan import default_shard_size, plan_resources, plan_shards
+from orchestrator.run.plan import (
+    MAX_SHARD_COST_FRACTION,
+    TAPER_FRACTION,
+    TARGET_COST_SHARDS,
+    cost_bounds,
+    default_shard_size,
+    plan_bounds,
+    plan_resources,
+    plan_shards,
+)
+from tests.builders import MMLU_DIR
 from workers.errors import UserError
+from workers.tasks.mmlu_data import build_prompt, load_mmlu
+
+
+def plan(n, size, pass_name, bs=1):
+    return plan_shards(plan_bounds(n, bs, size), pass_name)
 
 
 @pytest.mark.parametrize("n, size, bs", [(103, 10, 1), (25_600, 40, 4), (64, 32, 8), (48, 8, 4), (7, 8, 4)])
 def test_shards_cover_every_example_once(n, size, bs):
-    shards = plan_shards(n, size, "val", bs=bs)
+    shards = plan(n, size, "val", bs=bs)
     covered = [i for s in shards for i in range(s.start, s.stop)]
     assert covered == list(range(n))
     assert [s.shard_id for s in shards] == list(range(len(shards)))
@@ -14,7 +30,7 @@ def test_shards_cover_every_example_once(n, size, bs):
 
 
 def test_the_tail_is_cut_into_quarter_shards():
-    sizes = [s.stop - s.start for s in plan_shards(25_600, 40, "infer", bs=4)]
+    sizes = [s.stop - s.start for s in plan(25_600, 40, "infer", bs=4)]
     assert sizes[0] == 40 and sizes[-1] == 8
     tail = sum(size for size in sizes if size < 40)
     assert 25_600 / 8 <= tail < 25_600 / 8 + 40  # about the last eighth, in 8-example shards
@@ -22,33 +38,101 @@ def test_the_tail_is_cut_into_quarter_shards():
 
 def test_default_shard_size_is_whole_batches_and_ignores_workers():
     assert default_shard_size(10_000, 32) % 32 == 0
-    assert 60 <= len(plan_shards(10_000, default_shard_size(10_000, 32), "infer", bs=32)) <= 100
+    assert 60 <= len(plan(10_000, default_shard_size(10_000, 32), "infer", bs=32)) <= 100
+    assert plan_bounds(10_000, 32) == plan_bounds(10_000, 32, default_shard_size(10_000, 32))
     # small datasets: at least four batches per shard
     assert default_shard_size(50, 8) == 32
 
 
 def test_plan_is_deterministic():
-    assert plan_shards(77, 8, "infer") == plan_shards(77, 8, "infer")
+    assert plan(77, 8, "infer") == plan(77, 8, "infer")
 
 
 def test_empty_dataset_is_a_user_error():
     with pytest.raises(UserError):
-        plan_shards(0, 8, "val")
+        plan_bounds(0, 8, 8)
+    with pytest.raises(UserError):
+        plan_bounds(0, 8, None, [])
 
 
-def test_resources_auto_uses_every_gpu():
-    res = plan_resources("auto", None, 1, cluster_gpus=16, cluster_cpus=64)
-    assert (res.workers, res.gpus_per_worker) == (16, 1.0)
+def mmlu_like_costs(n=4000, seed=0):
+    """Prompt FLOPs shaped like MMLU's: runs of similar prompts (a subject's), 250 to 2,800 tokens apart.
+    A 135M-class causal model: 2 x 1.6e8 weights per token plus the causal attention term."""
+    rng = np.random.default_rng(seed)
+    tokens = np.repeat(rng.integers(250, 2400, size=n // 100), 100) + rng.integers(0, 400, size=n)
+    return 2 * 1.6e8 * tokens + 4 * 30 * 576 * tokens * (tokens + 1) / 2
 
 
-def test_resources_without_gpus_make_cpu_actors():
-    res = plan_resources(2, None, 1, cluster_gpus=0, cluster_cpus=2)
-    assert (res.workers, res.gpus_per_worker) == (2, 0.0)
-    assert plan_resources("auto", None, 1, 0, 8).workers == 1
+def real_mmlu_costs(limit: int) -> np.ndarray:
+    """Costs of the real MMLU 5-shot prompts (the first `limit` questions of every subject): about
+    4 characters a token, weights plus the attention term of a width-256 model."""
+    data = load_mmlu(MMLU_DIR, "test", None, limit, 5)
+    chars = np.array([len(build_prompt(q, data.dev[q.subject][:5])) for q in data.questions], dtype=float)
+    return chars * (1 + chars / (4 * 12 * 256))
 
 
-def test_resources_too_many_workers():
-    with pytest.raises(UserError, match="4 workers x 1 GPU need 4 GPUs; the cluster has 2"):
-        plan_resources(4, None, 1, cluster_gpus=2, cluster_cpus=8)
-    with pytest.raises(UserError, match="need 3 CPUs"):
-        plan_resources(3, 0, 1, cluster_gpus=0, cluster_cpus=2)
+def greedy_finish_times(costs, bounds, workers):
+    """Each worker takes the next shard when it finishes one (the dispatcher's tail behaviour)."""
+    free = np.zeros(workers)
+    for start, stop in bounds:
+        w = int(np.argmin(free))
+        free[w] += costs[start:stop].sum()
+    return free
+
+
+def busy_fraction(costs, bounds, workers) -> float:
+    finish = greedy_finish_times(costs, bounds, workers)
+    return float(finish.sum() / (workers * finish.max()))
+
+
+@pytest.mark.parametrize("bs", [1, 4, 8])
+def test_cost_plan_covers_every_example_once_in_order(bs):
+    costs = mmlu_like_costs()
+    bounds = cost_bounds(costs, bs)
+    assert [i for start, stop in bounds for i in range(start, stop)] == list(range(len(costs)))
+    assert plan_bounds(len(costs), bs, None, list(costs)) == bounds == cost_bounds(costs.copy(), bs)  # deterministic
+
+
+def test_cost_plan_cuts_equal_costs_with_a_tapered_tail():
+    costs = mmlu_like_costs()
+    total = costs.sum()
+    bounds = cost_bounds(costs, 4)
+    shard_costs = np.array([costs[a:b].sum() for a, b in bounds])
+    bulk = shard_costs[np.cumsum(shard_costs) - shard_costs < total * (1 - TAPER_FRACTION)]
+    target = total / TARGET_COST_SHARDS
+    assert np.all(bulk >= target - 1) and np.all(bulk <= target + costs.max())  # equal cost, not equal count
+    counts = np.array([b - a for a, b in bounds])[: len(bulk)]
+    assert counts.min() >= 4 and counts.max() > 2 * counts.min()
+    tail = shard_costs[len(bulk):]
+    assert len(tail) > 0 and tail.max() <= target / 4 + costs.max()
+
+
+def test_few_long_prompts_make_a_shard_of_their_own():
+    """Small runs: shards of one batch, except where fewer prompts already make 1/32 of the work."""
+    costs = real_mmlu_costs(limit=2)
+    total, cap = costs.sum(), costs.sum() * MAX_SHARD_COST_FRACTION
+    capped = 0
+    for start, stop in cost_bounds(costs, 8):
+        in_tail = costs[:start].sum() >= total * (1 - TAPER_FRACTION)
+        if stop - start < 8 and not in_tail and stop < len(costs):
+            assert costs[start:stop].sum() >= cap
+            capped += 1
+        assert stop - start == 1 or costs[start:stop - 1].sum() < cap  # past the cap by one prompt at most
+    assert capped >= 3  # the long history prompts
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_cost_plan_keeps_workers_busy_where_a_count_plan_does_not(workers):
+    """The real MMLU prompts (the first 2 of every subject), bs 8: the same plan for any number of
+    workers; dealt to them greedily, they finish within a few percent of each other."""
+    costs = real_mmlu_costs(limit=2)
+    by_cost = busy_fraction(costs, cost_bounds(costs, 8), workers)
+    by_count = busy_fraction(costs, plan_bounds(len(costs), 8, default_shard_size(len(costs), 8)), workers)
+    assert by_cost >= 0.95
+    assert by_cost > by_count
+
+
+def test_an_explicit_shard_size_or_uniform_work_plans_by_count():
+    costs = list(mmlu_like_costs(n=100))
+    assert plan_bounds(100, 4, 10, costs) == plan_bounds(100, 4, 10)
+    assert plan_bounds(100, 4, None, None) == plan_bounds(100, 4, default_shard_size(100, 4))

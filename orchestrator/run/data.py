@@ -1,0 +1,111 @@
+"""The run's dataset: prepared once, where the data is, and handed to every worker by reference.
+
+Under Ray the preparation (`workers.dataprep.prepare_dataset`) is a Ray task with two results: a
+small `DataInfo` the driver reads (size, fingerprint, per-example costs for the plan) and the big
+table, which the driver never fetches: the workers get its reference and map the object store's
+copy on their node (read-only, shared by every worker there). Placement:
+- data the driver can see (a path that exists here, or synthetic data): one task on the driver's
+  node; Ray copies the object to the other nodes once each, as their workers ask for it;
+- a path that exists only on the nodes (node-local data): one task on each node that has workers,
+  and the fingerprints of those preparations must agree.
+The task asks for no CPU (like the weight prefetch), so it never waits behind the workers'
+reservations, and its process exits when it is done (`max_calls=1`): a tokenizer's peak memory
+goes with it. With --no-ray the same function runs in the command's own process.
+Preparations are kept for the whole grid point, so repeats (fresh workers) reuse them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from workers.contract import DataHandle, DataInfo
+from workers.errors import RunFailed, UserError, first_line
+from workers.specs import WorkerConfig
+
+LOCAL = "local"
+
+
+class Dataset(Protocol):
+    def handles(self, nodes: list[str]) -> list[DataHandle]:
+        """One handle per worker, for workers placed on `nodes` (in worker order)."""
+
+    def infos(self) -> list[DataInfo]:
+        """Every preparation so far (waits for them); raises a preparation's user error."""
+
+
+def check_preparations_agree(infos: list[DataInfo]) -> DataInfo:
+    """Preparations on several nodes must have made the same dataset, or shards would differ."""
+    prints = {(i.num_examples, i.fingerprint) for i in infos}
+    if len(prints) > 1:
+        where = ", ".join(f"{i.where}: {i.num_examples} examples, {i.fingerprint}" for i in infos)
+        raise RunFailed(f"the nodes prepared different datasets ({where}): is data.path the same file on every node?")
+    return infos[0]
+
+
+class LocalDataset:
+    """--no-ray: prepared in this process (through the same cache), handed over as the table itself."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        from workers.dataprep import prepare_dataset
+
+        info, table = prepare_dataset(config)
+        self._info = info
+        self._handle = DataHandle(table)
+
+    def handles(self, nodes: list[str]) -> list[DataHandle]:
+        return [self._handle for _ in nodes]
+
+    def infos(self) -> list[DataInfo]:
+        return [self._info]
+
+
+class RayDataset:
+    """Preparation tasks on the cluster; their tables stay in the object store while this lives."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        import ray
+
+        from workers.dataprep import prepare_dataset
+
+        self._ray = ray
+        self.config = config
+        self._remote = ray.remote(num_cpus=0, num_returns=2, max_calls=1, max_retries=1)(prepare_dataset)
+        self._on_nodes = config.data.path is not None and not Path(config.data.path).expanduser().exists()
+        self._tasks: dict[str, tuple[Any, Any]] = {}  # node id (or LOCAL) -> (info ref, table ref)
+        if not self._on_nodes:
+            self._tasks[LOCAL] = self._submit(ray.get_runtime_context().get_node_id())
+
+    def _submit(self, node_id: str) -> tuple[Any, Any]:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        return tuple(self._remote.options(scheduling_strategy=strategy).remote(self.config))
+
+    def handles(self, nodes: list[str]) -> list[DataHandle]:
+        if not self._on_nodes:
+            return [DataHandle(self._tasks[LOCAL][1]) for _ in nodes]
+        for node in nodes:
+            if node not in self._tasks:
+                self._tasks[node] = self._submit(node)
+        return [DataHandle(self._tasks[node][1]) for node in nodes]
+
+    def infos(self) -> list[DataInfo]:
+        ray = self._ray
+        infos = []
+        for node, (info, _) in self._tasks.items():
+            try:
+                infos.append(ray.get(info))
+            except ray.exceptions.RayError as exc:
+                where = "" if node == LOCAL else f" [node {_address(node)}]"
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, UserError):
+                    raise UserError(f"{first_line(cause)}{where}") from exc
+                raise RunFailed(f"preparing the data failed{where}: {first_line(exc)}") from exc
+        return infos
+
+
+def _address(node_id: str) -> str:
+    import ray
+
+    return next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), node_id[:8])
