@@ -51,7 +51,7 @@ def plain_loop(spec) -> float:
 
     torch.set_num_threads(THREADS)
     config = load_config(spec.model)
-    task = MaskedLM(spec.task, spec.data, None, config, spec.seq_len, spec.seed)
+    task = MaskedLM(MaskedLM.prepare(spec.task, spec.data, None, config, spec.seq_len, spec.seed))
     model = load_model(spec.model, config, "masked_lm", DTYPES["fp32"], torch.device("cpu"), spec.seed)
     n = task.num_examples()
     with torch.inference_mode():

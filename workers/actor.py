@@ -32,17 +32,22 @@ def classify(exc: BaseException, bs: int) -> WorkerError:
 
 
 class BenchWorker:
-    def __init__(self, config: WorkerConfig, worker_id: int = 0, run_id: str = "", data: DataHandle | None = None) -> None:
-        """`data` is the run's prepared dataset (orchestrator/run/data.py); without it (a worker used
-        on its own) the worker prepares the data itself, through the same cache, at setup."""
+    """`data`, passed with every call, is the run's prepared dataset (orchestrator/run/data.py).
+
+    It travels with the calls, not in the constructor: Ray cannot always restart an actor whose
+    constructor arguments live in the object store (ray-project/ray#53727), and a restarted worker
+    gets it again with its next shard. Without it (a worker used on its own, in tests) the worker
+    prepares the data itself at setup, through the same function and cache.
+    """
+
+    def __init__(self, config: WorkerConfig, worker_id: int = 0, run_id: str = "") -> None:
         self.config = config
         self.worker_id = worker_id
         self.run_id = run_id
-        self.data = data
         self._info: WorkerInfo | None = None
         self._runtime = None
 
-    def setup(self) -> WorkerInfo:
+    def setup(self, data: DataHandle | None = None) -> WorkerInfo:
         """Map the prepared data, load the model, build the engines (once). Returns where this worker runs."""
         if self._info is not None:
             return self._info
@@ -60,12 +65,12 @@ class BenchWorker:
             mem_total_bytes=None, versions=versions.collect(),
         )
         try:
-            if self.data is None:
+            if data is None:
                 from workers.dataprep import prepare_dataset
 
-                self.data = DataHandle(prepare_dataset(self.config)[1])
+                data = DataHandle(prepare_dataset(self.config)[1])
             self._runtime = WorkerRuntime(self.config, choice.device, info, WorkerMeter(self.run_id, self.worker_id),
-                                          self.data)
+                                          data)
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             info.error = classify(exc, self.config.bs)
             self.close()
@@ -73,9 +78,9 @@ class BenchWorker:
         self._info = info
         return info
 
-    def run_shard(self, shard: ShardTask) -> ShardResult:
+    def run_shard(self, shard: ShardTask, data: DataHandle | None = None) -> ShardResult:
         """One pass of one shard. Safe to repeat: it reads the dataset and writes nothing."""
-        info = self.setup()
+        info = self.setup(data)
         identity = dict(shard_id=shard.shard_id, pass_name=shard.pass_name, attempt=shard.attempt,
                         worker_id=self.worker_id, node_id=info.node_id, device_name=info.device_name,
                         pid=info.pid, repeat=shard.repeat)

@@ -60,12 +60,13 @@ class InProcessPool:
     prefetched_nodes: list[str] = []
 
     def __init__(self, config: WorkerConfig, run_id: str, data: Dataset) -> None:
-        self.worker = BenchWorker(config, 0, run_id, data.handles([LOCAL_NODE])[0])
+        self.worker = BenchWorker(config, 0, run_id)
+        self.data = data.handles([LOCAL_NODE])[0]
         self._done: dict[int, Outcome] = {}
         self._next = 0
 
     def setup(self) -> list[WorkerInfo]:
-        return [self.worker.setup()]
+        return [self.worker.setup(self.data)]
 
     def _finish(self, result: ShardResult | None) -> int:
         self._next += 1
@@ -73,7 +74,7 @@ class InProcessPool:
         return self._next
 
     def submit(self, worker: int, shard: ShardTask) -> int:
-        return self._finish(self.worker.run_shard(shard))
+        return self._finish(self.worker.run_shard(shard, self.data))
 
     def ping(self, worker: int) -> int:
         return self._finish(None)
@@ -122,7 +123,7 @@ class RayPool:
         ray = self._ray
         nodes = _bundle_nodes(self.pg, self.size)
         self.prefetched_nodes = _prefetch_weights(spec.model, sorted({n for n in nodes if n}))
-        handles = data.handles(nodes)
+        self.handles = data.handles(nodes)
         addresses = _node_addresses()
         remote = ray.remote(BenchWorker)
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -139,9 +140,9 @@ class RayPool:
                     max_restarts=spec.max_restarts,
                     max_task_retries=0,  # the driver re-queues shards itself, counting attempts
                     scheduling_strategy=strategy,
-                ).remote(spec.worker_config(), i, run_id, handles[i])
+                ).remote(spec.worker_config(), i, run_id)
             )
-        self._setups = [a.setup.remote() for a in self.actors]
+        self._setups = [a.setup.remote(h) for a, h in zip(self.actors, self.handles)]
 
     def setup(self) -> list[WorkerInfo]:
         try:
@@ -150,7 +151,7 @@ class RayPool:
             raise RunFailed(f"a worker died while loading its model or engine: {first_line(exc)}") from exc
 
     def submit(self, worker: int, shard: ShardTask) -> Any:
-        ref = self.actors[worker].run_shard.remote(shard)
+        ref = self.actors[worker].run_shard.remote(shard, self.handles[worker])
         self._kinds[ref] = ("shard", worker, shard)
         return ref
 
