@@ -72,8 +72,9 @@ def test_live_metrics_on_the_node_endpoints_with_run_tags(ray_cluster, tmp_path)
                 body = urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=5).read().decode()
                 for line in body.splitlines():
                     if line.startswith("ray_raybench_") and f'run_id="{run_id}"' in line:
-                        found[ip] = line
                         names.add(line.split("{")[0])
+                        if line.startswith("ray_raybench_items_total{"):  # a worker's series (the driver's have no worker tag)
+                            found[ip] = line
             if found and not actors:  # the workers are running now: read their names while they live
                 actors = _alive_actor_names(ray_cluster)
             time.sleep(1)
