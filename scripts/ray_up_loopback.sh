@@ -22,7 +22,7 @@ while (($#)); do
     case $1 in
         --keep) KEEP=1 ;;
         --dir) WORK=${2:?--dir needs a folder}; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) echo "ray_up_loopback: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -48,7 +48,7 @@ for tool in ray bench python; do
 done
 if ! command -v rsync >/dev/null || [[ ! -x /usr/sbin/sshd ]]; then
     step "installing openssh-server and rsync (apt)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server rsync >/dev/null \
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server rsync; } >/dev/null \
         || die "apt-get install openssh-server rsync failed"
 fi
 for pidfile in "$WORK"/sshd.*.pid; do
