@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from workers.engines import BuildContext, BuildFailed
+from workers.engines import BuildContext, BuildFailed, call_kwargs
 from workers.engines.cache import EngineCache, key_fields, library_version
 from workers.engines.torch_eager import model_at
 from workers.errors import UserError, first_line
@@ -41,8 +41,7 @@ class LogitsOnly(torch.nn.Module):
         self.model, self.names, self.causal = model, names, causal
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        extra = {"use_cache": False} if self.causal else {}
-        return self.model(**dict(zip(self.names, tensors)), **extra).logits
+        return self.model(**dict(zip(self.names, tensors)), **call_kwargs(self.causal)).logits
 
 
 def export_model(model: torch.nn.Module, sample: dict[str, torch.Tensor], signature: Any, causal: bool,
