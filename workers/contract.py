@@ -75,6 +75,8 @@ class WorkerInfo:
     item_unit: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     error: WorkerError | None = None
+    peak_flops_label: str = ""  # the table entry chosen and its datasheet (workers/peaks.py)
+    peak_flops_reason: str = ""  # why peak_flops is None
 
 
 @dataclass
