@@ -8,7 +8,7 @@ Warm-up batches run before the stopwatch starts and are neither timed nor counte
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from workers.contract import ShardResult, ShardTask
 from workers.device import MemoryProbe
@@ -26,6 +26,13 @@ def warm_up(engine: Engine, task: Task, shard: ShardTask, bs: int, batches: int,
         engine.forward(engine.to_device(batch.inputs))
     timer.sync()
     return batches
+
+
+def input_bytes(device_inputs: Any) -> int:
+    """Bytes of model input as the engine receives it: every tensor `to_device` returned, with its
+    own dtype and shape (METRICS.md `byte_per_batch`: an engine that casts ids to int32 counts 4
+    bytes each). Torch tensors and numpy arrays (ONNX Runtime's CPU inputs) both have `nbytes`."""
+    return sum(int(tensor.nbytes) for tensor in device_inputs.values())
 
 
 def run_pass(
@@ -53,7 +60,7 @@ def run_pass(
             result.h2d_seconds += h2d_s
             result.batch_core_seconds.append(core_s)
             result.batch_items.append(batch.items)
-            result.bytes_per_batch = max(result.bytes_per_batch, batch.input_bytes)
+            result.bytes_per_batch = max(result.bytes_per_batch, input_bytes(device_inputs))
             result.records.extend(score.records)
     result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts
     result.peak_mem_bytes = memory.sample()
