@@ -1,8 +1,10 @@
 """Merge math on hand-made shard results whose every figure is worked out by hand below."""
 
+import dataclasses
+
 import pytest
 
-from orchestrator.metrics.merge import completed, merge
+from orchestrator.metrics.merge import completed, driver_span, merge
 from orchestrator.spec import validate
 from tests.builders import job
 from workers.contract import BuildInfo, ShardResult, WorkerError, WorkerInfo
@@ -104,3 +106,41 @@ def test_completed_keeps_one_result_per_shard():
     final = completed(RESULTS)
     assert len(final) == 6
     assert final[("infer", 0, 2)].attempt == 2
+
+
+def test_warmup_batches_are_what_the_measured_passs_shards_ran():
+    """Not the spec's `warmup` echoed: each worker warms up once per pass, in its first shard."""
+    results = [dataclasses.replace(r, warmup_batches=3 if (r.pass_name, r.shard_id) in {("infer", 0), ("infer", 1)}
+                                   else 0) for r in RESULTS]
+    row = merge(spec=validate(job(warmup=1), "x"), run_id="r", results=results, infos=[info(0), info(1)],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert row.warmup_batches == 6  # workers 0 and 1 ran 3 each before their measured infer batches
+
+
+def test_mfu_divides_by_the_devices_that_ran_the_infer_pass():
+    """Worker 2 set up but got no infer shard: its device adds no throughput, so it adds no peak,
+    and its unknown peak does not blank the MFU either."""
+    spec = validate(job(), "x")
+    for idle in (info(2), info(2, peak=None)):
+        row = merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1), idle], e2e_seconds=1.0,
+                    retries=0, item_unit="seq")
+        assert row.peak_flops == pytest.approx(200e9)
+        assert row.MFU == pytest.approx(1e9 * 60 / 200e9) and row.mfu_note is None
+
+
+def test_unknown_peak_blanks_mfu_with_the_reason():
+    unknown = dataclasses.replace(info(1, peak=None), device_name="NVIDIA A10G",
+                                  peak_flops_reason="'NVIDIA A10G' is not in the peak FLOP/s table")
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=[info(0), unknown], e2e_seconds=1.0,
+                retries=0, item_unit="seq")
+    assert row.MFU is None and row.peak_flops is None
+    assert row.mfu_note == "'NVIDIA A10G' is not in the peak FLOP/s table"
+
+
+def test_whole_span_leaves_out_the_time_no_driver_ran():
+    """A run resumed after its driver died: the pause between 111.5 and 112.5 is not pass time."""
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=[info(0), info(1)], e2e_seconds=1.0,
+                retries=0, item_unit="seq", resumed=True, pauses=((111.5, 112.5), (90.0, 95.0)))
+    assert row.p_infer_whole == pytest.approx(60 / (113 - 110 - 1))
+    assert row.p_val_whole == pytest.approx(60 / (105 - 100))  # the pause at 90-95 is before the val pass
+    assert driver_span(0.0, 10.0, ((2.0, 3.0), (9.0, 12.0))) == pytest.approx(8.0)
