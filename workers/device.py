@@ -65,7 +65,7 @@ class MemoryProbe:
         self.peak_bytes = 0
         self._nvml_handle = None
         if device.type == "cuda":
-            self._nvml_handle = _nvml_handle(device)
+            self._nvml_handle = nvml_handle(device)
 
     @property
     def source(self) -> str:
@@ -100,7 +100,7 @@ class MemoryProbe:
         return self.peak_bytes
 
 
-def _nvml_handle(device: torch.device):
+def nvml_handle(device: torch.device):
     """NVML handle of the GPU torch calls `device`, matched by PCI bus id; None without a driver."""
     try:
         import pynvml

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 from workers.contract import ShardResult, ShardTask
 from workers.device import MemoryProbe
+from workers.energy import EnergyCounter, energy_between
 from workers.engines import Engine
 from workers.tasks import Batch, Task
 from workers.timing import CoreTimer, Stopwatch
@@ -44,8 +45,11 @@ def run_pass(
     memory: MemoryProbe,
     flops_of_length: Callable[[int], float],
     result: ShardResult,
+    energy: EnergyCounter | None = None,
 ) -> ShardResult:
-    """Fill `result` with the counts and timings of one pass of `shard`."""
+    """Fill `result` with the counts and timings of one pass of `shard` (and its energy, read
+    around the pass, where `energy` has a counter)."""
+    joules_before = energy.read_joules() if energy else None
     with Stopwatch() as watch:
         for batch in task.batches(shard.start, shard.stop, bs):
             device_inputs, h2d_s = timer.time(lambda: engine.to_device(batch.inputs))
@@ -63,6 +67,8 @@ def run_pass(
             result.bytes_per_batch = max(result.bytes_per_batch, input_bytes(device_inputs))
             result.records.extend(score.records)
     result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts
+    result.energy_joules = energy_between(joules_before, energy.read_joules() if energy else None)
+    result.energy_note = "" if result.energy_joules is not None else (energy.note if energy else "not measured")
     result.peak_mem_bytes = memory.sample()
     result.mem_total_bytes = memory.total_bytes()
     result.mem_source = memory.source

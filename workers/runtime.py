@@ -15,6 +15,7 @@ import torch
 from workers import versions
 from workers.contract import ShardResult, ShardTask, WorkerInfo
 from workers.device import DTYPES, MemoryProbe, check_precision
+from workers.energy import EnergyCounter
 from workers.engines import BuildContext, Engine, engine_class
 from workers.engines.torch_eager import TorchEager
 from workers.errors import UserError
@@ -38,6 +39,7 @@ class WorkerRuntime:
         self.meter = meter
         self.timer = CoreTimer(device)
         self.memory = MemoryProbe(device)
+        self.energy = EnergyCounter.for_device(device)
         self.engines: dict[str, Engine] = {}
         self._model: torch.nn.Module | None = None
         self._load_seconds = 0.0
@@ -127,7 +129,8 @@ class WorkerRuntime:
         if shard.pass_name not in self._warm:
             result.warmup_batches = warm_up(engine, self.task, shard, self.config.bs, self.config.warmup, self.timer)
             self._warm.add(shard.pass_name)
-        run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result)
+        run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result,
+                 self.energy)
         self.meter.shard(result)
         return result
 

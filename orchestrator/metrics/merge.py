@@ -7,6 +7,8 @@
 - mem = the largest worker peak;
 - MFU = FLOPs/item x p_infer_core / (sum of the peaks of the devices that ran the infer pass);
 - warmup_batches = the warm-up batches the measured pass's shards recorded, summed;
+- energy_per_item = the measured pass's GPU energy (NVML, summed over shards and devices) / its
+  items; mean_power = sum over workers of (energy_w / pass seconds_w) (devices run concurrently);
 - a shard retried after a failure is counted once (the attempt that completed).
 With `repeats: R` the measured pass ran R times on fresh workers: its p_*_core and p_*_whole are
 the mean over repeats with a 95 % Student-t interval; counts and accuracy come from the first
@@ -276,6 +278,26 @@ def mfu_columns(infer: PassFigures | None, p_infer_core: float | None, infos: li
     return {"MFU": value, "flops_per_item": flops_per_item, "peak_flops": peak_total, "mfu_note": note}
 
 
+def energy_columns(head: Measured) -> dict[str, Any]:
+    """energy_per_item (J per item) and mean_power (W, summed over devices) of the measured pass's
+    first repeat; blank, with the reason, when any shard has no energy reading."""
+    results = head.first_results
+    missing = next((r for r in results if r.energy_joules is None), None)
+    if missing is not None:
+        return {"energy_per_item": None, "mean_power": None, "energy_note": missing.energy_note or "not measured"}
+    joules: dict[int, float] = defaultdict(float)
+    seconds: dict[int, float] = defaultdict(float)
+    for r in results:
+        joules[r.worker_id] += r.energy_joules
+        seconds[r.worker_id] += r.wall_seconds
+    items = sum(r.items for r in results)
+    return {
+        "energy_per_item": sum(joules.values()) / items if items else None,
+        "mean_power": sum(joules[w] / seconds[w] for w in joules if seconds[w] > 0),
+        "energy_note": None,
+    }
+
+
 def latency_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
     """Batch counts and the per-batch core latency summary of the headline pass."""
     latency = summarize_latencies(head.batch_core_seconds)
@@ -358,6 +380,7 @@ def merge(
         **accuracy_columns(val, infer, spec.acc_tolerance),
         **memory_columns(list(final.values())),
         **mfu_columns(infer, throughput["p_infer_core"], infos),
+        **energy_columns(head),
         **latency_columns(spec, head),
         **setup_columns(spec, infos),
         **task_columns(spec, head),

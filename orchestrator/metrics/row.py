@@ -108,6 +108,9 @@ class MetricsRow(BaseModel):
     prompts_truncated: int | None = None  # prompts cut even at 0 shots
     peak_flops: float | None  # FLOP/s summed over the devices that ran the infer pass
     mfu_note: str | None = None  # why MFU is blank (an unknown device, no infer pass, ...)
+    energy_per_item: float | None = None  # J per item (sequence or token) of the measured pass, GPUs' NVML counters
+    mean_power: float | None = None  # W over the measured pass, summed over the GPUs
+    energy_note: str | None = None  # why the energy columns are blank (a CPU, no counter)
     # software
     torch_version: str
     ray_version: str

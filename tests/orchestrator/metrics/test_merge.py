@@ -144,3 +144,24 @@ def test_whole_span_leaves_out_the_time_no_driver_ran():
     assert row.p_infer_whole == pytest.approx(60 / (113 - 110 - 1))
     assert row.p_val_whole == pytest.approx(60 / (105 - 100))  # the pause at 90-95 is before the val pass
     assert driver_span(0.0, 10.0, ((2.0, 3.0), (9.0, 12.0))) == pytest.approx(8.0)
+
+
+def test_energy_per_item_and_mean_power_of_the_measured_pass():
+    """Infer pass: w0 ran shards 0 and 2 (30 items, 1 s + 2 s of pass, 40 J + 80 J), w1 shard 1
+    (30 items, 2 s, 100 J). The failed attempt's 999 J is not counted."""
+    joules = {(0, 1): 40.0, (1, 1): 100.0, (2, 1): 999.0, (2, 2): 80.0}
+    results = [dataclasses.replace(r, energy_joules=joules.get((r.shard_id, r.attempt)) if r.pass_name == "infer"
+                                   else None) for r in RESULTS]
+    row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=[info(0), info(1)], e2e_seconds=1.0,
+                retries=0, item_unit="seq")
+    assert row.energy_per_item == pytest.approx((40 + 100 + 80) / 60)
+    assert row.mean_power == pytest.approx((40 + 80) / (1 + 2) + 100 / 2)
+    assert row.energy_note is None
+
+
+def test_energy_is_blank_with_the_reason_where_a_device_has_no_counter():
+    results = [dataclasses.replace(r, energy_joules=None if r.worker_id == 1 else 5.0,
+                                   energy_note="no energy counter on a CPU") for r in RESULTS]
+    row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=[info(0), info(1)], e2e_seconds=1.0,
+                retries=0, item_unit="seq")
+    assert (row.energy_per_item, row.mean_power, row.energy_note) == (None, None, "no energy counter on a CPU")
