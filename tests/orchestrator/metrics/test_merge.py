@@ -165,3 +165,12 @@ def test_energy_is_blank_with_the_reason_where_a_device_has_no_counter():
     row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=[info(0), info(1)], e2e_seconds=1.0,
                 retries=0, item_unit="seq")
     assert (row.energy_per_item, row.mean_power, row.energy_note) == (None, None, "no energy counter on a CPU")
+
+
+def test_the_printed_table_says_why_mfu_is_blank():
+    from orchestrator.views.report import metrics_markdown
+
+    unknown = dataclasses.replace(info(1, peak=None), peak_flops_reason="'NVIDIA A10G' is not in the peak FLOP/s table")
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=[info(0), unknown], e2e_seconds=1.0,
+                retries=0, item_unit="seq")
+    assert "MFU -: 'NVIDIA A10G' is not in the peak FLOP/s table" in metrics_markdown([row])
