@@ -27,7 +27,7 @@ class EnergyCounter:
         self.note = note
 
     @classmethod
-    def for_device(cls, device: torch.device) -> "EnergyCounter":
+    def for_device(cls, device: torch.device) -> EnergyCounter:
         if device.type != "cuda":
             return cls(None, "no energy counter on a CPU")
         handle = nvml_handle(device)

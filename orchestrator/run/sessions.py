@@ -12,6 +12,7 @@ driver was running, not the time no driver was there.
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 from orchestrator.metrics.merge import Pause
 from orchestrator.metrics.store import RunFolder
@@ -23,7 +24,7 @@ def pauses_between(session_starts: list[float], shard_ends: list[float]) -> tupl
     """(from, to) of every stretch with no driver, from the sessions' starts and the shards' ends."""
     out = []
     starts = sorted(session_starts)
-    for previous, start in zip(starts, starts[1:]):
+    for previous, start in pairwise(starts):
         alive = max([previous] + [end for end in shard_ends if previous <= end <= start])
         if start > alive:
             out.append((alive, start))
