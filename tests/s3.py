@@ -39,8 +39,11 @@ class MotoS3:
 
 
 def start_moto() -> tuple[MotoS3, object]:
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.2", port=port, verbose=False)
     server.start()
