@@ -17,10 +17,12 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.metrics.store import ResultsStore, row_schema
+from orchestrator.run.plan import shard_bounds
 from tests.builders import metrics_row, stored_rows, write_run
 from workers.errors import UserError
 
 BENCH = [sys.executable, "-m", "orchestrator.cli"]
+SHARDS_3200 = len(shard_bounds(3200, 80, 4))  # jobs/synthetic.yaml with data.synthetic.size=3200
 QUICK = ["--no-ray", "--set", "data.synthetic.size=320", "--set", "engine.latency_ms=2"]
 
 
@@ -151,13 +153,13 @@ def test_a_killed_run_on_s3_leaves_no_row_and_resumes_from_s3(s3, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     shards = _s3_names(uri, f"runs/{run_id}/shards")
-    assert 3 <= len(shards) < 40
+    assert 3 <= len(shards) < SHARDS_3200
     assert ResultsStore(uri).read_metrics().num_rows == 0  # no partial row
     resumed = _bench("submit", "--resume", run_id, "--no-ray", "--results", uri, env=env, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     (row,) = stored_rows(uri)
     assert row["run_id"] == run_id and row["resumed"] and row["items_infer"] == 3200
-    assert len(_s3_names(uri, f"runs/{run_id}/shards")) == 40
+    assert len(_s3_names(uri, f"runs/{run_id}/shards")) == SHARDS_3200
 
 
 def test_the_endpoint_can_travel_in_the_uri(moto_s3, monkeypatch):
