@@ -178,13 +178,14 @@ def per_item_cv(batch_seconds: tuple[float, ...], batch_items: tuple[int, ...]) 
 
 
 def task_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
-    """Columns only MMLU has: questions/s, the scoring variant, how many prompts lost shots."""
+    """Columns only MMLU has: questions/s, the scoring variant and its prompt, how many prompts lost shots."""
     if spec.task.name != "mmlu":
         return {}
     records = head.records
     return {
         "questions_per_s": head.first.core_examples_per_s,
         "scoring": spec.task.scoring,
+        "prompt_format": ", ".join(sorted({str(r["prompt_format"]) for r in records if "prompt_format" in r})) or None,
         "shots": spec.task.shots,
         "prompts_short_of_shots": sum(1 for r in records if r.get("shots_used", spec.task.shots) < spec.task.shots),
         "prompts_truncated": sum(1 for r in records if r.get("truncated")),

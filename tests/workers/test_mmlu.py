@@ -20,7 +20,9 @@ from workers.errors import UserError
 from workers.specs import DataSpec, MMLUTask
 from workers.tasks import Batch
 from workers.tasks.mmlu import MMLU, choice_token_ids, prompt_limit
-from workers.tasks.mmlu_data import build_prompt, load_mmlu
+from workers.tasks.mmlu_data import PROMPT_FORMATS, build_prompt, load_mmlu
+
+LM_EVAL = PROMPT_FORMATS["lm-eval"]
 
 SUBJECTS = ["abstract_algebra", "anatomy", "virology"]
 
@@ -120,14 +122,14 @@ def test_long_prompts_drop_shots_from_the_front_and_count_them(llama, tokenizer)
     assert 0 < min(used) and max(used) < 5  # 5-shot prompts here are 530-660 tokens
     for q, e in zip(data.questions, task.encoded):
         dev = data.dev[q.subject]
-        kept = tokenizer.encode(build_prompt(q, dev[5 - e.shots_used:]))
-        one_more = tokenizer.encode(build_prompt(q, dev[4 - e.shots_used:]))
+        kept = tokenizer.encode(build_prompt(q, dev[5 - e.shots_used:], LM_EVAL))
+        one_more = tokenizer.encode(build_prompt(q, dev[4 - e.shots_used:], LM_EVAL))
         assert e.ids.tolist() == kept and len(kept) <= 450 < len(one_more) and not e.truncated
 
 
 def test_a_question_longer_than_the_context_is_cut_from_the_left(llama, tokenizer):
     task = make_task(llama, tokenizer, seq_len=40, limit=1)
-    zero_shot = tokenizer.encode(build_prompt(task.questions[0], []))
+    zero_shot = tokenizer.encode(build_prompt(task.questions[0], [], LM_EVAL))
     e = task.encoded[0]
     assert (e.shots_used, e.truncated, len(e.ids)) == (0, True, 40)
     assert e.ids[0] == tokenizer.bos_token_id and e.ids[1:].tolist() == zero_shot[-39:]
