@@ -72,7 +72,8 @@ class ModelSpec(StrictModel):
         "or a hub id / folder whose config.json gives the shape",
     )
     tokenizer: str | None = Field(
-        None, description="hub id, folder, a WordPiece vocab.txt or a .gguf file (its vocabulary); default: the source"
+        None, description="hub id, folder, a WordPiece vocab.txt or a .gguf file (its vocabulary), or "
+        "pkg:<package>/<path> for one inside an installed package; default: the source"
     )
     gguf_file: str | None = Field(None, description="GGUF file name inside `source` (dequantized on load)")
     revision: str | None = None
@@ -104,9 +105,11 @@ class ModelSpec(StrictModel):
 
 
 def looks_like_local_path(name: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything else (or anything that exists) is a path."""
+    """Hub ids are `name` or `org/name`; anything else (or anything that exists) is a path, and so
+    is `pkg:<package>/<path>`, a path inside an installed package (workers/package_files.py)."""
     return (
-        Path(name).expanduser().exists()
+        name.startswith("pkg:")
+        or Path(name).expanduser().exists()
         or name.startswith(("/", "./", "../", "~"))
         or name.count("/") > 1
         or name.endswith((".txt", ".json", ".gguf"))
@@ -164,7 +167,8 @@ class MMLUTask(Registered):
     shots: int = Field(5, ge=0, description="dev rows of the subject shown before each question")
     split: Literal["test", "val"] = "test"
     scoring: Literal["lm-eval", "flagperf"] = Field(
-        "lm-eval", description="lm-eval: argmax over ' A'..' D'; flagperf: argmax over the whole vocabulary"
+        "lm-eval", description="lm-eval: lm-eval's default MMLU prompt, argmax over ' A'..' D'; "
+        "flagperf: FlagPerf's prompt, argmax over the whole vocabulary"
     )
     max_prompt_tokens: int | None = Field(
         None, gt=0, description="cut prompts to this many tokens by dropping shots (default: seq_len; flagperf: 2048)"
