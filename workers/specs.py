@@ -149,6 +149,7 @@ class MaskedLMTask(Registered):
     """Top-1 masked-LM accuracy over a text stream (METRICS.md, seed 000)."""
 
     implementation = "workers.tasks.masked_lm:MaskedLM"
+    variable_length: ClassVar[bool] = False  # every batch has one shape: the strict latency-CV rule applies
 
     name: Literal["masked_lm"] = "masked_lm"
     mask_prob: float = Field(0.10, gt=0, lt=1)
@@ -160,6 +161,7 @@ class MMLUTask(Registered):
     """5-shot multiple-choice accuracy on MMLU (METRICS.md, seed 002)."""
 
     implementation = "workers.tasks.mmlu:MMLU"
+    variable_length: ClassVar[bool] = True  # prompts of 250 to 3,000 tokens: stability is judged against a cost fit
 
     name: Literal["mmlu"] = "mmlu"
     subjects: list[str] | None = Field(None, description="subset of subjects (file names, e.g. anatomy); all by default")

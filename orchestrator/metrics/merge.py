@@ -20,9 +20,12 @@ from typing import Any
 
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.stats import (
+    LatencyFit,
     MeanCI,
     ShardRate,
+    batch_costs,
     coefficient_of_variation,
+    fit_latency,
     mean_ci,
     shard_rates_from_results,
     summarize_latencies,
@@ -126,6 +129,7 @@ class Measured:
 
     repeats_figures: tuple[PassFigures, ...]  # in repeat order
     first_results: tuple[ShardResult, ...]  # the first repeat's shard results
+    all_results: tuple[ShardResult, ...] = ()  # every repeat's
 
     @property
     def first(self) -> PassFigures:
@@ -165,7 +169,22 @@ def measured(by_repeat: dict[int, list[ShardResult]]) -> Measured | None:
     kept = [(repeat, results) for repeat, results in sorted(by_repeat.items()) if results]
     if not kept:
         return None
-    return Measured(tuple(pass_figures(results) for _, results in kept), tuple(kept[0][1]))
+    return Measured(tuple(pass_figures(results) for _, results in kept), tuple(kept[0][1]),
+                    tuple(r for _, results in kept for r in results))
+
+
+def latency_fit(spec: JobSpec, head: Measured) -> LatencyFit | None:
+    """The cost fit of the headline pass's batch latencies, for variable-length tasks only."""
+    return fit_latency(batch_costs(head.all_results)) if spec.task.variable_length else None
+
+
+def shard_labels(fit: LatencyFit | None) -> dict[str, float]:
+    """Median latency / fitted cost of each shard, labelled for the verdict's reasons."""
+    if fit is None:
+        return {}
+    repeats = len({key[0] for key in fit.shard_ratios()})
+    return {f"shard {shard} (worker {worker}{f', repeat {repeat}' if repeats > 1 else ''})": ratio
+            for (repeat, shard, worker), ratio in fit.shard_ratios().items()}
 
 
 def per_item_cv(batch_seconds: tuple[float, ...], batch_items: tuple[int, ...]) -> float | None:
@@ -246,8 +265,9 @@ def mfu_columns(infer: PassFigures | None, p_infer_core: float | None, infos: li
             "flops_per_item": flops_per_item, "peak_flops": peak_total}
 
 
-def latency_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
-    """Batch counts and the per-batch core latency summary of the headline pass."""
+def latency_columns(spec: JobSpec, head: Measured, fit: LatencyFit | None) -> dict[str, Any]:
+    """Batch counts and the per-batch core latency summary of the headline pass (with the residual
+    spread around the cost fit for variable-length work)."""
     latency = summarize_latencies(head.batch_core_seconds)
     return {
         "warmup_batches": spec.warmup,
@@ -255,6 +275,7 @@ def latency_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
         "latency_mean": latency.mean, "latency_p50": latency.p50, "latency_p90": latency.p90,
         "latency_p99": latency.p99,
         "latency_cv": per_item_cv(head.batch_core_seconds, head.batch_items),
+        "latency_residual_cv": fit.residual_cv if fit else None,
     }
 
 
@@ -303,6 +324,7 @@ def merge(
     val, infer = (val_m.first if val_m else None), (infer_m.first if infer_m else None)
     head = infer_m or val_m
     throughput = throughput_columns(val_m, infer_m)
+    fit = latency_fit(spec, head)
     row = MetricsRow(
         run_id=run_id,
         sweep_id=sweep_id,
@@ -326,10 +348,11 @@ def merge(
         **accuracy_columns(val, infer, spec.acc_tolerance),
         **memory_columns(list(final.values())),
         **mfu_columns(infer, throughput["p_infer_core"], infos),
-        **latency_columns(spec, head),
+        **latency_columns(spec, head, fit),
         **setup_columns(spec, infos),
         **task_columns(spec, head),
     )
-    verdict = evaluate(figures_from_row(row, head.worker_rates), spec.verdict.rules(spec.acc_tolerance))
+    figures = figures_from_row(row, head.worker_rates, spec.task.variable_length, shard_labels(fit))
+    verdict = evaluate(figures, spec.verdict.rules(spec.acc_tolerance))
     return row.model_copy(update={"verdict": verdict.label, "verdict_reasons": verdict.reasons_text,
                                   "verdict_profile": spec.verdict.profile})

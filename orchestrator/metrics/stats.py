@@ -189,3 +189,82 @@ def shard_rates_from_records(records: Iterable[dict], pass_name: str = "infer") 
 def shard_rates_from_results(results: Iterable[ShardResult], pass_name: str = "infer") -> list[ShardRate]:
     """ShardRates of one pass from the driver's in-memory (deduplicated) shard results."""
     return [ShardRate(r.worker_id, r.node_id, r.items, r.core_seconds) for r in results if r.pass_name == pass_name]
+
+
+# ------------------------------------------------------------ stability of variable-length work
+COST_TERMS = ("batch", "token", "token x length")  # what each fitted coefficient is paid per
+MIN_FIT_BATCHES = 2 * len(COST_TERMS)  # fewer batches than this leave too little to judge a spread
+
+
+@dataclass(frozen=True)
+class BatchCost:
+    """One measured batch: where it ran, its shape, its core seconds."""
+
+    repeat: int
+    shard_id: int
+    worker_id: int
+    rows: int
+    seq_len: int  # padded length: what the engine computed
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LatencyFit:
+    """Per-batch core latency against a cost fitted to the batches' shapes.
+
+    `ratios` are observed / fitted seconds per batch, each worker's scaled so its median is 1 (a
+    worker slower throughout is the straggler rule's business; a stretch of batches slower than the
+    same worker's others is instability). `residual_cv` is their sample stdev / mean."""
+
+    coefficients: tuple[float, ...]  # seconds per batch, per token, per token x length
+    residual_cv: float
+    ratios: tuple[float, ...]
+    batches: tuple[BatchCost, ...]
+
+    def shard_ratios(self) -> dict[tuple[int, int, int], float]:
+        """(repeat, shard, worker) -> median ratio of its batches, in shard order."""
+        by_shard: dict[tuple[int, int, int], list[float]] = defaultdict(list)
+        for b, ratio in zip(self.batches, self.ratios):
+            by_shard[(b.repeat, b.shard_id, b.worker_id)].append(ratio)
+        return {key: float(np.median(v)) for key, v in sorted(by_shard.items())}
+
+
+def fit_latency(batches: Sequence[BatchCost]) -> LatencyFit | None:
+    """Fit seconds ~ a + b x rows x seq_len + c x rows x seq_len^2 (per batch, per token, and the
+    attention term, which grows with the square of the length), with a, b, c >= 0.
+
+    Latency jitter is multiplicative (a 5 % slower clock is 5 % on every batch), so the fit minimises
+    relative error: each batch's row of the system is divided by its own seconds before the
+    non-negative least squares (scipy.optimize.nnls). None below MIN_FIT_BATCHES batches."""
+    batches = [b for b in batches if b.seconds > 0]
+    if len(batches) < MIN_FIT_BATCHES:
+        return None
+    from scipy.optimize import nnls
+
+    tokens = np.array([b.rows * b.seq_len for b in batches], dtype=float)
+    lengths = np.array([b.seq_len for b in batches], dtype=float)
+    seconds = np.array([b.seconds for b in batches], dtype=float)
+    design = np.column_stack([np.ones_like(tokens), tokens, tokens * lengths])
+    scale = design.max(axis=0)
+    scale[scale == 0] = 1.0  # a term that is 0 everywhere stays 0 (its coefficient is free)
+    coef, _ = nnls(design / scale / seconds[:, None], np.ones_like(seconds))
+    fitted = design / scale @ coef
+    if not np.all(fitted > 0):
+        return None
+    ratios = seconds / fitted
+    workers = [(b.repeat, b.worker_id) for b in batches]  # each repeat has fresh workers
+    for w in set(workers):
+        mine = np.array([x == w for x in workers])
+        ratios[mine] /= np.median(ratios[mine])
+    cv = float(ratios.std(ddof=1) / ratios.mean())
+    return LatencyFit(tuple(float(c) for c in coef / scale), cv, tuple(float(r) for r in ratios), tuple(batches))
+
+
+def batch_costs(results: Iterable[ShardResult]) -> list[BatchCost]:
+    """The measured batches of shard results (results from before the shapes were recorded give none)."""
+    out = []
+    for r in sorted(results, key=lambda r: (r.repeat, r.shard_id)):
+        if len(r.batch_rows) == len(r.batch_seq_lens) == len(r.batch_core_seconds):
+            out += [BatchCost(r.repeat, r.shard_id, r.worker_id, n, length, t)
+                    for n, length, t in zip(r.batch_rows, r.batch_seq_lens, r.batch_core_seconds)]
+    return out
