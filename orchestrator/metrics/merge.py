@@ -179,12 +179,8 @@ def latency_fit(spec: JobSpec, head: Measured) -> LatencyFit | None:
 
 
 def shard_labels(fit: LatencyFit | None) -> dict[str, float]:
-    """Median latency / fitted cost of each shard, labelled for the verdict's reasons."""
-    if fit is None:
-        return {}
-    repeats = len({key[0] for key in fit.shard_ratios()})
-    return {f"shard {shard} (worker {worker}{f', repeat {repeat}' if repeats > 1 else ''})": ratio
-            for (repeat, shard, worker), ratio in fit.shard_ratios().items()}
+    """Observed / fitted core time of each shard, labelled by where it ran, for the verdict's reasons."""
+    return {s.label: s.ratio for s in fit.shards} if fit else {}
 
 
 def per_item_cv(batch_seconds: tuple[float, ...], batch_items: tuple[int, ...]) -> float | None:
@@ -275,7 +271,7 @@ def latency_columns(spec: JobSpec, head: Measured, fit: LatencyFit | None) -> di
         "latency_mean": latency.mean, "latency_p50": latency.p50, "latency_p90": latency.p90,
         "latency_p99": latency.p99,
         "latency_cv": per_item_cv(head.batch_core_seconds, head.batch_items),
-        "latency_residual_cv": fit.residual_cv if fit else None,
+        "latency_shard_cv": fit.shard_cv if fit else None,
     }
 
 

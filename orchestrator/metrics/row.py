@@ -91,9 +91,9 @@ class MetricsRow(BaseModel):
     latency_p90: float | None
     latency_p99: float | None
     latency_cv: float | None  # sample stdev / mean of per-batch core seconds per item (None below 2 batches)
-    # variable-length tasks (mmlu): stdev / mean of per-batch core seconds / their fitted cost in
-    # tokens and tokens x length (orchestrator/metrics/verdict.py); None for fixed-shape tasks
-    latency_residual_cv: float | None = None
+    # variable-length tasks (mmlu): stdev / mean across shards of observed / fitted core time (a cost
+    # in tokens and tokens x length; orchestrator/metrics/verdict.py); None for fixed-shape tasks
+    latency_shard_cv: float | None = None
     repeats: int  # measured passes (fresh workers each) averaged into p_infer_*; 1 = no CI
     p_infer_core_ci_low: float | None  # 95 % Student-t interval of the mean across repeats
     p_infer_core_ci_high: float | None
