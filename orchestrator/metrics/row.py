@@ -106,7 +106,7 @@ class MetricsRow(BaseModel):
     # mmlu only (None for other tasks)
     questions_per_s: float | None = None  # core questions/s of the measured pass, merged like p_*_core
     scoring: str | None = None  # lm-eval | flagperf
-    prompt_format: str | None = None  # versioned prompt name, e.g. lm-eval-mmlu-default@0.4.13 (None: before it was recorded)
+    prompt_format: str | None = None  # versioned prompt, e.g. lm-eval-mmlu-default@0.4.13 (None: not recorded)
     shots: int | None = None
     prompts_short_of_shots: int | None = None  # prompts that lost shots to fit the context
     prompts_truncated: int | None = None  # prompts cut even at 0 shots

@@ -97,7 +97,8 @@ def encode_prompts(data: MMLUData, tokenizer, shots: int, limit: int, fmt: Promp
         used = shots
         while len(ids) > limit and used > 0:
             used -= 1
-            ids = tokenizer.encode(build_prompt(q, data.dev[q.subject][shots - used: shots], fmt), add_special_tokens=True)
+            shown = data.dev[q.subject][shots - used: shots]
+            ids = tokenizer.encode(build_prompt(q, shown, fmt), add_special_tokens=True)
         truncated = len(ids) > limit
         if truncated:
             ids = _cut_left(ids, limit, special)

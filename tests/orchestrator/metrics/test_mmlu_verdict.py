@@ -32,8 +32,8 @@ def run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        spec = load_spec("jobs/mmlu_tiny.yaml", ["task.subjects=[abstract_algebra,high_school_european_history,world_religions]", "task.limit=40",
-                                                     "passes=[infer]", "shard_size=12"])
+        subjects = "task.subjects=[abstract_algebra,high_school_european_history,world_religions]"
+        spec = load_spec("jobs/mmlu_tiny.yaml", [subjects, "task.limit=40", "passes=[infer]", "shard_size=12"])
         return spec, run_job(spec, results_dir=tmp_path_factory.mktemp("results"), in_process=True)
     finally:
         torch.set_num_threads(threads)
