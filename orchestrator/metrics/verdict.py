@@ -38,8 +38,8 @@ shard table already name.
 Bounds. A fraction p of the work at k times its cost gives about
 (k - 1) sqrt(p (1 - p)) / (1 + (k - 1) p): for k = 2, 0.25 at p = 8 % and 0.35 at p = 1/3.
 quick (0.25) flags a 2x slowdown of a tenth of the run or more, while a shard's average over its
-batches keeps the per-batch noise of a CPU shared with other processes below it (steady MMLU runs
-on this project's 2-core VM: 0.07 to 0.14, tests/orchestrator/metrics/test_mmlu_verdict.py).
+batches keeps the per-batch noise of a CPU shared with other processes below it (steady rounds of
+MMLU jobs on this project's 2-core VM: 0.07 to 0.12; busy ones 0.26 to 0.43: docs/BENCHMARKS.md).
 rigorous (0.05) is max_latency_cv's bound: shards of 50+ batches average out both a GPU's 1-2 %
 jitter and the fit's error on single shapes (kernels cost steps in the length, not a smooth
 curve); it has not been measured on a GPU yet. The limit: a slowdown confined to one range of
