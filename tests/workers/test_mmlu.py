@@ -104,6 +104,13 @@ def test_both_scorings_on_hand_built_logits(llama, tokenizer):
     lm_eval, flagperf = (tasks[s].score(batch, logits) for s in ("lm-eval", "flagperf"))
     assert (lm_eval.scored, lm_eval.correct, flagperf.correct) == (2, 2, 1)
     assert flagperf.records[0]["predicted"] is None and flagperf.records[0]["scoring"] == "flagperf"
+    assert flagperf.records[0]["prompt_format"] == "flagperf-llama2_7b_mmlu@26dde69"
+    data = load_mmlu(MMLU_DIR, "test", SUBJECTS, 4, 5)
+    q = data.questions[0]
+    for scoring, task in tasks.items():  # each variant tokenises its own harness's prompt
+        expected = tokenizer.encode(build_prompt(q, data.dev[q.subject][:5], PROMPT_FORMATS[scoring]))
+        assert task.encoded[0].ids.tolist() == expected
+    assert tasks["lm-eval"].encoded[0].ids.tolist() != tasks["flagperf"].encoded[0].ids.tolist()
     assert lm_eval.records[0][f"logit_{task.questions[0].answer}"] == 5.0
 
 
@@ -150,6 +157,8 @@ def test_run_job_accuracy_equals_the_stored_predictions(llama, tmp_path):
     result = run_job(spec, results_dir=tmp_path, in_process=True)
     table = pq.read_table(result.run_dir / "predictions.parquet").to_pylist()
     assert result.row.item_unit == "tok" and result.row.shards == 3
+    assert result.row.prompt_format == "lm-eval-mmlu-default@0.4.13" and result.row.latency_shard_cv is not None
+    assert {r["prompt_format"] for r in table} == {"lm-eval-mmlu-default@0.4.13"}
     for pass_name, acc in (("val", result.row.acc_val), ("infer", result.row.acc_infer)):
         rows = [r for r in table if r["pass"] == pass_name]
         assert len(rows) == 12 and {r["subject"] for r in rows} == set(SUBJECTS)
