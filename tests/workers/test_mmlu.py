@@ -157,7 +157,8 @@ def test_run_job_accuracy_equals_the_stored_predictions(llama, tmp_path):
     result = run_job(spec, results_dir=tmp_path, in_process=True)
     table = pq.read_table(result.run_dir / "predictions.parquet").to_pylist()
     assert result.row.item_unit == "tok" and result.row.shards == 3
-    assert result.row.prompt_format == "lm-eval-mmlu-default@0.4.13" and result.row.latency_shard_cv is not None
+    assert result.row.prompt_format == "lm-eval-mmlu-default@0.4.13"
+    assert result.row.latency_shard_cv is None  # 3 batches per pass: too few to fit a cost
     assert {r["prompt_format"] for r in table} == {"lm-eval-mmlu-default@0.4.13"}
     for pass_name, acc in (("val", result.row.acc_val), ("infer", result.row.acc_infer)):
         rows = [r for r in table if r["pass"] == pass_name]
