@@ -222,16 +222,25 @@ def compare(
     from rich.console import Console
 
     with user_errors():
-        from orchestrator.views.compare import compare_runs, config_changes, deltas_markdown, deltas_table
+        from orchestrator.views.compare import (
+            compare_runs,
+            config_changes,
+            deltas_markdown,
+            deltas_table,
+            prompt_warning,
+        )
 
         row_a, row_b, deltas = compare_runs(results or LOCAL_RESULTS, run_a, run_b, alpha, min_effect)
     changes = ", ".join(f"{c}: {a} -> {b}" for c, a, b in config_changes(row_a, row_b)) or "none"
+    warning = prompt_warning(row_a, row_b)
     if fmt == "markdown":
-        typer.echo(deltas_markdown(deltas) + f"\nsetup changes: {changes}")
+        typer.echo(deltas_markdown(deltas) + f"\nsetup changes: {changes}" + (f"\n\n**{warning}**" if warning else ""))
         return
     console = Console(width=None if sys.stdout.isatty() else 220)
     console.print(deltas_table(deltas, title=f"A {row_a.run_id} -> B {row_b.run_id}"))
     console.print(f"setup changes: {changes}")
+    if warning:
+        console.print(warning, style="bold red", markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from orchestrator.metrics.verdict import VerdictSpec
 from workers.errors import UserError
+from workers.package_files import is_package_path
 from workers.specs import SHORTHANDS, WorkerConfig, looks_like_local_path
 
 # Fields a `sweep:` may list several values for; each grid point is validated as a full job.
@@ -150,8 +151,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _absolute(name: str | None) -> str | None:
-    """A local path that exists here, made absolute (and ~ expanded); anything else as given."""
-    if name is None or not looks_like_local_path(name):
+    """A local path that exists here, made absolute (and ~ expanded); anything else as given.
+    `pkg:` names stay as written: each machine resolves them itself (workers/package_files.py)."""
+    if name is None or is_package_path(name) or not looks_like_local_path(name):
         return name
     path = Path(name).expanduser()
     return str(path.resolve()) if path.exists() else name

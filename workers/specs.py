@@ -72,7 +72,8 @@ class ModelSpec(StrictModel):
         "or a hub id / folder whose config.json gives the shape",
     )
     tokenizer: str | None = Field(
-        None, description="hub id, folder, a WordPiece vocab.txt or a .gguf file (its vocabulary); default: the source"
+        None, description="hub id, folder, a WordPiece vocab.txt or a .gguf file (its vocabulary), or "
+        "pkg:<package>/<path> for one inside an installed package; default: the source"
     )
     gguf_file: str | None = Field(None, description="GGUF file name inside `source` (dequantized on load)")
     revision: str | None = None
@@ -104,9 +105,11 @@ class ModelSpec(StrictModel):
 
 
 def looks_like_local_path(name: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything else (or anything that exists) is a path."""
+    """Hub ids are `name` or `org/name`; anything else (or anything that exists) is a path, and so
+    is `pkg:<package>/<path>`, a path inside an installed package (workers/package_files.py)."""
     return (
-        Path(name).expanduser().exists()
+        name.startswith("pkg:")
+        or Path(name).expanduser().exists()
         or name.startswith(("/", "./", "../", "~"))
         or name.count("/") > 1
         or name.endswith((".txt", ".json", ".gguf"))
@@ -146,6 +149,7 @@ class MaskedLMTask(Registered):
     """Top-1 masked-LM accuracy over a text stream (METRICS.md, seed 000)."""
 
     implementation = "workers.tasks.masked_lm:MaskedLM"
+    variable_length: ClassVar[bool] = False  # every batch has one shape: the strict latency-CV rule applies
 
     name: Literal["masked_lm"] = "masked_lm"
     mask_prob: float = Field(0.10, gt=0, lt=1)
@@ -157,6 +161,7 @@ class MMLUTask(Registered):
     """5-shot multiple-choice accuracy on MMLU (METRICS.md, seed 002)."""
 
     implementation = "workers.tasks.mmlu:MMLU"
+    variable_length: ClassVar[bool] = True  # prompts of 250 to 3,000 tokens: stability is judged against a cost fit
 
     name: Literal["mmlu"] = "mmlu"
     subjects: list[str] | None = Field(None, description="subset of subjects (file names, e.g. anatomy); all by default")
@@ -164,7 +169,8 @@ class MMLUTask(Registered):
     shots: int = Field(5, ge=0, description="dev rows of the subject shown before each question")
     split: Literal["test", "val"] = "test"
     scoring: Literal["lm-eval", "flagperf"] = Field(
-        "lm-eval", description="lm-eval: argmax over ' A'..' D'; flagperf: argmax over the whole vocabulary"
+        "lm-eval", description="lm-eval: lm-eval's default MMLU prompt, argmax over ' A'..' D'; "
+        "flagperf: FlagPerf's prompt, argmax over the whole vocabulary"
     )
     max_prompt_tokens: int | None = Field(
         None, gt=0, description="cut prompts to this many tokens by dropping shots (default: seq_len; flagperf: 2048)"

@@ -24,9 +24,12 @@ from typing import Any
 
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.stats import (
+    LatencyFit,
     MeanCI,
     ShardRate,
+    batch_costs,
     coefficient_of_variation,
+    fit_latency,
     mean_ci,
     shard_rates_from_results,
     summarize_latencies,
@@ -143,6 +146,7 @@ class Measured:
 
     repeats_figures: tuple[PassFigures, ...]  # in repeat order
     first_results: tuple[ShardResult, ...]  # the first repeat's shard results
+    all_results: tuple[ShardResult, ...] = ()  # every repeat's
 
     @property
     def first(self) -> PassFigures:
@@ -187,7 +191,18 @@ def measured(by_repeat: dict[int, list[ShardResult]], pauses: tuple[Pause, ...] 
     kept = [(repeat, results) for repeat, results in sorted(by_repeat.items()) if results]
     if not kept:
         return None
-    return Measured(tuple(pass_figures(results, pauses) for _, results in kept), tuple(kept[0][1]))
+    return Measured(tuple(pass_figures(results, pauses) for _, results in kept), tuple(kept[0][1]),
+                    tuple(r for _, results in kept for r in results))
+
+
+def latency_fit(spec: JobSpec, head: Measured) -> LatencyFit | None:
+    """The cost fit of the headline pass's batch latencies, for variable-length tasks only."""
+    return fit_latency(batch_costs(head.all_results)) if spec.task.variable_length else None
+
+
+def shard_labels(fit: LatencyFit | None) -> dict[str, float]:
+    """Observed / fitted core time of each shard, labelled by where it ran, for the verdict's reasons."""
+    return {s.label: s.ratio for s in fit.shards} if fit else {}
 
 
 def per_item_cv(batch_seconds: tuple[float, ...], batch_items: tuple[int, ...]) -> float | None:
@@ -200,13 +215,14 @@ def per_item_cv(batch_seconds: tuple[float, ...], batch_items: tuple[int, ...]) 
 
 
 def task_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
-    """Columns only MMLU has: questions/s, the scoring variant, how many prompts lost shots."""
+    """Columns only MMLU has: questions/s, the scoring variant and its prompt, how many prompts lost shots."""
     if spec.task.name != "mmlu":
         return {}
     records = head.records
     return {
         "questions_per_s": head.first.core_examples_per_s,
         "scoring": spec.task.scoring,
+        "prompt_format": ", ".join(sorted({str(r["prompt_format"]) for r in records if "prompt_format" in r})) or None,
         "shots": spec.task.shots,
         "prompts_short_of_shots": sum(1 for r in records if r.get("shots_used", spec.task.shots) < spec.task.shots),
         "prompts_truncated": sum(1 for r in records if r.get("truncated")),
@@ -298,8 +314,9 @@ def energy_columns(head: Measured) -> dict[str, Any]:
     }
 
 
-def latency_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
-    """Batch counts and the per-batch core latency summary of the headline pass."""
+def latency_columns(spec: JobSpec, head: Measured, fit: LatencyFit | None) -> dict[str, Any]:
+    """Batch counts and the per-batch core latency summary of the headline pass (with the residual
+    spread around the cost fit for variable-length work)."""
     latency = summarize_latencies(head.batch_core_seconds)
     return {
         "warmup_batches": head.warmup_batches,
@@ -307,6 +324,7 @@ def latency_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
         "latency_mean": latency.mean, "latency_p50": latency.p50, "latency_p90": latency.p90,
         "latency_p99": latency.p99,
         "latency_cv": per_item_cv(head.batch_core_seconds, head.batch_items),
+        "latency_shard_cv": fit.shard_cv if fit else None,
     }
 
 
@@ -357,6 +375,7 @@ def merge(
     val, infer = (val_m.first if val_m else None), (infer_m.first if infer_m else None)
     head = infer_m or val_m
     throughput = throughput_columns(val_m, infer_m)
+    fit = latency_fit(spec, head)
     row = MetricsRow(
         run_id=run_id,
         sweep_id=sweep_id,
@@ -381,10 +400,11 @@ def merge(
         **memory_columns(list(final.values())),
         **mfu_columns(infer, throughput["p_infer_core"], infos),
         **energy_columns(head),
-        **latency_columns(spec, head),
+        **latency_columns(spec, head, fit),
         **setup_columns(spec, infos),
         **task_columns(spec, head),
     )
-    verdict = evaluate(figures_from_row(row, head.worker_rates), spec.verdict.rules(spec.acc_tolerance))
+    figures = figures_from_row(row, head.worker_rates, spec.task.variable_length, shard_labels(fit))
+    verdict = evaluate(figures, spec.verdict.rules(spec.acc_tolerance))
     return row.model_copy(update={"verdict": verdict.label, "verdict_reasons": verdict.reasons_text,
                                   "verdict_profile": spec.verdict.profile})

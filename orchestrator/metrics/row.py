@@ -91,6 +91,9 @@ class MetricsRow(BaseModel):
     latency_p90: float | None
     latency_p99: float | None
     latency_cv: float | None  # sample stdev / mean of per-batch core seconds per item (None below 2 batches)
+    # variable-length tasks (mmlu): stdev / mean across shards of observed / fitted core time (a cost
+    # in tokens and tokens x length; orchestrator/metrics/verdict.py); None for fixed-shape tasks
+    latency_shard_cv: float | None = None
     repeats: int  # measured passes (fresh workers each) averaged into p_infer_*; 1 = no CI
     p_infer_core_ci_low: float | None  # 95 % Student-t interval of the mean across repeats
     p_infer_core_ci_high: float | None
@@ -103,6 +106,7 @@ class MetricsRow(BaseModel):
     # mmlu only (None for other tasks)
     questions_per_s: float | None = None  # core questions/s of the measured pass, merged like p_*_core
     scoring: str | None = None  # lm-eval | flagperf
+    prompt_format: str | None = None  # versioned prompt, e.g. lm-eval-mmlu-default@0.4.13 (None: not recorded)
     shots: int | None = None
     prompts_short_of_shots: int | None = None  # prompts that lost shots to fit the context
     prompts_truncated: int | None = None  # prompts cut even at 0 shots

@@ -11,9 +11,11 @@ from pathlib import Path
 from orchestrator.spec import JobSpec
 from workers.errors import UserError
 from workers.models import check_model_type, declared_max_positions
+from workers.package_files import on_this_machine
 
 
 def preflight(spec: JobSpec) -> None:
+    spec = on_this_machine(spec)  # pkg: paths checked where this command runs; the spec keeps the names
     if spec.data.path is not None and not Path(spec.data.path).expanduser().exists():
         raise UserError(f"data.path: '{spec.data.path}' does not exist")
     check_model_type(spec.model)

@@ -52,7 +52,7 @@ HEADLINE: tuple[tuple[str, bool, Source], ...] = (
     ("acc_val", True, None),
 )
 CONFIG = ("job", "task", "model", "data", "examples", "engine", "precision", "bs", "seq_len", "workers", "nodes",
-          "devices", "torch_version", "driver_version")
+          "devices", "torch_version", "driver_version", "scoring", "prompt_format")
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,18 @@ def config_changes(row_a: MetricsRow, row_b: MetricsRow) -> list[tuple[str, str,
     """What differs between the two runs' setups, so a delta is read next to its cause."""
     return [(c, str(getattr(row_a, c)), str(getattr(row_b, c))) for c in CONFIG
             if getattr(row_a, c) != getattr(row_b, c)]
+
+
+def prompt_warning(row_a: MetricsRow, row_b: MetricsRow) -> str | None:
+    """MMLU runs whose prompts differ measure different token streams: a one-space change in a
+    prompt changes predictions and token counts, so their accuracy and tokens/s do not compare."""
+    if row_a.task != "mmlu" or row_b.task != "mmlu" or row_a.prompt_format == row_b.prompt_format:
+        return None
+    def name(row: MetricsRow) -> str:
+        return row.prompt_format or "unrecorded (a run from before prompt formats were named)"
+
+    return (f"warning: the runs used different MMLU prompts (A: {name(row_a)}; B: {name(row_b)}): "
+            "accuracy and tokens/s are not comparable")
 
 
 def _fmt(value: float | None) -> str:

@@ -20,7 +20,9 @@ from workers.errors import UserError
 from workers.specs import DataSpec, MMLUTask
 from workers.tasks import Batch
 from workers.tasks.mmlu import MMLU, choice_token_ids, prompt_limit
-from workers.tasks.mmlu_data import build_prompt, load_mmlu
+from workers.tasks.mmlu_data import PROMPT_FORMATS, build_prompt, load_mmlu
+
+LM_EVAL = PROMPT_FORMATS["lm-eval"]
 
 SUBJECTS = ["abstract_algebra", "anatomy", "virology"]
 
@@ -102,6 +104,13 @@ def test_both_scorings_on_hand_built_logits(llama, tokenizer):
     lm_eval, flagperf = (tasks[s].score(batch, logits) for s in ("lm-eval", "flagperf"))
     assert (lm_eval.scored, lm_eval.correct, flagperf.correct) == (2, 2, 1)
     assert flagperf.records[0]["predicted"] is None and flagperf.records[0]["scoring"] == "flagperf"
+    assert flagperf.records[0]["prompt_format"] == "flagperf-llama2_7b_mmlu@26dde69"
+    data = load_mmlu(MMLU_DIR, "test", SUBJECTS, 4, 5)
+    q = data.questions[0]
+    for scoring, task in tasks.items():  # each variant tokenises its own harness's prompt
+        expected = tokenizer.encode(build_prompt(q, data.dev[q.subject][:5], PROMPT_FORMATS[scoring]))
+        assert task.encoded[0].ids.tolist() == expected
+    assert tasks["lm-eval"].encoded[0].ids.tolist() != tasks["flagperf"].encoded[0].ids.tolist()
     assert lm_eval.records[0][f"logit_{task.questions[0].answer}"] == 5.0
 
 
@@ -120,14 +129,14 @@ def test_long_prompts_drop_shots_from_the_front_and_count_them(llama, tokenizer)
     assert 0 < min(used) and max(used) < 5  # 5-shot prompts here are 530-660 tokens
     for q, e in zip(data.questions, task.encoded):
         dev = data.dev[q.subject]
-        kept = tokenizer.encode(build_prompt(q, dev[5 - e.shots_used:]))
-        one_more = tokenizer.encode(build_prompt(q, dev[4 - e.shots_used:]))
+        kept = tokenizer.encode(build_prompt(q, dev[5 - e.shots_used:], LM_EVAL))
+        one_more = tokenizer.encode(build_prompt(q, dev[4 - e.shots_used:], LM_EVAL))
         assert e.ids.tolist() == kept and len(kept) <= 450 < len(one_more) and not e.truncated
 
 
 def test_a_question_longer_than_the_context_is_cut_from_the_left(llama, tokenizer):
     task = make_task(llama, tokenizer, seq_len=40, limit=1)
-    zero_shot = tokenizer.encode(build_prompt(task.questions[0], []))
+    zero_shot = tokenizer.encode(build_prompt(task.questions[0], [], LM_EVAL))
     e = task.encoded[0]
     assert (e.shots_used, e.truncated, len(e.ids)) == (0, True, 40)
     assert e.ids[0] == tokenizer.bos_token_id and e.ids[1:].tolist() == zero_shot[-39:]
@@ -149,6 +158,9 @@ def test_run_job_accuracy_equals_the_stored_predictions(llama, tmp_path):
     table = pq.read_table(result.run_dir / "predictions.parquet").to_pylist()
     assert result.row.item_unit == "tok" and result.row.shards == 3
     row = result.row
+    assert row.prompt_format == "lm-eval-mmlu-default@0.4.13"
+    assert row.latency_shard_cv is None  # 3 batches per pass: too few to fit a cost
+    assert {r["prompt_format"] for r in table} == {"lm-eval-mmlu-default@0.4.13"}
     for pass_name, acc, items in (("val", row.acc_val, row.items_val), ("infer", row.acc_infer, row.items_infer)):
         rows = [r for r in table if r["pass"] == pass_name]
         assert len(rows) == 12 and {r["subject"] for r in rows} == set(SUBJECTS)
