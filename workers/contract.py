@@ -91,6 +91,8 @@ class WorkerInfo:
     item_unit: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     error: WorkerError | None = None
+    peak_flops_label: str = ""  # the table entry chosen and its datasheet (workers/peaks.py)
+    peak_flops_reason: str = ""  # why peak_flops is None
     ranks: list[RankInfo] = field(default_factory=list)  # empty for a worker that owns one device
 
     @property
@@ -130,6 +132,8 @@ class ShardResult:
     peak_mem_bytes: int | None = None
     mem_total_bytes: int | None = None
     mem_source: str = ""
+    energy_joules: float | None = None  # the GPU's energy over the pass (NVML counter), None without one
+    energy_note: str = ""  # why energy_joules is None
     records: list[dict[str, Any]] = field(default_factory=list)
     error: WorkerError | None = None
     repeat: int = 0

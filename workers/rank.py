@@ -54,6 +54,8 @@ class RankReport:
     mem_total_bytes: int | None
     mem_source: str
     error: WorkerError | None
+    energy_joules: float | None = None
+    energy_note: str = ""
     restarted: bool = False  # this rank is a new process that never joined the group (its old one died)
 
 
@@ -124,7 +126,7 @@ class RankWorker(BenchWorker):
             return RankReport(self.rank, os.getpid(), None, None, "", why, restarted=not joined)
         result = self._run(shard, self._info)
         return RankReport(self.rank, os.getpid(), result.peak_mem_bytes, result.mem_total_bytes, result.mem_source,
-                          result.error)
+                          result.error, result.energy_joules, result.energy_note)
 
     # ------------------------------------------------------------------------------- rank 0
     def run_shard(self, shard: ShardTask) -> ShardResult:
@@ -203,11 +205,13 @@ class RankWorker(BenchWorker):
         return ranks
 
     def _with_followers(self, result: ShardResult, follows: list[Any]) -> ShardResult:
-        """Rank 0's result with the largest rank's memory peak, or an error if any follower failed."""
+        """Rank 0's result with the largest rank's memory peak and every rank's energy (each GPU of the
+        group works on every batch), or an error if any follower failed."""
         import ray
 
         deadline = time.monotonic() + self.config.parallel.timeout_s
         peak = result
+        reports = []
         for rank, ref in enumerate(follows, start=1):
             try:
                 report: RankReport = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
@@ -221,8 +225,14 @@ class RankWorker(BenchWorker):
                                                    report.error.detail))
             if (report.peak_mem_bytes or 0) > (peak.peak_mem_bytes or 0):
                 peak = report
+            reports.append(report)
         result.peak_mem_bytes, result.mem_total_bytes = peak.peak_mem_bytes, peak.mem_total_bytes
         result.mem_source = peak.mem_source
+        unmeasured = next((r for r in reports if r.energy_joules is None), None)
+        if result.energy_joules is not None and unmeasured is not None:
+            result.energy_joules, result.energy_note = None, f"rank {unmeasured.rank}: {unmeasured.energy_note}"
+        elif result.energy_joules is not None:
+            result.energy_joules += sum(r.energy_joules for r in reports)
         return result
 
     def _restart_group(self, pending: list[Any]) -> list[int]:

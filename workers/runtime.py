@@ -14,7 +14,8 @@ import torch
 
 from workers import versions
 from workers.contract import ShardResult, ShardTask, WorkerInfo
-from workers.device import DTYPES, MemoryProbe, check_precision, peak_flops
+from workers.device import DTYPES, MemoryProbe, check_precision
+from workers.energy import EnergyCounter
 from workers.engines import BuildContext, Engine, engine_class
 from workers.engines.torch_eager import TorchEager
 from workers.errors import UserError
@@ -22,6 +23,7 @@ from workers.flops import FlopsModel, flops_model, flops_model_from_config
 from workers.live_metrics import WorkerMeter
 from workers.models import load_config, load_model, load_tokenizer, max_positions
 from workers.passes import run_pass, warm_up
+from workers.peaks import peak_lookup
 from workers.specs import WorkerConfig
 from workers.tasks import Task, task_class
 from workers.timing import CoreTimer
@@ -37,6 +39,7 @@ class WorkerRuntime:
         self.meter = meter
         self.timer = CoreTimer(device)
         self.memory = MemoryProbe(device)
+        self.energy = EnergyCounter.for_device(device)
         self.engines: dict[str, Engine] = {}
         self._model: torch.nn.Module | None = None
         self._load_seconds = 0.0
@@ -45,7 +48,8 @@ class WorkerRuntime:
         precision = check_precision(device, config.precision, config.precision_fallback)
         self.val_precision = check_precision(device, config.val_dtype_name, config.precision_fallback)
         info.precision_effective = precision
-        info.peak_flops = peak_flops(info.device_name, precision)
+        peak = peak_lookup(info.device_name, precision)
+        info.peak_flops, info.peak_flops_label, info.peak_flops_reason = peak.flops, peak.label, peak.reason
         self._load_task(info)
         self._build_engines(info, precision)
         self.memory.sample()
@@ -134,7 +138,8 @@ class WorkerRuntime:
         if shard.pass_name not in self._warm:
             result.warmup_batches = warm_up(engine, self.task, shard, self.config.bs, self.config.warmup, self.timer)
             self._warm.add(shard.pass_name)
-        run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result)
+        run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result,
+                 self.energy)
         self.meter.shard(result)
         return result
 

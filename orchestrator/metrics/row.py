@@ -85,7 +85,7 @@ class MetricsRow(BaseModel):
     engine_bytes: int | None
     engine_hash: str | None
     h2d_time: float | None  # s, summed host->device copy time of the infer pass
-    warmup_batches: int
+    warmup_batches: int  # warm-up batches the measured pass's shards ran (summed over workers and repeats)
     measured_batches: int
     latency_mean: float | None  # s per batch, infer core
     latency_p50: float | None
@@ -107,7 +107,11 @@ class MetricsRow(BaseModel):
     shots: int | None = None
     prompts_short_of_shots: int | None = None  # prompts that lost shots to fit the context
     prompts_truncated: int | None = None  # prompts cut even at 0 shots
-    peak_flops: float | None  # FLOP/s summed over the devices used
+    peak_flops: float | None  # FLOP/s summed over the devices that ran the infer pass
+    mfu_note: str | None = None  # why MFU is blank (an unknown device, no infer pass, ...)
+    energy_per_item: float | None = None  # J per item (sequence or token) of the measured pass, GPUs' NVML counters
+    mean_power: float | None = None  # W over the measured pass, summed over the GPUs
+    energy_note: str | None = None  # why the energy columns are blank (a CPU, no counter)
     # software
     torch_version: str
     ray_version: str

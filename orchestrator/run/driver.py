@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from orchestrator.metrics.merge import completed, headline_records, merge
+from orchestrator.metrics.merge import Pause, completed, headline_records, merge
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.run.dispatch import Dispatcher
@@ -25,6 +25,7 @@ from orchestrator.run.meter import RunMeter
 from orchestrator.run.plan import default_shard_size, plan_resources, plan_shards
 from orchestrator.run.pool import InProcessPool, Pool, RayPool
 from orchestrator.run.preflight import preflight
+from orchestrator.run.sessions import pauses_between, record_session
 from orchestrator.spec import JobSpec, dump_spec
 from workers.contract import ShardResult, WorkerInfo
 from workers.errors import RunFailed, UserError
@@ -91,13 +92,20 @@ def open_pool(spec: JobSpec, run_id: str, in_process: bool) -> Pool:
 
 @dataclass
 class Session:
-    """This driver process's part of a run: its clock and, when resuming, what was done before."""
+    """This driver process's part of a run: its clock and, when resuming, what was done before:
+    the finished shards, the seconds earlier drivers ran it, and when no driver was running it."""
 
     run: RunFolder
     started: float
     done: dict[tuple[str, int, int], ShardResult]
     prior_seconds: float
     sweep_id: str | None
+    pauses: tuple[Pause, ...] = ()
+
+    @property
+    def started_at(self) -> float:
+        """This session's start in epoch seconds (`started` is a perf_counter reading)."""
+        return time.time() - (time.perf_counter() - self.started)
 
 
 def _open_session(store: ResultsStore, run_id: str, resume: bool, sweep_id: str | None, started: float) -> Session:
@@ -108,12 +116,14 @@ def _open_session(store: ResultsStore, run_id: str, resume: bool, sweep_id: str 
         return Session(run, started, {}, 0.0, sweep_id)
     if not run.exists():
         raise UserError(f"--resume {run_id}: no such run in {store.root / 'runs'}")
-    done = completed(run.load_shards())
+    saved = run.load_shards()
     meta = json.loads(run.read_text("run.json")) if run.has("run.json") else {}
-    started_at = meta.get("started_at")
-    last_end = max((r.end_ts for r in done.values()), default=None)
-    prior = last_end - started_at if started_at is not None and last_end is not None else 0.0
-    return Session(run, started, done, max(prior, 0.0), meta.get("sweep_id"))
+    session = Session(run, started, completed(saved), 0.0, meta.get("sweep_id"))
+    starts = record_session(run, session.started_at)
+    session.pauses = pauses_between(starts, [r.end_ts for r in saved])
+    paused = sum(to - since for since, to in session.pauses)
+    session.prior_seconds = max(0.0, starts[-1] - starts[0] - paused)
+    return session
 
 
 def run_job(spec: JobSpec, **options) -> RunResult:
@@ -187,7 +197,7 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
     e2e = session.prior_seconds + time.perf_counter() - session.started
     row = merge(spec=spec, run_id=run.run_id, results=point.results, infos=point.infos, e2e_seconds=e2e,
                 retries=len(point.failed), item_unit=point.infos[0].item_unit, resumed=bool(session.done),
-                sweep_id=session.sweep_id)
+                pauses=session.pauses, sweep_id=session.sweep_id)
     predictions = headline_records(row, point.results)
     _finish_run(store, run, spec, row, point.results, point.infos, point.failed, predictions)
     return RunResult(run.run_id, row, run.path, point.results, point.infos, point.failed, predictions)
@@ -225,8 +235,8 @@ class PointRun:
         num_examples = check_workers_agree(infos)
         self.infos = self.infos or infos
         if not self.run.exists():
-            self.run.create(dump_spec(spec), started_at=time.time() - (time.perf_counter() - session.started),
-                            sweep_id=session.sweep_id, weights_fetched_on=pool.prefetched_nodes)
+            self.run.create(dump_spec(spec), started_at=session.started_at, sweep_id=session.sweep_id,
+                            weights_fetched_on=pool.prefetched_nodes)  # the first session's start
         shard_size = spec.shard_size or default_shard_size(num_examples, spec.bs)
         dispatcher = Dispatcher(pool, spec.max_attempts, self.on_result)
         measured_pass = "infer" if "infer" in spec.passes else "val"

@@ -56,6 +56,12 @@ def seed_cells(row: MetricsRow) -> dict[str, str]:
     } | {"_unit": row.item_unit, "_mem_source": row.mem_source}
 
 
+def blank_reasons(rows: list[MetricsRow]) -> str:
+    """Why a row's MFU is blank ("MFU -: <reason>"), once per distinct reason; '' when none is."""
+    notes = dict.fromkeys(row.mfu_note for row in rows if row.MFU is None and row.mfu_note)
+    return "".join(f" · MFU -: {note}" for note in notes)
+
+
 def metrics_table(rows: Iterable[MetricsRow], title: str | None = None) -> Table:
     rows = list(rows)
     table = Table(title=title, show_lines=False)
@@ -68,7 +74,7 @@ def metrics_table(rows: Iterable[MetricsRow], title: str | None = None) -> Table
         cells = seed_cells(rows[0])
         table.caption = (
             f"p_* in {cells['_unit']}/s · acc = infer/val · mem = peak/total GiB ({cells['_mem_source']}) · "
-            "e2e_time s"
+            "e2e_time s" + blank_reasons(rows)
         )
     return table
 
@@ -84,6 +90,7 @@ def metrics_markdown(rows: Iterable[MetricsRow]) -> str:
         lines.append("")
         lines.append(
             f"p_* in {cells['_unit']}/s; acc = infer/val; mem = peak/total GiB ({cells['_mem_source']}); e2e_time in s."
+            + blank_reasons(rows).replace(" · ", " ")
         )
     return "\n".join(lines) + "\n"
 

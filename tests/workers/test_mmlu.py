@@ -148,11 +148,12 @@ def test_run_job_accuracy_equals_the_stored_predictions(llama, tmp_path):
     result = run_job(spec, results_dir=tmp_path, in_process=True)
     table = pq.read_table(result.run_dir / "predictions.parquet").to_pylist()
     assert result.row.item_unit == "tok" and result.row.shards == 3
-    for pass_name, acc in (("val", result.row.acc_val), ("infer", result.row.acc_infer)):
+    row = result.row
+    for pass_name, acc, items in (("val", row.acc_val, row.items_val), ("infer", row.acc_infer, row.items_infer)):
         rows = [r for r in table if r["pass"] == pass_name]
         assert len(rows) == 12 and {r["subject"] for r in rows} == set(SUBJECTS)
         assert acc == sum(r["correct"] for r in rows) / len(rows)
-        assert result.row.items_val == sum(r["prompt_tokens"] for r in rows)
+        assert items == sum(r["prompt_tokens"] for r in rows)
     groups = {g.name: g for g in group_table([r for r in table if r["pass"] == "infer"])}
     assert groups["STEM"].total == 4 and groups["other"].total == 8
 

@@ -20,15 +20,23 @@ def test_the_tail_is_cut_into_quarter_shards():
     assert 25_600 / 8 <= tail < 25_600 / 8 + 40  # about the last eighth, in 8-example shards
 
 
-def test_default_shard_size_is_whole_batches_and_ignores_workers():
+def test_default_shard_size_is_whole_batches():
+    """(That the plan does not depend on the number of workers is checked where workers vary: the
+    driver runs the same job on 1, 2 and 3 workers in tests/orchestrator/run/test_driver.py.)"""
     assert default_shard_size(10_000, 32) % 32 == 0
     assert 60 <= len(plan_shards(10_000, default_shard_size(10_000, 32), "infer", bs=32)) <= 100
     # small datasets: at least four batches per shard
     assert default_shard_size(50, 8) == 32
 
 
-def test_plan_is_deterministic():
-    assert plan_shards(77, 8, "infer") == plan_shards(77, 8, "infer")
+def test_every_pass_and_repeat_gets_the_same_ranges():
+    """Shard k of the val pass, of the infer pass and of every repeat is the same examples, so their
+    figures can be set side by side shard by shard."""
+    bounds = [(s.shard_id, s.start, s.stop) for s in plan_shards(77, 8, "val", bs=4)]
+    for pass_name, repeat in (("infer", 0), ("infer", 2)):
+        shards = plan_shards(77, 8, pass_name, repeat, bs=4)
+        assert [(s.shard_id, s.start, s.stop) for s in shards] == bounds
+        assert {(s.pass_name, s.repeat) for s in shards} == {(pass_name, repeat)}
 
 
 def test_empty_dataset_is_a_user_error():

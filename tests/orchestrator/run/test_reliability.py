@@ -23,10 +23,10 @@ COUNTS = ("examples", "items_infer", "scored_infer", "correct_infer", "acc_infer
 
 
 @pytest.fixture(scope="module")
-def reference():
+def reference(tmp_path_factory):
     """The fault-free merged figures: one in-process worker, no waiting (outputs do not depend on it)."""
     spec = load_spec("jobs/synthetic.yaml", ["workers=1", "engine.latency_ms=0"])
-    row = run_job(spec, results_dir="/tmp/raybench-test-reference", in_process=True).row
+    row = run_job(spec, results_dir=tmp_path_factory.mktemp("reference"), in_process=True).row
     return {k: getattr(row, k) for k in COUNTS}
 
 
