@@ -69,16 +69,16 @@ def plan_groups(workers: int | str, tp: int, gpus_per_worker: float | None, cpus
         raise UserError(f"gpus_per_worker: with parallel.tp {tp} each rank owns one whole GPU (gpus_per_worker: 1) "
                         f"or none (0, CPU ranks); got {gpus:g}")
     cpus = cpus_per_worker if cpus_per_worker > 0 or gpus > 0 else TOKEN_CPU
-    if gpus:
-        for node in nodes:
-            if node.gpus >= 1 and int(node.gpus) % tp:
-                raise UserError(f"parallel.tp: {tp} does not divide the {node.gpus:g} GPUs of node {node.address}; "
-                                "a group's ranks share one node, so tp must divide every node's GPU count")
     capacity = [_groups_on(n, tp, gpus, cpus) for n in nodes]
     if not any(capacity):
         largest = max(nodes, key=lambda n: (n.gpus, n.cpus)) if nodes else NodeCapacity("", "none", 0, 0)
         raise UserError(f"parallel.tp: a group of {_bundle_text(tp, gpus, cpus)} must fit on one node; the largest "
                         f"node has {largest.gpus:g} GPUs and {largest.cpus:g} CPUs (lower tp or cpus_per_worker)")
+    if gpus:
+        for node in nodes:
+            if node.gpus >= 1 and int(node.gpus) % tp:
+                raise UserError(f"parallel.tp: {tp} does not divide the {node.gpus:g} GPUs of node {node.address}; "
+                                "a group's ranks share one node, so tp must divide every node's GPU count")
     count = (int(cluster_gpus // tp) if gpus else 1) if workers == "auto" else int(workers)
     if count > sum(capacity):
         raise UserError(f"workers: {count} groups of {_bundle_text(tp, gpus, cpus)} do not fit: the nodes hold "

@@ -47,8 +47,8 @@ def test_cpu_ranks_and_explicit_worker_counts():
     assert plan_groups("auto", 2, None, 1, nodes((0, 8))).groups == 1  # no GPUs: one group
     with pytest.raises(UserError, match=r"^workers: 3 groups of 2 ranks x \(1 CPU\) do not fit: the nodes hold 2"):
         plan_groups(3, 2, 0, 1, nodes((0, 2), (0, 2)))
-    with pytest.raises(UserError, match="^workers: 2 groups .* the nodes hold 1"):
-        plan_groups(2, 2, None, 2, nodes((2, 2), (0, 64)))  # GPUs on one node, CPUs on the other
+    with pytest.raises(UserError, match=r"^workers: 2 groups of 2 ranks x \(1 GPU \+ 1 CPU\) do not fit: the nodes hold 1"):
+        plan_groups("auto", 2, None, 1, nodes((2, 4), (2, 1)))  # the second node lacks the CPUs
 
 
 def test_a_rank_owns_one_whole_gpu_or_none():
