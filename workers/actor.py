@@ -43,10 +43,10 @@ class BenchWorker:
         """Load tokenizer, data, model and engines (once). Returns where this worker runs."""
         if self._info is not None:
             return self._info
-        from workers.device import assigned_gpus, choose_device, node_identity
+        from workers.device import assigned_gpus, node_identity
 
         node_id, hostname = node_identity()
-        choice = choose_device()
+        choice = self._choose_device()
         info = WorkerInfo(
             worker_id=self.worker_id, node_id=node_id, hostname=hostname, pid=os.getpid(),
             device=f"{choice.device}{assigned_gpus()}", device_name=choice.name,
@@ -62,6 +62,11 @@ class BenchWorker:
             return info
         self._info = info
         return info
+
+    def _choose_device(self):
+        from workers.device import choose_device
+
+        return choose_device()
 
     def _build_runtime(self, device, info: WorkerInfo):
         """The heavy half (model, data, engines); a tensor-parallel rank joins its group first."""

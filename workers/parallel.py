@@ -45,6 +45,7 @@ class Rendezvous:
     world_size: int
     timeout_s: float
     generation: str
+    gpu_ids: tuple[str, ...] = ()  # the GPU Ray gave each rank, in rank order; () for CPU ranks
 
 
 class GroupJoinFailed(RuntimeError):
@@ -56,14 +57,18 @@ def backend_for(device: torch.device) -> str:
 
 
 def join_group(rendezvous: Rendezvous, rank: int, device: torch.device) -> None:
-    """Initialise this process's default process group as `rank` of the group.
+    """Initialise this process's default process group as `rank` of the group, bound to `device`.
 
-    Every rank owns the single device Ray gave it (`cuda:0` under its CUDA_VISIBLE_DEVICES), so
-    LOCAL_RANK is 0 on every rank: transformers binds the model to `cuda:LOCAL_RANK`.
+    LOCAL_RANK is the index of `device` among the GPUs this process sees (`workers.rank` shows each
+    rank its whole group's GPUs, in rank order, as torchrun and Ray Train do): transformers binds the
+    model to `cuda:LOCAL_RANK`, and the timer and memory probes use the current device.
     """
     leave_group()
-    os.environ.update(RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE=str(rendezvous.world_size),
+    local = device.index or 0
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(local), WORLD_SIZE=str(rendezvous.world_size),
                       MASTER_ADDR=rendezvous.address, MASTER_PORT=str(rendezvous.port))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     backend = backend_for(device)
     try:
         dist.init_process_group(

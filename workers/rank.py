@@ -75,6 +75,7 @@ class RankWorker(BenchWorker):
         self._rendezvous: Rendezvous | None = None
         self._follower_pids: list[int] = []
         self._stale_pids: list[int] = []  # pids of followers this rank 0 asked Ray to restart
+        self._group_gpus: tuple[str, ...] = ()  # the group's Ray GPU ids, in rank order, once this rank sees them all
 
     @property
     def followers(self) -> list[Any]:
@@ -85,6 +86,31 @@ class RankWorker(BenchWorker):
         return self._followers
 
     # ------------------------------------------------------------------------------ every rank
+    def gpu_ids(self) -> list[str]:
+        """The GPU ids Ray gave this rank (one, or none for a CPU rank)."""
+        import ray
+
+        return [str(i) for i in ray.get_gpu_ids()]
+
+    def _see_group_gpus(self, ids: tuple[str, ...]) -> None:
+        """Show this process every GPU of its group, in rank order, and own `cuda:<rank>` among them.
+
+        Ray shows each actor only its own GPU; NCCL ranks that see disjoint GPU sets meet known NCCL
+        problems on NVSwitch nodes (slow cuMem handle import, NVLS rank order), which is why torchrun
+        and Ray Train (`share_cuda_visible_devices`) show a node's ranks all of their GPUs. It has to
+        happen before CUDA starts in the process; a process that started it already (a rank 0 that
+        forms its group again) keeps the set it has, which is the same GPUs: a restarted rank comes
+        back in its own placement-group bundle.
+        """
+        if ids:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(ids)
+            self._group_gpus = ids
+
+    def _choose_device(self):
+        from workers.device import choose_device
+
+        return choose_device(self.rank if self._group_gpus else 0)
+
     def _build_runtime(self, device, info: WorkerInfo):
         from workers.parallel import join_group
 
@@ -115,6 +141,7 @@ class RankWorker(BenchWorker):
         """Become rank `self.rank` of the group at `rendezvous`, leaving any group this rank was in."""
         self.close()
         self._rendezvous = rendezvous
+        self._see_group_gpus(rendezvous.gpu_ids)
         return self.setup()
 
     def follow(self, shard: ShardTask, generation: str) -> RankReport:
@@ -129,6 +156,25 @@ class RankWorker(BenchWorker):
                           result.error, result.energy_joules, result.energy_note)
 
     # ------------------------------------------------------------------------------- rank 0
+    def setup(self) -> WorkerInfo:
+        if self.rank == 0 and self._info is None and not self._group_gpus:
+            self._see_group_gpus(self._collect_gpu_ids())
+        return super().setup()
+
+    def _collect_gpu_ids(self) -> tuple[str, ...]:
+        """Every rank's GPU id, rank 0 first; () for CPU ranks or when a follower cannot say (the group's
+        formation then fails with the reason)."""
+        import ray
+
+        mine = self.gpu_ids()
+        if len(mine) != 1:
+            return ()
+        try:
+            theirs = ray.get([f.gpu_ids.remote() for f in self.followers], timeout=self.config.parallel.timeout_s)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return ()
+        return tuple(mine + [ids[0] for ids in theirs]) if all(len(ids) == 1 for ids in theirs) else ()
+
     def run_shard(self, shard: ShardTask) -> ShardResult:
         if self.rank != 0:
             raise RuntimeError(f"rank {self.rank} follows rank 0; only rank 0 runs shards for the driver")
@@ -178,7 +224,8 @@ class RankWorker(BenchWorker):
             s.bind((address, 0))
             port = s.getsockname()[1]
         parallel = self.config.parallel
-        return Rendezvous(address, port, 1 + len(self.follower_names), parallel.timeout_s, secrets.token_hex(4))
+        return Rendezvous(address, port, 1 + len(self.follower_names), parallel.timeout_s, secrets.token_hex(4),
+                          self._group_gpus)
 
     def _own_rank(self, info: WorkerInfo) -> RankInfo:
         return RankInfo(0, info.node_id, info.pid, info.device, info.device_name, info.peak_flops)
