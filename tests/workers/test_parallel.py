@@ -162,4 +162,5 @@ def test_torch_compile_runs_a_sharded_model_as_eager_does(llama, tmp_path):
     for v, i in zip(val, infer):
         assert (v["example"], v["predicted"]) == (i["example"], i["predicted"])
         assert i["logit_A"] == pytest.approx(v["logit_A"], abs=1e-4)
-    assert len(list((tmp_path / "cache").glob("torch_compile-*"))) == TP  # one entry per rank's slice
+    entries = [p for p in (tmp_path / "cache").glob("torch_compile-*") if p.is_dir()]
+    assert len(entries) == TP  # one cache entry per rank's slice of the weights

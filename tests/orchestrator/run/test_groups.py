@@ -76,6 +76,10 @@ def test_spec_refuses_engines_and_modes_that_cannot_shard(tmp_path):
             validate({**base, "engine": engine}, "x")
     with pytest.raises(UserError, match=r"^x: parallel: tp=2: val_precision \(fp32\) must equal precision \(bf16\)"):
         validate({**base, "precision": "bf16", "val_precision": "fp32"}, "x")
+    sweep = validate({**base, "parallel": {"tp": 1}, "sweep": {"parallel": [{"tp": 1}, {"tp": 4}]}}, "x")
+    assert [p.parallel.tp for p in sweep.points()] == [1, 4]  # one row per tp: the speed-up, measured
+    with pytest.raises(UserError, match=r"^x \(sweep point\): parallel: tp=2: engine onnxruntime"):
+        validate({**base, "engine": "onnxruntime", "parallel": {"tp": 1}, "sweep": {"parallel": [{"tp": 2}]}}, "x")
     with pytest.raises(UserError, match=r"^parallel.tp: in-process mode \(--no-ray\) is one process"):
         run_job(validate(base, "x"), results_dir=tmp_path, in_process=True)
     assert not (tmp_path / "metrics.parquet").exists()
