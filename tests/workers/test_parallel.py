@@ -164,3 +164,18 @@ def test_torch_compile_runs_a_sharded_model_as_eager_does(llama, tmp_path):
         assert i["logit_A"] == pytest.approx(v["logit_A"], abs=1e-4)
     entries = [p for p in (tmp_path / "cache").glob("torch_compile-*") if p.is_dir()]
     assert len(entries) == TP  # one cache entry per rank's slice of the weights
+
+
+def test_a_rank_that_never_comes_fails_the_group_in_one_line_within_the_timeout():
+    import time
+
+    from workers.parallel import GroupJoinFailed, Rendezvous, join_group, leave_group
+
+    t0 = time.monotonic()
+    with pytest.raises(GroupJoinFailed) as err:
+        join_group(Rendezvous("127.0.0.2", free_port(), TP, 2.0, "test"), 0, torch.device("cpu"))
+    leave_group()
+    assert time.monotonic() - t0 < 30
+    message = str(err.value)
+    assert message.startswith("rank 0 of 2 could not join its group at 127.0.0.2:") and "within 2 s" in message
+    assert "\n" not in message
