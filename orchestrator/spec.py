@@ -190,6 +190,14 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     return validate(apply_overrides(read_yaml(path), overrides or []), str(path))
 
 
+def load_spec_text(text: str, source: str) -> JobSpec:
+    """A spec kept as text where no local path reaches it (a run's job.yaml in an object store)."""
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a job spec must be a YAML mapping")
+    return validate(raw, source)
+
+
 def dump_spec(spec: JobSpec) -> str:
     """The resolved spec as YAML (every default spelled out), for the run folder."""
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -239,6 +239,13 @@ def write_run(root: Path, *, name: str = "t", engine: str = "torch", bs: int = 8
     return row
 
 
+def stored_rows(results) -> list[dict]:
+    """The global metrics table of a results store as every reader sees it, oldest row first."""
+    from orchestrator.metrics.store import ResultsStore
+
+    return ResultsStore(results).read_metrics().to_pylist()
+
+
 def metrics_row(**fields):
     """A complete MetricsRow with placeholder values, for tests of code that reads a few columns."""
     from orchestrator.metrics.row import MetricsRow

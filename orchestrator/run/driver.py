@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,7 +36,7 @@ from workers.errors import RunFailed, UserError
 class RunResult:
     run_id: str
     row: MetricsRow
-    run_dir: Path
+    run_dir: Path | str  # a local Path, or where the run is in a remote store (s3://bucket/prefix/runs/<id>)
     results: list[ShardResult]
     infos: list[WorkerInfo]
     failed_attempts: list[ShardResult] = field(default_factory=list)
@@ -45,10 +46,10 @@ class RunResult:
 class RunInterrupted(RunFailed):
     """Ctrl-C: the workers were stopped; the run folder keeps every finished shard."""
 
-    def __init__(self, run_id: str, resumable: bool, results_dir: Path) -> None:
+    def __init__(self, run_id: str, resumable: bool, results: str) -> None:
         self.run_id = run_id
         self.resumable = resumable
-        how = (f"; workers stopped, finished shards kept: bench submit --resume {run_id} --results {results_dir}"
+        how = (f"; workers stopped, finished shards kept: bench submit --resume {run_id} --results {shlex.quote(results)}"
                if resumable else "; workers stopped before any shard finished (nothing to resume)")
         super().__init__(f"interrupted: run {run_id}{how}")
 
@@ -115,7 +116,7 @@ def _open_session(store: ResultsStore, run_id: str, resume: bool, sweep_id: str 
     if not resume:
         return Session(run, started, {}, 0.0, sweep_id)
     if not run.exists():
-        raise UserError(f"--resume {run_id}: no such run in {store.root / 'runs'}")
+        raise UserError(f"--resume {run_id}: no such run in {store.location}")
     saved = run.load_shards()
     meta = json.loads(run.read_text("run.json")) if run.has("run.json") else {}
     session = Session(run, started, completed(saved), 0.0, meta.get("sweep_id"))
@@ -173,7 +174,7 @@ def run_all(
             submitted = time.perf_counter()
         return out
     except KeyboardInterrupt:
-        raise RunInterrupted(current, store.run(current).exists(), store.root) from None
+        raise RunInterrupted(current, store.run(current).exists(), store.shown_uri) from None
     finally:
         if started_ray:
             from orchestrator.run.connect import disconnect

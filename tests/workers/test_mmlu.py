@@ -13,7 +13,7 @@ from orchestrator.cli import app
 from orchestrator.metrics.subjects import group_table
 from orchestrator.run.driver import run_job
 from orchestrator.spec import validate
-from tests.builders import MMLU_DIR, mmlu_job, save_bpe_tokenizer, save_tiny_llama_with_tokenizer
+from tests.builders import MMLU_DIR, mmlu_job, save_bpe_tokenizer, save_tiny_llama_with_tokenizer, stored_rows
 from workers.actor import BenchWorker
 from workers.contract import ShardTask
 from workers.errors import UserError
@@ -166,4 +166,4 @@ def test_bad_folder_exits_2_in_one_line_and_writes_nothing(llama, tmp_path):
     outcome = CliRunner().invoke(app, ["submit", str(job), "--no-ray", "--results", str(results)])
     assert outcome.exit_code == 2
     assert "has no dev/ folder" in outcome.output and outcome.output.count("\n") == 1
-    assert not (results / "metrics.parquet").exists() and not (results / "runs").exists()
+    assert stored_rows(results) == [] and not (results / "runs").exists()

@@ -6,7 +6,7 @@ import pytest
 from orchestrator.run.driver import run_job
 from orchestrator.run.plan import shard_bounds
 from orchestrator.spec import validate
-from tests.builders import job
+from tests.builders import job, stored_rows
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def test_same_numbers_on_1_2_and_3_workers(ray_local, tmp_path):
             "acc_val", "acc_infer", "acc")
     assert [{k: getattr(r, k) for k in keys} for r in rows] == [{k: getattr(rows[0], k) for k in keys}] * 3
     assert rows[0].items_infer == 60
-    assert pq.read_table(tmp_path / "metrics.parquet").num_rows == 3
+    assert len(stored_rows(tmp_path)) == 3
 
 
 def test_workers_auto_takes_one_per_gpu(ray_local, tmp_path):
@@ -39,7 +39,7 @@ def test_too_many_workers_is_a_user_error(ray_local, tmp_path):
 
     with pytest.raises(UserError, match="4 workers x 1 GPU need 4 GPUs; the cluster has 3"):
         run_job(validate(job(workers=4), "x"), results_dir=tmp_path)
-    assert not (tmp_path / "metrics.parquet").exists()
+    assert stored_rows(tmp_path) == []
 
 
 def test_repeats_run_on_fresh_workers(ray_local, tmp_path):

@@ -16,6 +16,7 @@ from orchestrator.run.policy import decide
 from orchestrator.spec import load_spec
 from workers.actor import classify
 from workers.contract import ShardResult, WorkerError
+from tests.builders import stored_rows
 from workers.errors import RunFailed
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,7 @@ def test_killed_worker_loses_nothing_and_counts_nothing_twice(ray_local, tmp_pat
     assert row.shards == len(shard_bounds(6400, 80, 4))
     retried = {r["shard_id"] for r in retries}
     assert all(s["attempt"] == 2 for s in shards if s["shard_id"] in retried)
-    assert pq.read_table(tmp_path / "metrics.parquet").num_rows == 1
+    assert len(stored_rows(tmp_path)) == 1
 
 
 def test_a_shard_that_always_fails_ends_the_run_with_no_row(ray_local, tmp_path):
@@ -78,7 +79,7 @@ def test_a_shard_that_always_fails_ends_the_run_with_no_row(ray_local, tmp_path)
     message = str(err.value)
     assert "shard infer-00003" in message and "attempt 2/2" in message and "injected failure" in message
     assert "\n" not in message
-    assert not (tmp_path / "metrics.parquet").exists()
+    assert stored_rows(tmp_path) == []
     kept = list(tmp_path.glob("runs/*/shards/*.json"))
     assert kept and all("00003" not in p.name for p in kept)  # finished shards stay on disk
 
@@ -100,7 +101,7 @@ def test_out_of_memory_becomes_one_line_suggesting_a_smaller_bs(tmp_path, monkey
     spec = load_spec("jobs/synthetic.yaml", ["workers=1", "data.synthetic.size=40"])
     with pytest.raises(RunFailed, match=r"out of device memory at bs=4 .*try a smaller bs"):
         run_job(spec, results_dir=tmp_path, in_process=True)
-    assert not (tmp_path / "metrics.parquet").exists()
+    assert stored_rows(tmp_path) == []
 
 
 def test_retry_policy():

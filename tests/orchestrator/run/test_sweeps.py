@@ -6,7 +6,7 @@ import pytest
 from orchestrator.run.driver import run_all
 from orchestrator.spec import load_spec, validate
 from orchestrator.views.compare import compare_runs
-from tests.builders import job
+from tests.builders import job, stored_rows
 from workers.errors import UserError
 
 
@@ -14,7 +14,7 @@ def test_a_2x2_sweep_writes_four_rows_sharing_a_sweep_id(tmp_path):
     spec = validate(job(sweep={"bs": [2, 4], "engine": ["torch", {"name": "synthetic", "latency_ms": 1}]},
                         passes=["infer"]), "x")
     runs = run_all(spec, results_dir=tmp_path, in_process=True)
-    rows = pq.read_table(tmp_path / "metrics.parquet").to_pylist()
+    rows = stored_rows(tmp_path)
     assert [(r["bs"], r["engine"]) for r in rows] == [(2, "torch"), (2, "synthetic"), (4, "torch"), (4, "synthetic")]
     assert len({r["run_id"] for r in rows}) == 4 and len({r["sweep_id"] for r in rows}) == 1
     assert rows[0]["sweep_id"] is not None

@@ -64,7 +64,7 @@ def test_config_changes_and_renderers(tmp_path):
     a = write_run(tmp_path, name="a", bs=8, seed=31, batches=40)
     b = write_run(tmp_path, name="b", bs=16, seed=32, batches=40)
     assert ("bs", "8", "16") in config_changes(a, b) and ("job", "a", "b") in config_changes(a, b)
-    latencies = [batch_latencies(ResultsStore(tmp_path).run(r.run_id).path) for r in (a, b)]
+    latencies = [batch_latencies(ResultsStore(tmp_path).run(r.run_id)) for r in (a, b)]
     assert len(latencies[0]) == 40
     deltas = compare(a, b, *latencies)
     markdown = deltas_markdown(deltas).splitlines()
@@ -77,4 +77,4 @@ def test_config_changes_and_renderers(tmp_path):
 
 
 def test_batch_latencies_of_a_folder_without_shards_is_empty(tmp_path):
-    assert batch_latencies(tmp_path) == []
+    assert batch_latencies(ResultsStore(tmp_path).run("no-shards")) == []
