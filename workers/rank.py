@@ -46,7 +46,7 @@ POLL_S = 0.2  # between checks that a follower Ray restarted is up
 
 @dataclass
 class RankReport:
-    """What a follower sends back for a shard: its memory peak, or why it failed."""
+    """What a follower sends back for a shard: its memory peak and energy, or why it failed."""
 
     rank: int
     pid: int
