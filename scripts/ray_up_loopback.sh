@@ -9,8 +9,9 @@
 # scripts/loopback_overlay.yaml to the shipped cluster.yaml, runs `ray up -y`, waits for both nodes,
 # checks that the nodes' login shells have token auth, submits jobs/smoke.yaml with
 # `bench submit --as-job`, and checks that shards ran on both nodes and that the metrics row came
-# back. Then it stops what it started, by process id: each node's Ray (scripts/ray_node.sh --stop)
-# and its two sshds. It never runs `ray stop`/`ray down` (they stop every Ray on the machine).
+# back to the head's default results folder, and that the head's Prometheus (scripts/prometheus_head.sh)
+# saw the run's series. Then it stops what it started, by process id: each node's Ray
+# (scripts/ray_node.sh --stop), the head's Prometheus and the two sshds. It never runs `ray stop`/`ray down` (they stop every Ray on the machine).
 # --keep leaves the cluster up and prints how to stop it. DIR (default /tmp/rbl; short, as Ray's
 # socket paths must stay under ~107 bytes) keeps the node homes, so a second run reuses their venvs.
 set -uo pipefail
@@ -31,9 +32,8 @@ CLUSTER=raybench-loopback-$(basename "$WORK")
 HEAD=127.0.0.2
 WORKER=127.0.0.3
 SSH_KEY=$HOME/.ssh/raybench_loopback
-# Results on the head (on loopback: this machine, under the head's home). A variable, so it can
-# move to the orchestrator's durable default for --as-job once that lands.
-RESULTS=${RAYBENCH_LOOPBACK_RESULTS:-$WORK/h2/raybench-results}
+# The job is submitted without --results: it writes to the head's durable default (cluster.yaml's
+# RAYBENCH_RESULTS, ~/raybench-results), which on loopback is under the head's home, $WORK/h2.
 LOGS=$WORK/logs
 export RAY_AUTH_MODE=token  # the submitting side's Jobs API and state API calls carry the token
 
@@ -78,7 +78,7 @@ fi
 # Free now on every address; Ray's fixed defaults (6379, 8265, 10001, 8080, 52365, 44217, 44227 and
 # worker ports 10002-19999) may belong to other clusters on this machine.
 read -r GCS_PORT DASHBOARD_PORT CLIENT_PORT HEAD_METRICS_PORT WORKER_METRICS_PORT \
-    HEAD_AGENT_PORT WORKER_AGENT_PORT AUTOSCALER_METRICS_PORT DASHBOARD_METRICS_PORT \
+    HEAD_AGENT_PORT WORKER_AGENT_PORT AUTOSCALER_METRICS_PORT DASHBOARD_METRICS_PORT PROMETHEUS_PORT \
     HEAD_MIN_WORKER_PORT WORKER_MIN_WORKER_PORT < <(python - <<'EOF'
 import random, socket
 
@@ -91,7 +91,7 @@ def free(port: int) -> bool:
             return False
 
 held = []
-for _ in range(9):  # bound together, so all different
+for _ in range(10):  # bound together, so all different
     s = socket.socket()
     s.bind(("", 0))
     held.append(s)
@@ -116,6 +116,7 @@ cat >"$WORK/teardown.sh" <<EOF
 # Stops what ray_up_loopback.sh started in $WORK, by process id; touches nothing else.
 bash "$REPO/scripts/ray_node.sh" --stop --temp-dir=$WORK/t2/ray   # the head first: its autoscaler
 bash "$REPO/scripts/ray_node.sh" --stop --temp-dir=$WORK/t3/ray   # would restart the worker
+HOME=$WORK/h2 bash "$REPO/scripts/prometheus_head.sh" --stop       # the head's Prometheus, by its pid file
 for pidfile in $WORK/sshd.2.pid $WORK/sshd.3.pid; do
     [[ -f \$pidfile ]] && kill "\$(cat \$pidfile)" 2>/dev/null; rm -f \$pidfile
 done
@@ -129,7 +130,7 @@ finish() {
         echo "    --keep: the cluster stays up. Dashboard $DASHBOARD; config $WORK/cluster.yaml"
         echo "    stop it (by pid, only what this run started): $WORK/teardown.sh"
     else
-        step "tearing down by pid: each node's Ray (its recorded process group), then the two sshds"
+        step "tearing down by pid: each node's Ray (its recorded process group), the head's Prometheus, the two sshds"
         "$WORK/teardown.sh"
         local left
         left=$(pgrep -f -- "$WORK/t[23]/ray/session_" | tr '\n' ' ')
@@ -170,7 +171,7 @@ done
 step "cluster.yaml + scripts/loopback_overlay.yaml -> $WORK/cluster.yaml"
 vars=()
 for name in WORK CLUSTER SSH_KEY GCS_PORT DASHBOARD_PORT CLIENT_PORT HEAD_METRICS_PORT \
-    WORKER_METRICS_PORT HEAD_AGENT_PORT WORKER_AGENT_PORT AUTOSCALER_METRICS_PORT DASHBOARD_METRICS_PORT \
+    WORKER_METRICS_PORT HEAD_AGENT_PORT WORKER_AGENT_PORT AUTOSCALER_METRICS_PORT DASHBOARD_METRICS_PORT PROMETHEUS_PORT \
     HEAD_MIN_WORKER_PORT HEAD_MAX_WORKER_PORT WORKER_MIN_WORKER_PORT WORKER_MAX_WORKER_PORT; do
     vars+=("$name=${!name}")
 done
@@ -213,8 +214,8 @@ ssh -T -i "$SSH_KEY" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
 echo "    worker (ssh + login shell, 'ray status'):   ok"
 
 # ---------------------------------------------------------------- a job through the Jobs API
-step "bench submit jobs/smoke.yaml --as-job --address $DASHBOARD --results $RESULTS"
-submit_out=$(cd "$REPO" && bench submit jobs/smoke.yaml --as-job --address "$DASHBOARD" --results "$RESULTS" 2>&1) \
+step "bench submit jobs/smoke.yaml --as-job --address $DASHBOARD   (no --results: the head's default)"
+submit_out=$(cd "$REPO" && bench submit jobs/smoke.yaml --as-job --address "$DASHBOARD" 2>&1) \
     || { echo "$submit_out" >&2; die "bench submit --as-job failed"; }
 echo "$submit_out" | sed 's/^/    /'
 run_id=$(echo "$submit_out" | sed -n 's/^submitted run \([^ ]*\) as a Ray job.*/\1/p')
@@ -236,26 +237,57 @@ while :; do
 done
 bench logs "$run_id" --address "$DASHBOARD" >"$LOGS/job.log" 2>&1
 echo "    $run_id: SUCCEEDED (job log $LOGS/job.log)"
+# the job's first line names its results store, as the head sees it (bench submit prints it too)
+head_results=$(sed -n 's/^raybench results: //p' "$LOGS/job.log" | head -1)
+[[ $head_results == /root/* ]] || die "the job did not report a results folder under the head's home (got '${head_results}')"
+RESULTS=$WORK/h2/${head_results#/root/}  # the head's /root is $WORK/h2 on this machine
 
 # ---------------------------------------------------------------- results on the head
-step "checking $RESULTS: shards on both nodes, the metrics row"
+step "checking $RESULTS (the head's $head_results): shards on both nodes, the metrics row"
 python - "$RESULTS" "$run_id" <<'EOF' || die "the results of run $run_id are not what they should be (see above)"
 import sys
-from pathlib import Path
 
-import pyarrow.parquet as pq
+from orchestrator.metrics.store import ResultsStore
 
-results, run_id = Path(sys.argv[1]), sys.argv[2]
-shards = pq.read_table(results / "runs" / run_id / "shards.parquet").to_pylist()
+store, run_id = ResultsStore(sys.argv[1]), sys.argv[2]
+shards = store.run(run_id).read_table("shards.parquet").to_pylist()
 nodes = sorted({s["node_id"] for s in shards})
 print(f"    shards.parquet: {len(shards)} shards on {len(nodes)} nodes ({', '.join(n[:12] for n in nodes)})")
-rows = [r for r in pq.read_table(results / "metrics.parquet").to_pylist() if r["run_id"] == run_id]
+rows = [r for r in store.read_metrics().to_pylist() if r["run_id"] == run_id]
 if rows:
     shown = {k: rows[0][k] for k in ("run_id", "engine", "workers", "nodes", "p_infer_whole", "e2e_time")}
-    print(f"    metrics.parquet: {len(rows)} row(s): {shown}")
+    print(f"    metrics row: {shown}")
 if len(nodes) != 2:
     sys.exit(f"ray_up_loopback: shards ran on {len(nodes)} node(s), expected 2")
 if not rows:
-    sys.exit(f"ray_up_loopback: no metrics row for {run_id} in {results / 'metrics.parquet'}")
+    sys.exit(f"ray_up_loopback: no metrics row for {run_id} in {store.location}")
 EOF
-step "PASSED: ray up of cluster.yaml, 2 nodes joined, shards on both, metrics row back"
+
+# ---------------------------------------------------------------- the head's Prometheus
+step "the head's Prometheus (127.0.0.2:$PROMETHEUS_PORT) has ray_raybench_items_total for $run_id"
+python - "$PROMETHEUS_PORT" "$run_id" <<'EOF' || die "Prometheus on the head did not see the run's series (log $WORK/h2/prometheus.log)"
+import json, sys, time, urllib.parse, urllib.request
+
+port, run_id = sys.argv[1], sys.argv[2]
+query = urllib.parse.urlencode({"query": f'ray_raybench_items_total{{run_id="{run_id}"}}'})
+deadline = time.time() + 60
+while True:
+    try:
+        body = json.loads(urllib.request.urlopen(f"http://127.0.0.2:{port}/api/v1/query?{query}", timeout=5).read())
+        series = body["data"]["result"]
+    except OSError as exc:
+        series, body = [], {"error": str(exc)}
+    if series:
+        nodes = sorted({s["metric"].get("NodeAddress", "?") for s in series})
+        print(f"    {len(series)} series of the run, from node(s) {', '.join(nodes)}")
+        break
+    if time.time() > deadline:
+        sys.exit(f"no series after 60 s: {body}")
+    time.sleep(3)
+targets = json.loads(urllib.request.urlopen(f"http://127.0.0.2:{port}/api/v1/targets", timeout=5).read())
+up = sorted({t["labels"]["instance"].split(":")[0] for t in targets["data"]["activeTargets"] if t["health"] == "up"})
+print(f"    scrape targets up: {', '.join(up)}")
+if not {"127.0.0.2", "127.0.0.3"} <= set(up):
+    sys.exit(f"Prometheus does not scrape both nodes (up: {up})")
+EOF
+step "PASSED: ray up of cluster.yaml, 2 nodes joined, shards on both, metrics row back, Prometheus sees the run"
