@@ -21,16 +21,18 @@ from workers.package_files import is_package_path
 from workers.specs import SHORTHANDS, WorkerConfig, looks_like_local_path
 
 # Fields a `sweep:` may list several values for; each grid point is validated as a full job.
-SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision")
+SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision", "parallel")
 
 
 class JobSpec(WorkerConfig):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     workers: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
-        "auto", description="worker actors; auto = one per GPU in the cluster, or 1 without GPUs"
+        "auto", description="worker actors (or groups of parallel.tp ranks); auto = one per GPU (per tp GPUs) in "
+        "the cluster, or 1 without GPUs"
     )
-    gpus_per_worker: float | None = Field(None, ge=0, description="default: 1 when the cluster has GPUs, else 0")
-    cpus_per_worker: float = Field(1.0, ge=0)
+    gpus_per_worker: float | None = Field(
+        None, ge=0, description="default: 1 when the cluster has GPUs, else 0; per rank with parallel.tp > 1")
+    cpus_per_worker: float = Field(1.0, ge=0, description="per worker actor; per rank with parallel.tp > 1")
     shard_size: int | None = Field(None, gt=0, description="examples per shard; default from dataset size and bs")
     max_attempts: int = Field(3, ge=1, description="attempts per shard before the run fails")
     max_restarts: int = Field(2, ge=0, description="times Ray restarts a dead worker actor")

@@ -268,3 +268,16 @@ def metrics_row(**fields):
         driver_version="",
     )
     return MetricsRow(**{**base, **fields})
+
+
+# ------------------------------------------------------------------ tensor-parallel groups (parallel.tp)
+
+
+def tp_llama_job(tokenizer_dir: Path, tp: int = 2, **overrides: Any) -> dict[str, Any]:
+    """An mmlu job on a random tiny Llama (a model with a tensor-parallel plan) split over `tp` ranks,
+    with the offline BPE tokenizer saved in `tokenizer_dir` (see `save_bpe_tokenizer`)."""
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(tokenizer_dir))
+    model = {"random": dict(TINY_LLAMA, vocab_size=vocab), "tokenizer": str(tokenizer_dir)}
+    return mmlu_job(model, **{"parallel": {"tp": tp}, "bs": 4, "passes": ["val", "infer"], **overrides})

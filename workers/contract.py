@@ -55,8 +55,24 @@ class BuildInfo:
 
 
 @dataclass
+class RankInfo:
+    """One process of a tensor-parallel worker (a group of `tp` ranks on one node; rank 0 reports)."""
+
+    rank: int
+    node_id: str
+    pid: int
+    device: str
+    device_name: str
+    peak_flops: float | None
+
+
+@dataclass
 class WorkerInfo:
-    """What a worker reports after setup: where it runs and what the dataset looks like to it."""
+    """What a worker reports after setup: where it runs and what the dataset looks like to it.
+
+    A tensor-parallel worker is reported by its rank 0: `ranks` lists every rank (rank 0 first),
+    `peak_flops` is the sum of their peaks and the other fields are rank 0's own.
+    """
 
     worker_id: int
     node_id: str
@@ -77,6 +93,15 @@ class WorkerInfo:
     error: WorkerError | None = None
     peak_flops_label: str = ""  # the table entry chosen and its datasheet (workers/peaks.py)
     peak_flops_reason: str = ""  # why peak_flops is None
+    ranks: list[RankInfo] = field(default_factory=list)  # empty for a worker that owns one device
+
+    @property
+    def tp(self) -> int:
+        return max(1, len(self.ranks))
+
+    def rank_list(self) -> list[RankInfo]:
+        """Every process of the worker: its ranks, or itself as the one rank of a single-device worker."""
+        return self.ranks or [RankInfo(0, self.node_id, self.pid, self.device, self.device_name, self.peak_flops)]
 
 
 @dataclass

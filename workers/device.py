@@ -26,10 +26,11 @@ class DeviceChoice:
     name: str
 
 
-def choose_device() -> DeviceChoice:
-    """The device this process owns: cuda:0 of whatever Ray (CUDA_VISIBLE_DEVICES) gave us, else CPU."""
+def choose_device(index: int = 0) -> DeviceChoice:
+    """The device this process owns: cuda:0 of whatever Ray (CUDA_VISIBLE_DEVICES) gave us, else CPU.
+    A tensor-parallel rank sees its whole group's GPUs and owns `cuda:<its rank>` (workers/rank.py)."""
     if torch.cuda.is_available():
-        return DeviceChoice(torch.device("cuda:0"), torch.cuda.get_device_name(0))
+        return DeviceChoice(torch.device(f"cuda:{index}"), torch.cuda.get_device_name(index))
     return DeviceChoice(torch.device("cpu"), cpu_name())
 
 

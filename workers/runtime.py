@@ -102,7 +102,10 @@ class WorkerRuntime:
             t0 = time.perf_counter()
             cfg = self.config
             dtype = DTYPES[self.val_precision]
-            self._model = load_model(cfg.model, self.model_config, self.task.model_kind, dtype, self.device, cfg.seed)
+            loader = load_model
+            if cfg.parallel.tp > 1:  # one rank of a tensor-parallel group: this rank's slice only
+                from workers.parallel import load_sharded_model as loader
+            self._model = loader(cfg.model, self.model_config, self.task.model_kind, dtype, self.device, cfg.seed)
             self._load_seconds += time.perf_counter() - t0
         return self._model
 
@@ -110,8 +113,14 @@ class WorkerRuntime:
         """Identity of the weights for engine cache keys: file digests, or the random config + seed."""
         spec = self.config.model
         if spec.random is not None:
-            return hashlib.sha256(repr((spec.random, self.config.seed)).encode()).hexdigest()[:16]
-        return versions.files_digest(spec.source, spec.gguf_file)
+            digest = hashlib.sha256(repr((spec.random, self.config.seed)).encode()).hexdigest()[:16]
+        else:
+            digest = versions.files_digest(spec.source, spec.gguf_file)
+        if self.config.parallel.tp > 1:  # a rank's artifacts are built from its slice of the weights
+            from workers.parallel import rank_identity
+
+            digest += "-" + rank_identity()
+        return digest
 
     def build_context(self, precision: str) -> BuildContext:
         """What an engine at `precision` is built from (public: tests build engines from it too)."""

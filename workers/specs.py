@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from workers.contract import PassName
 from workers.errors import did_you_mean
@@ -55,6 +55,7 @@ class Registered(StrictModel):
 
     implementation: ClassVar[str]
     extra: ClassVar[str | None] = None
+    tensor_parallel: ClassVar[bool] = False  # engines: runs a model sharded over a TP group (parallel.tp > 1)
 
     @classmethod
     def registered_name(cls) -> str:
@@ -194,11 +195,13 @@ class TorchEngineOptions(Registered):
     """PyTorch eager: the model as loaded, cast to the job's precision."""
 
     implementation = "workers.engines.torch_eager:TorchEager"
+    tensor_parallel = True
     name: Literal["torch"] = "torch"
 
 
 class TorchCompileOptions(Registered):
     implementation = "workers.engines.torch_compile:TorchCompile"
+    tensor_parallel = True
 
     name: Literal["torch_compile"] = "torch_compile"
     mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
@@ -234,6 +237,7 @@ class SyntheticEngineOptions(Registered):
     """The null system under test (MLPerf LoadGen's analogue): a fixed wait, deterministic outputs."""
 
     implementation = "workers.engines.synthetic:Synthetic"
+    tensor_parallel = True  # it only waits; every rank waits alike (a way to time the group's orchestration)
     name: Literal["synthetic"] = "synthetic"
     latency_ms: float = Field(10.0, ge=0, description="per-batch latency, spent waiting, not computing")
     fail_shards: list[int] = Field(
@@ -256,6 +260,17 @@ def _named_choice(kind: str, known: dict[str, type], value: Any) -> Any:
     return value
 
 
+# ---------------------------------------------------------------------------------- parallel
+class ParallelSpec(StrictModel):
+    """How one worker spans devices. `tp` ranks of one node share one model, each holding a slice of
+    every sharded weight (transformers' tensor-parallel plan); the driver sees the group as one worker."""
+
+    tp: int = Field(1, ge=1, description="tensor-parallel ranks per worker: GPUs of one node that share one model")
+    timeout_s: float = Field(
+        600.0, gt=0, description="how long a rank waits for the others (joining the group, each collective) before "
+        "the group fails; NCCL cannot see a dead peer sooner than this")
+
+
 # ------------------------------------------------------------------------------- worker config
 class WorkerConfig(StrictModel):
     """Everything one worker actor needs to build its model and engine and run shards."""
@@ -275,6 +290,7 @@ class WorkerConfig(StrictModel):
     seed: int = 0
     passes: tuple[PassName, ...] = ("val", "infer")
     engine_cache: str | None = Field(None, description="engine cache folder; default ~/.cache/raybench/engines")
+    parallel: ParallelSpec = Field(default_factory=ParallelSpec)
 
     @field_validator("task", mode="before")
     @classmethod
@@ -292,6 +308,25 @@ class WorkerConfig(StrictModel):
         if not value or len(set(value)) != len(value):
             raise ValueError("passes must list val and/or infer, each once")
         return tuple(p for p in ("val", "infer") if p in value)
+
+    @field_validator("parallel")
+    @classmethod
+    def _parallel(cls, value: ParallelSpec, info: ValidationInfo) -> ParallelSpec:
+        """tp > 1 needs an engine that runs a sharded torch model, and one precision: the sharded model
+        is loaded once per rank and cannot be copied to a second precision (its layers' forward hooks
+        point at the original modules)."""
+        if value.tp == 1:
+            return value
+        engine = info.data.get("engine")
+        if engine is not None and not type(engine).tensor_parallel:
+            how = "; TensorRT-LLM is the path to tensor-parallel TensorRT" if engine.name == "tensorrt" else ""
+            raise ValueError(f"tp={value.tp}: engine {engine.name} runs a whole model on one device; tensor "
+                             f"parallel needs engine torch or torch_compile{how}")
+        precision, val_precision = info.data.get("precision"), info.data.get("val_precision")
+        if val_precision is not None and val_precision != precision:
+            raise ValueError(f"tp={value.tp}: val_precision ({val_precision}) must equal precision ({precision}); "
+                             "a sharded model is loaded at one precision")
+        return value
 
     @model_validator(mode="after")
     def _mmlu_needs_a_folder(self) -> "WorkerConfig":

@@ -131,10 +131,11 @@ def format_acc(infer: float | None, val: float | None) -> str:
 
 
 def devices_label(infos: list[WorkerInfo]) -> str:
-    """'2x NVIDIA A100-SXM4-40GB' style summary of the devices used."""
+    """'2x NVIDIA A100-SXM4-40GB' style summary of the devices used (every rank of a TP worker)."""
     counts: dict[str, int] = defaultdict(int)
     for info in infos:
-        counts[info.device_name] += 1
+        for rank in info.rank_list():
+            counts[rank.device_name] += 1
     return ", ".join(f"{n}x {name}" for name, n in sorted(counts.items()))
 
 
@@ -335,7 +336,8 @@ def setup_columns(spec: JobSpec, infos: list[WorkerInfo]) -> dict[str, Any]:
     return {
         "precision_effective": infos[0].precision_effective if infos else spec.precision,
         "workers": len(infos),
-        "nodes": len({info.node_id for info in infos}),
+        "tp": spec.parallel.tp,
+        "nodes": len({rank.node_id for info in infos for rank in info.rank_list()}),
         "devices": devices_label(infos),
         "load_time": max((info.load_seconds for info in infos), default=0.0),
         "data_time": max((info.data_seconds for info in infos), default=0.0),

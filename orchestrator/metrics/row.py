@@ -56,9 +56,10 @@ class MetricsRow(BaseModel):
     # configuration
     precision_effective: str
     seq_len: int
-    workers: int
+    workers: int  # worker actors, or tensor-parallel groups of `tp` ranks
+    tp: int = 1  # ranks per worker sharing one model (parallel.tp)
     nodes: int
-    devices: str
+    devices: str  # every device used, every rank of every group
     mem_total: float | None  # GiB of the device with the peak
     mem_source: str
     # counts

@@ -197,7 +197,9 @@ class RunFolder:
                 "device": i.device, "device_name": i.device_name, "load_seconds": i.load_seconds,
                 "data_seconds": i.data_seconds, "build_seconds": i.build.build_seconds if i.build else None,
                 "engine_cache_hit": i.build.cache_hit if i.build else None,
-                "precision_effective": i.precision_effective, "peak_flops": i.peak_flops,
+                "precision_effective": i.precision_effective, "peak_flops": i.peak_flops, "tp": i.tp,
+                "rank_nodes": [r.node_id for r in i.rank_list()], "rank_pids": [r.pid for r in i.rank_list()],
+                "rank_devices": [f"{r.device} {r.device_name}" for r in i.rank_list()],
             }
             for i in infos
         ]

@@ -76,7 +76,14 @@ def open_pool(spec: JobSpec, run_id: str, in_process: bool) -> Pool:
     if in_process:
         if spec.workers not in ("auto", 1):
             raise UserError("workers: in-process mode (--no-ray) runs exactly one worker")
+        if spec.parallel.tp > 1:
+            raise UserError(f"parallel.tp: in-process mode (--no-ray) is one process; a worker of tp={spec.parallel.tp} "
+                            "ranks needs Ray (drop --no-ray)")
         return InProcessPool(spec.worker_config(), run_id)
+    if spec.parallel.tp > 1:
+        from orchestrator.run.groups import open_groups
+
+        return open_groups(spec, run_id)
     from orchestrator.run.connect import cluster_resources
 
     gpus, cpus = cluster_resources()

@@ -337,3 +337,27 @@ def test_address_auto_reads_the_clusters_own_temp_dir(ray_cluster, tmp_path, mon
                                       f"{tmp_path / 'none' / 'ray_current_cluster'} (start one with `ray up cluster.yaml` "
                                       "or `ray start --head`, pass the --temp-dir it was started with, or give the "
                                       "head's address)")
+
+
+def test_two_tensor_parallel_groups_each_on_one_node(ray_cluster, tmp_path):
+    """workers: auto with parallel.tp 2 on 2 nodes x 2 (fake) GPUs: two groups, each packed on its own
+    node; torch sees no CUDA there, so the ranks run on the CPU over gloo."""
+    import yaml
+
+    from tests.builders import save_bpe_tokenizer, tp_llama_job
+
+    job_file = tmp_path / "tp.yaml"
+    job_file.write_text(yaml.safe_dump(tp_llama_job(save_bpe_tokenizer(tmp_path / "tokenizer"), workers="auto",
+                                                    passes=["infer"], shard_size=4)))
+    out = bench(ray_cluster, "submit", str(job_file), "--address", ray_cluster.address, "--results", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    (row,) = rows(tmp_path)
+    assert (row["workers"], row["tp"], row["nodes"], row["items_infer"] > 0) == (2, 2, 2, True)
+    assert row["devices"].startswith("4x CPU")
+    groups = pq.read_table(tmp_path / "runs" / row["run_id"] / "workers.parquet").to_pylist()
+    assert [len(set(g["rank_nodes"])) for g in groups] == [1, 1]  # each group on one node
+    assert len({g["rank_nodes"][0] for g in groups}) == 2  # the groups on different nodes
+    assert all(re.search(r"\(GPU \d\)", d) for g in groups for d in g["rank_devices"])  # one Ray GPU per rank
+    shards = pq.read_table(tmp_path / "runs" / row["run_id"] / "shards.parquet").to_pylist()
+    assert {s["worker_id"] for s in shards} == {0, 1}
+    assert sorted(s["shard_id"] for s in shards) == list(range(row["shards"]))
