@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks._ray import local_ray  # noqa: E402
+from benchmarks._ray import local_ray
 
 WIKITEXT = ROOT.parent / "shared" / "data" / "text" / "wikitext-2-raw-test.raw"
 CPUS = 2

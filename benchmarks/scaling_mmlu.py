@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks._ray import local_ray  # noqa: E402
+from benchmarks._ray import local_ray
 
 MODEL = {"model_type": "llama", "vocab_size": 49152, "hidden_size": 256, "intermediate_size": 1024,
          "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4,

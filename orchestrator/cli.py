@@ -23,7 +23,10 @@ app = typer.Typer(
 
 JobArg = Annotated[Path, typer.Argument(help="job spec (YAML)", show_default=False)]
 OptionalJobArg = Annotated[Optional[Path], typer.Argument(help="job spec (YAML); omit with --resume", show_default=False)]
-ResultsOpt = Annotated[Path, typer.Option("--results", help="results folder")]
+ResultsOpt = Annotated[Optional[str], typer.Option(
+    "--results", envvar="RAYBENCH_RESULTS", show_default=False,
+    help="results folder or URI (s3://bucket/prefix, gs://..., hdfs://...); default ./results")]
+LOCAL_RESULTS = "results"
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a field: key=value (dotted keys)")]
 RunArg = Annotated[str, typer.Argument(help="run id (as printed by bench submit)")]
 DashboardOpt = Annotated[Optional[str], typer.Option("--address", help="Ray dashboard URL (default $RAY_ADDRESS or http://127.0.0.1:8265)")]
@@ -50,9 +53,10 @@ def _overrides(sets: list[str] | None, workers: int | None) -> list[str]:
     return list(sets or []) + ([f"workers={workers}"] if workers is not None else [])
 
 
-def _load(job: Path | None, sets: list[str] | None, workers: int | None, resume: str | None, results: Path):
+def _load(job: Path | None, sets: list[str] | None, workers: int | None, resume: str | None, results: str):
     """The spec to run: the job file with overrides, or the resolved spec kept in a resumed run."""
-    from orchestrator.spec import load_spec
+    from orchestrator.metrics.store import ResultsStore
+    from orchestrator.spec import load_spec, load_spec_text
     from workers.errors import UserError
 
     if resume is None:
@@ -61,19 +65,21 @@ def _load(job: Path | None, sets: list[str] | None, workers: int | None, resume:
         return load_spec(job, _overrides(sets, workers))
     if job is not None or sets or workers is not None:
         raise UserError("--resume RUN_ID re-runs the stored spec of that run: give no job file, --set or --workers")
-    saved = results / "runs" / resume / "job.yaml"
-    if not saved.exists():
-        raise UserError(f"--resume {resume}: no such run in {results / 'runs'}")
-    return load_spec(saved)
+    store = ResultsStore(results)
+    run = store.run(resume)
+    if not run.exists():
+        raise UserError(f"--resume {resume}: no such run in {store.location}")
+    return load_spec_text(run.read_text("job.yaml"), f"{run.location}/job.yaml")
 
 
 @app.command()
 def submit(
     job: OptionalJobArg = None,
     workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="number of worker actors")] = None,
-    results: ResultsOpt = Path("results"),
+    results: ResultsOpt = None,
     sets: SetOpt = None,
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster: auto, ray://head:10001 or head:6379; with --as-job the dashboard URL")] = None,
+    temp_dir: Annotated[Optional[str], typer.Option("--temp-dir", help="with --address auto: the --temp-dir the cluster's `ray start` was given")] = None,
     as_job: Annotated[bool, typer.Option("--as-job", help="submit through the Ray Jobs API (shows in the dashboard's Jobs view)")] = False,
     resume: Annotated[Optional[str], typer.Option("--resume", help="finish an interrupted run: only its missing shards run")] = None,
     no_ray: Annotated[bool, typer.Option("--no-ray", help="run one worker in this process, without Ray")] = False,
@@ -83,33 +89,51 @@ def submit(
     run_id: Annotated[Optional[str], typer.Option("--run-id", hidden=True)] = None,
 ) -> None:
     """Run a job (every point of its sweep) and print the merged metrics table."""
+    import os
 
-    results = results.expanduser()
     with user_errors():
         if no_ray and workers is None and resume is None:
             workers = 1  # in-process mode is one worker: say so in the spec (and the row)
-        spec = _load(job, sets, workers, resume, results)
+        spec = _load(job, sets, workers, resume, results or LOCAL_RESULTS)
         if as_job:
             return _submit_as_job(spec, address, results, verbose)
+        from orchestrator.metrics.store import ResultsStore
         from orchestrator.run.driver import run_all
 
-        runs = run_all(spec, results_dir=results, address=address, in_process=no_ray, progress=sys.stderr.isatty(),
+        store = ResultsStore(results or LOCAL_RESULTS)
+        if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # Ray sets it (by that name) for a job's entrypoint
+            from orchestrator.run.jobs_api import RESULTS_LINE
+
+            typer.echo(f"{RESULTS_LINE}{store.location}")
+        if address == "auto":
+            from orchestrator.run.connect import resolve_address
+
+            address = resolve_address(address, temp_dir)
+        runs = run_all(spec, results_dir=store.uri, address=address, in_process=no_ray, progress=sys.stderr.isatty(),
                        verbose=verbose, node_ip=node_ip, run_id=resume or run_id, resume=resume is not None)
     from orchestrator.views.report import print_runs
 
-    trouble = print_runs(runs, spec, results, width=None if sys.stdout.isatty() else 220)
+    trouble = print_runs(runs, spec, store.location, width=None if sys.stdout.isatty() else 220)
     if strict and trouble:
         fail(f"--strict: {trouble}", 1)
 
 
-def _submit_as_job(spec, address: str | None, results: Path, verbose: bool) -> None:
+def _submit_as_job(spec, address: str | None, results: str | None, verbose: bool) -> None:
+    from orchestrator.metrics.location import display_uri, is_uri
     from orchestrator.run.driver import new_run_id
-    from orchestrator.run.jobs_api import submit_as_job
+    from orchestrator.run.jobs_api import HEAD_RESULTS_SHOWN, announced_results, job_results, submit_as_job
     from orchestrator.spec import dump_spec
 
     run_id = new_run_id(spec.name)
-    submit_as_job(dump_spec(spec), run_id=run_id, name=spec.name, address=address, results=str(results), verbose=verbose)
-    typer.echo(f"submitted run {run_id} as a Ray job; results go to {results} on the head node")
+    target = job_results(results)
+    submit_as_job(dump_spec(spec), run_id=run_id, name=spec.name, address=address, results=target, verbose=verbose)
+    typer.echo(f"submitted run {run_id} as a Ray job")
+    if target is not None and is_uri(target):
+        typer.echo(f"results go to {display_uri(target)}")
+    elif (where := announced_results(run_id, address)) is not None:
+        typer.echo(f"results go to {where} on the head node")
+    else:
+        typer.echo(f"results go to {target or HEAD_RESULTS_SHOWN} on the head node (the job has not said yet: bench logs {run_id})")
     typer.echo(f"follow it: bench status {run_id} · bench logs {run_id} --follow")
 
 
@@ -150,7 +174,7 @@ FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | csv | js
 
 @app.command()
 def results(
-    results: ResultsOpt = Path("results"),
+    results: ResultsOpt = None,
     where: Annotated[Optional[list[str]], typer.Option(
         "--where", help="COLUMN OP VALUE, OP one of = != > >= < <= ~ (substring); repeat to AND")] = None,
     columns: Annotated[Optional[str], typer.Option("--columns", "-c", help="comma-separated columns")] = None,
@@ -164,7 +188,7 @@ def results(
     with user_errors():
         from orchestrator.views.query import results as query_results
 
-        out = query_results(results, where, columns.split(",") if columns else None, fmt, sort, last)
+        out = query_results(results or LOCAL_RESULTS, where, columns.split(",") if columns else None, fmt, sort, last)
     if isinstance(out, str):
         typer.echo(out, nl=False)
     else:
@@ -174,14 +198,14 @@ def results(
 @app.command()
 def report(
     run: Annotated[str, typer.Argument(help="run id, or a unique part of it")],
-    results: ResultsOpt = Path("results"),
-    out: Annotated[Optional[Path], typer.Option("--out", help="folder; default results/runs/<id>/report")] = None,
+    results: ResultsOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="folder; default runs/<id>/report in a local results folder, ./report-<id> for a URI")] = None,
 ) -> None:
     """Write a Markdown and a self-contained HTML report of one run, with plots."""
     with user_errors():
         from orchestrator.views.html_report import report_run
 
-        md_path, html_path = report_run(results, run, out)
+        md_path, html_path = report_run(results or LOCAL_RESULTS, run, out)
     typer.echo(f"report: {md_path}\nreport: {html_path}")
 
 
@@ -189,7 +213,7 @@ def report(
 def compare(
     run_a: Annotated[str, typer.Argument(help="baseline run id (or a unique part)")],
     run_b: Annotated[str, typer.Argument(help="run to compare with the baseline")],
-    results: ResultsOpt = Path("results"),
+    results: ResultsOpt = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown")] = "table",
     alpha: Annotated[float, typer.Option("--alpha", help="rank-test significance level")] = 0.01,
     min_effect: Annotated[float, typer.Option("--min-effect", help="smallest relative change called beyond noise")] = 0.03,
@@ -198,16 +222,25 @@ def compare(
     from rich.console import Console
 
     with user_errors():
-        from orchestrator.views.compare import compare_runs, config_changes, deltas_markdown, deltas_table
+        from orchestrator.views.compare import (
+            compare_runs,
+            config_changes,
+            deltas_markdown,
+            deltas_table,
+            prompt_warning,
+        )
 
-        row_a, row_b, deltas = compare_runs(results, run_a, run_b, alpha, min_effect)
+        row_a, row_b, deltas = compare_runs(results or LOCAL_RESULTS, run_a, run_b, alpha, min_effect)
     changes = ", ".join(f"{c}: {a} -> {b}" for c, a, b in config_changes(row_a, row_b)) or "none"
+    warning = prompt_warning(row_a, row_b)
     if fmt == "markdown":
-        typer.echo(deltas_markdown(deltas) + f"\nsetup changes: {changes}")
+        typer.echo(deltas_markdown(deltas) + f"\nsetup changes: {changes}" + (f"\n\n**{warning}**" if warning else ""))
         return
     console = Console(width=None if sys.stdout.isatty() else 220)
     console.print(deltas_table(deltas, title=f"A {row_a.run_id} -> B {row_b.run_id}"))
     console.print(f"setup changes: {changes}")
+    if warning:
+        console.print(warning, style="bold red", markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

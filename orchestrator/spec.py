@@ -17,19 +17,22 @@ from pydantic import Field, ValidationError, field_validator
 
 from orchestrator.metrics.verdict import VerdictSpec
 from workers.errors import UserError
+from workers.package_files import is_package_path
 from workers.specs import SHORTHANDS, WorkerConfig, looks_like_local_path
 
 # Fields a `sweep:` may list several values for; each grid point is validated as a full job.
-SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision")
+SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision", "parallel")
 
 
 class JobSpec(WorkerConfig):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     workers: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
-        "auto", description="worker actors; auto = one per GPU in the cluster, or 1 without GPUs"
+        "auto", description="worker actors (or groups of parallel.tp ranks); auto = one per GPU (per tp GPUs) in "
+        "the cluster, or 1 without GPUs"
     )
-    gpus_per_worker: float | None = Field(None, ge=0, description="default: 1 when the cluster has GPUs, else 0")
-    cpus_per_worker: float = Field(1.0, ge=0)
+    gpus_per_worker: float | None = Field(
+        None, ge=0, description="default: 1 when the cluster has GPUs, else 0; per rank with parallel.tp > 1")
+    cpus_per_worker: float = Field(1.0, ge=0, description="per worker actor; per rank with parallel.tp > 1")
     shard_size: int | None = Field(None, gt=0, description="examples per shard; default from dataset size and bs")
     max_attempts: int = Field(3, ge=1, description="attempts per shard before the run fails")
     max_restarts: int = Field(2, ge=0, description="times Ray restarts a dead worker actor")
@@ -150,8 +153,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _absolute(name: str | None) -> str | None:
-    """A local path that exists here, made absolute (and ~ expanded); anything else as given."""
-    if name is None or not looks_like_local_path(name):
+    """A local path that exists here, made absolute (and ~ expanded); anything else as given.
+    `pkg:` names stay as written: each machine resolves them itself (workers/package_files.py)."""
+    if name is None or is_package_path(name) or not looks_like_local_path(name):
         return name
     path = Path(name).expanduser()
     return str(path.resolve()) if path.exists() else name
@@ -186,6 +190,14 @@ def validate(raw: dict[str, Any], source: str) -> JobSpec:
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     path = Path(path)
     return validate(apply_overrides(read_yaml(path), overrides or []), str(path))
+
+
+def load_spec_text(text: str, source: str) -> JobSpec:
+    """A spec kept as text where no local path reaches it (a run's job.yaml in an object store)."""
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a job spec must be a YAML mapping")
+    return validate(raw, source)
 
 
 def dump_spec(spec: JobSpec) -> str:

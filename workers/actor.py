@@ -46,17 +46,16 @@ class BenchWorker:
         self.run_id = run_id
         self._info: WorkerInfo | None = None
         self._runtime = None
+        self._data: DataHandle | None = None  # the last handle a call brought (kept for a rebuild)
 
     def setup(self, data: DataHandle | None = None) -> WorkerInfo:
         """Map the prepared data, load the model, build the engines (once). Returns where this worker runs."""
         if self._info is not None:
             return self._info
-        from workers.device import assigned_gpus, choose_device, node_identity
-        from workers.live_metrics import WorkerMeter
-        from workers.runtime import WorkerRuntime
+        from workers.device import assigned_gpus, node_identity
 
         node_id, hostname = node_identity()
-        choice = choose_device()
+        choice = self._choose_device()
         info = WorkerInfo(
             worker_id=self.worker_id, node_id=node_id, hostname=hostname, pid=os.getpid(),
             device=f"{choice.device}{assigned_gpus()}", device_name=choice.name,
@@ -64,13 +63,9 @@ class BenchWorker:
             data_seconds=0.0, build=None, precision_effective=self.config.precision, peak_flops=None,
             mem_total_bytes=None, versions=versions.collect(),
         )
+        self._data = data if data is not None else self._data
         try:
-            if data is None:
-                from workers.dataprep import prepare_dataset
-
-                data = DataHandle(prepare_dataset(self.config)[1])
-            self._runtime = WorkerRuntime(self.config, choice.device, info, WorkerMeter(self.run_id, self.worker_id),
-                                          data)
+            self._runtime = self._build_runtime(choice.device, info)
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             info.error = classify(exc, self.config.bs)
             self.close()
@@ -78,19 +73,40 @@ class BenchWorker:
         self._info = info
         return info
 
+    def _choose_device(self):
+        from workers.device import choose_device
+
+        return choose_device()
+
+    def _build_runtime(self, device, info: WorkerInfo):
+        """The heavy half (model, data view, engines); a tensor-parallel rank joins its group first."""
+        from workers.live_metrics import WorkerMeter
+        from workers.runtime import WorkerRuntime
+
+        if self._data is None:
+            from workers.dataprep import prepare_dataset
+
+            self._data = DataHandle(prepare_dataset(self.config)[1])
+        return WorkerRuntime(self.config, device, info, WorkerMeter(self.run_id, self.worker_id), self._data)
+
     def run_shard(self, shard: ShardTask, data: DataHandle | None = None) -> ShardResult:
         """One pass of one shard. Safe to repeat: it reads the dataset and writes nothing."""
-        info = self.setup(data)
+        return self._run(shard, self.setup(data))
+
+    def _run(self, shard: ShardTask, info: WorkerInfo) -> ShardResult:
         identity = dict(shard_id=shard.shard_id, pass_name=shard.pass_name, attempt=shard.attempt,
                         worker_id=self.worker_id, node_id=info.node_id, device_name=info.device_name,
                         pid=info.pid, repeat=shard.repeat)
         if info.error is not None:
             return ShardResult(**identity, error=info.error)
         try:
-            return self._runtime.run(shard, ShardResult(**identity))
+            return self._measure(shard, ShardResult(**identity))
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             # Partial counts of a failed attempt must never be merged: identity and error only.
             return ShardResult(**identity, error=classify(exc, self.config.bs))
+
+    def _measure(self, shard: ShardTask, result: ShardResult) -> ShardResult:
+        return self._runtime.run(shard, result)
 
     def pid(self) -> int:
         return os.getpid()

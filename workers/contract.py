@@ -99,8 +99,24 @@ class DataHandle:
 
 
 @dataclass
+class RankInfo:
+    """One process of a tensor-parallel worker (a group of `tp` ranks on one node; rank 0 reports)."""
+
+    rank: int
+    node_id: str
+    pid: int
+    device: str
+    device_name: str
+    peak_flops: float | None
+
+
+@dataclass
 class WorkerInfo:
-    """What a worker reports after setup: where it runs and what the dataset looks like to it."""
+    """What a worker reports after setup: where it runs and what the dataset looks like to it.
+
+    A tensor-parallel worker is reported by its rank 0: `ranks` lists every rank (rank 0 first),
+    `peak_flops` is the sum of their peaks and the other fields are rank 0's own.
+    """
 
     worker_id: int
     node_id: str
@@ -119,6 +135,17 @@ class WorkerInfo:
     item_unit: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     error: WorkerError | None = None
+    peak_flops_label: str = ""  # the table entry chosen and its datasheet (workers/peaks.py)
+    peak_flops_reason: str = ""  # why peak_flops is None
+    ranks: list[RankInfo] = field(default_factory=list)  # empty for a worker that owns one device
+
+    @property
+    def tp(self) -> int:
+        return max(1, len(self.ranks))
+
+    def rank_list(self) -> list[RankInfo]:
+        """Every process of the worker: its ranks, or itself as the one rank of a single-device worker."""
+        return self.ranks or [RankInfo(0, self.node_id, self.pid, self.device, self.device_name, self.peak_flops)]
 
 
 @dataclass
@@ -145,10 +172,16 @@ class ShardResult:
     warmup_batches: int = 0
     batch_core_seconds: list[float] = field(default_factory=list)
     batch_items: list[int] = field(default_factory=list)
+    # the shape the engine computed, per batch: rows and padded length (the cost-model inputs of
+    # the variable-length stability rule, orchestrator/metrics/verdict.py)
+    batch_rows: list[int] = field(default_factory=list)
+    batch_seq_lens: list[int] = field(default_factory=list)
     bytes_per_batch: int = 0
     peak_mem_bytes: int | None = None
     mem_total_bytes: int | None = None
     mem_source: str = ""
+    energy_joules: float | None = None  # the GPU's energy over the pass (NVML counter), None without one
+    energy_note: str = ""  # why energy_joules is None
     records: list[dict[str, Any]] = field(default_factory=list)
     error: WorkerError | None = None
     repeat: int = 0

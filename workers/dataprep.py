@@ -42,9 +42,11 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgp
 def prepare_dataset(config: WorkerConfig) -> tuple[DataInfo, pa.Table]:
     """The job's prepared table, from the cache or made now, and what the driver needs to know."""
     from workers.models import load_config
+    from workers.package_files import on_this_machine
     from workers.tasks import read_task_metadata, task_class
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
+    config = on_this_machine(config)  # pkg: paths name files on the machine that prepares
     model_config = load_config(config.model)
     task = task_class(config.task)
     if config.data.synthetic is not None:

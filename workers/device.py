@@ -1,8 +1,9 @@
-"""The device a worker owns: which one, what it is called, how much memory it uses, its peak FLOP/s.
+"""The device a worker owns: which one, what it is called, how much memory it uses.
 
 Memory comes from NVML per process on NVIDIA GPUs (what `nvidia-smi` shows for our pid: the CUDA
 context, torch's cached blocks and TensorRT's own allocations alike). On a CPU there is no device
 memory: we report the process's peak resident set size and say so in `mem_source`.
+Peak FLOP/s by device name live in workers/peaks.py.
 """
 
 from __future__ import annotations
@@ -19,44 +20,17 @@ from workers.errors import UserError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-# Dense peak FLOP/s by device family and precision, from the vendors' datasheets. fp32 means
-# plain fp32 (torch does not use TF32 for matmuls unless asked). Longest match wins, so
-# "H100 PCIe" is tried before "H100".
-PEAK_FLOPS: dict[str, dict[str, float]] = {
-    "A100": {"fp16": 312e12, "bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
-    "A800": {"fp16": 312e12, "bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
-    "H100 PCIe": {"fp16": 756e12, "bf16": 756e12, "tf32": 378e12, "fp32": 51e12},
-    "H100 NVL": {"fp16": 835e12, "bf16": 835e12, "tf32": 418e12, "fp32": 60e12},
-    "H100": {"fp16": 989e12, "bf16": 989e12, "tf32": 494e12, "fp32": 67e12},
-    "H800": {"fp16": 989e12, "bf16": 989e12, "tf32": 494e12, "fp32": 67e12},
-    "H200": {"fp16": 989e12, "bf16": 989e12, "tf32": 494e12, "fp32": 67e12},
-    "H20": {"fp16": 148e12, "bf16": 148e12, "tf32": 74e12, "fp32": 44e12},
-    "L40S": {"fp16": 362e12, "bf16": 362e12, "tf32": 183e12, "fp32": 91.6e12},
-    "L4": {"fp16": 121e12, "bf16": 121e12, "tf32": 60e12, "fp32": 30.3e12},
-    "A10": {"fp16": 125e12, "bf16": 125e12, "tf32": 62.5e12, "fp32": 31.2e12},
-    "V100": {"fp16": 125e12, "fp32": 15.7e12},
-    "T4": {"fp16": 65e12, "fp32": 8.1e12},
-}
-
-
-def peak_flops(device_name: str, precision: str) -> float | None:
-    """Peak dense FLOP/s of the named device at `precision`, or None when we do not know it."""
-    for family in sorted(PEAK_FLOPS, key=len, reverse=True):
-        if family.lower() in device_name.lower():
-            return PEAK_FLOPS[family].get(precision)
-    return None
-
-
 @dataclass(frozen=True)
 class DeviceChoice:
     device: torch.device
     name: str
 
 
-def choose_device() -> DeviceChoice:
-    """The device this process owns: cuda:0 of whatever Ray (CUDA_VISIBLE_DEVICES) gave us, else CPU."""
+def choose_device(index: int = 0) -> DeviceChoice:
+    """The device this process owns: cuda:0 of whatever Ray (CUDA_VISIBLE_DEVICES) gave us, else CPU.
+    A tensor-parallel rank sees its whole group's GPUs and owns `cuda:<its rank>` (workers/rank.py)."""
     if torch.cuda.is_available():
-        return DeviceChoice(torch.device("cuda:0"), torch.cuda.get_device_name(0))
+        return DeviceChoice(torch.device(f"cuda:{index}"), torch.cuda.get_device_name(index))
     return DeviceChoice(torch.device("cpu"), cpu_name())
 
 
@@ -92,7 +66,7 @@ class MemoryProbe:
         self.peak_bytes = 0
         self._nvml_handle = None
         if device.type == "cuda":
-            self._nvml_handle = _nvml_handle(device)
+            self._nvml_handle = nvml_handle(device)
 
     @property
     def source(self) -> str:
@@ -127,7 +101,7 @@ class MemoryProbe:
         return self.peak_bytes
 
 
-def _nvml_handle(device: torch.device):
+def nvml_handle(device: torch.device):
     """NVML handle of the GPU torch calls `device`, matched by PCI bus id; None without a driver."""
     try:
         import pynvml

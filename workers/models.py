@@ -168,8 +168,10 @@ def _dense_gguf(spec: ModelSpec) -> dict[str, Any]:
     return {"quantization_config": GgufConfig(dequantize=True)}
 
 
-def load_model(spec: ModelSpec, config, kind: str, dtype: "torch.dtype", device: "torch.device", seed: int):
-    """The torch model in eval mode on `device` at `dtype`."""
+def load_model(spec: ModelSpec, config, kind: str, dtype: "torch.dtype", device: "torch.device", seed: int,
+               **pretrained_options: Any):
+    """The torch model in eval mode on `device` at `dtype`. `pretrained_options` go to `from_pretrained`
+    (a tensor-parallel rank passes its `distributed_config`); random weights ignore them."""
     import torch
     import transformers
 
@@ -180,7 +182,8 @@ def load_model(spec: ModelSpec, config, kind: str, dtype: "torch.dtype", device:
         model = model.to(dtype)
     else:
         try:
-            model = auto.from_pretrained(_local(spec.source), dtype=dtype, **_hub_kwargs(spec), **_dense_gguf(spec))
+            model = auto.from_pretrained(_local(spec.source), dtype=dtype, **_hub_kwargs(spec), **_dense_gguf(spec),
+                                         **pretrained_options)
         except (OSError, ValueError) as exc:
             raise _load_failed("model.source", spec.source, exc) from exc
     return model.to(device).eval()

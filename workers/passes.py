@@ -8,10 +8,11 @@ Warm-up batches run before the stopwatch starts and are neither timed nor counte
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from workers.contract import ShardResult, ShardTask
 from workers.device import MemoryProbe
+from workers.energy import EnergyCounter, energy_between
 from workers.engines import Engine
 from workers.tasks import Batch, Task
 from workers.timing import CoreTimer, Stopwatch
@@ -28,6 +29,13 @@ def warm_up(engine: Engine, task: Task, shard: ShardTask, bs: int, batches: int,
     return batches
 
 
+def input_bytes(device_inputs: Any) -> int:
+    """Bytes of model input as the engine receives it: every tensor `to_device` returned, with its
+    own dtype and shape (METRICS.md `byte_per_batch`: an engine that casts ids to int32 counts 4
+    bytes each). Torch tensors and numpy arrays (ONNX Runtime's CPU inputs) both have `nbytes`."""
+    return sum(int(tensor.nbytes) for tensor in device_inputs.values())
+
+
 def run_pass(
     engine: Engine,
     task: Task,
@@ -37,8 +45,11 @@ def run_pass(
     memory: MemoryProbe,
     flops_of_length: Callable[[int], float],
     result: ShardResult,
+    energy: EnergyCounter | None = None,
 ) -> ShardResult:
-    """Fill `result` with the counts and timings of one pass of `shard`."""
+    """Fill `result` with the counts and timings of one pass of `shard` (and its energy, read
+    around the pass, where `energy` has a counter)."""
+    joules_before = energy.read_joules() if energy else None
     with Stopwatch() as watch:
         for batch in task.batches(shard.start, shard.stop, bs):
             device_inputs, h2d_s = timer.time(lambda: engine.to_device(batch.inputs))
@@ -53,9 +64,13 @@ def run_pass(
             result.h2d_seconds += h2d_s
             result.batch_core_seconds.append(core_s)
             result.batch_items.append(batch.items)
-            result.bytes_per_batch = max(result.bytes_per_batch, batch.input_bytes)
+            result.batch_rows.append(len(batch.lengths))
+            result.batch_seq_lens.append(max(batch.lengths, default=0))
+            result.bytes_per_batch = max(result.bytes_per_batch, input_bytes(device_inputs))
             result.records.extend(score.records)
     result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts
+    result.energy_joules = energy_between(joules_before, energy.read_joules() if energy else None)
+    result.energy_note = "" if result.energy_joules is not None else (energy.note if energy else "not measured")
     result.peak_mem_bytes = memory.sample()
     result.mem_total_bytes = memory.total_bytes()
     result.mem_source = memory.source

@@ -14,14 +14,17 @@ import torch
 
 from workers import versions
 from workers.contract import DataHandle, ShardResult, ShardTask, WorkerInfo
-from workers.device import DTYPES, MemoryProbe, check_precision, peak_flops
+from workers.device import DTYPES, MemoryProbe, check_precision
+from workers.energy import EnergyCounter
 from workers.engines import BuildContext, Engine, engine_class
 from workers.engines.torch_eager import TorchEager
 from workers.errors import UserError
 from workers.flops import FlopsModel, flops_model, flops_model_from_config
 from workers.live_metrics import WorkerMeter
 from workers.models import load_config, load_model, max_positions
+from workers.package_files import on_this_machine
 from workers.passes import run_pass, warm_up
+from workers.peaks import peak_lookup
 from workers.specs import WorkerConfig
 from workers.tasks import Task, task_class
 from workers.timing import CoreTimer
@@ -33,11 +36,12 @@ class WorkerRuntime:
     def __init__(self, config: WorkerConfig, device: torch.device, info: WorkerInfo, meter: WorkerMeter,
                  data: DataHandle) -> None:
         """Build everything, filling `info` (load, data and build times) as it goes."""
-        self.config = config
+        self.config = on_this_machine(config)
         self.device = device
         self.meter = meter
         self.timer = CoreTimer(device)
         self.memory = MemoryProbe(device)
+        self.energy = EnergyCounter.for_device(device)
         self.engines: dict[str, Engine] = {}
         self._model: torch.nn.Module | None = None
         self._load_seconds = 0.0
@@ -46,7 +50,8 @@ class WorkerRuntime:
         precision = check_precision(device, config.precision, config.precision_fallback)
         self.val_precision = check_precision(device, config.val_dtype_name, config.precision_fallback)
         info.precision_effective = precision
-        info.peak_flops = peak_flops(info.device_name, precision)
+        peak = peak_lookup(info.device_name, precision)
+        info.peak_flops, info.peak_flops_label, info.peak_flops_reason = peak.flops, peak.label, peak.reason
         self._load_task(info, data)
         self._build_engines(info, precision)
         self.memory.sample()
@@ -99,7 +104,10 @@ class WorkerRuntime:
             t0 = time.perf_counter()
             cfg = self.config
             dtype = DTYPES[self.val_precision]
-            self._model = load_model(cfg.model, self.model_config, self.task.model_kind, dtype, self.device, cfg.seed)
+            loader = load_model
+            if cfg.parallel.tp > 1:  # one rank of a tensor-parallel group: this rank's slice only
+                from workers.parallel import load_sharded_model as loader
+            self._model = loader(cfg.model, self.model_config, self.task.model_kind, dtype, self.device, cfg.seed)
             self._load_seconds += time.perf_counter() - t0
         return self._model
 
@@ -107,8 +115,14 @@ class WorkerRuntime:
         """Identity of the weights for engine cache keys: file digests, or the random config + seed."""
         spec = self.config.model
         if spec.random is not None:
-            return hashlib.sha256(repr((spec.random, self.config.seed)).encode()).hexdigest()[:16]
-        return versions.files_digest(spec.source, spec.gguf_file)
+            digest = hashlib.sha256(repr((spec.random, self.config.seed)).encode()).hexdigest()[:16]
+        else:
+            digest = versions.files_digest(spec.source, spec.gguf_file)
+        if self.config.parallel.tp > 1:  # a rank's artifacts are built from its slice of the weights
+            from workers.parallel import rank_identity
+
+            digest += "-" + rank_identity()
+        return digest
 
     def build_context(self, precision: str) -> BuildContext:
         """What an engine at `precision` is built from (public: tests build engines from it too)."""
@@ -127,7 +141,8 @@ class WorkerRuntime:
         if shard.pass_name not in self._warm:
             result.warmup_batches = warm_up(engine, self.task, shard, self.config.bs, self.config.warmup, self.timer)
             self._warm.add(shard.pass_name)
-        run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result)
+        run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result,
+                 self.energy)
         self.meter.shard(result)
         return result
 

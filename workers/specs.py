@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from workers.contract import PassName
 from workers.errors import did_you_mean
@@ -55,6 +55,7 @@ class Registered(StrictModel):
 
     implementation: ClassVar[str]
     extra: ClassVar[str | None] = None
+    tensor_parallel: ClassVar[bool] = False  # engines: runs a model sharded over a TP group (parallel.tp > 1)
 
     @classmethod
     def registered_name(cls) -> str:
@@ -72,7 +73,8 @@ class ModelSpec(StrictModel):
         "or a hub id / folder whose config.json gives the shape",
     )
     tokenizer: str | None = Field(
-        None, description="hub id, folder, a WordPiece vocab.txt or a .gguf file (its vocabulary); default: the source"
+        None, description="hub id, folder, a WordPiece vocab.txt or a .gguf file (its vocabulary), or "
+        "pkg:<package>/<path> for one inside an installed package; default: the source"
     )
     gguf_file: str | None = Field(None, description="GGUF file name inside `source` (dequantized on load)")
     revision: str | None = None
@@ -104,9 +106,11 @@ class ModelSpec(StrictModel):
 
 
 def looks_like_local_path(name: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything else (or anything that exists) is a path."""
+    """Hub ids are `name` or `org/name`; anything else (or anything that exists) is a path, and so
+    is `pkg:<package>/<path>`, a path inside an installed package (workers/package_files.py)."""
     return (
-        Path(name).expanduser().exists()
+        name.startswith("pkg:")
+        or Path(name).expanduser().exists()
         or name.startswith(("/", "./", "../", "~"))
         or name.count("/") > 1
         or name.endswith((".txt", ".json", ".gguf"))
@@ -146,6 +150,7 @@ class MaskedLMTask(Registered):
     """Top-1 masked-LM accuracy over a text stream (METRICS.md, seed 000)."""
 
     implementation = "workers.tasks.masked_lm:MaskedLM"
+    variable_length: ClassVar[bool] = False  # every batch has one shape: the strict latency-CV rule applies
 
     name: Literal["masked_lm"] = "masked_lm"
     mask_prob: float = Field(0.10, gt=0, lt=1)
@@ -157,6 +162,7 @@ class MMLUTask(Registered):
     """5-shot multiple-choice accuracy on MMLU (METRICS.md, seed 002)."""
 
     implementation = "workers.tasks.mmlu:MMLU"
+    variable_length: ClassVar[bool] = True  # prompts of 250 to 3,000 tokens: stability is judged against a cost fit
 
     name: Literal["mmlu"] = "mmlu"
     subjects: list[str] | None = Field(None, description="subset of subjects (file names, e.g. anatomy); all by default")
@@ -164,7 +170,8 @@ class MMLUTask(Registered):
     shots: int = Field(5, ge=0, description="dev rows of the subject shown before each question")
     split: Literal["test", "val"] = "test"
     scoring: Literal["lm-eval", "flagperf"] = Field(
-        "lm-eval", description="lm-eval: argmax over ' A'..' D'; flagperf: argmax over the whole vocabulary"
+        "lm-eval", description="lm-eval: lm-eval's default MMLU prompt, argmax over ' A'..' D'; "
+        "flagperf: FlagPerf's prompt, argmax over the whole vocabulary"
     )
     max_prompt_tokens: int | None = Field(
         None, gt=0, description="cut prompts to this many tokens by dropping shots (default: seq_len; flagperf: 2048)"
@@ -188,11 +195,13 @@ class TorchEngineOptions(Registered):
     """PyTorch eager: the model as loaded, cast to the job's precision."""
 
     implementation = "workers.engines.torch_eager:TorchEager"
+    tensor_parallel = True
     name: Literal["torch"] = "torch"
 
 
 class TorchCompileOptions(Registered):
     implementation = "workers.engines.torch_compile:TorchCompile"
+    tensor_parallel = True
 
     name: Literal["torch_compile"] = "torch_compile"
     mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
@@ -228,6 +237,7 @@ class SyntheticEngineOptions(Registered):
     """The null system under test (MLPerf LoadGen's analogue): a fixed wait, deterministic outputs."""
 
     implementation = "workers.engines.synthetic:Synthetic"
+    tensor_parallel = True  # it only waits; every rank waits alike (a way to time the group's orchestration)
     name: Literal["synthetic"] = "synthetic"
     latency_ms: float = Field(10.0, ge=0, description="per-batch latency, spent waiting, not computing")
     fail_shards: list[int] = Field(
@@ -250,6 +260,17 @@ def _named_choice(kind: str, known: dict[str, type], value: Any) -> Any:
     return value
 
 
+# ---------------------------------------------------------------------------------- parallel
+class ParallelSpec(StrictModel):
+    """How one worker spans devices. `tp` ranks of one node share one model, each holding a slice of
+    every sharded weight (transformers' tensor-parallel plan); the driver sees the group as one worker."""
+
+    tp: int = Field(1, ge=1, description="tensor-parallel ranks per worker: GPUs of one node that share one model")
+    timeout_s: float = Field(
+        600.0, gt=0, description="how long a rank waits for the others (joining the group, each collective) before "
+        "the group fails; NCCL cannot see a dead peer sooner than this")
+
+
 # ------------------------------------------------------------------------------- worker config
 class WorkerConfig(StrictModel):
     """Everything one worker actor needs to build its model and engine and run shards."""
@@ -270,6 +291,7 @@ class WorkerConfig(StrictModel):
     passes: tuple[PassName, ...] = ("val", "infer")
     engine_cache: str | None = Field(None, description="engine cache folder; default ~/.cache/raybench/engines")
     data_cache: str | None = Field(None, description="prepared-data cache folder; default ~/.cache/raybench/data")
+    parallel: ParallelSpec = Field(default_factory=ParallelSpec)
 
     @field_validator("task", mode="before")
     @classmethod
@@ -287,6 +309,25 @@ class WorkerConfig(StrictModel):
         if not value or len(set(value)) != len(value):
             raise ValueError("passes must list val and/or infer, each once")
         return tuple(p for p in ("val", "infer") if p in value)
+
+    @field_validator("parallel")
+    @classmethod
+    def _parallel(cls, value: ParallelSpec, info: ValidationInfo) -> ParallelSpec:
+        """tp > 1 needs an engine that runs a sharded torch model, and one precision: the sharded model
+        is loaded once per rank and cannot be copied to a second precision (its layers' forward hooks
+        point at the original modules)."""
+        if value.tp == 1:
+            return value
+        engine = info.data.get("engine")
+        if engine is not None and not type(engine).tensor_parallel:
+            how = "; TensorRT-LLM is the path to tensor-parallel TensorRT" if engine.name == "tensorrt" else ""
+            raise ValueError(f"tp={value.tp}: engine {engine.name} runs a whole model on one device; tensor "
+                             f"parallel needs engine torch or torch_compile{how}")
+        precision, val_precision = info.data.get("precision"), info.data.get("val_precision")
+        if val_precision is not None and val_precision != precision:
+            raise ValueError(f"tp={value.tp}: val_precision ({val_precision}) must equal precision ({precision}); "
+                             "a sharded model is loaded at one precision")
+        return value
 
     @model_validator(mode="after")
     def _mmlu_needs_a_folder(self) -> "WorkerConfig":

@@ -2,9 +2,13 @@
 
 - accuracy = sum(correct) / sum(scored), never an average of shard accuracies;
 - p_*_core = sum over workers of items_w / core_seconds_w (workers run concurrently);
-- p_*_whole = sum(items) / (last pass end - first pass start) across workers;
+- p_*_whole = sum(items) / (last pass end - first pass start) across workers, less the time no
+  driver was running within that span (a run resumed after its driver died);
 - mem = the largest worker peak;
-- MFU = FLOPs/item x p_infer_core / (sum of the peaks of the devices used);
+- MFU = FLOPs/item x p_infer_core / (sum of the peaks of the devices that ran the infer pass);
+- warmup_batches = the warm-up batches the measured pass's shards recorded, summed;
+- energy_per_item = the measured pass's GPU energy (NVML, summed over shards and devices) / its
+  items; mean_power = sum over workers of (energy_w / pass seconds_w) (devices run concurrently);
 - a shard retried after a failure is counted once (the attempt that completed).
 With `repeats: R` the measured pass ran R times on fresh workers: its p_*_core and p_*_whole are
 the mean over repeats with a 95 % Student-t interval; counts and accuracy come from the first
@@ -20,9 +24,12 @@ from typing import Any
 
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.stats import (
+    LatencyFit,
     MeanCI,
     ShardRate,
+    batch_costs,
     coefficient_of_variation,
+    fit_latency,
     mean_ci,
     shard_rates_from_results,
     summarize_latencies,
@@ -67,6 +74,8 @@ class PassFigures:
     h2d_seconds: float
     batch_core_seconds: tuple[float, ...]
     batch_items: tuple[int, ...]
+    warmup_batches: int
+    worker_ids: frozenset[int]  # the workers that ran a shard of this pass
 
     @property
     def accuracy(self) -> float | None:
@@ -77,12 +86,21 @@ class PassFigures:
         return self.flops / self.items if self.items else None
 
 
-def pass_figures(results: list[ShardResult]) -> PassFigures | None:
+Pause = tuple[float, float]  # (from, to) epoch seconds when no driver was running the run
+
+
+def driver_span(start: float, end: float, pauses: tuple[Pause, ...]) -> float:
+    """Seconds from `start` to `end` during which a driver was running: the pauses cut out."""
+    paused = sum(max(0.0, min(end, to) - max(start, since)) for since, to in pauses)
+    return end - start - paused
+
+
+def pass_figures(results: list[ShardResult], pauses: tuple[Pause, ...] = ()) -> PassFigures | None:
     """Cluster figures of one pass (one repeat) from its deduplicated shard results."""
     if not results:
         return None
     items = sum(r.items for r in results)
-    span = max(r.end_ts for r in results) - min(r.start_ts for r in results)
+    span = driver_span(min(r.start_ts for r in results), max(r.end_ts for r in results), pauses)
     ordered = sorted(results, key=lambda r: r.shard_id)
     return PassFigures(
         examples=sum(r.examples for r in results),
@@ -97,6 +115,8 @@ def pass_figures(results: list[ShardResult]) -> PassFigures | None:
         h2d_seconds=sum(r.h2d_seconds for r in results),
         batch_core_seconds=tuple(t for r in ordered for t in r.batch_core_seconds),
         batch_items=tuple(n for r in ordered for n in r.batch_items),
+        warmup_batches=sum(r.warmup_batches for r in results),
+        worker_ids=frozenset(r.worker_id for r in results),
     )
 
 
@@ -111,10 +131,11 @@ def format_acc(infer: float | None, val: float | None) -> str:
 
 
 def devices_label(infos: list[WorkerInfo]) -> str:
-    """'2x NVIDIA A100-SXM4-40GB' style summary of the devices used."""
+    """'2x NVIDIA A100-SXM4-40GB' style summary of the devices used (every rank of a TP worker)."""
     counts: dict[str, int] = defaultdict(int)
     for info in infos:
-        counts[info.device_name] += 1
+        for rank in info.rank_list():
+            counts[rank.device_name] += 1
     return ", ".join(f"{n}x {name}" for name, n in sorted(counts.items()))
 
 
@@ -126,6 +147,7 @@ class Measured:
 
     repeats_figures: tuple[PassFigures, ...]  # in repeat order
     first_results: tuple[ShardResult, ...]  # the first repeat's shard results
+    all_results: tuple[ShardResult, ...] = ()  # every repeat's
 
     @property
     def first(self) -> PassFigures:
@@ -152,6 +174,11 @@ class Measured:
         return tuple(n for f in self.repeats_figures for n in f.batch_items)
 
     @property
+    def warmup_batches(self) -> int:
+        """Warm-up batches run before the batches of `batch_core_seconds` (every repeat's workers warm up)."""
+        return sum(f.warmup_batches for f in self.repeats_figures)
+
+    @property
     def records(self) -> tuple[dict[str, Any], ...]:
         return tuple(rec for r in self.first_results for rec in r.records)
 
@@ -161,11 +188,22 @@ class Measured:
         return worker_core_rates(shard_rates_from_results(self.first_results, self.first_results[0].pass_name))
 
 
-def measured(by_repeat: dict[int, list[ShardResult]]) -> Measured | None:
+def measured(by_repeat: dict[int, list[ShardResult]], pauses: tuple[Pause, ...] = ()) -> Measured | None:
     kept = [(repeat, results) for repeat, results in sorted(by_repeat.items()) if results]
     if not kept:
         return None
-    return Measured(tuple(pass_figures(results) for _, results in kept), tuple(kept[0][1]))
+    return Measured(tuple(pass_figures(results, pauses) for _, results in kept), tuple(kept[0][1]),
+                    tuple(r for _, results in kept for r in results))
+
+
+def latency_fit(spec: JobSpec, head: Measured) -> LatencyFit | None:
+    """The cost fit of the headline pass's batch latencies, for variable-length tasks only."""
+    return fit_latency(batch_costs(head.all_results)) if spec.task.variable_length else None
+
+
+def shard_labels(fit: LatencyFit | None) -> dict[str, float]:
+    """Observed / fitted core time of each shard, labelled by where it ran, for the verdict's reasons."""
+    return {s.label: s.ratio for s in fit.shards} if fit else {}
 
 
 def per_item_cv(batch_seconds: tuple[float, ...], batch_items: tuple[int, ...]) -> float | None:
@@ -178,13 +216,14 @@ def per_item_cv(batch_seconds: tuple[float, ...], batch_items: tuple[int, ...]) 
 
 
 def task_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
-    """Columns only MMLU has: questions/s, the scoring variant, how many prompts lost shots."""
+    """Columns only MMLU has: questions/s, the scoring variant and its prompt, how many prompts lost shots."""
     if spec.task.name != "mmlu":
         return {}
     records = head.records
     return {
         "questions_per_s": head.first.core_examples_per_s,
         "scoring": spec.task.scoring,
+        "prompt_format": ", ".join(sorted({str(r["prompt_format"]) for r in records if "prompt_format" in r})) or None,
         "shots": spec.task.shots,
         "prompts_short_of_shots": sum(1 for r in records if r.get("shots_used", spec.task.shots) < spec.task.shots),
         "prompts_truncated": sum(1 for r in records if r.get("truncated")),
@@ -237,23 +276,56 @@ def memory_columns(results: list[ShardResult]) -> dict[str, Any]:
 
 
 def mfu_columns(infer: PassFigures | None, p_infer_core: float | None, infos: list[WorkerInfo]) -> dict[str, Any]:
-    """MFU = FLOPs/item x p_infer_core / the summed peaks of the devices (blank if any is unknown)."""
-    peaks = [info.peak_flops for info in infos]
-    peak_total = sum(peaks) if peaks and all(p for p in peaks) else None
+    """MFU = FLOPs/item x p_infer_core / the summed peaks of the devices that ran the infer pass
+    (a worker that got no infer shard adds no throughput, so it adds no peak); blank, with the
+    reason in `mfu_note`, when a device's peak is unknown or there is nothing to divide."""
     flops_per_item = infer.flops_per_item if infer else None
-    return {"MFU": mfu(flops_per_item, p_infer_core, peak_total) if infer else None,
-            "flops_per_item": flops_per_item, "peak_flops": peak_total}
+    used = [info for info in infos if infer and info.worker_id in infer.worker_ids]
+    unknown = [info for info in used if not info.peak_flops]
+    peak_total = sum(info.peak_flops for info in used) if used and not unknown else None
+    value = mfu(flops_per_item, p_infer_core, peak_total)
+    if value is not None:
+        note = None
+    elif infer is None:
+        note = "no infer pass"
+    elif unknown:
+        note = unknown[0].peak_flops_reason or f"no peak FLOP/s known for {unknown[0].device_name}"
+    else:
+        note = "no model FLOPs counted for this engine" if not flops_per_item else "no infer throughput"
+    return {"MFU": value, "flops_per_item": flops_per_item, "peak_flops": peak_total, "mfu_note": note}
 
 
-def latency_columns(spec: JobSpec, head: Measured) -> dict[str, Any]:
-    """Batch counts and the per-batch core latency summary of the headline pass."""
+def energy_columns(head: Measured) -> dict[str, Any]:
+    """energy_per_item (J per item) and mean_power (W, summed over devices) of the measured pass's
+    first repeat; blank, with the reason, when any shard has no energy reading."""
+    results = head.first_results
+    missing = next((r for r in results if r.energy_joules is None), None)
+    if missing is not None:
+        return {"energy_per_item": None, "mean_power": None, "energy_note": missing.energy_note or "not measured"}
+    joules: dict[int, float] = defaultdict(float)
+    seconds: dict[int, float] = defaultdict(float)
+    for r in results:
+        joules[r.worker_id] += r.energy_joules
+        seconds[r.worker_id] += r.wall_seconds
+    items = sum(r.items for r in results)
+    return {
+        "energy_per_item": sum(joules.values()) / items if items else None,
+        "mean_power": sum(joules[w] / seconds[w] for w in joules if seconds[w] > 0),
+        "energy_note": None,
+    }
+
+
+def latency_columns(spec: JobSpec, head: Measured, fit: LatencyFit | None) -> dict[str, Any]:
+    """Batch counts and the per-batch core latency summary of the headline pass (with the residual
+    spread around the cost fit for variable-length work)."""
     latency = summarize_latencies(head.batch_core_seconds)
     return {
-        "warmup_batches": spec.warmup,
+        "warmup_batches": head.warmup_batches,
         "measured_batches": latency.count,
         "latency_mean": latency.mean, "latency_p50": latency.p50, "latency_p90": latency.p90,
         "latency_p99": latency.p99,
         "latency_cv": per_item_cv(head.batch_core_seconds, head.batch_items),
+        "latency_shard_cv": fit.shard_cv if fit else None,
     }
 
 
@@ -275,7 +347,8 @@ def setup_columns(spec: JobSpec, infos: list[WorkerInfo]) -> dict[str, Any]:
     return {
         "precision_effective": infos[0].precision_effective if infos else spec.precision,
         "workers": len(infos),
-        "nodes": len({info.node_id for info in infos}),
+        "tp": spec.parallel.tp,
+        "nodes": len({rank.node_id for info in infos for rank in info.rank_list()}),
         "devices": devices_label(infos),
         "load_time": max((info.load_seconds for info in infos), default=0.0),
         "build_time": max((b.build_seconds for b in builds), default=0.0),
@@ -302,17 +375,20 @@ def merge(
     retries: int,
     item_unit: str,
     resumed: bool = False,
+    pauses: tuple[Pause, ...] = (),
     sweep_id: str | None = None,
     timestamp: datetime | None = None,
 ) -> MetricsRow:
+    """The row of one run. `pauses`: when no driver was running (a resumed run), cut out of the spans."""
     final = completed(results)
     by_pass: dict[str, dict[int, list[ShardResult]]] = {"val": defaultdict(list), "infer": defaultdict(list)}
     for (pass_name, repeat, _), r in sorted(final.items()):
         by_pass[pass_name][repeat].append(r)
-    val_m, infer_m = measured(by_pass["val"]), measured(by_pass["infer"])
+    val_m, infer_m = measured(by_pass["val"], pauses), measured(by_pass["infer"], pauses)
     val, infer = (val_m.first if val_m else None), (infer_m.first if infer_m else None)
     head = infer_m or val_m
     throughput = throughput_columns(val_m, infer_m)
+    fit = latency_fit(spec, head)
     row = MetricsRow(
         run_id=run_id,
         sweep_id=sweep_id,
@@ -336,11 +412,13 @@ def merge(
         **accuracy_columns(val, infer, spec.acc_tolerance),
         **memory_columns(list(final.values())),
         **mfu_columns(infer, throughput["p_infer_core"], infos),
-        **latency_columns(spec, head),
+        **energy_columns(head),
+        **latency_columns(spec, head, fit),
         **setup_columns(spec, infos),
         **data_columns(data),
         **task_columns(spec, head),
     )
-    verdict = evaluate(figures_from_row(row, head.worker_rates), spec.verdict.rules(spec.acc_tolerance))
+    figures = figures_from_row(row, head.worker_rates, spec.task.variable_length, shard_labels(fit))
+    verdict = evaluate(figures, spec.verdict.rules(spec.acc_tolerance))
     return row.model_copy(update={"verdict": verdict.label, "verdict_reasons": verdict.reasons_text,
                                   "verdict_profile": spec.verdict.profile})

@@ -56,9 +56,10 @@ class MetricsRow(BaseModel):
     # configuration
     precision_effective: str
     seq_len: int
-    workers: int
+    workers: int  # worker actors, or tensor-parallel groups of `tp` ranks
+    tp: int = 1  # ranks per worker sharing one model (parallel.tp)
     nodes: int
-    devices: str
+    devices: str  # every device used, every rank of every group
     mem_total: float | None  # GiB of the device with the peak
     mem_source: str
     # counts
@@ -86,13 +87,16 @@ class MetricsRow(BaseModel):
     engine_bytes: int | None
     engine_hash: str | None
     h2d_time: float | None  # s, summed host->device copy time of the infer pass
-    warmup_batches: int
+    warmup_batches: int  # warm-up batches the measured pass's shards ran (summed over workers and repeats)
     measured_batches: int
     latency_mean: float | None  # s per batch, infer core
     latency_p50: float | None
     latency_p90: float | None
     latency_p99: float | None
     latency_cv: float | None  # sample stdev / mean of per-batch core seconds per item (None below 2 batches)
+    # variable-length tasks (mmlu): stdev / mean across shards of observed / fitted core time (a cost
+    # in tokens and tokens x length; orchestrator/metrics/verdict.py); None for fixed-shape tasks
+    latency_shard_cv: float | None = None
     repeats: int  # measured passes (fresh workers each) averaged into p_infer_*; 1 = no CI
     p_infer_core_ci_low: float | None  # 95 % Student-t interval of the mean across repeats
     p_infer_core_ci_high: float | None
@@ -105,10 +109,15 @@ class MetricsRow(BaseModel):
     # mmlu only (None for other tasks)
     questions_per_s: float | None = None  # core questions/s of the measured pass, merged like p_*_core
     scoring: str | None = None  # lm-eval | flagperf
+    prompt_format: str | None = None  # versioned prompt, e.g. lm-eval-mmlu-default@0.4.13 (None: not recorded)
     shots: int | None = None
     prompts_short_of_shots: int | None = None  # prompts that lost shots to fit the context
     prompts_truncated: int | None = None  # prompts cut even at 0 shots
-    peak_flops: float | None  # FLOP/s summed over the devices used
+    peak_flops: float | None  # FLOP/s summed over the devices that ran the infer pass
+    mfu_note: str | None = None  # why MFU is blank (an unknown device, no infer pass, ...)
+    energy_per_item: float | None = None  # J per item (sequence or token) of the measured pass, GPUs' NVML counters
+    mean_power: float | None = None  # W over the measured pass, summed over the GPUs
+    energy_note: str | None = None  # why the energy columns are blank (a CPU, no counter)
     # software
     torch_version: str
     ray_version: str

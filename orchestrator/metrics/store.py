@@ -1,34 +1,43 @@
-"""The results folder: the global metrics table and one folder per run.
+"""The results store: the global metrics table and one folder per run, local or on an object store.
 
-    <results>/metrics.parquet         one row per run and configuration (the global table)
-    <results>/runs/<run_id>/          job.yaml, shards.parquet, workers.parquet, metrics.md,
-                                      predictions.parquet (mmlu), shards/<pass>-<shard>.json (as they finish)
+    <results>/metrics/<UTC time>-<run_id>.parquet   the global table: one file per run, holding its
+                                                    row(s), read together as one pyarrow dataset
+    <results>/metrics.parquet                       the table as raybench wrote it before: read as the
+                                                    first fragment of the same dataset, never rewritten
+    <results>/runs/<run_id>/                        run.json, job.yaml, shards/<pass>-<shard>.json (as they
+                                                    finish), shards.parquet, workers.parquet, metrics.md,
+                                                    predictions.parquet (mmlu), retries.parquet
 
-Appends to metrics.parquet take an exclusive `flock` on a lock file beside it, read the table,
-add the row and write a temporary file that replaces the old one with `os.replace` (atomic on
-POSIX): a crash leaves either the old table or the new one, never half a file, and two runs that
-finish together both land (the lock serialises them). Shard results are written one file each,
-also by rename, as they finish, so a killed driver can resume.
+`<results>` is a local folder or a URI (s3://bucket/prefix, ...; see `location.py`). Object
+stores have no rename and no lock, so an append never touches another run's file: each run adds
+its own object, written whole, and the table is whatever files are there. Two runs that finish
+together both land, without a lock; a run killed before its row was written leaves no row (the
+row is the last thing a run writes). File names start with the UTC time of the write, so the
+table reads back in the order the rows were added.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.dataset as ds
 
+from orchestrator.metrics.location import Location, is_uri, open_location, redact
 from orchestrator.metrics.row import MetricsRow
 from workers.contract import ShardResult, WorkerError, WorkerInfo
-from workers.files import exclusive_lock, replace_durably, temporary_beside, write_atomic
+from workers.errors import UserError, first_line
 
-METRICS_FILE = "metrics.parquet"
+LEGACY_METRICS_FILE = "metrics.parquet"
+METRICS_FOLDER = "metrics"
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+_last_stamp_ns = 0
 
 
 def row_schema() -> pa.Schema:
@@ -42,81 +51,126 @@ def row_schema() -> pa.Schema:
     return pa.schema(fields)
 
 
-def write_table_atomic(path: Path, table: pa.Table) -> None:
-    tmp = temporary_beside(path)
-    pq.write_table(table, tmp)
-    replace_durably(tmp, path)
+def _stamp() -> str:
+    """UTC time to the microsecond, strictly increasing within this process (names sort as written)."""
+    global _last_stamp_ns
+    ns = max(time.time_ns(), _last_stamp_ns + 1000)
+    _last_stamp_ns = ns
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(ns // 10**9)) + f"{ns % 10**9 // 1000:06d}Z"
 
 
 class ResultsStore:
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+    """`results` is a local folder or a URI; `uri` reopens the same store from another process
+    (an absolute local path, or the URI as given), `location` is what messages show."""
+
+    def __init__(self, results: str | Path) -> None:
+        self.root = open_location(results)
+        self.uri = str(results) if is_uri(str(results)) else self.root.path
 
     @property
-    def metrics_path(self) -> Path:
-        return self.root / METRICS_FILE
+    def location(self) -> str:
+        return self.root.display
+
+    @property
+    def shown_uri(self) -> str:
+        """`uri` with any secret written into it masked: for commands printed back to the user."""
+        return redact(self.uri)
 
     def append_rows(self, rows: list[MetricsRow]) -> None:
+        """One new file per run: never a read-modify-write, so concurrent writers need no lock."""
         schema = row_schema()
-        new = pa.Table.from_pylist([r.model_dump() for r in rows], schema=schema)
-        with exclusive_lock(self.root / ".metrics.lock"):
-            if self.metrics_path.exists():
-                old = pq.read_table(self.metrics_path)
-                new = pa.concat_tables([old, new], promote_options="permissive")
-            write_table_atomic(self.metrics_path, new)
+        by_run: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_run.setdefault(row.run_id, []).append(row.model_dump())
+        for run_id, records in by_run.items():
+            table = pa.Table.from_pylist(records, schema=schema)
+            self.root.child(METRICS_FOLDER, f"{_stamp()}-{run_id}.parquet").write_table(table)
+
+    def metric_files(self) -> list[Location]:
+        legacy = self.root.child(LEGACY_METRICS_FILE)
+        return ([legacy] if legacy.exists() else []) + self.root.child(METRICS_FOLDER).files(".parquet")
+
+    def has_rows(self) -> bool:
+        return bool(self.metric_files())
 
     def read_metrics(self) -> pa.Table:
-        if not self.metrics_path.exists():
-            return pa.Table.from_pylist([], schema=row_schema())
-        return pq.read_table(self.metrics_path)
+        """Every row, oldest first, in this version's schema: columns an older raybench did not
+        write are null, columns a newer one added are left out."""
+        schema = row_schema()
+        files = self.metric_files()
+        if not files:
+            return schema.empty_table()
+        try:
+            return ds.dataset([f.path for f in files], schema=schema, filesystem=self.root.fs, format="parquet").to_table()
+        except (pa.ArrowException, OSError) as exc:
+            raise UserError(f"results store {self.location}: {self._unreadable(files) or first_line(exc)}") from exc
+
+    def _unreadable(self, files: list[Location]) -> str | None:
+        for f in files:
+            try:
+                f.read_table()
+            except (pa.ArrowException, OSError) as exc:
+                return f"{f.display} is not a readable metrics file ({first_line(exc)}); move it out of the store"
+        return None
 
     def run(self, run_id: str) -> "RunFolder":
-        return RunFolder(self.root / "runs" / run_id)
-
+        return RunFolder(self.root.child("runs", run_id))
 
 
 class RunFolder:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, root: Location) -> None:
+        self.root = root
 
     @property
     def run_id(self) -> str:
-        return self.path.name
+        return self.root.name
+
+    @property
+    def location(self) -> str:
+        return self.root.display
+
+    @property
+    def path(self) -> Path | str:
+        """The folder as a local Path, or as the store's URI-style name where it is not local."""
+        return self.root.local_path or self.root.display
+
+    def file(self, name: str) -> Location:
+        return self.root.child(name)
 
     def exists(self) -> bool:
-        return (self.path / "job.yaml").exists()
+        return self.has("job.yaml")
 
     def create(self, job_yaml: str, started_at: float, sweep_id: str | None = None,
                weights_fetched_on: list[str] | None = None) -> None:
         """The resolved spec and the run's start (epoch s), so a resumed run can add up its time,
         and the nodes that downloaded the weights before the workers started."""
-        (self.path / "shards").mkdir(parents=True, exist_ok=True)
         meta = {"run_id": self.run_id, "started_at": started_at, "sweep_id": sweep_id,
                 "weights_fetched_on": weights_fetched_on or []}
-        write_atomic(self.path / "run.json", json.dumps(meta).encode())
-        write_atomic(self.path / "job.yaml", job_yaml.encode())
+        self.file("run.json").write_text(json.dumps(meta))
+        self.file("job.yaml").write_text(job_yaml)
 
     def has(self, name: str) -> bool:
-        return (self.path / name).exists()
+        return self.file(name).exists()
 
     def read_text(self, name: str) -> str:
-        return (self.path / name).read_text(encoding="utf-8")
+        return self.file(name).read_text()
 
-    def write_text(self, name: str, text: str) -> Path:
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path / name, text.encode())
-        return self.path / name
+    def write_text(self, name: str, text: str) -> str:
+        """Write a file of the run; returns where it went, for messages."""
+        self.file(name).write_text(text)
+        return self.file(name).display
+
+    def read_table(self, name: str, columns: list[str] | None = None) -> pa.Table | None:
+        """One of the run's tables, or None when the run has none (a run without predictions)."""
+        target = self.file(name)
+        return target.read_table(columns) if target.exists() else None
 
     # -- shard results, one file each, as they finish
     def save_shard(self, result: ShardResult) -> None:
-        data = json.dumps(dataclasses.asdict(result)).encode()
-        write_atomic(self.path / "shards" / f"{result.key}.json", data)
+        self.file(f"shards/{result.key}.json").write_text(json.dumps(dataclasses.asdict(result)))
 
     def load_shards(self) -> list[ShardResult]:
-        folder = self.path / "shards"
-        if not folder.exists():
-            return []
-        return [_shard_from_json(json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
+        return [_shard_from_json(json.loads(f.read_text())) for f in self.root.child("shards").files(".json")]
 
     # -- tables written when the run completes
     def write_shards_table(self, results: list[ShardResult], infos: list[WorkerInfo]) -> None:
@@ -134,7 +188,7 @@ class RunFolder:
             }
             for r in sorted(results, key=lambda r: (r.pass_name != "val", r.repeat, r.shard_id))
         ]
-        write_table_atomic(self.path / "shards.parquet", pa.Table.from_pylist(rows))
+        self.file("shards.parquet").write_table(pa.Table.from_pylist(rows))
 
     def write_workers_table(self, infos: list[WorkerInfo]) -> None:
         rows = [
@@ -143,15 +197,17 @@ class RunFolder:
                 "device": i.device, "device_name": i.device_name, "load_seconds": i.load_seconds,
                 "data_seconds": i.data_seconds, "build_seconds": i.build.build_seconds if i.build else None,
                 "engine_cache_hit": i.build.cache_hit if i.build else None,
-                "precision_effective": i.precision_effective, "peak_flops": i.peak_flops,
+                "precision_effective": i.precision_effective, "peak_flops": i.peak_flops, "tp": i.tp,
+                "rank_nodes": [r.node_id for r in i.rank_list()], "rank_pids": [r.pid for r in i.rank_list()],
+                "rank_devices": [f"{r.device} {r.device_name}" for r in i.rank_list()],
             }
             for i in infos
         ]
-        write_table_atomic(self.path / "workers.parquet", pa.Table.from_pylist(rows))
+        self.file("workers.parquet").write_table(pa.Table.from_pylist(rows))
 
     def write_records(self, name: str, records: list[dict[str, Any]]) -> None:
         if records:
-            write_table_atomic(self.path / name, pa.Table.from_pylist(records))
+            self.file(name).write_table(pa.Table.from_pylist(records))
 
 
 def _shard_from_json(data: dict[str, Any]) -> ShardResult:

@@ -2,8 +2,9 @@
 
 Ray 2.60 clusters use token authentication: every process that joins needs RAY_AUTH_MODE=token and
 the token (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token that `ray start` writes on the head). We
-never turn it off. `ray.init(address=...)` waits minutes on an address where nothing listens, so we
-first check that the GCS port answers at all, with a short timeout, and fail in one line if not.
+never turn it off. `ray.init(address=...)` waits minutes on an address where nothing listens and
+~20 s on a token it does not like, so we first check that the GCS port answers at all, then that
+it takes our token (`auth.py`), each within seconds, and fail in one line if not.
 """
 
 from __future__ import annotations
@@ -12,19 +13,11 @@ import logging
 import os
 import socket
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 from workers.errors import UserError, first_line
 
 CONNECT_TIMEOUT_S = 5.0
-
-
-def _token_hint() -> str:
-    has_token = os.environ.get("RAY_AUTH_TOKEN") or Path("~/.ray/auth_token").expanduser().exists()
-    if os.environ.get("RAY_AUTH_MODE") == "token" and has_token:
-        return "check that the token (RAY_AUTH_TOKEN or ~/.ray/auth_token) is the head's"
-    return "token auth: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or copy the head's ~/.ray/auth_token)"
 
 
 class _DropDefaultAuthNotice(logging.Filter):
@@ -47,23 +40,24 @@ def quiet_default_auth_notice() -> Iterator[None]:
         auth_logger.removeFilter(notice)
 
 
-def resolve_address(address: str) -> str:
-    """`auto` -> the address of the cluster `ray start` left on this machine (or RAY_ADDRESS)."""
+def resolve_address(address: str, temp_dir: str | None = None) -> str:
+    """`auto` -> RAY_ADDRESS when it holds a GCS address, else the cluster the last `ray start` on
+    this machine recorded in `<temp_dir>/ray_current_cluster`: Ray's own file, read by Ray's own
+    helper, under the `--temp-dir` that `ray start` was given (default: Ray's, /tmp/ray)."""
     if address != "auto":
         return address
-    found = os.environ.get("RAY_ADDRESS") or _current_cluster()
+    from ray._common.utils import get_ray_address_file
+    from ray._private.utils import read_ray_address
+
+    env = os.environ.get("RAY_ADDRESS", "")
+    if env and env != "auto" and not env.startswith(("http://", "https://")):
+        return env
+    found = read_ray_address(temp_dir)
     if not found:
-        raise UserError("--address auto: no running Ray cluster found on this machine (start one with "
-                        "`ray up cluster.yaml` or `ray start --head`, or give the head's address)")
+        raise UserError(f"--address auto: no running Ray cluster recorded in {get_ray_address_file(temp_dir)} "
+                        "(start one with `ray up cluster.yaml` or `ray start --head`, pass the --temp-dir it "
+                        "was started with, or give the head's address)")
     return found
-
-
-def _current_cluster() -> str | None:
-    path = Path("/tmp/ray/ray_current_cluster")
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
 
 
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -98,12 +92,18 @@ def connect(address: str | None, *, verbose: bool = False, node_ip: str | None =
         with quiet_default_auth_notice():
             ray.init(include_dashboard=False, **kwargs)
         return True
+    from orchestrator.run.auth import check_gcs, sent_headers
+
     target = resolve_address(address)
     check_reachable(target)
+    if target.startswith("ray://"):
+        sent_headers()  # RAY_AUTH_MODE=token without a token: one line here, not Ray's paragraph
+    else:
+        check_gcs(target, f"--address {address}")
     try:
         ray.init(address=target, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise UserError(f"--address {address}: cannot join the Ray cluster: {first_line(exc)}; {_token_hint()}") from exc
+        raise UserError(f"--address {address}: cannot join the Ray cluster: {first_line(exc)}") from exc
     return True
 
 

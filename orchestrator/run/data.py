@@ -71,7 +71,7 @@ class RayDataset:
         self._ray = ray
         self.config = config
         self._remote = ray.remote(num_cpus=0, num_returns=2, max_calls=1, max_retries=1)(prepare_dataset)
-        self._on_nodes = config.data.path is not None and not Path(config.data.path).expanduser().exists()
+        self._on_nodes = config.data.path is not None and not _exists_here(config)
         self._tasks: dict[str, tuple[Any, Any]] = {}  # node id (or LOCAL) -> (info ref, table ref)
         if not self._on_nodes:
             self._tasks[LOCAL] = self._submit(ray.get_runtime_context().get_node_id())
@@ -103,6 +103,16 @@ class RayDataset:
                     raise UserError(f"{first_line(cause)}{where}") from exc
                 raise RunFailed(f"preparing the data failed{where}: {first_line(exc)}") from exc
         return infos
+
+
+def _exists_here(config: WorkerConfig) -> bool:
+    """Whether the data path names a file on this machine (a `pkg:` path: in a package installed here)."""
+    from workers.package_files import on_this_machine
+
+    try:
+        return Path(on_this_machine(config).data.path).expanduser().exists()
+    except UserError:  # a pkg: path whose package is not installed here: it may be on the nodes
+        return False
 
 
 def _address(node_id: str) -> str:

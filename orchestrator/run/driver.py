@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from orchestrator.metrics.merge import completed, headline_records, merge
+from orchestrator.metrics.merge import Pause, completed, headline_records, merge
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.run.data import Dataset, LocalDataset, RayDataset, check_preparations_agree
@@ -26,6 +27,7 @@ from orchestrator.run.meter import RunMeter
 from orchestrator.run.plan import plan_bounds, plan_resources, plan_shards
 from orchestrator.run.pool import InProcessPool, Pool, RayPool
 from orchestrator.run.preflight import preflight
+from orchestrator.run.sessions import pauses_between, record_session
 from orchestrator.spec import JobSpec, dump_spec
 from workers.contract import DataInfo, ShardResult, WorkerInfo
 from workers.errors import RunFailed, UserError
@@ -35,7 +37,7 @@ from workers.errors import RunFailed, UserError
 class RunResult:
     run_id: str
     row: MetricsRow
-    run_dir: Path
+    run_dir: Path | str  # a local Path, or where the run is in a remote store (s3://bucket/prefix/runs/<id>)
     results: list[ShardResult]
     infos: list[WorkerInfo]
     data: list[DataInfo]  # the data preparation (one per node that prepared it)
@@ -46,10 +48,10 @@ class RunResult:
 class RunInterrupted(RunFailed):
     """Ctrl-C: the workers were stopped; the run folder keeps every finished shard."""
 
-    def __init__(self, run_id: str, resumable: bool, results_dir: Path) -> None:
+    def __init__(self, run_id: str, resumable: bool, results: str) -> None:
         self.run_id = run_id
         self.resumable = resumable
-        how = (f"; workers stopped, finished shards kept: bench submit --resume {run_id} --results {results_dir}"
+        how = (f"; workers stopped, finished shards kept: bench submit --resume {run_id} --results {shlex.quote(results)}"
                if resumable else "; workers stopped before any shard finished (nothing to resume)")
         super().__init__(f"interrupted: run {run_id}{how}")
 
@@ -82,6 +84,10 @@ def open_dataset(spec: JobSpec, in_process: bool) -> Dataset:
 def open_pool(spec: JobSpec, run_id: str, in_process: bool, data: Dataset) -> Pool:
     if in_process:
         return InProcessPool(spec.worker_config(), run_id, data)
+    if spec.parallel.tp > 1:
+        from orchestrator.run.groups import open_groups
+
+        return open_groups(spec, run_id, data)
     from orchestrator.run.connect import cluster_resources
 
     gpus, cpus = cluster_resources()
@@ -91,13 +97,20 @@ def open_pool(spec: JobSpec, run_id: str, in_process: bool, data: Dataset) -> Po
 
 @dataclass
 class Session:
-    """This driver process's part of a run: its clock and, when resuming, what was done before."""
+    """This driver process's part of a run: its clock and, when resuming, what was done before:
+    the finished shards, the seconds earlier drivers ran it, and when no driver was running it."""
 
     run: RunFolder
     started: float
     done: dict[tuple[str, int, int], ShardResult]
     prior_seconds: float
     sweep_id: str | None
+    pauses: tuple[Pause, ...] = ()
+
+    @property
+    def started_at(self) -> float:
+        """This session's start in epoch seconds (`started` is a perf_counter reading)."""
+        return time.time() - (time.perf_counter() - self.started)
 
 
 def _open_session(store: ResultsStore, run_id: str, resume: bool, sweep_id: str | None, started: float) -> Session:
@@ -107,13 +120,15 @@ def _open_session(store: ResultsStore, run_id: str, resume: bool, sweep_id: str 
     if not resume:
         return Session(run, started, {}, 0.0, sweep_id)
     if not run.exists():
-        raise UserError(f"--resume {run_id}: no such run in {store.root / 'runs'}")
-    done = completed(run.load_shards())
+        raise UserError(f"--resume {run_id}: no such run in {store.location}")
+    saved = run.load_shards()
     meta = json.loads(run.read_text("run.json")) if run.has("run.json") else {}
-    started_at = meta.get("started_at")
-    last_end = max((r.end_ts for r in done.values()), default=None)
-    prior = last_end - started_at if started_at is not None and last_end is not None else 0.0
-    return Session(run, started, done, max(prior, 0.0), meta.get("sweep_id"))
+    session = Session(run, started, completed(saved), 0.0, meta.get("sweep_id"))
+    starts = record_session(run, session.started_at)
+    session.pauses = pauses_between(starts, [r.end_ts for r in saved])
+    paused = sum(to - since for since, to in session.pauses)
+    session.prior_seconds = max(0.0, starts[-1] - starts[0] - paused)
+    return session
 
 
 def run_job(spec: JobSpec, **options) -> RunResult:
@@ -150,6 +165,9 @@ def run_all(
         preflight(point, data_on_nodes=address is not None and not in_process)
         if in_process and point.workers not in ("auto", 1):
             raise UserError("workers: in-process mode (--no-ray) runs exactly one worker")
+        if in_process and point.parallel.tp > 1:
+            raise UserError(f"parallel.tp: in-process mode (--no-ray) is one process; a worker of tp={point.parallel.tp} "
+                            "ranks needs Ray (drop --no-ray)")
     started_ray = False
     current = run_id or ""
     try:
@@ -165,7 +183,7 @@ def run_all(
             submitted = time.perf_counter()
         return out
     except KeyboardInterrupt:
-        raise RunInterrupted(current, store.run(current).exists(), store.root) from None
+        raise RunInterrupted(current, store.run(current).exists(), store.shown_uri) from None
     finally:
         if started_ray:
             from orchestrator.run.connect import disconnect
@@ -191,7 +209,7 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
     e2e = session.prior_seconds + time.perf_counter() - session.started
     row = merge(spec=spec, run_id=run.run_id, results=point.results, infos=point.infos, data=point.data,
                 e2e_seconds=e2e, retries=len(point.failed), item_unit=point.infos[0].item_unit,
-                resumed=bool(session.done), sweep_id=session.sweep_id)
+                resumed=bool(session.done), pauses=session.pauses, sweep_id=session.sweep_id)
     predictions = headline_records(row, point.results)
     _finish_run(store, run, spec, row, point.results, point.infos, point.failed, predictions)
     return RunResult(run.run_id, row, run.path, point.results, point.infos, point.data, point.failed, predictions)
@@ -232,8 +250,8 @@ class PointRun:
         num_examples = check_workers_agree(infos, prepared)
         self.infos = self.infos or infos
         if not self.run.exists():
-            self.run.create(dump_spec(spec), started_at=time.time() - (time.perf_counter() - session.started),
-                            sweep_id=session.sweep_id, weights_fetched_on=pool.prefetched_nodes)
+            self.run.create(dump_spec(spec), started_at=session.started_at, sweep_id=session.sweep_id,
+                            weights_fetched_on=pool.prefetched_nodes)  # the first session's start
         bounds = plan_bounds(num_examples, spec.bs, spec.shard_size, prepared.costs)
         dispatcher = Dispatcher(pool, spec.max_attempts, self.on_result)
         measured_pass = "infer" if "infer" in spec.passes else "val"

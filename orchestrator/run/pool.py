@@ -142,6 +142,10 @@ class RayPool:
                     scheduling_strategy=strategy,
                 ).remote(spec.worker_config(), i, run_id)
             )
+        self._begin_setup()
+
+    def _begin_setup(self) -> None:
+        """Every worker starts loading now, handed its node's prepared data; `setup` collects them."""
         self._setups = [a.setup.remote(h) for a, h in zip(self.actors, self.handles)]
 
     def setup(self) -> list[WorkerInfo]:

@@ -11,11 +11,13 @@ from pathlib import Path
 from orchestrator.spec import JobSpec
 from workers.errors import UserError
 from workers.models import check_model_type, declared_max_positions
+from workers.package_files import on_this_machine
 
 
 def preflight(spec: JobSpec, data_on_nodes: bool = False) -> None:
     """`data_on_nodes`: the job runs on a cluster (--address), where a data path that does not exist
     here may exist on the nodes (each node with workers then prepares its own copy)."""
+    spec = on_this_machine(spec)  # pkg: paths checked where this command runs; the spec keeps the names
     here = spec.data.path is not None and Path(spec.data.path).expanduser().exists()
     if spec.data.path is not None and not here and not data_on_nodes:
         raise UserError(f"data.path: '{spec.data.path}' does not exist")

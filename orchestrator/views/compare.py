@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
-import pyarrow.parquet as pq
 from rich.table import Table
 
 from orchestrator.metrics.row import MetricsRow
@@ -29,7 +28,7 @@ from orchestrator.metrics.stats import (
     latency_shift,
     relative_change,
 )
-from orchestrator.metrics.store import ResultsStore
+from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.views.query import find_row
 
 NoiseVerdict = Literal["beyond noise", "within noise", "unchanged", "n/a"]
@@ -53,7 +52,7 @@ HEADLINE: tuple[tuple[str, bool, Source], ...] = (
     ("acc_val", True, None),
 )
 CONFIG = ("job", "task", "model", "data", "examples", "engine", "precision", "bs", "seq_len", "workers", "nodes",
-          "devices", "torch_version", "driver_version")
+          "devices", "torch_version", "driver_version", "scoring", "prompt_format")
 
 
 @dataclass(frozen=True)
@@ -129,6 +128,18 @@ def config_changes(row_a: MetricsRow, row_b: MetricsRow) -> list[tuple[str, str,
             if getattr(row_a, c) != getattr(row_b, c)]
 
 
+def prompt_warning(row_a: MetricsRow, row_b: MetricsRow) -> str | None:
+    """MMLU runs whose prompts differ measure different token streams: a one-space change in a
+    prompt changes predictions and token counts, so their accuracy and tokens/s do not compare."""
+    if row_a.task != "mmlu" or row_b.task != "mmlu" or row_a.prompt_format == row_b.prompt_format:
+        return None
+    def name(row: MetricsRow) -> str:
+        return row.prompt_format or "unrecorded (a run from before prompt formats were named)"
+
+    return (f"warning: the runs used different MMLU prompts (A: {name(row_a)}; B: {name(row_b)}): "
+            "accuracy and tokens/s are not comparable")
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
@@ -160,12 +171,12 @@ def deltas_markdown(deltas: list[Delta]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def batch_latencies(run_dir: str | Path) -> list[float]:
+def batch_latencies(run: RunFolder) -> list[float]:
     """Per-batch core seconds of the run's headline pass (infer, else val), from shards.parquet."""
-    path = Path(run_dir) / "shards.parquet"
-    if not path.exists():
+    table = run.read_table("shards.parquet", columns=["pass", "shard_id", "batch_core_seconds"])
+    if table is None:
         return []
-    records = pq.read_table(path, columns=["pass", "shard_id", "batch_core_seconds"]).to_pylist()
+    records = table.to_pylist()
     pass_name = "infer" if any(r["pass"] == "infer" for r in records) else "val"
     chosen = sorted((r for r in records if r["pass"] == pass_name), key=lambda r: r["shard_id"])
     return [t for r in chosen for t in r["batch_core_seconds"]]
@@ -176,6 +187,6 @@ def compare_runs(
 ) -> tuple[MetricsRow, MetricsRow, list[Delta]]:
     """`bench compare` in one call: both rows (ids or unique parts of them), their latencies, the deltas."""
     store = ResultsStore(results_dir)
-    row_a, row_b = find_row(results_dir, run_a), find_row(results_dir, run_b)
-    latencies = [batch_latencies(store.run(row.run_id).path) for row in (row_a, row_b)]
+    row_a, row_b = find_row(store, run_a), find_row(store, run_b)
+    latencies = [batch_latencies(store.run(row.run_id)) for row in (row_a, row_b)]
     return row_a, row_b, compare(row_a, row_b, *latencies, alpha=alpha, min_effect=min_effect)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.stats import node_core_rates, percentiles, shard_rates_from_records, worker_core_rates
+from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.metrics.subjects import subject_table
 from orchestrator.views.report import SEED_LAYOUT, metrics_markdown, seed_cells
 
@@ -136,18 +136,19 @@ def subject_accuracy(predictions: pa.Table) -> Plot | None:
     return Plot("subjects", "Accuracy per subject (MMLU)", _png(fig))
 
 
-def collect_plots(run_dir: Path, row: MetricsRow, sweep_rows: Sequence[MetricsRow]) -> list[Plot]:
+def collect_plots(run: RunFolder, row: MetricsRow, sweep_rows: Sequence[MetricsRow]) -> list[Plot]:
     unit = row.item_unit or "items"
     plots: list[Plot | None] = []
-    shards_path = run_dir / "shards.parquet"
-    if shards_path.exists():
-        records = pq.read_table(shards_path).to_pylist()
+    shards = run.read_table("shards.parquet")
+    if shards is not None:
+        records = shards.to_pylist()
         pass_name = "infer" if any(r["pass"] == "infer" for r in records) else "val"
         latencies = [t for r in records if r["pass"] == pass_name for t in r["batch_core_seconds"]]
         plots += [latency_histogram(latencies, pass_name), throughput_bars(records, pass_name, unit)]
     plots.append(sweep_plot(sweep_rows, unit))
-    if (run_dir / "predictions.parquet").exists():
-        plots.append(subject_accuracy(pq.read_table(run_dir / "predictions.parquet")))
+    predictions = run.read_table("predictions.parquet")
+    if predictions is not None:
+        plots.append(subject_accuracy(predictions))
     return [p for p in plots if p is not None]
 
 
@@ -214,12 +215,13 @@ def _html(row: MetricsRow, plots: list[Plot]) -> str:
 
 
 def write_report(
-    run_dir: str | Path, row: MetricsRow, out_dir: str | Path, sweep_rows: Sequence[MetricsRow] = ()
+    run: RunFolder, row: MetricsRow, out_dir: str | Path, sweep_rows: Sequence[MetricsRow] = ()
 ) -> tuple[Path, Path]:
-    """Write report.md (+ its PNGs) and report.html for one run. `sweep_rows` are all rows of its sweep (the row itself included) for the throughput-vs-bs plot."""
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    """Write report.md (+ its PNGs) and report.html for one run into a local folder. `sweep_rows`
+    are all rows of its sweep (the row itself included) for the throughput-vs-bs plot."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = collect_plots(run_dir, row, sweep_rows)
+    plots = collect_plots(run, row, sweep_rows)
     for plot in plots:
         (out_dir / f"report-{plot.name}.png").write_bytes(plot.png)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
@@ -229,16 +231,19 @@ def write_report(
 
 
 def report_run(results_dir: str | Path, run_id: str, out_dir: str | Path | None = None) -> tuple[Path, Path]:
-    """`bench report RUN`: find the run's row (and its sweep's rows), write the report beside the run."""
+    """`bench report RUN`: find the run's row (and its sweep's rows) and write the report: by
+    default beside the run in a local results folder, and in ./report-<run id> when the results
+    are on an object store (a report is for opening in a browser, which reads local files)."""
     import pyarrow.compute as pc
 
-    from orchestrator.metrics.store import ResultsStore
     from orchestrator.views.query import find_row
 
     store = ResultsStore(results_dir)
-    row = find_row(results_dir, run_id)
+    row = find_row(store, run_id)
     table = store.read_metrics()
     sweep = ([MetricsRow.from_record(r) for r in table.filter(pc.equal(table["sweep_id"], row.sweep_id)).to_pylist()]
              if row.sweep_id else [row])
-    run_dir = store.run(row.run_id).path
-    return write_report(run_dir, row, out_dir or run_dir / "report", sweep)
+    run = store.run(row.run_id)
+    local = run.root.local_path
+    default = local / "report" if local is not None else Path(f"report-{row.run_id}")
+    return write_report(run, row, out_dir or default, sweep)

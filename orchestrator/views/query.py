@@ -153,19 +153,18 @@ def results(
 ) -> str | Table:
     """The `bench results` command in one call: read, filter, render."""
     store = ResultsStore(results_dir)
-    if not store.metrics_path.exists():
-        raise UserError(f"{store.metrics_path}: no results yet (run `bench submit JOB.yaml --results {results_dir}`)")
+    if not store.has_rows():
+        raise UserError(f"{store.location}: no results yet (run `bench submit JOB.yaml --results {store.shown_uri}`)")
     return render(select(store.read_metrics(), where, columns, sort, limit), fmt)
 
 
-def find_row(results_dir: str | Path, run_id: str) -> MetricsRow:
+def find_row(store: ResultsStore, run_id: str) -> MetricsRow:
     """The table row of a run, by its id or any unique part of it (`bench report f05415`)."""
-    store = ResultsStore(results_dir)
     table = store.read_metrics()
     ids = table["run_id"].to_pylist()
     matches = [i for i in ids if i == run_id] or [i for i in ids if run_id in i]
     if not matches:
-        raise UserError(f"run '{run_id}': not in {store.metrics_path} ({len(ids)} rows; see `bench results`)")
+        raise UserError(f"run '{run_id}': not in {store.location} ({len(ids)} rows; see `bench results`)")
     distinct = sorted(set(matches))
     if len(distinct) > 1:
         raise UserError(f"run '{run_id}': matches {len(distinct)} runs ({', '.join(distinct[:3])}, ...); "

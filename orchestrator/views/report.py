@@ -56,6 +56,12 @@ def seed_cells(row: MetricsRow) -> dict[str, str]:
     } | {"_unit": row.item_unit, "_mem_source": row.mem_source}
 
 
+def blank_reasons(rows: list[MetricsRow]) -> str:
+    """Why a row's MFU is blank ("MFU -: <reason>"), once per distinct reason; '' when none is."""
+    notes = dict.fromkeys(row.mfu_note for row in rows if row.MFU is None and row.mfu_note)
+    return "".join(f" · MFU -: {note}" for note in notes)
+
+
 def metrics_table(rows: Iterable[MetricsRow], title: str | None = None) -> Table:
     rows = list(rows)
     table = Table(title=title, show_lines=False)
@@ -68,7 +74,7 @@ def metrics_table(rows: Iterable[MetricsRow], title: str | None = None) -> Table
         cells = seed_cells(rows[0])
         table.caption = (
             f"p_* in {cells['_unit']}/s · acc = infer/val · mem = peak/total GiB ({cells['_mem_source']}) · "
-            "e2e_time s"
+            "e2e_time s" + blank_reasons(rows)
         )
     return table
 
@@ -84,13 +90,15 @@ def metrics_markdown(rows: Iterable[MetricsRow]) -> str:
         lines.append("")
         lines.append(
             f"p_* in {cells['_unit']}/s; acc = infer/val; mem = peak/total GiB ({cells['_mem_source']}); e2e_time in s."
+            + blank_reasons(rows).replace(" · ", " ")
         )
     return "\n".join(lines) + "\n"
 
 
-def print_runs(runs: list, spec, results_dir, width: int | None) -> str:
+def print_runs(runs: list, spec, results: str, width: int | None) -> str:
     """Print the table of a submit (one row per sweep point) and what to look at; returns the
-    trouble (flagged accuracy, INVALID rows) as one line, empty when there is none."""
+    trouble (flagged accuracy, INVALID rows) as one line, empty when there is none. `results` is
+    where the store is, as the user should read it (an absolute path or a URI)."""
     from rich.console import Console
 
     console = Console(width=width)
@@ -104,14 +112,14 @@ def print_runs(runs: list, spec, results_dir, width: int | None) -> str:
         if row.verdict == "INVALID":
             trouble.append(f"{row.run_id}: INVALID ({row.verdict_reasons})")
         if row.retries:
-            console.print(f"{row.run_id}: {row.retries} failed attempt(s) re-run (see {run.run_dir / 'retries.parquet'})")
+            console.print(f"{row.run_id}: {row.retries} failed attempt(s) re-run (see {run.run_dir}/retries.parquet)")
     if spec.task.name == "mmlu":
         _print_mmlu(console, runs)
     for line in trouble:
         console.print(f"[yellow]{line}", soft_wrap=True)
     for run in runs:
         console.print(f"run id: {run.run_id}", soft_wrap=True)
-    console.print(f"results: {results_dir / 'metrics.parquet'} ({len(runs)} row(s) appended); "
+    console.print(f"results: {results} ({len(runs)} row(s) added); "
                   f"run folder: {runs[-1].run_dir}", soft_wrap=True)
     return "; ".join(trouble)
 

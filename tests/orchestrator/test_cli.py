@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.metrics.row import SEED_COLUMNS
-from tests.builders import job, save_tiny_bert
+from tests.builders import job, save_tiny_bert, stored_rows
 from tests.conftest import LOOPBACK
 
 BENCH = [sys.executable, "-m", "orchestrator.cli"]
@@ -33,10 +33,8 @@ def test_smoke_job_end_to_end(tmp_path):
     for header in ("p_infer_core", "p_val_whole", "byte_per_batch", "acc", "MFU", "mem"):
         assert header in first.stdout
     assert "run id: " in first.stdout
-    table = pq.read_table(results / "metrics.parquet")
-    assert table.num_rows == 1
-    assert set(SEED_COLUMNS) <= set(table.column_names)
-    row = table.to_pylist()[0]
+    (row,) = stored_rows(results)
+    assert set(SEED_COLUMNS) <= set(row)
     assert row["job"] == "smoke" and row["workers"] == 2 and row["items_infer"] == 2048
     assert row["p_infer_core"] > 0 and row["e2e_time"] > 0
     run_dir = results / "runs" / row["run_id"]
@@ -50,7 +48,7 @@ def test_smoke_job_end_to_end(tmp_path):
     second = bench("submit", "jobs/smoke.yaml", "--results", str(results), "--node-ip", LOOPBACK,
                    "--set", "bs=4", "--workers", "1")
     assert second.returncode == 0, second.stderr
-    rows = pq.read_table(results / "metrics.parquet").to_pylist()
+    rows = stored_rows(results)
     assert [r["bs"] for r in rows] == [8, 4] and rows[1]["workers"] == 1
     assert rows[0]["correct_infer"] == rows[1]["correct_infer"]  # same data, same model: bs does not matter
 
@@ -127,5 +125,5 @@ def test_accuracy_gap_is_flagged_and_strict_exits_nonzero(tmp_path):
     strict = CliRunner().invoke(app, [*args, "--strict"])
     assert strict.exit_code == 1
     assert strict.stderr.startswith("error: --strict: ") and "acc infer/val differ by" in strict.stderr
-    rows = pq.read_table(tmp_path / "metrics.parquet").to_pylist()
+    rows = stored_rows(tmp_path)
     assert [r["acc_flagged"] for r in rows] == [True, True]

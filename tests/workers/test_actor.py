@@ -39,10 +39,26 @@ def test_seq_len_above_model_maximum():
     assert info.error.message == "seq_len: 65 is above the model's maximum of 64 positions"
 
 
-def test_user_error_in_a_shard_comes_back_as_a_value():
+def test_a_crash_in_a_shard_comes_back_as_a_value():
     w = worker_for(engine={"name": "synthetic", "latency_ms": 0, "fail_shards": [1]}, passes=["infer"])
     result = w.run_shard(ShardTask(1, 0, 4, "infer"))
     assert result.error is not None and result.error.kind == "crash" and "injected failure" in result.error.message
+    assert result.items == 0 and result.batch_core_seconds == []
+
+
+def test_user_error_in_a_shard_comes_back_as_a_user_value(monkeypatch):
+    """A UserError raised in a shard is kind 'user' (never retried), its one line kept as the message."""
+    from workers.engines.synthetic import Synthetic
+    from workers.errors import UserError
+
+    def refuse(self, shard):
+        raise UserError("engine: shard 2 is outside the profile (min_bs: 8)")
+
+    monkeypatch.setattr(Synthetic, "before_shard", refuse)
+    w = worker_for(engine={"name": "synthetic", "latency_ms": 0}, passes=["infer"])
+    result = w.run_shard(ShardTask(2, 0, 4, "infer"))
+    assert result.error is not None and result.error.kind == "user"
+    assert result.error.message == "engine: shard 2 is outside the profile (min_bs: 8)"
     assert result.items == 0 and result.batch_core_seconds == []
 
 

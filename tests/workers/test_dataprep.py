@@ -13,13 +13,21 @@ import pytest
 import torch
 
 from orchestrator.spec import validate
-from tests.builders import MMLU_DIR, SMOLLM2_GGUF, WIKITEXT, bert_vocab, job, mmlu_job, save_bpe_tokenizer, \
-    smollm2_package_dir
+from tests.builders import (
+    MMLU_DIR,
+    SMOLLM2_GGUF,
+    WIKITEXT,
+    bert_vocab,
+    job,
+    mmlu_job,
+    save_bpe_tokenizer,
+    smollm2_package_dir,
+)
 from workers.dataprep import DATA_FILE, key_fields, prepare_dataset
 from workers.models import load_config, load_tokenizer
 from workers.tasks.masked_lm import MaskedLM, mask_stream, read_text
 from workers.tasks.mmlu import MMLU, choice_token_ids, encode_prompts, prompt_limit
-from workers.tasks.mmlu_data import load_mmlu
+from workers.tasks.mmlu_data import load_mmlu, prompt_format
 
 BERT_30522 = {"model_type": "bert", "vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 1,
               "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}
@@ -122,7 +130,7 @@ def per_worker_prompts(config):
     task = config.task
     data = load_mmlu(MMLU_DIR, task.split, task.subjects, task.limit, task.shots)
     limit = prompt_limit(task, config.seq_len, load_config(config.model))
-    return data, encode_prompts(data, tokenizer, task.shots, limit), choice_token_ids(tokenizer)
+    return data, encode_prompts(data, tokenizer, task.shots, limit, prompt_format(task.scoring)), choice_token_ids(tokenizer)
 
 
 def check_mmlu_table(config, reference, table, info):

@@ -65,6 +65,20 @@ def assert_matches_eager(engine, ctx: BuildContext, shapes: list[tuple[int, int]
         assert torch.equal(got[rows, last].argmax(-1), want[rows, last].argmax(-1))
 
 
+def test_eager_engine_builds_no_kv_cache(tmp_path):
+    """The val pass and `engine: torch` do the work the other engines do: no KV cache (use_cache=False)."""
+    from workers.engines.torch_eager import TorchEager
+
+    ctx = llama_context(tmp_path)
+    calls = []
+    ctx.model().register_forward_hook(
+        lambda module, args, kwargs, out: calls.append((kwargs.get("use_cache"), out.past_key_values)), with_kwargs=True)
+    engine = TorchEager()
+    engine.build(ctx)
+    engine.forward(engine.to_device(right_padded(2, 8)))
+    assert calls == [(False, None)]
+
+
 def test_onnxruntime_llama_with_attention_mask(tmp_path):
     from workers.engines.onnxruntime import OnnxRuntime
 

@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from tests.builders import TINY_BERT
-from workers.device import check_precision, peak_flops
+from workers.device import check_precision
 from workers.errors import UserError
 from workers.flops import FlopsModel, flops_model
+from workers.peaks import PEAKS, parse_device_name, peak_flops, peak_lookup
 
 
 def test_bert_flops_match_the_config_formula():
@@ -26,12 +27,64 @@ def test_causal_attention_counts_half_the_pairs():
     assert fm.sequence_flops(4) == 4 * (4 * 5 / 2)
 
 
-def test_peak_lookup_by_device_name():
-    assert peak_flops("NVIDIA A100-SXM4-40GB", "fp16") == 312e12
-    assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989e12
-    assert peak_flops("NVIDIA H100 PCIe", "fp16") == 756e12
-    assert peak_flops("NVIDIA H200", "fp16") == 989e12
-    assert peak_flops("CPU AMD EPYC x2", "fp32") is None
+# Names as torch.cuda.get_device_name / nvidia-smi report them, and the dense fp16 peak each must get.
+DEVICE_PEAKS = [
+    ("NVIDIA L4", 121e12),
+    ("NVIDIA L40", 181e12),
+    ("NVIDIA L40S", 362e12),
+    ("NVIDIA A10", 125e12),
+    ("NVIDIA A30", 165e12),
+    ("NVIDIA A100-PCIE-40GB", 312e12),
+    ("NVIDIA A100 80GB PCIe", 312e12),
+    ("NVIDIA A100-SXM4-40GB", 312e12),
+    ("NVIDIA A100-SXM4-80GB", 312e12),
+    ("NVIDIA H100 PCIe", 756e12),
+    ("NVIDIA H100 80GB HBM3", 989e12),
+    ("NVIDIA H100 NVL", 835e12),
+    ("NVIDIA H200", 989e12),
+    ("NVIDIA H200 NVL", 835e12),
+    ("NVIDIA H800", 989e12),
+    ("NVIDIA H800 PCIe", 756e12),
+    ("Tesla V100-SXM2-16GB", 125e12),
+    ("Tesla V100-PCIE-32GB", 112e12),
+]
+
+
+@pytest.mark.parametrize("name, fp16", DEVICE_PEAKS)
+def test_peak_is_the_whole_model_names(name, fp16):
+    assert peak_flops(name, "fp16") == fp16
+    looked = peak_lookup(name, "bf16" if "V100" not in name else "fp16")
+    assert looked.flops == fp16 and looked.reason == "" and ("datasheet" in looked.label or "brief" in looked.label)
+
+
+@pytest.mark.parametrize("name", ["NVIDIA A10G", "NVIDIA GH200 480GB", "NVIDIA RTX A6000", "NVIDIA L20",
+                                  "NVIDIA H100", "Some Accelerator 9000", "CPU AMD EPYC x2"])
+def test_a_device_the_table_does_not_know_gets_no_peak_and_a_reason(name):
+    """Never a neighbour's figure: the A10G is not the A10, a bare 'H100' is not told SXM from PCIe."""
+    looked = peak_lookup(name, "fp16")
+    assert looked.flops is None and looked.label == "" and looked.reason
+    assert peak_flops(name, "fp16") is None
+
+
+def test_names_are_read_as_model_and_form_factor():
+    assert parse_device_name("NVIDIA A100-SXM4-40GB") == ("A100", "SXM")
+    assert parse_device_name("NVIDIA H100 80GB HBM3") == ("H100", "SXM")
+    assert parse_device_name("NVIDIA H100 NVL") == ("H100", "NVL")
+    assert parse_device_name("NVIDIA L40S") == ("L40S", None)
+
+
+def test_every_entry_cites_its_datasheet_and_is_dense():
+    for peak in PEAKS:
+        assert "datasheet" in peak.source or "product brief" in peak.source, peak
+        assert peak.flops["fp16"] > peak.flops["fp32"]
+    # the 2:4-sparsity figures are twice these: e.g. the H100 SXM's 1,979 TFLOPS is not used
+    assert max(p.flops["fp16"] for p in PEAKS) == 989e12
+
+
+def test_tf32_and_fp32_are_separate_figures():
+    assert peak_flops("NVIDIA A100-SXM4-40GB", "tf32") == 156e12
+    assert peak_flops("NVIDIA A100-SXM4-40GB", "fp32") == 19.5e12
+    assert peak_lookup("Tesla T4", "bf16").reason.startswith("no bf16 peak")
 
 
 def test_precision_checks():

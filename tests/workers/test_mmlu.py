@@ -13,14 +13,16 @@ from orchestrator.cli import app
 from orchestrator.metrics.subjects import group_table
 from orchestrator.run.driver import run_job
 from orchestrator.spec import validate
-from tests.builders import MMLU_DIR, mmlu_job, save_bpe_tokenizer, save_tiny_llama_with_tokenizer
+from tests.builders import MMLU_DIR, mmlu_job, save_bpe_tokenizer, save_tiny_llama_with_tokenizer, stored_rows
 from workers.actor import BenchWorker
 from workers.contract import ShardTask
 from workers.errors import UserError
 from workers.specs import DataSpec, MMLUTask
 from workers.tasks import Batch
 from workers.tasks.mmlu import MMLU, choice_token_ids, encode_prompts, prompt_limit
-from workers.tasks.mmlu_data import build_prompt, load_mmlu
+from workers.tasks.mmlu_data import PROMPT_FORMATS, build_prompt, load_mmlu
+
+LM_EVAL = PROMPT_FORMATS["lm-eval"]
 
 SUBJECTS = ["abstract_algebra", "anatomy", "virology"]
 
@@ -104,6 +106,13 @@ def test_both_scorings_on_hand_built_logits(llama, tokenizer):
     lm_eval, flagperf = (tasks[s].score(batch, logits) for s in ("lm-eval", "flagperf"))
     assert (lm_eval.scored, lm_eval.correct, flagperf.correct) == (2, 2, 1)
     assert flagperf.records[0]["predicted"] is None and flagperf.records[0]["scoring"] == "flagperf"
+    assert flagperf.records[0]["prompt_format"] == "flagperf-llama2_7b_mmlu@26dde69"
+    data = load_mmlu(MMLU_DIR, "test", SUBJECTS, 4, 5)
+    q = data.questions[0]
+    for scoring, task in tasks.items():  # each variant tokenises its own harness's prompt
+        expected = tokenizer.encode(build_prompt(q, data.dev[q.subject][:5], PROMPT_FORMATS[scoring]))
+        assert task.prompt(0).tolist() == expected
+    assert tasks["lm-eval"].prompt(0).tolist() != tasks["flagperf"].prompt(0).tolist()
     assert lm_eval.records[0][f"logit_{task.gold(0)}"] == 5.0
 
 
@@ -117,13 +126,13 @@ def test_prompt_limit_takes_the_smallest_cap(llama):
 
 def test_long_prompts_drop_shots_from_the_front_and_count_them(llama, tokenizer):
     data = load_mmlu(MMLU_DIR, "test", SUBJECTS, 4, 5)
-    encoded = encode_prompts(data, tokenizer, 5, 450)
+    encoded = encode_prompts(data, tokenizer, 5, 450, LM_EVAL)
     used = [e.shots_used for e in encoded]
     assert 0 < min(used) and max(used) < 5  # 5-shot prompts here are 530-660 tokens
     for q, e in zip(data.questions, encoded):
         dev = data.dev[q.subject]
-        kept = tokenizer.encode(build_prompt(q, dev[5 - e.shots_used:]))
-        one_more = tokenizer.encode(build_prompt(q, dev[4 - e.shots_used:]))
+        kept = tokenizer.encode(build_prompt(q, dev[5 - e.shots_used:], LM_EVAL))
+        one_more = tokenizer.encode(build_prompt(q, dev[4 - e.shots_used:], LM_EVAL))
         assert e.ids.tolist() == kept and len(kept) <= 450 < len(one_more) and not e.truncated
     task = make_task(llama, tokenizer, seq_len=450)  # the prepared table holds exactly these prompts
     batch = next(task.batches(0, len(encoded), len(encoded)))
@@ -135,8 +144,8 @@ def test_long_prompts_drop_shots_from_the_front_and_count_them(llama, tokenizer)
 
 def test_a_question_longer_than_the_context_is_cut_from_the_left(llama, tokenizer):
     data = load_mmlu(MMLU_DIR, "test", SUBJECTS, 1, 5)
-    zero_shot = tokenizer.encode(build_prompt(data.questions[0], []))
-    e = encode_prompts(data, tokenizer, 5, 40)[0]
+    zero_shot = tokenizer.encode(build_prompt(data.questions[0], [], LM_EVAL))
+    e = encode_prompts(data, tokenizer, 5, 40, LM_EVAL)[0]
     assert (e.shots_used, e.truncated, len(e.ids)) == (0, True, 40)
     assert e.ids[0] == tokenizer.bos_token_id and e.ids[1:].tolist() == zero_shot[-39:]
     assert e.ids[-1] == zero_shot[-1]  # still ends in "Answer:"
@@ -157,11 +166,15 @@ def test_run_job_accuracy_equals_the_stored_predictions(llama, tmp_path):
     result = run_job(spec, results_dir=tmp_path, in_process=True)
     table = pq.read_table(result.run_dir / "predictions.parquet").to_pylist()
     assert result.row.item_unit == "tok" and result.row.shards == 3
-    for pass_name, acc in (("val", result.row.acc_val), ("infer", result.row.acc_infer)):
+    row = result.row
+    assert row.prompt_format == "lm-eval-mmlu-default@0.4.13"
+    assert row.latency_shard_cv is None  # 3 batches per pass: too few to fit a cost
+    assert {r["prompt_format"] for r in table} == {"lm-eval-mmlu-default@0.4.13"}
+    for pass_name, acc, items in (("val", row.acc_val, row.items_val), ("infer", row.acc_infer, row.items_infer)):
         rows = [r for r in table if r["pass"] == pass_name]
         assert len(rows) == 12 and {r["subject"] for r in rows} == set(SUBJECTS)
         assert acc == sum(r["correct"] for r in rows) / len(rows)
-        assert result.row.items_val == sum(r["prompt_tokens"] for r in rows)
+        assert items == sum(r["prompt_tokens"] for r in rows)
     groups = {g.name: g for g in group_table([r for r in table if r["pass"] == "infer"])}
     assert groups["STEM"].total == 4 and groups["other"].total == 8
 
@@ -174,4 +187,4 @@ def test_bad_folder_exits_2_in_one_line_and_writes_nothing(llama, tmp_path):
     outcome = CliRunner().invoke(app, ["submit", str(job), "--no-ray", "--results", str(results)])
     assert outcome.exit_code == 2
     assert "has no dev/ folder" in outcome.output and outcome.output.count("\n") == 1
-    assert not (results / "metrics.parquet").exists() and not (results / "runs").exists()
+    assert stored_rows(results) == [] and not (results / "runs").exists()

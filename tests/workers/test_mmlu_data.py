@@ -7,7 +7,9 @@ import pytest
 
 from tests.builders import MMLU_DIR
 from workers.errors import UserError
-from workers.tasks.mmlu_data import build_prompt, list_subjects, load_mmlu, read_csv
+from workers.tasks.mmlu_data import PROMPT_FORMATS, build_prompt, list_subjects, load_mmlu, read_csv
+
+LM_EVAL = PROMPT_FORMATS["lm-eval"]
 
 # abstract_algebra: its 5 dev rows as shots, then test row 0, exactly as METRICS.md lays the prompt out.
 ABSTRACT_ALGEBRA_TEST_0 = (
@@ -42,7 +44,7 @@ def test_prompt_of_a_known_question_is_exact():
     data = load_mmlu(MMLU_DIR, "test", ["abstract_algebra"], 1, 5)
     q = data.questions[0]
     assert (q.subject, q.index, q.answer) == ("abstract_algebra", 0, "B")
-    assert build_prompt(q, data.dev["abstract_algebra"][:5]) == ABSTRACT_ALGEBRA_TEST_0
+    assert build_prompt(q, data.dev["abstract_algebra"][:5], LM_EVAL) == ABSTRACT_ALGEBRA_TEST_0
 
 
 def test_quoted_fields_with_commas_quotes_and_newlines(tmp_path):

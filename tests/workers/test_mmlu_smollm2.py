@@ -18,7 +18,9 @@ from orchestrator.spec import load_spec, validate
 from tests.builders import MMLU_DIR, SMOLLM2_GGUF, TEST_CACHE, TEST_DATA_CACHE, mmlu_job, smollm2_package_dir
 from workers.models import load_config, load_model, load_tokenizer
 from workers.specs import ModelSpec
-from workers.tasks.mmlu_data import build_prompt, load_mmlu
+from workers.tasks.mmlu_data import PROMPT_FORMATS, build_prompt, load_mmlu
+
+LM_EVAL = PROMPT_FORMATS["lm-eval"]
 
 pytestmark = pytest.mark.slow
 CACHE = TEST_CACHE / "smollm2"
@@ -83,7 +85,7 @@ def check_one_question_by_hand(folder: Path, record: dict) -> None:
     data = load_mmlu(MMLU_DIR, "test", [record["subject"]], record["question_index"] + 1, 5)
     q = data.questions[-1]
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    ids = tokenizer(build_prompt(q, data.dev[q.subject][:5]), return_tensors="pt")["input_ids"]
+    ids = tokenizer(build_prompt(q, data.dev[q.subject][:5], LM_EVAL), return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         last = AutoModelForCausalLM.from_pretrained(folder)(ids).logits[0, -1]
     letters = [tokenizer.encode(f" {c}", add_special_tokens=False)[0] for c in "ABCD"]

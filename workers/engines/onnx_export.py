@@ -5,15 +5,25 @@ side file `model.onnx.data`, with the task's dynamic axes (batch, sequence) as n
 dimensions and the opset the engine options state. The model is wrapped so the graph takes the
 task's inputs in signature order and returns logits alone (no KV cache for causal LMs).
 
+Device memory. The export is made from a copy of the model on the host at the export precision,
+copied tensor by tensor (`host_copy`): no second copy of the weights is ever made on the model's
+device. (Copying the loaded model on the GPU and casting it to fp32 would hold, for a 7B fp16
+model, 14 + 14 + 28 GB at the peak: more than the seed's A100-40GB.) The host needs the export
+precision's copy (28 GB for a 7B model at fp32) while the export runs.
+
 Each export is checked once, before it enters the cache, against torch on a real sample batch run
 by ONNX Runtime: the largest |onnx - torch| logit difference over the positions that count (those
 with attention_mask 1) must stay under a per-precision fraction of the largest |torch| logit.
 A bound on the logits, not on top-1 agreement, because random test models have near-ties that
-flip an argmax at any precision; the agreement is reported beside it.
+flip an argmax at any precision; the agreement is reported beside it. The torch side is the loaded
+model on its device (at the val precision), so the check adds no copy of it either; ONNX Runtime
+runs the check on the GPU only when the export fits in half the device's free memory (it holds its
+own copy of the weights), else on the CPU.
 """
 
 from __future__ import annotations
 
+import copy
 import traceback
 import warnings
 from pathlib import Path
@@ -21,9 +31,9 @@ from typing import Any
 
 import torch
 
-from workers.engines import BuildContext, BuildFailed
+from workers.device import DTYPES
+from workers.engines import BuildContext, BuildFailed, call_kwargs
 from workers.engines.cache import EngineCache, key_fields, library_version
-from workers.engines.torch_eager import model_at
 from workers.errors import UserError, first_line
 
 ONNX_FILE = "model.onnx"
@@ -31,6 +41,27 @@ ONNX_FILE = "model.onnx"
 CHECK_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2}
 # torch.export specialises axes traced at size 0 or 1, so the export sample is at least 2 x 2.
 EXPORT_BS, EXPORT_SEQ = 2, 16
+HOST = torch.device("cpu")  # where the export's copy of the model lives (module docstring)
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+def host_copy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """The model on HOST at `precision`, copied one tensor at a time (never whole on its device).
+
+    Floating-point parameters and buffers are cast as `model.to(dtype)` would cast them; tied
+    weights stay one tensor. A tensor already on HOST at that dtype is shared, not copied.
+    """
+    dtype = DTYPES[precision]
+    memo: dict[int, Any] = {}
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if id(tensor) in memo:
+                continue
+            moved = tensor.to(HOST, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+            if isinstance(tensor, torch.nn.Parameter):
+                moved = torch.nn.Parameter(moved, requires_grad=tensor.requires_grad)
+            memo[id(tensor)] = moved
+    return copy.deepcopy(model, memo)  # the memo hands deepcopy the host tensors instead of copying
 
 
 class LogitsOnly(torch.nn.Module):
@@ -41,8 +72,7 @@ class LogitsOnly(torch.nn.Module):
         self.model, self.names, self.causal = model, names, causal
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        extra = {"use_cache": False} if self.causal else {}
-        return self.model(**dict(zip(self.names, tensors)), **extra).logits
+        return self.model(**dict(zip(self.names, tensors)), **call_kwargs(self.causal)).logits
 
 
 def export_model(model: torch.nn.Module, sample: dict[str, torch.Tensor], signature: Any, causal: bool,
@@ -79,13 +109,21 @@ def ort_session(path: Path, providers: list[str], options: Any = None):
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
-def check_providers(device: torch.device) -> list[str]:
-    """ONNX Runtime providers for the export check: the GPU where the worker has one and ORT can use it."""
+def check_providers(device: torch.device, export_bytes: int) -> list[str]:
+    """ONNX Runtime providers for the export check: the worker's GPU where ORT can use it and the
+    export fits in half its free memory (ORT loads its own copy of the weights), else the CPU."""
     import onnxruntime as ort
 
-    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    if device.type == "cuda" and CUDA in ort.get_available_providers():
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+        if export_bytes < free_bytes // 2:
+            return [CUDA, CPU]
+    return [CPU]
+
+
+def precision_of(model: torch.nn.Module) -> str:
+    dtype = next(model.parameters()).dtype
+    return next((name for name, d in DTYPES.items() if d == dtype), "fp32")
 
 
 def compare_logits(got: torch.Tensor, want: torch.Tensor, mask: torch.Tensor | None, precision: str) -> str:
@@ -105,17 +143,23 @@ def compare_logits(got: torch.Tensor, want: torch.Tensor, mask: torch.Tensor | N
 
 def check_export(path: Path, model: torch.nn.Module, sample: dict[str, torch.Tensor], ctx: BuildContext,
                  precision: str) -> str:
-    """Run the export with ONNX Runtime and torch on `sample` and compare (see the module docstring)."""
-    providers = check_providers(ctx.device)
-    if precision == "bf16" and providers == ["CPUExecutionProvider"]:
+    """Run the export with ONNX Runtime and `model` (the loaded one, on its device) on `sample` and
+    compare (see the module docstring); the tolerance is the looser of the two precisions'."""
+    export_bytes = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    providers = check_providers(ctx.device, export_bytes)
+    if precision == "bf16" and providers == [CPU]:
         return "not checked: ONNX Runtime's CPU provider has no bf16 kernels"
+    if precision == "fp16" and providers == [CPU] and ctx.device.type == "cuda":
+        return (f"not checked: the {export_bytes / 2**30:.1f} GiB fp16 export does not fit in half the GPU's free "
+                "memory beside the model, and ONNX Runtime's CPU provider lacks fp16 kernels for these models")
     names = list(ctx.signature.inputs)
     session = ort_session(path, providers)
     got = torch.from_numpy(session.run([ctx.signature.output], {n: sample[n].cpu().numpy() for n in names})[0])
     del session
     with torch.inference_mode():
         want = LogitsOnly(model, names, ctx.causal)(*(sample[n].to(ctx.device) for n in names)).cpu()
-    return compare_logits(got, want, sample.get("attention_mask"), precision)
+    looser = max(precision, precision_of(model), key=CHECK_TOLERANCE.__getitem__)
+    return compare_logits(got, want, sample.get("attention_mask"), looser)
 
 
 def exported_onnx(ctx: BuildContext, cache: EngineCache, precision: str, opset: int) -> tuple[Path, bool]:
@@ -126,13 +170,14 @@ def exported_onnx(ctx: BuildContext, cache: EngineCache, precision: str, opset: 
     """
     fields = key_fields(ctx, "onnx", {"opset": opset, "exporter": "torch.onnx.export"},
                         {"onnx": library_version("onnx"), "onnxscript": library_version("onnxscript")})
-    fields.update(precision=precision, device=ctx.device.type)
+    fields.update(precision=precision, device=ctx.device.type, exported_on=HOST.type)
 
     def build(folder: Path) -> None:
-        model = model_at(ctx.model(), precision)
+        model = ctx.model()
         sample = ctx.sample_inputs(EXPORT_BS, max(EXPORT_BS, min(ctx.seq_len, EXPORT_SEQ)))
+        export_model(host_copy(model, precision), {k: v.to(HOST) for k, v in sample.items()}, ctx.signature,
+                     ctx.causal, folder / ONNX_FILE, opset)  # the host copy is freed when this returns
         sample = {k: v.to(ctx.device) for k, v in sample.items()}
-        export_model(model, sample, ctx.signature, ctx.causal, folder / ONNX_FILE, opset)
         (folder / "check.log").write_text(check_export(folder / ONNX_FILE, model, sample, ctx, precision) + "\n")
 
     entry = cache.get_or_build("onnx", fields, build)

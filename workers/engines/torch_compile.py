@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from workers.contract import BuildInfo
-from workers.engines import BuildContext, EngineBase
+from workers.engines import BuildContext, EngineBase, call_kwargs
 from workers.engines.cache import EngineCache, key_fields, shape_profile
 from workers.engines.torch_eager import model_at
 from workers.errors import UserError
@@ -67,7 +67,7 @@ class TorchCompile(EngineBase):
         except torch._dynamo.exc.InvalidBackend as exc:
             known = ", ".join(torch._dynamo.list_backends())
             raise UserError(f"engine.backend: '{opts.backend}' is not a torch.compile backend (known: {known})") from exc
-        self.extra = {"use_cache": False} if ctx.causal else {}
+        self.extra = call_kwargs(ctx.causal)
         for batch in warm_inputs(ctx, opts.dynamic):
             self.forward(batch)
         if ctx.device.type == "cuda":

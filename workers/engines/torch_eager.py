@@ -8,7 +8,7 @@ import torch
 
 from workers.contract import BuildInfo
 from workers.device import DTYPES
-from workers.engines import BuildContext, EngineBase
+from workers.engines import BuildContext, EngineBase, call_kwargs
 from workers.specs import TorchEngineOptions
 
 
@@ -26,15 +26,17 @@ class TorchEager(EngineBase):
     def __init__(self, options: TorchEngineOptions | None = None) -> None:
         self.options = options or TorchEngineOptions()
         self.model: torch.nn.Module | None = None
+        self.extra: dict[str, bool] = {}
 
     def build(self, ctx: BuildContext) -> BuildInfo:
         self.device = ctx.device
         self.model = model_at(ctx.model(), ctx.precision)
+        self.extra = call_kwargs(ctx.causal)
         return BuildInfo(engine=self.name)
 
     @torch.inference_mode()
     def forward(self, device_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(**device_inputs).logits
+        return self.model(**device_inputs, **self.extra).logits
 
     def close(self) -> None:
         self.model = None

@@ -30,10 +30,6 @@ class Batch:
     lengths: list[int]
     payload: Any = None
 
-    @property
-    def input_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.inputs.values())
-
 
 @dataclass
 class BatchScore:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -139,7 +139,7 @@ class MaskedLM:
     @staticmethod
     def costs(table: pa.Table, config) -> None:
         """Every window costs the same: plans cut by count."""
-        return None
+        return
 
     def __init__(self, table: pa.Table) -> None:
         meta = read_task_metadata(table)

@@ -12,11 +12,19 @@ unpadded prompt whatever the batch holds. (Left padding would need position ids 
 mask, an input the engines' exported graphs do not have.) A question's prediction therefore does
 not depend on bs or on how its range is split into shards; tests/workers/test_mmlu.py checks it.
 
-Scoring variants (`task.scoring`, stored in every record):
-- lm-eval: argmax of the last-position logits over the tokens of " A", " B", " C", " D" (the common,
-  correct practice: the model is asked for a letter and only letters are compared);
-- flagperf (the seed's harness): argmax over the whole vocabulary; correct only if that token is the
-  gold letter's token. Prompts are cut to 2048 tokens (by dropping shots) unless max_prompt_tokens says.
+Variants (`task.scoring`): each is one harness's prompt and scoring, stored in every record
+(`scoring`, and `prompt_format`, the versioned name of the prompt; workers/tasks/mmlu_data.py):
+- lm-eval: lm-eval's default MMLU prompt (`lm-eval-mmlu-default@0.4.13`), and the argmax of the
+  last-position logits over the tokens of " A", " B", " C", " D". lm-eval compares the
+  log-likelihoods of the four continuations " A".." D"; each is one token after "Answer:" (checked
+  here), so that is the same argmax over the same four logits;
+- flagperf (the seed's harness): FlagPerf's prompt (`flagperf-llama2_7b_mmlu@26dde69`), the argmax
+  over the whole vocabulary, correct only if that token is the gold letter's token. Prompts are cut
+  to 2048 tokens (by dropping shots) unless max_prompt_tokens says.
+Prompts longer than the limit lose shots from the front (METRICS.md), in both variants. lm-eval
+itself never drops shots (it cuts the token sequence from the left to the model's length), and
+FlagPerf drops `prompt.split("\n\n")[1]` until it fits, which is the oldest shot unless a field
+holds a blank line (two econometrics dev rows do).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from workers.errors import UserError
 from workers.models import max_positions
 from workers.specs import DataSpec, MMLUTask
 from workers.tasks import Batch, BatchScore, InputSignature, read_task_metadata, single_chunk, task_metadata
-from workers.tasks.mmlu_data import LETTERS, MMLUData, Question, build_prompt, load_mmlu
+from workers.tasks.mmlu_data import LETTERS, MMLUData, PromptFormat, Question, build_prompt, load_mmlu, prompt_format
 
 FLAGPERF_MAX_PROMPT_TOKENS = 2048
 
@@ -80,9 +88,9 @@ def _cut_left(ids: list[int], limit: int, special: set[int]) -> list[int]:
     return ids[len(ids) - limit:]
 
 
-def encode_prompts(data: MMLUData, tokenizer, shots: int, limit: int) -> list[Encoded]:
+def encode_prompts(data: MMLUData, tokenizer, shots: int, limit: int, fmt: PromptFormat) -> list[Encoded]:
     """Tokenised prompts; shots are dropped from the front (the earliest first) until one fits."""
-    prompts = [build_prompt(q, data.dev[q.subject][:shots]) for q in data.questions]
+    prompts = [build_prompt(q, data.dev[q.subject][:shots], fmt) for q in data.questions]
     first_pass = tokenizer(prompts, add_special_tokens=True, verbose=False)["input_ids"]
     special = set(tokenizer.all_special_ids)
     encoded = []
@@ -90,7 +98,8 @@ def encode_prompts(data: MMLUData, tokenizer, shots: int, limit: int) -> list[En
         used = shots
         while len(ids) > limit and used > 0:
             used -= 1
-            ids = tokenizer.encode(build_prompt(q, data.dev[q.subject][shots - used: shots]), add_special_tokens=True)
+            shown = data.dev[q.subject][shots - used: shots]
+            ids = tokenizer.encode(build_prompt(q, shown, fmt), add_special_tokens=True)
         truncated = len(ids) > limit
         if truncated:
             ids = _cut_left(ids, limit, special)
@@ -145,16 +154,17 @@ class MMLU:
             raise UserError("data.synthetic: the mmlu task reads an MMLU folder; give data: path/to/mmlu")
         if tokenizer is None:
             raise UserError("model.tokenizer: mmlu needs a tokenizer (a hub id or folder) to build its prompts")
+        fmt = prompt_format(options.scoring)
         limit = prompt_limit(options, seq_len, config)
         choice_ids = choice_token_ids(tokenizer)
         pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
         mmlu = load_mmlu(Path(data.path).expanduser(), options.split, options.subjects, options.limit, options.shots)
-        encoded = encode_prompts(mmlu, tokenizer, options.shots, limit)
+        encoded = encode_prompts(mmlu, tokenizer, options.shots, limit, fmt)
         _check_vocab(encoded, choice_ids, int(config.vocab_size))
         answers = [q.answer for q in mmlu.questions]
         ids = np.concatenate([e.ids for e in encoded]) if encoded else np.zeros(0, dtype=np.int64)
-        meta = {"scoring": options.scoring, "choice_ids": list(choice_ids), "pad_id": int(pad_id),
-                "fingerprint": prompts_fingerprint(options.scoring, choice_ids, answers, ids)}
+        meta = {"scoring": options.scoring, "prompt_format": fmt.id, "choice_ids": list(choice_ids),
+                "pad_id": int(pad_id), "fingerprint": prompts_fingerprint(options.scoring, choice_ids, answers, ids)}
         return questions_table(mmlu.questions, encoded, meta)
 
     @staticmethod
@@ -169,6 +179,7 @@ class MMLU:
     def __init__(self, table: pa.Table) -> None:
         meta = read_task_metadata(table)
         self.scoring = meta["scoring"]
+        self.prompt_format = meta["prompt_format"]  # the versioned prompt variant (mmlu_data.PROMPT_FORMATS)
         self.choice_ids = tuple(meta["choice_ids"])
         self.pad_id = meta["pad_id"]
         self._fingerprint = meta["fingerprint"]
@@ -236,6 +247,7 @@ class MMLU:
             **{f"logit_{letter}": value for letter, value in zip(LETTERS, choice_logits)},
             "prompt_tokens": self.length(example), "shots_used": int(self._shots_used[example]),
             "truncated": bool(self._truncated[example]), "scoring": self.scoring,
+            "prompt_format": self.prompt_format,
         }
 
     def sample_inputs(self, bs: int, seq_len: int) -> dict[str, torch.Tensor]:

@@ -3,8 +3,29 @@
 The folder has the original hendrycks/test layout: `dev/<subject>_dev.csv` (the shots),
 `test/<subject>_test.csv` and `val/<subject>_val.csv`, no header, six columns
 `question, A, B, C, D, answer`. Fields may hold commas, quotes and newlines, so rows are read with
-the csv module (RFC 4180 quoting), never split by hand. Field text is kept exactly as in the file
-(no strip), as the original harness does; some fields carry leading or trailing spaces.
+the csv module (RFC 4180 quoting), never split by hand. Field text is kept exactly as in the file: some
+questions begin or end with whitespace (648 test questions begin with a space, 315 end in one or in
+a newline), and what happens to it is the prompt format's business, not the reader's.
+
+Prompt formats (`PROMPT_FORMATS`, picked by `task.scoring`), each named with the version of the
+code it was transcribed from; the name is stored in every row and prediction, so results of
+different prompts are never mixed silently:
+- `lm-eval-mmlu-default@0.4.13`: lm-evaluation-harness's default `mmlu` task (its
+  `tasks/mmlu/default/_default_template_yaml` and the per-subject `description`), rendered as its
+  `ConfigurableTask.fewshot_context` does for a plain-text model: the description
+  "The following are multiple choice questions (with answers) about {subject words}.\n\n", then
+  each shot as `doc_to_text` + target_delimiter " " + its letter + fewshot_delimiter "\n\n", then
+  the question's `doc_to_text`, which is
+  "{{question.strip()}}\nA. {{choices[0]}}\nB. ...\nD. {{choices[3]}}\nAnswer:". Only the question is
+  stripped (Python's str.strip); choices are inserted as they are. Shots: the subject's first dev
+  rows in file order (sampler first_n). The same prompt from lm-eval 0.4.4 to 0.4.13; 0.4.2 and
+  0.4.3 end the description in one "\n" (their Jinja environment dropped a trailing newline).
+- `flagperf-llama2_7b_mmlu@26dde69`: FlagPerf's inference/benchmarks/llama2_7b_mmlu/pytorch/
+  dataloader.py (commit 26dde69, the seed's harness; itself hendrycks/test's evaluate.py):
+  "...about" + "".join(" " + word) + ".\n\n", so two spaces after "about", and every field as
+  the file holds it (no strip). FlagPerf reads the CSVs with pandas' defaults: pandas >= 2.0
+  reads a cell "None" as missing and prints it "nan" (12 answer choices of the real test and val
+  files, e.g. college_mathematics test 8, 21, 60); pandas < 2.0 and this reader keep "None".
 """
 
 from __future__ import annotations
@@ -103,15 +124,39 @@ def load_mmlu(folder: Path, split: str, subjects: list[str] | None, limit: int |
     return MMLUData(questions, dev)
 
 
-def format_question(q: Question, with_answer: bool) -> str:
-    body = q.question + "".join(f"\n{letter}. {text}" for letter, text in zip(LETTERS, q.choices)) + "\nAnswer:"
-    return body + f" {q.answer}\n\n" if with_answer else body
+@dataclass(frozen=True)
+class PromptFormat:
+    """One harness's MMLU prompt. `id` goes into rows and predictions (the version is part of it)."""
+
+    id: str
+    after_about: str  # what separates "about" from the subject's words
+    strip_question: bool
+
+    def header(self, subject: str) -> str:
+        words = " ".join(subject.split("_"))
+        return f"The following are multiple choice questions (with answers) about{self.after_about}{words}.\n\n"
+
+    def block(self, q: Question, with_answer: bool) -> str:
+        """One question: the question text, the four choices, "Answer:" (and " <letter>\n\n" for a shot)."""
+        text = q.question.strip() if self.strip_question else q.question
+        body = text + "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, q.choices)) + "\nAnswer:"
+        return body + f" {q.answer}\n\n" if with_answer else body
+
+    def prompt(self, q: Question, shots: list[Question]) -> str:
+        """Header, the shots with their answers, the question ending in "Answer:" (nothing after it)."""
+        return self.header(q.subject) + "".join(self.block(s, True) for s in shots) + self.block(q, False)
 
 
-def header(subject: str) -> str:
-    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+PROMPT_FORMATS = {
+    "lm-eval": PromptFormat("lm-eval-mmlu-default@0.4.13", after_about=" ", strip_question=True),
+    "flagperf": PromptFormat("flagperf-llama2_7b_mmlu@26dde69", after_about="  ", strip_question=False),
+}
 
 
-def build_prompt(q: Question, shots: list[Question]) -> str:
-    """The standard 5-shot prompt: header, the shots with their answers, the question ending in 'Answer:'."""
-    return header(q.subject) + "".join(format_question(s, True) for s in shots) + format_question(q, False)
+def prompt_format(scoring: str) -> PromptFormat:
+    """The prompt format of a `task.scoring` variant (each variant is one harness, prompt and scoring)."""
+    return PROMPT_FORMATS[scoring]
+
+
+def build_prompt(q: Question, shots: list[Question], fmt: PromptFormat) -> str:
+    return fmt.prompt(q, shots)

@@ -122,3 +122,34 @@ def test_merge_fills_the_verdict_columns_and_finds_the_straggler():
     fine = merge(spec=spec, run_id="r", results=alone, infos=[worker_info(0)], data=[data_info()], e2e_seconds=1.0,
                  retries=0, item_unit="seq")
     assert (fine.verdict, fine.verdict_reasons) == ("VALID", "")
+
+
+# ------------------------------------------------- variable-length work: core time against its cost
+def test_shard_rule_replaces_the_latency_cv_rule_for_variable_length_work():
+    rules = replace(RULES, max_latency_shard_cv=0.2)
+    variable = replace(GOOD, latency_cv=None, latency_shard_cv=0.2)
+    assert evaluate(variable, rules).valid, evaluate(variable, rules).reasons
+    ratios = {"shard 0 (worker 0)": 1.0, "shard 2 (worker 0)": 2.0, "shard 4 (worker 1)": 0.7}
+    outside = evaluate(replace(variable, latency_shard_cv=0.2001, shard_latency_ratios=ratios), rules)
+    assert not outside.valid and len(outside.reasons) == 1
+    assert outside.reasons[0] == ("core time off its fitted token cost: shard CV 0.2 > max_latency_shard_cv 0.2 "
+                                  "(quick); off the fit: shard 2 (worker 0) at 2.00x, shard 4 (worker 1) at "
+                                  "0.70x (of 3 shards)")
+    spread = evaluate(replace(variable, latency_shard_cv=0.3), rules).reasons[0]
+    assert spread.endswith("no shard is off by more than the bound on its own")
+
+
+def test_figures_from_row_pick_the_stability_figure_by_kind_of_work():
+    row = metrics_row(items_infer=512, p_infer_whole=256.0, measured_batches=64, latency_cv=0.7,
+                      latency_shard_cv=0.05)
+    fixed = figures_from_row(row, {})
+    assert (fixed.latency_cv, fixed.latency_shard_cv) == (0.7, None)
+    variable = figures_from_row(row, {}, variable_length=True, shard_latency_ratios={"shard 0 (worker 0)": 1.0})
+    assert (variable.latency_cv, variable.latency_shard_cv) == (None, 0.05)
+    assert variable.shard_latency_ratios == {"shard 0 (worker 0)": 1.0}
+
+
+def test_profiles_bound_the_shard_spread():
+    assert VerdictSpec().rules(0.01).max_latency_shard_cv == 0.25
+    assert VerdictSpec(profile="rigorous").rules(0.01).max_latency_shard_cv == 0.05
+    assert VerdictSpec(max_latency_shard_cv=0.3).rules(0.01).max_latency_shard_cv == 0.3

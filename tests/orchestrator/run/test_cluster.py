@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.run.plan import shard_bounds
+from tests.builders import stored_rows
 
 pytestmark = pytest.mark.slow
 BENCH = [sys.executable, "-m", "orchestrator.cli"]
@@ -30,7 +31,7 @@ def start_bench(cluster, *args):
 
 
 def rows(results):
-    return pq.read_table(results / "metrics.parquet").to_pylist()
+    return stored_rows(results)
 
 
 def wait_for_shards(results, run_id, count, timeout=120):
@@ -72,8 +73,9 @@ def test_live_metrics_on_the_node_endpoints_with_run_tags(ray_cluster, tmp_path)
                 body = urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=5).read().decode()
                 for line in body.splitlines():
                     if line.startswith("ray_raybench_") and f'run_id="{run_id}"' in line:
-                        found[ip] = line
                         names.add(line.split("{")[0])
+                        if line.startswith("ray_raybench_items_total{"):  # a worker's series (the driver's have no worker tag)
+                            found[ip] = line
             if found and not actors:  # the workers are running now: read their names while they live
                 actors = _alive_actor_names(ray_cluster)
             time.sleep(1)
@@ -109,27 +111,58 @@ def test_unreachable_address_fails_fast_in_one_line(ray_cluster, tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: --address 127.0.0.2:{port}: no Ray cluster answers")
-    assert not (tmp_path / "metrics.parquet").exists()
+    assert rows(tmp_path) == []
 
 
-def test_as_job_through_the_jobs_api_with_status_and_logs(ray_cluster, tmp_path):
-    out = bench(ray_cluster, "submit", "jobs/smoke.yaml", "--as-job", "--address", ray_cluster.dashboard,
-                "--results", str(tmp_path), "--workers", "2")
-    assert out.returncode == 0, out.stderr
-    run_id = re.search(r"submitted run (\S+)", out.stdout).group(1)
-    deadline = time.time() + 180
+def wait_for_job(cluster, run_id, timeout=180) -> str:
+    deadline = time.time() + timeout
     state = ""
     while time.time() < deadline:
-        state = bench(ray_cluster, "status", run_id, "--address", ray_cluster.dashboard).stdout
+        state = bench(cluster, "status", run_id, "--address", cluster.dashboard).stdout
         if any(s in state for s in ("SUCCEEDED", "FAILED", "STOPPED")):
             break
         time.sleep(2)
-    assert f"{run_id}: SUCCEEDED" in state
+    return state
+
+
+def job_info(cluster, run_id) -> dict:
+    request = urllib.request.Request(f"{cluster.dashboard}/api/jobs/{run_id}",
+                                     headers={"Authorization": f"Bearer {cluster.token}"})
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+
+def test_as_job_through_the_jobs_api_with_status_logs_and_the_heads_results_folder(ray_cluster):
+    """No --results: the job writes to the head's durable default (the nodes export RAYBENCH_RESULTS,
+    as cluster.yaml does), and the submitting side prints exactly that folder."""
+    out = bench(ray_cluster, "submit", "jobs/smoke.yaml", "--as-job", "--address", ray_cluster.dashboard, "--workers", "2")
+    assert out.returncode == 0, out.stderr
+    run_id = re.search(r"submitted run (\S+)", out.stdout).group(1)
+    assert f"results go to {ray_cluster.head_results} on the head node" in out.stdout
+    assert f"{run_id}: SUCCEEDED" in wait_for_job(ray_cluster, run_id)
     logs = bench(ray_cluster, "logs", run_id, "--address", ray_cluster.dashboard).stdout
     assert f"run id: {run_id}" in logs and "p_infer_core" in logs
-    assert [r["run_id"] for r in rows(tmp_path)] == [run_id]
+    assert run_id in [r["run_id"] for r in rows(ray_cluster.head_results)]
+    assert job_info(ray_cluster, run_id)["metadata"]["job_name"] == "smoke"  # the Jobs view's Name column
     unknown = bench(ray_cluster, "status", "no-such-run", "--address", ray_cluster.dashboard)
     assert unknown.returncode == 2 and "no-such-run" in unknown.stderr
+
+
+def test_as_job_results_on_s3_are_read_back_on_the_submitting_side(ray_cluster, moto_s3, tmp_path):
+    """The head writes to the S3 store named by the URI (the endpoint travels in it; the nodes hold
+    their own credentials); this side reads the row back with `bench results`."""
+    uri = moto_s3.uri_with_endpoint(moto_s3.new_bucket(), "shared")
+    env = {**ray_cluster.env(), **moto_s3.env()}
+    out = subprocess.run([*BENCH, "submit", "jobs/smoke.yaml", "--as-job", "--address", ray_cluster.dashboard,
+                          "--results", uri, "--workers", "2", "--set", "data.synthetic.size=256"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    run_id = re.search(r"submitted run (\S+)", out.stdout).group(1)
+    assert f"results go to s3://{uri.removeprefix('s3://').split('?')[0]}\n" in out.stdout
+    assert f"{run_id}: SUCCEEDED" in wait_for_job(ray_cluster, run_id)
+    listed = subprocess.run([*BENCH, "results", "--results", uri, "--format", "csv", "--columns", "run_id,workers"],
+                            capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1:] == [f"\"{run_id}\",2"]
 
 
 def interrupt_after(cluster, results, run_id: str, shards: int, sig: int) -> subprocess.Popen:
@@ -173,7 +206,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_a_resumable_run(ray_cluster, tmp_pa
     assert proc.returncode == 130, err
     assert f"bench submit --resume {run_id}" in err
     assert not [a for a in _alive_actor_names(ray_cluster) if run_id in a]  # the workers were stopped
-    assert not (tmp_path / "metrics.parquet").exists()
+    assert rows(tmp_path) == []
     resumed = bench(ray_cluster, "submit", "--resume", run_id, *args)
     assert resumed.returncode == 0, resumed.stderr
     assert rows(tmp_path)[0]["items_infer"] == 3200
@@ -247,6 +280,87 @@ def test_hub_weights_are_fetched_once_per_node_before_the_workers_start(ray_clus
     meta = json.loads((tmp_path / "results" / "runs" / row["run_id"] / "run.json").read_text())
     assert len(meta["weights_fetched_on"]) == 2  # both nodes, once each
     assert row["model"] == "raybench-test/tiny-bert" and row["workers"] == 4 and row["nodes"] == 2
+
+
+def _timed_one_line(cluster, env_changes: dict, *args, home=None):
+    """Run `bench` with the cluster's environment changed; return (seconds, exit code, stderr lines)."""
+    env = {k: v for k, v in cluster.env().items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
+    env.update(HOME=str(home), **env_changes)
+    t0 = time.monotonic()
+    out = subprocess.run([*BENCH, *args], capture_output=True, text=True, timeout=120, env=env)
+    return time.monotonic() - t0, out.returncode, out.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize("case, env, expected", [
+    ("no auth mode", {}, "the cluster uses token auth: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN="),
+    ("mode but no token", {"RAY_AUTH_MODE": "token"}, "RAY_AUTH_MODE=token but no token is set here"),
+    ("wrong token", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"},
+     "the cluster rejected the token from RAY_AUTH_TOKEN: use the head's token"),
+])
+def test_a_missing_or_wrong_token_is_one_line_within_5_s(ray_cluster, tmp_path, case, env, expected):
+    """On the GCS address (ray.init alone would retry ~20 s) and on the Jobs API; the home folder is
+    empty, so no ~/.ray/auth_token stands in for the token."""
+    for args in (["submit", "jobs/smoke.yaml", "--address", ray_cluster.address, "--results", str(tmp_path)],
+                 ["status", "some-run", "--address", ray_cluster.dashboard]):
+        seconds, code, lines = _timed_one_line(ray_cluster, env, *args, home=tmp_path)
+        assert code == 2 and len(lines) == 1, lines
+        assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+        assert seconds < 5, f"{args[0]}: {seconds:.1f} s"
+    assert rows(tmp_path) == []
+
+
+def test_a_token_file_without_the_mode_says_to_export_the_mode(ray_cluster, tmp_path):
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text(ray_cluster.token)
+    _, code, lines = _timed_one_line(ray_cluster, {}, "submit", "jobs/smoke.yaml", "--address", ray_cluster.address,
+                                     home=tmp_path)
+    assert code == 2 and lines == ["error: --address 127.0.0.2:%d: the cluster uses token auth and this shell sends no "
+                                   "token: export RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token)"
+                                   % ray_cluster.gcs_port]
+
+
+def test_address_auto_reads_the_clusters_own_temp_dir(ray_cluster, tmp_path, monkeypatch):
+    """`ray start --temp-dir X` records the cluster in X/ray_current_cluster; --temp-dir X finds it."""
+    from orchestrator.run.connect import resolve_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert resolve_address("auto", str(ray_cluster.temp_dir)) == ray_cluster.address
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # a dashboard URL is for the Jobs API: not used
+    assert resolve_address("auto", str(ray_cluster.temp_dir)) == ray_cluster.address
+    out = bench(ray_cluster, "submit", "jobs/smoke.yaml", "--address", "auto", "--temp-dir", str(ray_cluster.temp_dir),
+                "--results", str(tmp_path), "--workers", "1", "--set", "data.synthetic.size=64")
+    assert out.returncode == 0, out.stderr
+    assert rows(tmp_path)[0]["nodes"] == 1
+    missing = bench(ray_cluster, "submit", "jobs/smoke.yaml", "--address", "auto", "--temp-dir", str(tmp_path / "none"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (f"error: --address auto: no running Ray cluster recorded in "
+                                      f"{tmp_path / 'none' / 'ray_current_cluster'} (start one with `ray up cluster.yaml` "
+                                      "or `ray start --head`, pass the --temp-dir it was started with, or give the "
+                                      "head's address)")
+
+
+def test_two_tensor_parallel_groups_each_on_one_node(ray_cluster, tmp_path):
+    """workers: auto with parallel.tp 2 on 2 nodes x 2 (fake) GPUs: two groups, each packed on its own
+    node; torch sees no CUDA there, so the ranks run on the CPU over gloo."""
+    import yaml
+
+    from tests.builders import save_bpe_tokenizer, tp_llama_job
+
+    job_file = tmp_path / "tp.yaml"
+    job_file.write_text(yaml.safe_dump(tp_llama_job(save_bpe_tokenizer(tmp_path / "tokenizer"), workers="auto",
+                                                    passes=["infer"], shard_size=4)))
+    out = bench(ray_cluster, "submit", str(job_file), "--address", ray_cluster.address, "--results", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    (row,) = rows(tmp_path)
+    assert (row["workers"], row["tp"], row["nodes"], row["items_infer"] > 0) == (2, 2, 2, True)
+    assert row["devices"].startswith("4x CPU")
+    groups = pq.read_table(tmp_path / "runs" / row["run_id"] / "workers.parquet").to_pylist()
+    assert [len(set(g["rank_nodes"])) for g in groups] == [1, 1]  # each group on one node
+    assert len({g["rank_nodes"][0] for g in groups}) == 2  # the groups on different nodes
+    assert all(re.search(r"\(GPU \d\)", d) for g in groups for d in g["rank_devices"])  # one Ray GPU per rank
+    shards = pq.read_table(tmp_path / "runs" / row["run_id"] / "shards.parquet").to_pylist()
+    assert {s["worker_id"] for s in shards} == {0, 1}
+    assert sorted(s["shard_id"] for s in shards) == list(range(row["shards"]))
 
 
 def test_node_local_data_is_prepared_once_per_node_and_checked(tmp_path):

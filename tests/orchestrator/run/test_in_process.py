@@ -4,6 +4,8 @@ where Ray is not installed (the lent GPU machines have no Ray)."""
 import subprocess
 import sys
 
+from tests.builders import stored_rows
+
 CODE = """
 import sys
 sys.modules["ray"] = None  # any `import ray` now raises ImportError, as on a machine without Ray
@@ -19,7 +21,7 @@ def test_a_job_runs_in_process_where_ray_cannot_be_imported(tmp_path):
     out = subprocess.run([sys.executable, "-c", CODE, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["64", "1", "1"]
-    assert (tmp_path / "metrics.parquet").exists()
+    assert len(stored_rows(tmp_path)) == 1
 
 
 def test_a_failed_engine_build_keeps_its_log_and_adds_no_row(tmp_path, monkeypatch):
@@ -44,4 +46,4 @@ def test_a_failed_engine_build_keeps_its_log_and_adds_no_row(tmp_path, monkeypat
     (log,) = tmp_path.glob("runs/*/build-w0.log")
     assert f"builder log: {log}" in message
     assert "node 7: invalid graph" in log.read_text()
-    assert not (tmp_path / "metrics.parquet").exists()
+    assert stored_rows(tmp_path) == []

@@ -13,7 +13,7 @@ from orchestrator.run.plan import (
 )
 from tests.builders import MMLU_DIR
 from workers.errors import UserError
-from workers.tasks.mmlu_data import build_prompt, load_mmlu
+from workers.tasks.mmlu_data import PROMPT_FORMATS, build_prompt, load_mmlu
 
 
 def plan(n, size, pass_name, bs=1):
@@ -36,7 +36,9 @@ def test_the_tail_is_cut_into_quarter_shards():
     assert 25_600 / 8 <= tail < 25_600 / 8 + 40  # about the last eighth, in 8-example shards
 
 
-def test_default_shard_size_is_whole_batches_and_ignores_workers():
+def test_default_shard_size_is_whole_batches():
+    """(That the plan does not depend on the number of workers is checked where workers vary: the
+    driver runs the same job on 1, 2 and 3 workers in tests/orchestrator/run/test_driver.py.)"""
     assert default_shard_size(10_000, 32) % 32 == 0
     assert 60 <= len(plan(10_000, default_shard_size(10_000, 32), "infer", bs=32)) <= 100
     assert plan_bounds(10_000, 32) == plan_bounds(10_000, 32, default_shard_size(10_000, 32))
@@ -44,8 +46,15 @@ def test_default_shard_size_is_whole_batches_and_ignores_workers():
     assert default_shard_size(50, 8) == 32
 
 
-def test_plan_is_deterministic():
-    assert plan(77, 8, "infer") == plan(77, 8, "infer")
+def test_every_pass_and_repeat_gets_the_same_ranges():
+    """Shard k of the val pass, of the infer pass and of every repeat is the same examples, so their
+    figures can be set side by side shard by shard."""
+    bounds = plan_bounds(77, 4, 8)
+    expected = [(s.shard_id, s.start, s.stop) for s in plan_shards(bounds, "val")]
+    for pass_name, repeat in (("infer", 0), ("infer", 2)):
+        shards = plan_shards(bounds, pass_name, repeat)
+        assert [(s.shard_id, s.start, s.stop) for s in shards] == expected
+        assert {(s.pass_name, s.repeat) for s in shards} == {(pass_name, repeat)}
 
 
 def test_empty_dataset_is_a_user_error():
@@ -53,6 +62,24 @@ def test_empty_dataset_is_a_user_error():
         plan_bounds(0, 8, 8)
     with pytest.raises(UserError):
         plan_bounds(0, 8, None, [])
+
+
+def test_resources_auto_uses_every_gpu():
+    res = plan_resources("auto", None, 1, cluster_gpus=16, cluster_cpus=64)
+    assert (res.workers, res.gpus_per_worker) == (16, 1.0)
+
+
+def test_resources_without_gpus_make_cpu_actors():
+    res = plan_resources(2, None, 1, cluster_gpus=0, cluster_cpus=2)
+    assert (res.workers, res.gpus_per_worker) == (2, 0.0)
+    assert plan_resources("auto", None, 1, 0, 8).workers == 1
+
+
+def test_resources_too_many_workers():
+    with pytest.raises(UserError, match="4 workers x 1 GPU need 4 GPUs; the cluster has 2"):
+        plan_resources(4, None, 1, cluster_gpus=2, cluster_cpus=8)
+    with pytest.raises(UserError, match="need 3 CPUs"):
+        plan_resources(3, 0, 1, cluster_gpus=0, cluster_cpus=2)
 
 
 def mmlu_like_costs(n=4000, seed=0):
@@ -67,7 +94,7 @@ def real_mmlu_costs(limit: int) -> np.ndarray:
     """Costs of the real MMLU 5-shot prompts (the first `limit` questions of every subject): about
     4 characters a token, weights plus the attention term of a width-256 model."""
     data = load_mmlu(MMLU_DIR, "test", None, limit, 5)
-    chars = np.array([len(build_prompt(q, data.dev[q.subject][:5])) for q in data.questions], dtype=float)
+    chars = np.array([len(build_prompt(q, data.dev[q.subject][:5], PROMPT_FORMATS['lm-eval'])) for q in data.questions], dtype=float)
     return chars * (1 + chars / (4 * 12 * 256))
 
 

@@ -16,6 +16,7 @@ from orchestrator.run.policy import decide
 from orchestrator.spec import load_spec
 from workers.actor import classify
 from workers.contract import ShardResult, WorkerError
+from tests.builders import stored_rows
 from workers.errors import RunFailed
 
 pytestmark = pytest.mark.slow
@@ -23,10 +24,10 @@ COUNTS = ("examples", "items_infer", "scored_infer", "correct_infer", "acc_infer
 
 
 @pytest.fixture(scope="module")
-def reference():
+def reference(tmp_path_factory):
     """The fault-free merged figures: one in-process worker, no waiting (outputs do not depend on it)."""
     spec = load_spec("jobs/synthetic.yaml", ["workers=1", "engine.latency_ms=0"])
-    row = run_job(spec, results_dir="/tmp/raybench-test-reference", in_process=True).row
+    row = run_job(spec, results_dir=tmp_path_factory.mktemp("reference"), in_process=True).row
     return {k: getattr(row, k) for k in COUNTS}
 
 
@@ -67,7 +68,7 @@ def test_killed_worker_loses_nothing_and_counts_nothing_twice(ray_local, tmp_pat
     assert row.shards == len(shard_bounds(6400, 80, 4))
     retried = {r["shard_id"] for r in retries}
     assert all(s["attempt"] == 2 for s in shards if s["shard_id"] in retried)
-    assert pq.read_table(tmp_path / "metrics.parquet").num_rows == 1
+    assert len(stored_rows(tmp_path)) == 1
 
 
 def test_a_shard_that_always_fails_ends_the_run_with_no_row(ray_local, tmp_path):
@@ -78,7 +79,7 @@ def test_a_shard_that_always_fails_ends_the_run_with_no_row(ray_local, tmp_path)
     message = str(err.value)
     assert "shard infer-00003" in message and "attempt 2/2" in message and "injected failure" in message
     assert "\n" not in message
-    assert not (tmp_path / "metrics.parquet").exists()
+    assert stored_rows(tmp_path) == []
     kept = list(tmp_path.glob("runs/*/shards/*.json"))
     assert kept and all("00003" not in p.name for p in kept)  # finished shards stay on disk
 
@@ -100,7 +101,7 @@ def test_out_of_memory_becomes_one_line_suggesting_a_smaller_bs(tmp_path, monkey
     spec = load_spec("jobs/synthetic.yaml", ["workers=1", "data.synthetic.size=40"])
     with pytest.raises(RunFailed, match=r"out of device memory at bs=4 .*try a smaller bs"):
         run_job(spec, results_dir=tmp_path, in_process=True)
-    assert not (tmp_path / "metrics.parquet").exists()
+    assert stored_rows(tmp_path) == []
 
 
 def test_retry_policy():
@@ -112,3 +113,49 @@ def test_retry_policy():
     assert decide(attempt(1, "crash"), 3) == "retry"
     assert decide(attempt(3, "crash"), 3) == "fail"
     assert decide(attempt(1, "user"), 3) == "fail"
+
+
+def kill_rank_when(run_root, min_shards: int, rank: int, killed: list[int]) -> threading.Thread:
+    """Once enough shards finished, SIGKILL rank `rank` of group 0 (found by its actor name) mid-run."""
+    import ray
+
+    def watch() -> None:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if len(list(run_root.glob("runs/*/shards/*.json"))) >= min_shards:
+                name = next(n for n in ray.util.list_named_actors() if f":w0r{rank}@" in n)
+                pid = ray.get(ray.get_actor(name).pid.remote())  # answered between two shards
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_killing_a_non_zero_rank_restarts_its_group_and_loses_nothing(ray_local, tmp_path):
+    """A tensor-parallel group of two CPU ranks; rank 1 is killed mid-run: rank 0's collective fails,
+    the group restarts, the shard is retried, and the counts are those of a fault-free run."""
+    from orchestrator.spec import validate
+    from tests.builders import save_bpe_tokenizer, tp_llama_job
+
+    task = {"name": "mmlu", "subjects": ["abstract_algebra", "anatomy", "virology"], "limit": 12}
+    raw = tp_llama_job(save_bpe_tokenizer(tmp_path / "tokenizer"), task=task, bs=2, passes=["infer"],
+                       gpus_per_worker=0, workers=1)
+    killed: list[int] = []
+    watcher = kill_rank_when(tmp_path / "results", min_shards=3, rank=1, killed=killed)
+    result = run_job(validate(raw, "t"), results_dir=tmp_path / "results")
+    watcher.join(timeout=5)
+    assert killed, "the watcher never killed rank 1"
+    fault_free = run_job(validate(dict(raw, parallel={"tp": 1}), "t"), results_dir=tmp_path / "ref", in_process=True)
+    keys = ("examples", "items_infer", "scored_infer", "correct_infer", "acc_infer", "acc", "shards")
+    assert {k: getattr(result.row, k) for k in keys} == {k: getattr(fault_free.row, k) for k in keys}
+    assert result.row.retries >= 1 and result.row.tp == 2
+    retries = pq.read_table(result.run_dir / "retries.parquet").to_pylist()
+    assert retries and all(r["worker_id"] == 0 and "rank 1 died" in r["message"] for r in retries), retries
+    shards = pq.read_table(result.run_dir / "shards.parquet").to_pylist()
+    assert sorted(s["shard_id"] for s in shards) == list(range(result.row.shards))  # each shard exactly once
+    assert {r["example"]: r["predicted"] for r in result.predictions} == \
+           {r["example"]: r["predicted"] for r in fault_free.predictions}

@@ -6,7 +6,7 @@ import pytest
 from orchestrator.run.driver import run_all
 from orchestrator.spec import load_spec, validate
 from orchestrator.views.compare import compare_runs
-from tests.builders import job
+from tests.builders import job, stored_rows
 from workers.errors import UserError
 
 
@@ -14,7 +14,7 @@ def test_a_2x2_sweep_writes_four_rows_sharing_a_sweep_id(tmp_path):
     spec = validate(job(sweep={"bs": [2, 4], "engine": ["torch", {"name": "synthetic", "latency_ms": 1}]},
                         passes=["infer"]), "x")
     runs = run_all(spec, results_dir=tmp_path, in_process=True)
-    rows = pq.read_table(tmp_path / "metrics.parquet").to_pylist()
+    rows = stored_rows(tmp_path)
     assert [(r["bs"], r["engine"]) for r in rows] == [(2, "torch"), (2, "synthetic"), (4, "torch"), (4, "synthetic")]
     assert len({r["run_id"] for r in rows}) == 4 and len({r["sweep_id"] for r in rows}) == 1
     assert rows[0]["sweep_id"] is not None
@@ -42,15 +42,17 @@ def test_repeats_give_a_confidence_interval_and_identical_counts(tmp_path):
     assert per_repeat[0] == per_repeat[1] == per_repeat[2]
 
 
-def test_compare_flags_a_planted_slowdown_and_not_a_rerun(tmp_path):
+def test_compare_flags_a_planted_slowdown_end_to_end(tmp_path):
+    """Real runs through the driver and the store. The slowdown is 4x (10 ms -> 40 ms per batch), so
+    no load on a shared 2-core machine can hide it. That a rerun is *not* flagged is checked on runs
+    with seeded latencies (tests/orchestrator/views/test_compare.py): two real 10 ms runs on a loaded
+    machine can differ by more than the 3 % floor, and such a test would fail for the wrong reason."""
     def synthetic(latency_ms: float):
         spec = load_spec("jobs/synthetic.yaml", ["workers=1", "data.synthetic.size=240",
                                                  f"engine.latency_ms={latency_ms}", "shard_size=40"])
         return run_all(spec, results_dir=tmp_path, in_process=True)[0].run_id
 
-    base, rerun, slow = synthetic(10), synthetic(10), synthetic(20)
+    base, slow = synthetic(10), synthetic(40)
     _, _, planted = compare_runs(tmp_path, base, slow)
     core = next(d for d in planted if d.column == "p_infer_core")
-    assert core.verdict == "beyond noise" and core.relative == pytest.approx(-0.5, abs=0.1)
-    _, _, same = compare_runs(tmp_path, base, rerun)
-    assert next(d for d in same if d.column == "p_infer_core").verdict == "within noise"
+    assert core.verdict == "beyond noise" and core.improved is False and core.relative < -0.5

@@ -64,7 +64,7 @@ def test_config_changes_and_renderers(tmp_path):
     a = write_run(tmp_path, name="a", bs=8, seed=31, batches=40)
     b = write_run(tmp_path, name="b", bs=16, seed=32, batches=40)
     assert ("bs", "8", "16") in config_changes(a, b) and ("job", "a", "b") in config_changes(a, b)
-    latencies = [batch_latencies(ResultsStore(tmp_path).run(r.run_id).path) for r in (a, b)]
+    latencies = [batch_latencies(ResultsStore(tmp_path).run(r.run_id)) for r in (a, b)]
     assert len(latencies[0]) == 40
     deltas = compare(a, b, *latencies)
     markdown = deltas_markdown(deltas).splitlines()
@@ -77,4 +77,29 @@ def test_config_changes_and_renderers(tmp_path):
 
 
 def test_batch_latencies_of_a_folder_without_shards_is_empty(tmp_path):
-    assert batch_latencies(tmp_path) == []
+    assert batch_latencies(ResultsStore(tmp_path).run("no-shards")) == []
+
+
+def test_mmlu_runs_with_different_prompts_are_never_compared_silently():
+    from orchestrator.views.compare import prompt_warning
+
+    new = metrics_row(task="mmlu", scoring="lm-eval", prompt_format="lm-eval-mmlu-default@0.4.13")
+    old = metrics_row(task="mmlu", scoring="lm-eval", prompt_format=None)  # stored before the column existed
+    assert ("prompt_format", "None", "lm-eval-mmlu-default@0.4.13") in config_changes(old, new)
+    warning = prompt_warning(old, new)
+    assert warning.startswith("warning: the runs used different MMLU prompts (A: unrecorded")
+    assert "B: lm-eval-mmlu-default@0.4.13" in warning and "not comparable" in warning
+    assert prompt_warning(new, new) is None
+    assert prompt_warning(metrics_row(), metrics_row(task="masked_lm")) is None
+
+
+def test_bench_compare_prints_the_prompt_warning(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    old = metrics_row(run_id="20250101-000000-old-000001", task="mmlu", prompt_format=None)
+    new = metrics_row(run_id="20250102-000000-new-000002", task="mmlu", prompt_format="lm-eval-mmlu-default@0.4.13")
+    ResultsStore(tmp_path).append_rows([old, new])
+    out = CliRunner().invoke(app, ["compare", "old-000001", "new-000002", "--results", str(tmp_path)]).output
+    assert "warning: the runs used different MMLU prompts" in out and "prompt_format: None ->" in out

@@ -40,8 +40,8 @@ def parse(html_text: str) -> Resources:
 def test_report_files_exist_and_html_embeds_every_image(tmp_path):
     rows = [write_run(tmp_path / "results", name="sweep", bs=bs, seed=bs, batches=40) for bs in (8, 16, 32)]
     row = rows[1]
-    run_dir = ResultsStore(tmp_path / "results").run(row.run_id).path
-    md_path, html_path = write_report(run_dir, row, tmp_path / "report", sweep_rows=rows)
+    run = ResultsStore(tmp_path / "results").run(row.run_id)
+    md_path, html_path = write_report(run, row, tmp_path / "report", sweep_rows=rows)
 
     assert md_path.exists() and html_path.exists()
     page = html_path.read_text(encoding="utf-8")
@@ -63,10 +63,10 @@ def test_report_files_exist_and_html_embeds_every_image(tmp_path):
 
 def test_single_run_without_predictions_has_two_plots_and_shows_the_verdict(tmp_path):
     row = write_run(tmp_path / "results", name="one", batches=20)
-    run_dir = ResultsStore(tmp_path / "results").run(row.run_id).path
-    (run_dir / "predictions.parquet").unlink()
+    run = ResultsStore(tmp_path / "results").run(row.run_id)
+    (run.path / "predictions.parquet").unlink()
     row = row.model_copy(update=dict(verdict="INVALID", verdict_reasons="measured 0.2 s < min_duration_s 1 (quick)", latency_cv=0.1))
-    md_path, html_path = write_report(run_dir, row, tmp_path / "out", sweep_rows=[row])
+    md_path, html_path = write_report(run, row, tmp_path / "out", sweep_rows=[row])
     page = html_path.read_text(encoding="utf-8")
     assert len(parse(page).images) == 2
     assert "INVALID: measured 0.2 s &lt; min_duration_s 1 (quick)" in page

@@ -95,10 +95,10 @@ def test_formats(folder):
 def test_results_reads_the_folder_and_finds_rows(folder, tmp_path_factory):
     text = results(folder, ["bs=32"], ["job"], "csv")
     assert text.splitlines() == ['"job"', '"large"']
-    assert find_row(folder, "large").bs == 32  # a unique part of the id
+    assert find_row(ResultsStore(folder), "large").bs == 32  # a unique part of the id
     with pytest.raises(UserError, match="matches 2 runs"):
-        find_row(folder, "smoke")
+        find_row(ResultsStore(folder), "smoke")
     with pytest.raises(UserError, match="not in"):
-        find_row(folder, "nope")
+        find_row(ResultsStore(folder), "nope")
     with pytest.raises(UserError, match="no results yet"):
         results(tmp_path_factory.mktemp("empty"))

@@ -1,0 +1,290 @@
+"""gpu_check: raybench's figures held against plain code on one GPU, in one command, without Ray.
+
+    python benchmarks/gpu_check.py [--out DIR] [--tiny] [--cases bert,llama] [--mmlu DIR]
+
+Cases on a GPU: a BERT-large-shaped masked LM (random weights from the config, fp16, bs 32,
+seq 512) with engines torch and torch_compile, and a 7B-shaped Llama (Llama-2-7B's config, random
+weights, fp16) on 5-shot MMLU prompts (52 questions of 4 subjects, bs 1) with engine torch. Each
+runs through the in-process path of `bench submit --no-ray` (`run_all(..., in_process=True)`),
+then, in this process, a plain loop over the same batches (model call, argmax, compare: _plain.py)
+gives the reference: the table has bench/plain for core and whole throughput.
+
+Checks, each PASS, FAIL or SKIPPED with the reason:
+- timer: CUDA-event core time against the wall clock of the same calls (within 2 %);
+- memory: NVML's per-process figure against torch's peak reserved memory (NVML must be the
+  larger by no more than the CUDA context and libraries' handles: 0 to 2 GiB);
+- accuracy: infer/val gap within the job's acc_tolerance, and the plain loop's accuracy too;
+- MFU: between 0 and 100 %, printed with the peak the table chose;
+- KV cache: no transformers Cache object built during the run (causal models);
+- energy: the NVML counter gave a plausible figure (10 W < mean power < 2 kW).
+Without a GPU (or with --tiny) the same cases run on tiny shapes on the CPU (torch_compile with
+the `eager` backend there, to stay fast); the GPU-only checks say SKIPPED and why. CI runs it so.
+
+Writes results.json and results.md into $OUT when set, else --out (default
+gpu_check_results/<UTC time>). Needs torch, transformers, pydantic, pyarrow, typer, rich and, on
+GPUs, pynvml; never Ray. Last line: `gpu_check_failed: N`; the exit status is 1 if any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch  # noqa: E402
+
+from benchmarks._plain import plain_loop, plain_model, train_tokenizer  # noqa: E402
+
+GIB = float(1 << 30)
+ROOT = Path(__file__).resolve().parents[1]
+TIMER_TOLERANCE = 0.02
+CONTEXT_BYTES = 2 * GIB  # the most NVML may exceed torch's reserved peak by (CUDA context, library handles)
+BERT_LARGE = dict(model_type="bert", vocab_size=30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                  intermediate_size=4096, max_position_embeddings=512)
+LLAMA_7B = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096)
+TINY_BERT = dict(model_type="bert", vocab_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64, max_position_embeddings=64)  # 4 ordinary tokens: accuracy is not ~0
+TINY_LLAMA = dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=2048, initializer_range=0.2)
+SUBJECTS = ["abstract_algebra", "anatomy", "astronomy", "business_ethics"]
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # PASS | FAIL | SKIPPED
+    detail: str
+
+
+@dataclass
+class Recorded:
+    """What the instruments saw while bench ran: (core s, wall s) per timer call, KV caches built."""
+
+    timer_pairs: list[tuple[float, float]] = field(default_factory=list)
+    caches_built: int = 0
+
+
+@contextlib.contextmanager
+def instruments() -> Iterator[Recorded]:
+    """Wraps CoreTimer.time (a wall clock around each call) and transformers' Cache.__init__ (a count)."""
+    from transformers import cache_utils
+
+    from workers import timing
+
+    seen = Recorded()
+    timer_time, cache_init = timing.CoreTimer.time, cache_utils.Cache.__init__
+
+    def timed(self, fn):
+        t0 = time.perf_counter()
+        out, seconds = timer_time(self, fn)
+        seen.timer_pairs.append((seconds, time.perf_counter() - t0))
+        return out, seconds
+
+    def counted(self, *args, **kwargs):
+        seen.caches_built += 1
+        cache_init(self, *args, **kwargs)
+
+    timing.CoreTimer.time, cache_utils.Cache.__init__ = timed, counted
+    try:
+        yield seen
+    finally:
+        timing.CoreTimer.time, cache_utils.Cache.__init__ = timer_time, cache_init
+
+
+def cases(gpu: bool, names: list[str], mmlu: Path, work: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(name, raw job mapping) of every case asked for, at full size on a GPU, tiny on a CPU."""
+    common = {"workers": 1, "passes": ["val", "infer"], "seed": 0, "engine_cache": str(work / "engines")}
+    out = []
+    if "bert" in names:
+        shape = dict(bs=32, seq_len=512, precision="fp16", warmup=3) if gpu else dict(bs=4, seq_len=64, precision="fp32",
+                                                                                     warmup=1)
+        bert = dict(common, name="gpu-check-bert", task="masked_lm", model={"random": BERT_LARGE if gpu else TINY_BERT},
+                    data={"synthetic": {"seed": 0, "size": 2048 if gpu else 32}}, **shape)
+        compiled = {"name": "torch_compile"} if gpu else {"name": "torch_compile", "backend": "eager"}
+        out += [("bert-large/torch" if gpu else "tiny-bert/torch", dict(bert, engine="torch")),
+                ("bert-large/torch_compile" if gpu else "tiny-bert/torch_compile", dict(bert, engine=compiled))]
+    if "llama" in names:
+        subjects, limit = (SUBJECTS, 13) if gpu else (SUBJECTS[:2], 4)
+        tokenizer = train_tokenizer(work / "tokenizer", mmlu, subjects, 32000 if gpu else 1024)
+        from transformers import AutoTokenizer
+
+        vocab = len(AutoTokenizer.from_pretrained(tokenizer))
+        config = dict(LLAMA_7B, vocab_size=32000) if gpu else dict(TINY_LLAMA, vocab_size=vocab)
+        llama = dict(common, name="gpu-check-llama", task={"name": "mmlu", "subjects": subjects, "limit": limit},
+                     model={"random": config, "tokenizer": str(tokenizer)}, data=str(mmlu), engine="torch",
+                     precision="fp16" if gpu else "fp32", bs=1 if gpu else 2, seq_len=4096 if gpu else 2048, warmup=2)
+        out.append(("llama-7b/torch" if gpu else "tiny-llama/torch", llama))
+    return out
+
+
+def run_case(name: str, raw: dict[str, Any], work: Path, gpu: bool) -> tuple[dict[str, Any], list[Check]]:
+    from orchestrator.run.driver import run_all
+    from orchestrator.spec import validate
+    from workers.device import DTYPES
+    from workers.models import load_config, load_tokenizer
+    from workers.tasks import task_class
+
+    spec = validate(raw, name)
+    device = torch.device("cuda:0" if gpu else "cpu")
+    release(device)
+    with instruments() as seen:
+        (run,) = run_all(spec, results_dir=work / "results", in_process=True)
+    reserved_peak = torch.cuda.max_memory_reserved(device) if gpu else None
+    release(device)
+    row, info = run.row, run.infos[0]
+    config = load_config(spec.model)
+    cls = task_class(spec.task)
+    task = cls(cls.prepare(spec.task, spec.data, load_tokenizer(spec.model), config, spec.seq_len, spec.seed))
+    causal = task.model_kind == "causal_lm"
+    model = plain_model(config, causal, DTYPES[row.precision_effective], device, spec.seed)
+    if spec.engine.name == "torch_compile":
+        model = torch.compile(model, backend=spec.engine.backend)
+    plain = plain_loop(model, task, spec.bs, spec.warmup, device, causal)
+    del model
+    release(device)
+    figures = {
+        "case": name, "engine": spec.engine.name, "device": info.device_name, "precision": row.precision_effective,
+        "bs": spec.bs, "seq_len": spec.seq_len, "item_unit": row.item_unit, "items": row.items_infer,
+        "p_val_core": row.p_val_core, "p_infer_core": row.p_infer_core, "p_infer_whole": row.p_infer_whole,
+        "plain_core": plain.core_items_per_s, "plain_whole": plain.whole_items_per_s,
+        "core_ratio": row.p_infer_core / plain.core_items_per_s, "whole_ratio": row.p_infer_whole / plain.whole_items_per_s,
+        "MFU": row.MFU, "peak": info.peak_flops_label or row.mfu_note, "mem_gib": row.mem, "mem_source": row.mem_source,
+        "torch_reserved_peak_gib": reserved_peak / GIB if reserved_peak is not None else None,
+        "energy_per_item_j": row.energy_per_item, "mean_power_w": row.mean_power, "acc": row.acc,
+        "acc_infer": row.acc_infer, "acc_plain": plain.accuracy, "build_time": row.build_time, "e2e_time": row.e2e_time,
+    }
+    return figures, checks(row, info, spec, seen, plain, reserved_peak, gpu, causal)
+
+
+def release(device: torch.device) -> None:
+    """Free what earlier cases cached, so each case's memory figures are its own."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def checks(row, info, spec, seen: Recorded, plain, reserved_peak, gpu: bool, causal: bool) -> list[Check]:
+    cpu_reason = "no GPU: runs on the CPU"
+    return [timer_check(seen, gpu, cpu_reason), memory_check(row, reserved_peak, gpu, cpu_reason),
+            accuracy_check(row, spec, plain), mfu_check(row, info), cache_check(seen, causal),
+            energy_check(row, gpu, cpu_reason)]
+
+
+def timer_check(seen: Recorded, gpu: bool, cpu_reason: str) -> Check:
+    if not gpu:
+        return Check("timer", "SKIPPED", f"{cpu_reason}: core time is perf_counter around the call, the wall clock itself")
+    model_calls = [(core, wall) for core, wall in seen.timer_pairs if wall > 1e-3]  # leaves out the ids' h2d copies
+    core, wall = sum(c for c, _ in model_calls), sum(w for _, w in model_calls)
+    if not model_calls:
+        return Check("timer", "FAIL", "no timed call longer than 1 ms")
+    off = abs(1 - core / wall)
+    status = "PASS" if off <= TIMER_TOLERANCE else "FAIL"
+    return Check("timer", status, f"CUDA events {core:.4f} s vs wall clock {wall:.4f} s over {len(model_calls)} calls: "
+                                  f"{off:.2%} apart (limit {TIMER_TOLERANCE:.0%})")
+
+
+def memory_check(row, reserved_peak, gpu: bool, cpu_reason: str) -> Check:
+    if not gpu:
+        return Check("memory", "SKIPPED", f"{cpu_reason}: mem is the process's peak RSS ({row.mem_source}), no NVML")
+    if row.mem_source != "nvml-process":
+        return Check("memory", "SKIPPED", f"NVML does not list this process (a container's PID namespace?): mem came "
+                                          f"from {row.mem_source}")
+    extra = row.mem * GIB - reserved_peak
+    status = "PASS" if 0 <= extra <= CONTEXT_BYTES else "FAIL"
+    return Check("memory", status, f"NVML {row.mem:.2f} GiB = torch reserved peak {reserved_peak / GIB:.2f} GiB + "
+                                   f"{extra / GIB:.2f} GiB (CUDA context and libraries' own handles; limit "
+                                   f"0 to {CONTEXT_BYTES / GIB:.0f} GiB)")
+
+
+def accuracy_check(row, spec, plain) -> Check:
+    tolerance = spec.acc_tolerance
+    plain_gap = abs(plain.accuracy - row.acc_infer) if plain.accuracy is not None and row.acc_infer is not None else None
+    ok = row.acc_gap is not None and row.acc_gap <= tolerance and plain_gap is not None and plain_gap <= tolerance
+    return Check("accuracy", "PASS" if ok else "FAIL",
+                 f"infer/val {row.acc} (gap {row.acc_gap}), plain loop {plain.accuracy:.4f} (gap to infer {plain_gap}); "
+                 f"tolerance {tolerance} (random weights: these compare the paths, not a model)")
+
+
+def mfu_check(row, info) -> Check:
+    if row.MFU is None:
+        return Check("MFU", "SKIPPED", f"no MFU: {row.mfu_note}")
+    status = "PASS" if 0 < row.MFU < 1 else "FAIL"
+    return Check("MFU", status, f"{row.MFU:.1%} with peak {info.peak_flops_label}")
+
+
+def cache_check(seen: Recorded, causal: bool) -> Check:
+    if not causal:
+        return Check("kv cache", "SKIPPED", "masked LM: an encoder has no KV cache")
+    status = "PASS" if seen.caches_built == 0 else "FAIL"
+    return Check("kv cache", status, f"{seen.caches_built} transformers Cache objects built during the run")
+
+
+def energy_check(row, gpu: bool, cpu_reason: str) -> Check:
+    if row.energy_per_item is None:
+        return Check("energy", "SKIPPED", f"{cpu_reason if not gpu else 'no counter'}: {row.energy_note}")
+    ok = row.energy_per_item > 0 and 10 < row.mean_power < 2000
+    return Check("energy", "PASS" if ok else "FAIL",
+                 f"{row.energy_per_item:.4g} J per {row.item_unit}, mean power {row.mean_power:.0f} W")
+
+
+def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v)
+
+    columns = ["case", "precision", "bs", "p_infer_core", "plain_core", "core_ratio", "p_infer_whole", "plain_whole",
+               "whole_ratio", "MFU", "mem_gib", "energy_per_item_j", "mean_power_w", "acc", "acc_plain"]
+    lines = [f"# gpu_check on {meta['device']}", "", f"`{meta['command']}` ({meta['when']}, torch {meta['torch']})", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r["figures"][c]) for c in columns) + " |" for r in results]
+    lines += ["", "| case | check | status | detail |", "|---|---|---|---|"]
+    lines += [f"| {r['figures']['case']} | {c['name']} | {c['status']} | {c['detail']} |" for r in results for c in r["checks"]]
+    lines += ["", "Peaks: " + "; ".join(f"{r['figures']['case']}: {r['figures']['peak']}" for r in results)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="folder for results.json/.md ($OUT wins when set)")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes even on a GPU (what the CPU runs)")
+    parser.add_argument("--cases", default="bert,llama", help="comma-separated: bert, llama")
+    parser.add_argument("--mmlu", type=Path, default=ROOT.parent / "shared" / "data" / "mmlu", help="MMLU folder")
+    args = parser.parse_args(argv)
+    gpu = torch.cuda.is_available() and not args.tiny
+    out = Path(os.environ["OUT"]) if os.environ.get("OUT") else (
+        args.out or ROOT / "gpu_check_results" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, raw in cases(gpu, args.cases.split(","), args.mmlu.resolve(), Path(tmp)):
+            t0 = time.perf_counter()
+            figures, found = run_case(name, raw, Path(tmp), gpu)
+            print(f"{name}: {time.perf_counter() - t0:.1f} s", flush=True)
+            results.append({"figures": figures, "checks": [vars(c) for c in found]})
+    meta = {"device": torch.cuda.get_device_name(0) if gpu else results[0]["figures"]["device"] if results else "",
+            "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__, "gpu": gpu}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    text = markdown(meta, results)
+    (out / "results.md").write_text(text)
+    failed = sum(c["status"] == "FAIL" for r in results for c in r["checks"])
+    print(text + f"\nwritten: {out / 'results.json'}, {out / 'results.md'}")
+    print(f"gpu_check_failed: {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

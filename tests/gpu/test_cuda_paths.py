@@ -1,0 +1,130 @@
+"""The code only a GPU runs: the CUDA branch of the core timer, the NVML probes (memory, energy),
+EngineStream's ordering, ONNX Runtime's IO binding, the export's device memory. They run where
+CUDA is present and are reported as skipped elsewhere (docs/BENCHMARKS.md lists them and says
+where they have run).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+CUDA = torch.device("cuda:0")
+GIB = 1 << 30
+
+
+SPIN_CYCLES = 200_000_000  # about 0.1 s at the 1.4 to 2 GHz SM clocks of data-centre GPUs
+
+
+def spin() -> None:
+    """One kernel that keeps the GPU busy for SPIN_CYCLES clock cycles (torch's own test helper)."""
+    torch.cuda._sleep(SPIN_CYCLES)
+
+
+def test_core_timer_cuda_events_time_the_call_alone_and_agree_with_the_wall_clock():
+    from workers.timing import CoreTimer
+
+    timer = CoreTimer(CUDA)
+    assert timer.cuda
+    timer.time(spin)  # warm: the first launch loads the kernel
+    t0 = time.perf_counter()
+    _, alone = timer.time(spin)
+    wall = time.perf_counter() - t0
+    assert 0.01 < alone <= wall and abs(1 - alone / wall) < 0.02, (alone, wall)
+    spin()  # work queued before the call is not billed to it: the timer synchronises first
+    _, behind = timer.time(spin)
+    assert behind == pytest.approx(alone, rel=0.25)
+
+
+def test_nvml_memory_probe_sees_an_allocation():
+    from workers.device import MemoryProbe
+
+    probe = MemoryProbe(CUDA)
+    before = probe.sample()
+    block = torch.empty(GIB, dtype=torch.uint8, device=CUDA)
+    after = probe.sample()
+    assert probe.source in ("nvml-process", "torch-cuda-reserved-peak")
+    assert after - before >= 0.99 * GIB, (probe.source, before, after)
+    assert probe.total_bytes() == torch.cuda.get_device_properties(CUDA).total_memory
+    del block
+
+
+def test_energy_counter_reads_joules_or_says_why():
+    from workers.energy import EnergyCounter
+
+    counter = EnergyCounter.for_device(CUDA)
+    first = counter.read_joules()
+    if first is None:
+        pytest.skip(f"no energy counter here: {counter.note}")
+    for _ in range(5):
+        spin()
+    torch.cuda.synchronize()
+    assert counter.read_joules() >= first
+
+
+def test_engine_stream_runs_after_torchs_work_and_before_its_next():
+    from workers.engines import EngineStream
+
+    stream = EngineStream(CUDA)
+    assert stream.handle != 0  # never the legacy default stream
+    x = torch.zeros(1 << 20, device=CUDA)
+    spin()
+    x.fill_(1.0)  # queued on torch's stream behind the sleep
+    stream.begin([x])
+    with torch.cuda.stream(stream.stream):
+        y = x * 2
+    stream.end()
+    assert y.sum().item() == 2 * x.numel()  # the engine stream waited for the fill; torch waited for y
+
+
+def test_peak_of_this_gpu_is_known_or_says_why():
+    from workers.peaks import peak_lookup
+
+    name = torch.cuda.get_device_name(CUDA)
+    looked = peak_lookup(name, "fp16")
+    assert (looked.flops is not None and looked.label) or looked.reason, name
+
+
+def test_export_adds_no_copy_of_the_weights_on_the_gpu(tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tests.workers.test_engines_llama import SIGNATURE, right_padded
+    from workers.engines import BuildContext, onnx_export
+
+    config = AutoConfig.for_model("llama", vocab_size=32000, hidden_size=512, intermediate_size=1024,
+                                  num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).to(torch.float16).to(CUDA).eval()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    ctx = BuildContext(model=lambda: model, model_files_hash=lambda: "gpu-export", config=config, signature=SIGNATURE,
+                       sample_inputs=right_padded, bs=2, seq_len=16, precision="fp32", device=CUDA,
+                       cache_dir=tmp_path, causal=True)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(CUDA)
+    base = torch.cuda.memory_allocated(CUDA)
+    onnx_export.exported_onnx(ctx, onnx_export.EngineCache(tmp_path), "fp32", 18)  # as TensorRT 10 asks
+    assert torch.cuda.max_memory_allocated(CUDA) - base < 0.1 * weights
+
+
+def test_onnxruntime_io_binding_matches_eager(tmp_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here (pip install onnxruntime-gpu)")
+    from tests.builders import run_on, worker_runtime
+    from tests.workers.test_engines_bert import config, top1_agreement
+    from workers.contract import ShardTask
+
+    runtime, _ = worker_runtime(config(tmp_path, engine="onnxruntime"))
+    try:
+        engine = runtime.engines["infer"]
+        assert engine.bound and engine.output_buffer.is_cuda
+        assert top1_agreement(runtime) >= 0.99
+        n = runtime.task.num_examples()
+        result = run_on(runtime, ShardTask(0, 0, n, "infer"))
+        assert result.items == n and result.bytes_per_batch > 0
+    finally:
+        runtime.close()

@@ -1,0 +1,181 @@
+"""A tensor-parallel rank without Ray: two processes over gloo, each holding half of a tiny Llama.
+
+The logits of the sharded model must equal the single-process model's within fp32 tolerance on
+real MMLU prompts (5-shot, right-padded batches), for both ways a model is loaded: random weights
+(built under the seed, then sharded by transformers' `maybe_distribute_model`) and a saved folder
+(`from_pretrained` with a `DistributedConfig`). Ray's part (placement, restarts) is tested in
+tests/orchestrator/run/test_groups.py.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from tests.builders import MMLU_DIR, TINY_LLAMA, mmlu_job, save_tiny_llama_with_tokenizer
+from tests.cluster import free_port
+from workers.errors import UserError
+from workers.flops import matmul_params
+from workers.specs import DataSpec, MMLUTask, ModelSpec
+
+TP = 2
+SUBJECTS = ["abstract_algebra", "anatomy", "virology"]
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory) -> Path:
+    return save_tiny_llama_with_tokenizer(tmp_path_factory.mktemp("tp-llama"))
+
+
+def mmlu_batches(llama: Path) -> list[dict[str, torch.Tensor]]:
+    """Three batches of four real 5-shot MMLU prompts, right-padded as the mmlu task feeds them."""
+    from workers.tasks.mmlu import MMLU
+
+    task = MMLU(MMLUTask(subjects=SUBJECTS, limit=4), DataSpec(path=str(MMLU_DIR)), AutoTokenizer.from_pretrained(llama),
+                AutoConfig.from_pretrained(llama), 2048, seed=0)
+    return [batch.inputs for batch in task.batches(0, 12, 4)]
+
+
+def _rank(rank: int, port: int, specs: dict[str, dict], batches: list, out: dict) -> None:
+    """One rank: join the group, load each model's slice, run every batch; rank 0 reports."""
+    from workers.models import load_config
+    from workers.parallel import Rendezvous, join_group, leave_group, load_sharded_model
+
+    torch.set_num_threads(1)
+    join_group(Rendezvous("127.0.0.2", port, TP, 60.0, "test"), rank, torch.device("cpu"))
+    try:
+        for name, raw in specs.items():
+            spec = ModelSpec.model_validate(raw)
+            model = load_sharded_model(spec, load_config(spec), "causal_lm", torch.float32, torch.device("cpu"), seed=3)
+            q_proj = model.model.layers[0].self_attn.q_proj.weight
+            with torch.inference_mode():
+                logits = [model(**inputs, use_cache=False).logits for inputs in batches]
+            if rank == 0:
+                out[name] = {"logits": logits, "matmul_params": matmul_params(model),
+                             "local_rows": q_proj.to_local().shape[0], "rows": q_proj.shape[0]}
+    finally:
+        leave_group()
+
+
+def run_ranks(specs: dict[str, dict], batches: list) -> dict:
+    context = multiprocessing.get_context("spawn")
+    port = free_port()
+    with context.Manager() as manager:
+        out = manager.dict()
+        procs = [context.Process(target=_rank, args=(rank, port, specs, batches, out)) for rank in range(TP)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(timeout=240)
+        assert [p.exitcode for p in procs] == [0] * TP
+        return dict(out)
+
+
+def single_process(spec: ModelSpec, batches: list) -> tuple[list[torch.Tensor], int]:
+    from workers.models import load_config, load_model
+
+    model = load_model(spec, load_config(spec), "causal_lm", torch.float32, torch.device("cpu"), seed=3)
+    with torch.inference_mode():
+        return [model(**inputs, use_cache=False).logits for inputs in batches], matmul_params(model)
+
+
+@pytest.mark.slow
+def test_sharded_logits_equal_the_single_process_model_on_mmlu_prompts(llama):
+    vocab = len(AutoTokenizer.from_pretrained(llama))
+    specs = {"folder": {"source": str(llama)},
+             "random": {"random": dict(TINY_LLAMA, vocab_size=vocab), "tokenizer": str(llama)}}
+    batches = mmlu_batches(llama)
+    assert any((b["attention_mask"] == 0).any() for b in batches)  # padded rows are in the comparison
+    sharded = run_ranks(specs, batches)
+    for name, raw in specs.items():
+        want, params = single_process(ModelSpec.model_validate(raw), batches)
+        got = sharded[name]
+        assert got["local_rows"] * TP == got["rows"]  # each rank holds half of q_proj
+        assert got["matmul_params"] == params  # FLOPs are counted once, from the whole model
+        for g, w in zip(got["logits"], want):
+            assert g.shape == w.shape
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-4)
+        assert [g[:, -1].argmax(-1).tolist() for g in got["logits"]] == [w[:, -1].argmax(-1).tolist() for w in want]
+
+
+def test_a_model_without_a_tp_plan_is_refused_in_one_line():
+    from workers.parallel import check_tp_plan
+
+    config = AutoConfig.for_model("bert", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, vocab_size=128)
+    with pytest.raises(UserError, match=r"^parallel.tp: BertForMaskedLM has no tensor-parallel plan in transformers"):
+        check_tp_plan(config, "masked_lm")
+    check_tp_plan(AutoConfig.for_model("llama", **{k: v for k, v in TINY_LLAMA.items() if k != "model_type"}),
+                  "causal_lm")
+
+
+def test_a_sharded_model_outside_a_group_is_refused(llama):
+    from workers.models import load_config
+    from workers.parallel import load_sharded_model
+
+    spec = ModelSpec(source=str(llama))
+    with pytest.raises(UserError, match="parallel.tp: a sharded model needs its group of ranks"):
+        load_sharded_model(spec, load_config(spec), "causal_lm", torch.float32, torch.device("cpu"), seed=0)
+
+
+def _compiled_rank(rank: int, port: int, raw_job: dict, out: dict) -> None:
+    """One rank's WorkerRuntime (task, sharded model, torch eager val and torch_compile infer) on a shard."""
+    from orchestrator.spec import validate
+    from tests.builders import run_on, worker_runtime
+    from workers.contract import ShardTask
+    from workers.parallel import Rendezvous, join_group, leave_group
+
+    torch.set_num_threads(1)
+    join_group(Rendezvous("127.0.0.2", port, TP, 300.0, "test"), rank, torch.device("cpu"))
+    try:
+        runtime, _ = worker_runtime(validate(raw_job, "t").worker_config())
+        try:
+            results = {p: run_on(runtime, ShardTask(0, 0, 8, p)) for p in ("val", "infer")}
+        finally:
+            runtime.close()
+        if rank == 0:
+            out.update({p: r.records for p, r in results.items()})
+    finally:
+        leave_group()
+
+
+@pytest.mark.slow
+def test_torch_compile_runs_a_sharded_model_as_eager_does(llama, tmp_path):
+    raw = mmlu_job(str(llama), engine={"name": "torch_compile"}, bs=4, passes=["val", "infer"], warmup=1,
+                   parallel={"tp": TP}, engine_cache=str(tmp_path / "cache"))
+    context = multiprocessing.get_context("spawn")
+    port = free_port()
+    with context.Manager() as manager:
+        out = manager.dict()
+        procs = [context.Process(target=_compiled_rank, args=(rank, port, raw, out)) for rank in range(TP)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(timeout=500)
+        assert [p.exitcode for p in procs] == [0] * TP
+        val, infer = out["val"], out["infer"]
+    assert len(val) == len(infer) == 8
+    for v, i in zip(val, infer):
+        assert (v["example"], v["predicted"]) == (i["example"], i["predicted"])
+        assert i["logit_A"] == pytest.approx(v["logit_A"], abs=1e-4)
+    entries = [p for p in (tmp_path / "cache").glob("torch_compile-*") if p.is_dir()]
+    assert len(entries) == TP  # one cache entry per rank's slice of the weights
+
+
+def test_a_rank_that_never_comes_fails_the_group_in_one_line_within_the_timeout():
+    import time
+
+    from workers.parallel import GroupJoinFailed, Rendezvous, join_group, leave_group
+
+    t0 = time.monotonic()
+    with pytest.raises(GroupJoinFailed) as err:
+        join_group(Rendezvous("127.0.0.2", free_port(), TP, 2.0, "test"), 0, torch.device("cpu"))
+    leave_group()
+    assert time.monotonic() - t0 < 30
+    message = str(err.value)
+    assert message.startswith("rank 0 of 2 could not join its group at 127.0.0.2:") and "within 2 s" in message
+    assert "\n" not in message
