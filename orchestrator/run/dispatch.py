@@ -3,8 +3,9 @@
 Each worker gets up to QUEUE_DEPTH shards at once (one running, one queued in the actor, so it never
 waits on the driver), until the shards left are no more than the workers: from then on a shard goes
 only to a worker with nothing to do, never into a queue behind a running shard while another worker
-may be about to idle (the end of a pass is where workers must finish together). A finished attempt goes through `policy.decide`: accepted, re-queued (at the
-front, so the run's tail does not wait on it), or the run fails naming the shard. A worker whose
+may be about to idle (the end of a pass is where workers must finish together). A finished attempt
+goes through `policy.decide`: accepted, re-queued (at the front, so the run's tail does not wait on
+it), or the run fails naming the shard. A worker whose
 process died is "suspect": it gets no new shards until it answers a ping (Ray restarted it, up to
 `max_restarts`), or is dropped if the ping says it is gone for good. Pings never hold the phase open:
 it ends when every shard is accepted.
