@@ -35,8 +35,8 @@ def mmlu_batches(llama: Path) -> list[dict[str, torch.Tensor]]:
     """Three batches of four real 5-shot MMLU prompts, right-padded as the mmlu task feeds them."""
     from workers.tasks.mmlu import MMLU
 
-    task = MMLU(MMLUTask(subjects=SUBJECTS, limit=4), DataSpec(path=str(MMLU_DIR)), AutoTokenizer.from_pretrained(llama),
-                AutoConfig.from_pretrained(llama), 2048, seed=0)
+    task = MMLU(MMLU.prepare(MMLUTask(subjects=SUBJECTS, limit=4), DataSpec(path=str(MMLU_DIR)),
+                             AutoTokenizer.from_pretrained(llama), AutoConfig.from_pretrained(llama), 2048, seed=0))
     return [batch.inputs for batch in task.batches(0, 12, 4)]
 
 

@@ -42,8 +42,8 @@ class NumpyEngine(Int32Engine):
 
 
 def task() -> MaskedLM:
-    return MaskedLM(MaskedLMTask(), DataSpec(synthetic={"seed": 1, "size": 10}), None, SimpleNamespace(vocab_size=VOCAB),
-                    SEQ, seed=0)
+    data = DataSpec(synthetic={"seed": 1, "size": 10})
+    return MaskedLM(MaskedLM.prepare(MaskedLMTask(), data, None, SimpleNamespace(vocab_size=VOCAB), SEQ, seed=0))
 
 
 def one_pass(engine, **probes) -> ShardResult:

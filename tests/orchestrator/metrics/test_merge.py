@@ -128,7 +128,7 @@ def test_warmup_batches_are_what_the_measured_passs_shards_ran():
     results = [dataclasses.replace(r, warmup_batches=3 if (r.pass_name, r.shard_id) in {("infer", 0), ("infer", 1)}
                                    else 0) for r in RESULTS]
     row = merge(spec=validate(job(warmup=1), "x"), run_id="r", results=results, infos=[info(0), info(1)],
-                e2e_seconds=1.0, retries=0, item_unit="seq")
+                data=[data_info()], e2e_seconds=1.0, retries=0, item_unit="seq")
     assert row.warmup_batches == 6  # workers 0 and 1 ran 3 each before their measured infer batches
 
 
@@ -137,7 +137,8 @@ def test_mfu_divides_by_the_devices_that_ran_the_infer_pass():
     and its unknown peak does not blank the MFU either."""
     spec = validate(job(), "x")
     for idle in (info(2), info(2, peak=None)):
-        row = merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1), idle], e2e_seconds=1.0,
+        row = merge(spec=spec, run_id="r", results=RESULTS, infos=[info(0), info(1), idle],
+                    data=[data_info()], e2e_seconds=1.0,
                     retries=0, item_unit="seq")
         assert row.peak_flops == pytest.approx(200e9)
         assert row.MFU == pytest.approx(1e9 * 60 / 200e9) and row.mfu_note is None
@@ -146,7 +147,8 @@ def test_mfu_divides_by_the_devices_that_ran_the_infer_pass():
 def test_unknown_peak_blanks_mfu_with_the_reason():
     unknown = dataclasses.replace(info(1, peak=None), device_name="NVIDIA A10G",
                                   peak_flops_reason="'NVIDIA A10G' is not in the peak FLOP/s table")
-    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=[info(0), unknown], e2e_seconds=1.0,
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=[info(0), unknown],
+                data=[data_info()], e2e_seconds=1.0,
                 retries=0, item_unit="seq")
     assert row.MFU is None and row.peak_flops is None
     assert row.mfu_note == "'NVIDIA A10G' is not in the peak FLOP/s table"
@@ -154,7 +156,8 @@ def test_unknown_peak_blanks_mfu_with_the_reason():
 
 def test_whole_span_leaves_out_the_time_no_driver_ran():
     """A run resumed after its driver died: the pause between 111.5 and 112.5 is not pass time."""
-    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=[info(0), info(1)], e2e_seconds=1.0,
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=[info(0), info(1)],
+                data=[data_info()], e2e_seconds=1.0,
                 retries=0, item_unit="seq", resumed=True, pauses=((111.5, 112.5), (90.0, 95.0)))
     assert row.p_infer_whole == pytest.approx(60 / (113 - 110 - 1))
     assert row.p_val_whole == pytest.approx(60 / (105 - 100))  # the pause at 90-95 is before the val pass
@@ -167,7 +170,8 @@ def test_energy_per_item_and_mean_power_of_the_measured_pass():
     joules = {(0, 1): 40.0, (1, 1): 100.0, (2, 1): 999.0, (2, 2): 80.0}
     results = [dataclasses.replace(r, energy_joules=joules.get((r.shard_id, r.attempt)) if r.pass_name == "infer"
                                    else None) for r in RESULTS]
-    row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=[info(0), info(1)], e2e_seconds=1.0,
+    row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=[info(0), info(1)],
+                data=[data_info()], e2e_seconds=1.0,
                 retries=0, item_unit="seq")
     assert row.energy_per_item == pytest.approx((40 + 100 + 80) / 60)
     assert row.mean_power == pytest.approx((40 + 80) / (1 + 2) + 100 / 2)
@@ -177,7 +181,8 @@ def test_energy_per_item_and_mean_power_of_the_measured_pass():
 def test_energy_is_blank_with_the_reason_where_a_device_has_no_counter():
     results = [dataclasses.replace(r, energy_joules=None if r.worker_id == 1 else 5.0,
                                    energy_note="no energy counter on a CPU") for r in RESULTS]
-    row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=[info(0), info(1)], e2e_seconds=1.0,
+    row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=[info(0), info(1)],
+                data=[data_info()], e2e_seconds=1.0,
                 retries=0, item_unit="seq")
     assert (row.energy_per_item, row.mean_power, row.energy_note) == (None, None, "no energy counter on a CPU")
 
@@ -186,6 +191,7 @@ def test_the_printed_table_says_why_mfu_is_blank():
     from orchestrator.views.report import metrics_markdown
 
     unknown = dataclasses.replace(info(1, peak=None), peak_flops_reason="'NVIDIA A10G' is not in the peak FLOP/s table")
-    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=[info(0), unknown], e2e_seconds=1.0,
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=[info(0), unknown],
+                data=[data_info()], e2e_seconds=1.0,
                 retries=0, item_unit="seq")
     assert "MFU -: 'NVIDIA A10G' is not in the peak FLOP/s table" in metrics_markdown([row])

@@ -67,8 +67,8 @@ def test_the_same_run_with_a_third_of_its_batches_at_half_speed_is_invalid_and_s
         if r.shard_id in slow:
             r.batch_core_seconds = [2 * t for t in r.batch_core_seconds]
             r.core_seconds = sum(r.batch_core_seconds)
-    row = merge(spec=spec, run_id="planted", results=planted, infos=result.infos, e2e_seconds=1.0, retries=0,
-                item_unit="tok")
+    row = merge(spec=spec, run_id="planted", results=planted, infos=result.infos, data=result.data,
+                e2e_seconds=1.0, retries=0, item_unit="tok")
     assert row.verdict == "INVALID" and row.latency_shard_cv > 0.25, row.verdict_reasons
     reason = row.verdict_reasons
     assert reason.startswith("core time off its fitted token cost: shard CV"), reason
