@@ -1,8 +1,9 @@
 """One row of the global metrics table: the public shape of a result.
 
 Seed columns keep the seed's names (METRICS.md): precision, bs, byte_per_batch, mem, e2e_time,
-p_val_whole, p_val_core, p_infer_whole, p_infer_core, infer_time, acc, MFU. Units are in the names
-or below: seconds, bytes, GiB for mem, items/s for p_*, fractions (not percent) for MFU and acc.
+p_val_whole, p_val_core, p_infer_whole, p_infer_core, infer_time, acc, MFU. Each column's unit and
+meaning sit on its field (`column(...)`): seconds, bytes, GiB for mem, items/s for p_*, fractions
+(not percent) for MFU and acc. docs/columns.md is generated from them (python -m orchestrator.reference).
 """
 
 from __future__ import annotations
