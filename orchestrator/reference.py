@@ -49,8 +49,10 @@ def _shorthands() -> dict[str, dict[str, Any]]:
 
 
 def job_schema() -> dict[str, Any]:
-    """JSON Schema (2020-12) of a job file as users write it. Cross-field rules (exactly one of
-    model.source and model.random, tp against the engine, ...) are the loader's: `bench validate`."""
+    """JSON Schema of a job file as users write it. It says draft-07, the dialect the YAML language
+    server implements (newer drafts draw its warning), and uses nothing newer: `$defs` is reached by
+    plain JSON pointers. Cross-field rules (exactly one of model.source and model.random, tp against
+    the engine, ...) are the loader's: `bench validate`."""
     from orchestrator.spec import SWEEPABLE, JobSpec
     from workers.specs import SHORTHANDS
 
@@ -66,7 +68,7 @@ def job_schema() -> dict[str, Any]:
             schema["$defs"][ref.rsplit("/", 1)[1]]["required"] = [tag]
     props["sweep"]["propertyNames"] = {"enum": list(SWEEPABLE)}
     props["sweep"]["additionalProperties"]["minItems"] = 1
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+    return {"$schema": "http://json-schema.org/draft-07/schema#", **schema}
 
 
 # ----------------------------------------------------------------------------- rendering helpers

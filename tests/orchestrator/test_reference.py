@@ -41,11 +41,11 @@ def test_bench_schema_prints_the_committed_schema():
 @pytest.mark.parametrize("path", JOBS, ids=[p.name for p in JOBS])
 def test_shipped_job_files_name_the_schema_and_validate_against_it(path):
     schema = committed_schema()
-    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft7Validator.check_schema(schema)
     text = path.read_text(encoding="utf-8")
     assert text.splitlines()[0] == MODELINE
     assert (path.parent / MODELINE.split("$schema=")[1]).resolve() == ROOT / "docs" / "job.schema.json"
-    jsonschema.validate(yaml.safe_load(text), schema, cls=jsonschema.Draft202012Validator)
+    jsonschema.validate(yaml.safe_load(text), schema, cls=jsonschema.Draft7Validator)
 
 
 BASE = {"name": "t", "model": {"random": {"model_type": "bert"}}, "data": "synthetic"}
@@ -70,7 +70,7 @@ REJECTED = [
 def test_schema_accepts_what_the_loader_accepts(change):
     raw = {**BASE, **change}
     JobSpec.model_validate(raw)
-    jsonschema.validate(raw, committed_schema(), cls=jsonschema.Draft202012Validator)
+    jsonschema.validate(raw, committed_schema(), cls=jsonschema.Draft7Validator)
 
 
 @pytest.mark.parametrize("change", REJECTED, ids=str)
@@ -79,7 +79,7 @@ def test_schema_rejects_what_the_loader_rejects(change):
     with pytest.raises(ValidationError):
         JobSpec.model_validate(raw)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(raw, committed_schema(), cls=jsonschema.Draft202012Validator)
+        jsonschema.validate(raw, committed_schema(), cls=jsonschema.Draft7Validator)
 
 
 def test_every_spec_field_and_every_column_says_what_it_is():
