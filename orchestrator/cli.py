@@ -169,6 +169,16 @@ def validate(job: JobArg, sets: SetOpt = None) -> None:
     typer.echo(f"{job}: ok ({spec.task.name}, {spec.model.label}, engine {spec.engine.name}, bs {spec.bs}, seq_len {spec.seq_len})")
 
 
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of job files (bench schema > job.schema.json), for editors to validate and complete."""
+    import json
+
+    from orchestrator.reference import job_schema
+
+    typer.echo(json.dumps(job_schema(), indent=2))
+
+
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | csv | json | markdown")]
 
 

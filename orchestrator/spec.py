@@ -25,7 +25,8 @@ SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision",
 
 
 class JobSpec(WorkerConfig):
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="the job's name: in the run id, the results table and the report")
     workers: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
         "auto", description="worker actors (or groups of parallel.tp ranks); auto = one per GPU (per tp GPUs) in "
         "the cluster, or 1 without GPUs"

@@ -90,7 +90,7 @@ PROFILES: dict[str, dict[str, float]] = {
 class VerdictSpec(StrictModel):
     """The job's `verdict:` block. Unset rules take the profile's default."""
 
-    profile: Profile = "quick"
+    profile: Profile = Field("quick", description="where unset rules take their defaults: quick or rigorous")
     min_duration_s: float | None = Field(None, ge=0, description="min wall span of the measured pass, s")
     min_batches: int | None = Field(None, ge=0, description="min measured (non-warm-up) batches of the pass")
     max_latency_cv: float | None = Field(None, gt=0, description="max stdev/mean of per-batch core latency")
