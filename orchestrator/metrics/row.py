@@ -86,6 +86,8 @@ class MetricsRow(BaseModel):
     engine_cache_hit: bool | None
     engine_bytes: int | None
     engine_hash: str | None
+    # TensorRT's optimisation profile as JSON: input -> {"min", "opt", "max"} shapes (opt: the data's median length)
+    engine_profile: str | None = None
     h2d_time: float | None  # s, summed host->device copy time of the infer pass
     warmup_batches: int  # warm-up batches the measured pass's shards ran (summed over workers and repeats)
     measured_batches: int
