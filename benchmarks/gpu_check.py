@@ -11,12 +11,16 @@ gives the reference: the table has bench/plain for core and whole throughput.
 
 Checks, each PASS, FAIL or SKIPPED with the reason:
 - timer: CUDA-event core time against the wall clock of the same calls (within 2 %);
+- nvml: NVML initialises and finds the GPU torch uses by its UUID (workers/nvml.py);
 - memory: NVML's per-process figure against torch's peak reserved memory (NVML must be the
   larger by no more than the CUDA context and libraries' handles: 0 to 2 GiB);
 - accuracy: infer/val gap within the job's acc_tolerance, and the plain loop's accuracy too;
 - MFU: between 0 and 100 %, printed with the peak the table chose;
 - KV cache: no transformers Cache object built during the run (causal models);
 - energy: the NVML counter gave a plausible figure (10 W < mean power < 2 kW).
+On a GPU a missing NVML handle, process memory figure or energy counter is a FAIL. SKIPPED only
+for a cause detected and named: a container whose NVML process list holds other pids but not ours
+(memory), a GPU older than Volta (no energy counter).
 Without a GPU (or with --tiny) the same cases run on tiny shapes on the CPU (torch_compile with
 the `eager` backend there, to stay fast); the GPU-only checks say SKIPPED and why. CI runs it so.
 
@@ -178,9 +182,25 @@ def release(device: torch.device) -> None:
 
 def checks(row, info, spec, seen: Recorded, plain, reserved_peak, gpu: bool, causal: bool) -> list[Check]:
     cpu_reason = "no GPU: runs on the CPU"
-    return [timer_check(seen, gpu, cpu_reason), memory_check(row, reserved_peak, gpu, cpu_reason),
-            accuracy_check(row, spec, plain), mfu_check(row, info), cache_check(seen, causal),
-            energy_check(row, gpu, cpu_reason)]
+    return [timer_check(seen, gpu, cpu_reason), nvml_check(gpu, cpu_reason),
+            memory_check(row, reserved_peak, gpu, cpu_reason), accuracy_check(row, spec, plain), mfu_check(row, info),
+            cache_check(seen, causal), energy_check(row, gpu, cpu_reason)]
+
+
+CUDA0 = torch.device("cuda:0")
+
+
+def nvml_check(gpu: bool, cpu_reason: str) -> Check:
+    """NVML must find the GPU torch uses (by UUID, else full bus id): memory and energy depend on it."""
+    if not gpu:
+        return Check("nvml", "SKIPPED", f"{cpu_reason}: no NVML")
+    from workers.nvml import gpu_identity, nvml_lookup
+
+    found = nvml_lookup(CUDA0)
+    if found.handle is None:
+        return Check("nvml", "FAIL", found.note)
+    named = gpu_identity(CUDA0)
+    return Check("nvml", "PASS", f"found {named.name} by UUID {named.uuid} (bus {named.bus_id})")
 
 
 def timer_check(seen: Recorded, gpu: bool, cpu_reason: str) -> Check:
@@ -200,8 +220,14 @@ def memory_check(row, reserved_peak, gpu: bool, cpu_reason: str) -> Check:
     if not gpu:
         return Check("memory", "SKIPPED", f"{cpu_reason}: mem is the process's peak RSS ({row.mem_source}), no NVML")
     if row.mem_source != "nvml-process":
-        return Check("memory", "SKIPPED", f"NVML does not list this process (a container's PID namespace?): mem came "
-                                          f"from {row.mem_source}")
+        from workers.nvml import nvml_lookup, process_memory
+
+        found = nvml_lookup(CUDA0)
+        why = process_memory(found.handle) if found.handle is not None else None
+        if why is not None and why.container:  # the one cause that is not NVML failing us
+            return Check("memory", "SKIPPED", f"{why.note}: mem came from {row.mem_source}")
+        return Check("memory", "FAIL", f"no NVML process memory ({why.note if why else found.note}): mem came from "
+                                       f"{row.mem_source}")
     extra = row.mem * GIB - reserved_peak
     status = "PASS" if 0 <= extra <= CONTEXT_BYTES else "FAIL"
     return Check("memory", status, f"NVML {row.mem:.2f} GiB = torch reserved peak {reserved_peak / GIB:.2f} GiB + "
@@ -233,8 +259,14 @@ def cache_check(seen: Recorded, causal: bool) -> Check:
 
 
 def energy_check(row, gpu: bool, cpu_reason: str) -> Check:
+    if row.energy_per_item is None and not gpu:
+        return Check("energy", "SKIPPED", f"{cpu_reason}: {row.energy_note}")
     if row.energy_per_item is None:
-        return Check("energy", "SKIPPED", f"{cpu_reason if not gpu else 'no counter'}: {row.energy_note}")
+        major, minor = torch.cuda.get_device_properties(CUDA0).major, torch.cuda.get_device_properties(CUDA0).minor
+        if major < 7:  # NVML's total-energy counter exists from Volta (compute capability 7.0) on
+            return Check("energy", "SKIPPED", f"a GPU older than Volta (sm_{major}{minor}) has no energy counter: "
+                                              f"{row.energy_note}")
+        return Check("energy", "FAIL", f"no energy figure on sm_{major}{minor}: {row.energy_note}")
     ok = row.energy_per_item > 0 and 10 < row.mean_power < 2000
     return Check("energy", "PASS" if ok else "FAIL",
                  f"{row.energy_per_item:.4g} J per {row.item_unit}, mean power {row.mean_power:.0f} W")

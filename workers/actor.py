@@ -52,7 +52,8 @@ class BenchWorker:
         """Map the prepared data, load the model, build the engines (once). Returns where this worker runs."""
         if self._info is not None:
             return self._info
-        from workers.device import assigned_gpus, node_identity
+        from workers.device import assigned_gpus, node_identity, require_assigned_gpu
+        from workers.nvml import gpu_uuid
 
         node_id, hostname = node_identity()
         choice = self._choose_device()
@@ -61,10 +62,11 @@ class BenchWorker:
             device=f"{choice.device}{assigned_gpus()}", device_name=choice.name,
             num_examples=0, dataset_fingerprint="", load_seconds=0.0,
             data_seconds=0.0, build=None, precision_effective=self.config.precision, peak_flops=None,
-            mem_total_bytes=None, versions=versions.collect(),
+            mem_total_bytes=None, versions=versions.collect(), device_uuid=gpu_uuid(choice.device),
         )
         self._data = data if data is not None else self._data
         try:
+            require_assigned_gpu(choice.device)  # never a silent CPU run on a GPU Ray assigned
             self._runtime = self._build_runtime(choice.device, info)
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             info.error = classify(exc, self.config.bs)

@@ -52,6 +52,7 @@ class BuildInfo:
     engine_hash: str | None = None
     cache_key: str | None = None
     log: str = ""
+    profile: dict[str, Any] | None = None  # TensorRT's optimisation profile: input -> {min, opt, max} shapes
 
 
 @dataclass
@@ -98,6 +99,18 @@ class DataHandle:
         return ray.get(self.ref)
 
 
+def physical_device(node_id: str, uuid: str, device: str) -> str:
+    """The name of one physical device, so that the merge counts each once (its peak, its energy).
+
+    A GPU is its UUID on its node: two workers given half a GPU each (`gpus_per_worker: 0.5`) name
+    the same one. Without a UUID (an older torch) the device string with Ray's GPU id stands in
+    ("cuda:0 (GPU 3)"). Every CPU worker of a node shares that node's CPU.
+    """
+    if uuid:
+        return f"{node_id}/{uuid}"
+    return f"{node_id}/{'cpu' if device.startswith('cpu') else device}"
+
+
 @dataclass
 class RankInfo:
     """One process of a tensor-parallel worker (a group of `tp` ranks on one node; rank 0 reports)."""
@@ -108,6 +121,11 @@ class RankInfo:
     device: str
     device_name: str
     peak_flops: float | None
+    device_uuid: str = ""  # the GPU's UUID ("GPU-..."), "" on a CPU
+
+    @property
+    def physical_device(self) -> str:
+        return physical_device(self.node_id, self.device_uuid, self.device)
 
 
 @dataclass
@@ -138,6 +156,7 @@ class WorkerInfo:
     peak_flops_label: str = ""  # the table entry chosen and its datasheet (workers/peaks.py)
     peak_flops_reason: str = ""  # why peak_flops is None
     ranks: list[RankInfo] = field(default_factory=list)  # empty for a worker that owns one device
+    device_uuid: str = ""  # the GPU's UUID ("GPU-..."), "" on a CPU: with node_id, the physical device
 
     @property
     def tp(self) -> int:
@@ -145,7 +164,8 @@ class WorkerInfo:
 
     def rank_list(self) -> list[RankInfo]:
         """Every process of the worker: its ranks, or itself as the one rank of a single-device worker."""
-        return self.ranks or [RankInfo(0, self.node_id, self.pid, self.device, self.device_name, self.peak_flops)]
+        return self.ranks or [RankInfo(0, self.node_id, self.pid, self.device, self.device_name, self.peak_flops,
+                                       self.device_uuid)]
 
 
 @dataclass
@@ -182,6 +202,9 @@ class ShardResult:
     mem_source: str = ""
     energy_joules: float | None = None  # the GPU's energy over the pass (NVML counter), None without one
     energy_note: str = ""  # why energy_joules is None
+    # each GPU's counter (J) just before and just after the pass, by physical device (every rank's
+    # GPU for a tensor-parallel worker): the merge counts a GPU that workers share once
+    energy_counters: dict[str, list[float]] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
     error: WorkerError | None = None
     repeat: int = 0

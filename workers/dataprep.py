@@ -7,7 +7,9 @@ command's own process with --no-ray), and the workers get the table by reference
 The table is cached on disk beside the engine cache (`data_cache`, default ~/.cache/raybench/data),
 as one Arrow IPC file per entry, keyed by everything it is made from: the data files' digest, the
 tokenizer's files, the task options, seq_len and seed, the model's vocabulary size and positions,
-the tokenizer libraries' versions and the preparation code itself (so a change to how prompts are
+the model's revision (the commit it resolves to where the Hugging Face cache knows it: two
+revisions of one hub id never share an entry), the tokenizer libraries' versions and the
+preparation code itself (so a change to how prompts are
 built is a new key, never a stale hit). Entries are published by rename under a lock (the engine
 cache's `EngineCache`), so a reader sees a whole entry or none. A hit is read memory-mapped.
 Synthetic data is generated, not read: it is never cached.
@@ -90,7 +92,7 @@ def cache_root(config: WorkerConfig) -> Path:
 def key_fields(config: WorkerConfig, model_config: Any) -> dict[str, Any]:
     """Everything a prepared table is made from (see the module docstring)."""
     from workers.models import max_positions
-    from workers.versions import files_digest
+    from workers.versions import files_digest, resolved_revision
 
     path = Path(config.data.path).expanduser()
     if not path.exists():
@@ -101,6 +103,7 @@ def key_fields(config: WorkerConfig, model_config: Any) -> dict[str, Any]:
         "task": config.task.model_dump(mode="json"),
         "data": files_digest(str(path)),
         "tokenizer": tokenizer_identity(config.model),
+        "revision": resolved_revision(config.model.source, config.model.revision),
         "seq_len": config.seq_len,
         "seed": config.seed,
         "model": {"vocab_size": getattr(model_config, "vocab_size", None), "max_positions": max_positions(model_config)},
@@ -121,7 +124,8 @@ def tokenizer_identity(spec: ModelSpec) -> str | None:
         return path.name == gguf or not path.name.endswith(WEIGHT_SUFFIXES)
 
     named_file = Path(name).expanduser().is_file()  # a vocab.txt or .gguf file: that file is the tokenizer
-    return files_digest(name, gguf, include=None if named_file else tokenizer_file)
+    revision = spec.revision if name == spec.source else None  # what load_tokenizer asks the hub for
+    return files_digest(name, gguf, include=None if named_file else tokenizer_file, revision=revision)
 
 
 def code_digest() -> str:

@@ -69,8 +69,11 @@ def run_pass(
             result.bytes_per_batch = max(result.bytes_per_batch, input_bytes(device_inputs))
             result.records.extend(score.records)
     result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts
-    result.energy_joules = energy_between(joules_before, energy.read_joules() if energy else None)
+    joules_after = energy.read_joules() if energy else None
+    result.energy_joules = energy_between(joules_before, joules_after)
     result.energy_note = "" if result.energy_joules is not None else (energy.note if energy else "not measured")
+    if result.energy_joules is not None:
+        result.energy_counters = {energy.device_key: [joules_before, joules_after]}
     result.peak_mem_bytes = memory.sample()
     result.mem_total_bytes = memory.total_bytes()
     result.mem_source = memory.source

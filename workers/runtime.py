@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from workers import versions
-from workers.contract import DataHandle, ShardResult, ShardTask, WorkerInfo
-from workers.device import DTYPES, MemoryProbe, check_precision
+from workers.contract import DataHandle, ShardResult, ShardTask, WorkerInfo, physical_device
+from workers.device import DTYPES, MemoryProbe, check_precision, set_matmul_precision
 from workers.energy import EnergyCounter
 from workers.engines import BuildContext, Engine, engine_class
 from workers.engines.torch_eager import TorchEager
@@ -41,7 +41,7 @@ class WorkerRuntime:
         self.meter = meter
         self.timer = CoreTimer(device)
         self.memory = MemoryProbe(device)
-        self.energy = EnergyCounter.for_device(device)
+        self.energy = EnergyCounter.for_device(device, physical_device(info.node_id, info.device_uuid, info.device))
         self.engines: dict[str, Engine] = {}
         self._model: torch.nn.Module | None = None
         self._load_seconds = 0.0
@@ -50,6 +50,7 @@ class WorkerRuntime:
         precision = check_precision(device, config.precision, config.precision_fallback)
         self.val_precision = check_precision(device, config.val_dtype_name, config.precision_fallback)
         info.precision_effective = precision
+        self.precisions = {"val": self.val_precision, "infer": precision}
         peak = peak_lookup(info.device_name, precision)
         info.peak_flops, info.peak_flops_label, info.peak_flops_reason = peak.flops, peak.label, peak.reason
         self._load_task(info, data)
@@ -76,9 +77,11 @@ class WorkerRuntime:
     def _build_engines(self, info: WorkerInfo, precision: str) -> None:
         cfg = self.config
         if "val" in cfg.passes:
+            set_matmul_precision(self.val_precision)
             self.engines["val"] = TorchEager()
             self.engines["val"].build(self.build_context(self.val_precision))
         if "infer" in cfg.passes:
+            set_matmul_precision(precision)  # torch.compile picks its kernels by these switches
             engine = engine_class(cfg.engine)(cfg.engine)
             self.engines["infer"] = engine
             info.build = engine.build(self.build_context(precision))
@@ -116,8 +119,8 @@ class WorkerRuntime:
         spec = self.config.model
         if spec.random is not None:
             digest = hashlib.sha256(repr((spec.random, self.config.seed)).encode()).hexdigest()[:16]
-        else:
-            digest = versions.files_digest(spec.source, spec.gguf_file)
+        else:  # the revision's own files (a hub id's snapshot for that commit), and the commit itself
+            digest = versions.files_digest(spec.source, spec.gguf_file, revision=spec.revision)
         if self.config.parallel.tp > 1:  # a rank's artifacts are built from its slice of the weights
             from workers.parallel import rank_identity
 
@@ -132,11 +135,13 @@ class WorkerRuntime:
             signature=self.task.signature, sample_inputs=self.task.sample_inputs, bs=cfg.bs,
             seq_len=cfg.seq_len, precision=precision, device=self.device,
             cache_dir=Path(cfg.engine_cache or DEFAULT_ENGINE_CACHE).expanduser(), causal=self.causal,
+            opt_seq_len=min(cfg.seq_len, self.task.median_length()),
         )
 
     def run(self, shard: ShardTask, result: ShardResult) -> ShardResult:
         """Warm up once per pass, then measure the shard into `result`."""
         engine = self.engines[shard.pass_name]
+        set_matmul_precision(self.precisions[shard.pass_name])  # the switches are process-wide: each pass sets its own
         engine.before_shard(shard)
         if shard.pass_name not in self._warm:
             result.warmup_batches = warm_up(engine, self.task, shard, self.config.bs, self.config.warmup, self.timer)

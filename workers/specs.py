@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from workers.contract import PassName
 from workers.errors import did_you_mean
 
-Precision = Literal["fp32", "fp16", "bf16"]
+Precision = Literal["fp32", "fp16", "bf16", "tf32"]  # tf32: fp32 weights, TF32 matmuls (its own peak)
 
 
 def expand_model(value: Any) -> Any:
@@ -270,6 +270,10 @@ class ParallelSpec(StrictModel):
     timeout_s: float = Field(
         600.0, gt=0, description="how long a rank waits for the others (joining the group, each collective) before "
         "the group fails; NCCL cannot see a dead peer sooner than this")
+    fault_timeout_s: float = Field(
+        60.0, gt=0, description="rank 0 watches its followers while it runs a shard: once one died or failed (or "
+        "finished this long before rank 0), it aborts the communicator so the shard fails within this time, not "
+        "timeout_s")
 
 
 # ------------------------------------------------------------------------------- worker config
@@ -303,6 +307,20 @@ class WorkerConfig(StrictModel):
     @classmethod
     def _engine_name(cls, value: Any) -> Any:
         return _named_choice("engine", ENGINES, value)
+
+    @field_validator("engine")
+    @classmethod
+    def _graphs_for_every_shape(cls, value: Any, info: ValidationInfo) -> Any:
+        """CUDA graphs (torch.compile's reduce-overhead, and max-autotune, which implies them) are
+        recorded per input shape; variable-length work (mmlu) brings new prompt lengths inside timed
+        batches, so a graph would be recorded there and timed as inference."""
+        task = info.data.get("task")
+        if value.name == "torch_compile" and value.mode in ("reduce-overhead", "max-autotune") and task is not None \
+                and task.variable_length:
+            raise ValueError(f"mode {value.mode} records a CUDA graph for every new input shape, and {task.name}'s "
+                             "inputs vary in length (graphs would be recorded inside timed batches); use mode default "
+                             "or max-autotune-no-cudagraphs")
+        return value
 
     @field_validator("passes")
     @classmethod

@@ -102,6 +102,8 @@ class MetricsRow(BaseModel):
                                            "without a build)")
     engine_bytes: int | None = column("size of the built engine", "bytes")
     engine_hash: str | None = column("sha256 of the built engine")
+    engine_profile: str | None = column("TensorRT's optimisation profile as JSON: input -> {min, opt, max} shapes "
+                                        "(opt: the prepared data's median length)", default=None)
     h2d_time: float | None = column("summed host->device copy time of the infer pass", "s")
     warmup_batches: int = column("warm-up batches the measured pass's shards ran (summed over workers and "
                                  "repeats)", "batches")

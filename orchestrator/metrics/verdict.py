@@ -12,6 +12,10 @@ Two profiles give the defaults; any rule can be overridden in the job's `verdict
 | straggler_ratio | 0.5 | 0.9 | identical devices should agree within 10 %; quick only catches a broken worker |
 | min_repeats | 1 | 3 | a confidence interval needs repeats; with 2 the t quantile is 12.7 and the CI is useless |
 
+Not a bound one can set: MFU above 1 (more FLOP/s than the device's peak) is always INVALID. It
+means the peak is not the one the device ran at (fp32 computed as TF32, a misnamed device) or the
+FLOPs are miscounted; either way the row's numbers do not describe what ran.
+
 The duration is the wall span of the measured pass (first shard start to last shard end, across
 workers): the time the system was under measurement, which is what MLPerf's min_duration bounds (its
 "test duration" runs from the first query issued to the last completed). Summed core seconds would
@@ -133,6 +137,9 @@ class VerdictFigures:
     repeats: int = 1
     latency_shard_cv: float | None = None  # variable-length work (then latency_cv is None here)
     shard_latency_ratios: Mapping[str, float] = field(default_factory=dict)  # "shard 3 (worker 0)" -> ratio
+    mfu: float | None = None  # above 1 is impossible: the row is INVALID
+    peak_flops: float | None = None  # the denominator, for the reason
+    precision: str = ""
 
 
 def figures_from_row(row: "MetricsRow", worker_items_per_s: Mapping[int, float], variable_length: bool = False,
@@ -152,6 +159,7 @@ def figures_from_row(row: "MetricsRow", worker_items_per_s: Mapping[int, float],
         repeats=row.repeats,
         latency_shard_cv=row.latency_shard_cv if variable_length else None,
         shard_latency_ratios=dict(shard_latency_ratios or {}),
+        mfu=row.MFU, peak_flops=row.peak_flops, precision=row.precision_effective,
     )
 
 
@@ -214,6 +222,10 @@ def evaluate(figures: VerdictFigures, rules: Rules) -> Verdict:
     if f.acc_gap is not None and f.acc_gap > r.max_acc_gap + 1e-12:
         reasons.append(f"accuracy gap infer vs val {f.acc_gap:.4f} > max_acc_gap {r.max_acc_gap:g}")
     reasons += _stragglers(f.worker_items_per_s, r.straggler_ratio)
+    if f.mfu is not None and f.mfu > 1:
+        peak = f" of {f.peak_flops / 1e12:.4g} TFLOP/s" if f.peak_flops else ""
+        reasons.append(f"MFU {f.mfu:.3g} > 1: faster than the {f.precision} peak{peak}; the peak does not match "
+                       "what ran (fp32 computed as TF32?) or the FLOPs are miscounted")
     if f.repeats < r.min_repeats:
         reasons.append(f"{f.repeats} repeat(s) < min_repeats {r.min_repeats} {tag}")
     return Verdict(valid=not reasons, reasons=reasons)

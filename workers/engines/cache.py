@@ -54,21 +54,26 @@ def device_name(device: torch.device) -> str:
     return cpu_name()
 
 
-def shape_profile(signature: Any, bs: int, seq_len: int, min_bs: int = 1, min_seq_len: int = 1) -> Profile:
+def shape_profile(signature: Any, bs: int, seq_len: int, min_bs: int = 1, min_seq_len: int = 1,
+                  opt_seq_len: int | None = None) -> Profile:
     """min/opt/max shape per input; axes named 'batch' follow bs, every other dynamic axis seq_len.
 
-    opt = max = the job's (bs, seq_len): the infer pass runs full batches at that shape except for
-    a shard's last batch (and MMLU's shorter buckets), so that is the shape worth tuning for.
+    max = the job's (bs, seq_len). opt, the shape the kernels are tuned for, is bs and
+    `opt_seq_len`: the prepared data's median length (a batch's padded length is about its
+    prompts' length, MMLU's batches being length-sorted), which for fixed-length work is seq_len.
+    Tuning for the longest prompt (4,096 tokens) would serve MMLU's median prompt (~540) badly.
     """
     profile: Profile = {}
     for name, axes in signature.inputs.items():
         rank = max(axes) + 1 if axes else 0
-        low, high = [0] * rank, [0] * rank
+        low, opt, high = [0] * rank, [0] * rank, [0] * rank
         for axis in range(rank):
             batch = axes.get(axis) == "batch"
             low[axis] = min(min_bs, bs) if batch else min(min_seq_len, seq_len)
             high[axis] = bs if batch else seq_len
-        profile[name] = {"min": low, "opt": list(high), "max": high}
+            typical = seq_len if opt_seq_len is None else opt_seq_len
+            opt[axis] = bs if batch else max(low[axis], min(typical, seq_len))
+        profile[name] = {"min": low, "opt": opt, "max": high}
     return profile
 
 

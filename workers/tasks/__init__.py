@@ -52,6 +52,7 @@ class Task(Protocol):
     `model_kind` picks the transformers auto class ("masked_lm" or "causal_lm"). Examples are the
     unit of sharding (sequences, questions); items are the unit of throughput (sequences, tokens).
     `costs` gives each example's relative cost for the shard plan, or None when all cost the same.
+    `median_length` is the length engines with shape profiles tune for (TensorRT's `opt`).
     """
 
     model_kind: str
@@ -69,6 +70,10 @@ class Task(Protocol):
     def num_examples(self) -> int: ...
 
     def fingerprint(self) -> str: ...
+
+    def median_length(self) -> int:
+        """Median example length in tokens over the prepared set (fixed-length tasks: seq_len)."""
+        ...
 
     def batches(self, start: int, stop: int, bs: int) -> Iterator[Batch]: ...
 

@@ -155,6 +155,10 @@ class MaskedLM:
     def fingerprint(self) -> str:
         return self._fingerprint
 
+    def median_length(self) -> int:
+        """Every window is seq_len tokens."""
+        return self.seq_len
+
     def batches(self, start: int, stop: int, bs: int) -> Iterator[Batch]:
         for lo in range(start, stop, bs):
             hi = min(lo + bs, stop)

@@ -203,6 +203,12 @@ class MMLU:
     def length(self, example: int) -> int:
         return int(self._offsets[example + 1] - self._offsets[example])
 
+    def median_length(self) -> int:
+        """The median prompt's tokens over the whole prepared set (the same on every worker): what
+        TensorRT's profile tunes its kernels for (~540 for 5-shot MMLU with a Llama tokenizer)."""
+        lengths = np.diff(self._offsets)
+        return int(np.median(lengths)) if len(lengths) else 1
+
     def prompt(self, example: int) -> np.ndarray:
         """The prompt's token ids (a read-only view of the shared array)."""
         return self._ids[self._offsets[example]: self._offsets[example + 1]]

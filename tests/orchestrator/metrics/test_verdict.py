@@ -98,11 +98,22 @@ def test_spec_is_strict():
         VerdictSpec(straggler_ratio=1.5)
 
 
+def test_mfu_above_one_is_invalid_with_the_reason():
+    """An fp32 job whose engine ran TF32 (ORT's CUDA default) beats the FP32 peak: never a valid row."""
+    check(replace(GOOD, mfu=1.0, peak_flops=19.5e12, precision="fp32"),
+          replace(GOOD, mfu=1.37, peak_flops=19.5e12, precision="fp32"),
+          "MFU 1.37 > 1: faster than the fp32 peak of 19.5 TFLOP/s")
+    row = metrics_row(MFU=2.5, peak_flops=19.5e12, precision_effective="fp32", measured_batches=64, repeats=1)
+    verdict = evaluate(figures_from_row(row, {}), RULES)
+    assert any(r.startswith("MFU 2.5 > 1") for r in verdict.reasons), verdict.reasons
+
+
 def test_figures_from_row_derive_the_span_from_whole_throughput():
     row = metrics_row(items_infer=512, p_infer_whole=256.0, items_val=512, p_val_whole=128.0,
                       measured_batches=64, latency_cv=0.02, acc_gap=0.001, repeats=2)
     figures = figures_from_row(row, {0: 10.0})
-    assert figures == VerdictFigures(2.0, 64, 0.02, 0.001, {0: 10.0}, 2)
+    assert figures == VerdictFigures(2.0, 64, 0.02, 0.001, {0: 10.0}, 2, mfu=row.MFU, peak_flops=row.peak_flops,
+                                     precision=row.precision_effective)
     val_only = figures_from_row(row.model_copy(update=dict(items_infer=None, p_infer_whole=None)), {})
     assert (val_only.measured_seconds, val_only.repeats) == (4.0, 2)
 

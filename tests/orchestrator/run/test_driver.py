@@ -42,6 +42,25 @@ def test_too_many_workers_is_a_user_error(ray_local, tmp_path):
     assert stored_rows(tmp_path) == []
 
 
+def test_a_worker_ray_gave_a_gpu_it_cannot_see_fails_in_one_line(ray_local, tmp_path):
+    """Ray assigns a GPU (this machine has none: torch sees no CUDA); without the test cluster's
+    RAYBENCH_FAKE_GPUS the worker refuses instead of running the GPU job on the CPU, and the run
+    stops with that line, writing no row."""
+    from workers.actor import BenchWorker
+    from workers.device import FAKE_GPUS_ENV
+
+    config = validate(job(), "x").worker_config()
+    real = ray_local.remote(num_gpus=1, runtime_env={"env_vars": {FAKE_GPUS_ENV: "0"}})(BenchWorker).remote(config)
+    info = ray_local.get(real.setup.remote())
+    assert info.error is not None and info.error.kind == "user", info.error
+    assert info.error.message.startswith("gpus_per_worker: Ray gave this worker GPU ")
+    assert "but torch sees no CUDA device" in info.error.message and "\n" not in info.error.message
+    ray_local.kill(real)
+    fake = ray_local.remote(num_gpus=1)(BenchWorker).remote(config)  # the test cluster's declared GPUs
+    assert ray_local.get(fake.setup.remote()).error is None
+    ray_local.kill(fake)
+
+
 def test_repeats_run_on_fresh_workers(ray_local, tmp_path):
     spec = validate(job(engine={"name": "synthetic", "latency_ms": 1}, passes=["infer"], workers=2, repeats=2), "x")
     result = run_job(spec, results_dir=tmp_path)
