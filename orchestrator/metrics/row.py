@@ -59,7 +59,7 @@ class MetricsRow(BaseModel):
     workers: int  # worker actors, or tensor-parallel groups of `tp` ranks
     tp: int = 1  # ranks per worker sharing one model (parallel.tp)
     nodes: int
-    devices: str  # every device used, every rank of every group
+    devices: str  # every physical device used (every rank's GPU; a shared GPU or a node's CPU once)
     mem_total: float | None  # GiB of the device with the peak
     mem_source: str
     # counts
