@@ -71,7 +71,8 @@ class MetricsRow(BaseModel):
     workers: int = column("worker actors, or tensor-parallel groups of `tp` ranks")
     tp: int = column("ranks per worker sharing one model (parallel.tp)", default=1)
     nodes: int = column("nodes that ran a worker rank")
-    devices: str = column('every device used, every rank of every group: `<count>x <name>`, comma-separated')
+    devices: str = column("every physical device used, `<count>x <name>`, comma-separated: every rank's GPU; a GPU "
+                          "shared by workers, or a node's CPU, once")
     mem_total: float | None = column("total memory of the device with the peak", "GiB")
     mem_source: str = column("how mem was read: nvml-process, torch-cuda-reserved-peak (NVML cannot see the "
                              "process) or cpu-rss-peak")
