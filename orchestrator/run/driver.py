@@ -24,7 +24,7 @@ from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.run.data import Dataset, LocalDataset, RayDataset, check_preparations_agree
 from orchestrator.run.dispatch import Dispatcher
 from orchestrator.run.meter import RunMeter
-from orchestrator.run.plan import plan_bounds, plan_resources, plan_shards
+from orchestrator.run.plan import make_plan, plan_resources
 from orchestrator.run.pool import InProcessPool, Pool, RayPool
 from orchestrator.run.preflight import preflight
 from orchestrator.run.sessions import pauses_between, record_session
@@ -252,11 +252,11 @@ class PointRun:
         if not self.run.exists():
             self.run.create(dump_spec(spec), started_at=session.started_at, sweep_id=session.sweep_id,
                             weights_fetched_on=pool.prefetched_nodes)  # the first session's start
-        bounds = plan_bounds(num_examples, spec.bs, spec.shard_size, prepared.costs)
+        plan = make_plan(num_examples, spec.bs, spec.shard_size, prepared.costs)
         dispatcher = Dispatcher(pool, spec.max_attempts, self.on_result)
         measured_pass = "infer" if "infer" in spec.passes else "val"
         for pass_name in [p for p in spec.passes if repeat == 0 or p == measured_pass]:
-            shards = plan_shards(bounds, pass_name, repeat)
+            shards = plan.shards(pass_name, repeat)
             todo = [s for s in shards if (pass_name, repeat, s.shard_id) not in session.done]
             self.totals[(pass_name, repeat)] = [len(shards) - len(todo), len(shards), 0, 0]
             label = pass_name + (f" (repeat {repeat + 1}/{spec.repeats})" if spec.repeats > 1 else "")
