@@ -10,6 +10,8 @@ Entries are built in a temporary folder beside the root and published with one `
 reader sees a complete entry or none. Builders of the same key on one node (several worker actors
 sharing a cache folder) serialise on an `flock` of `<kind>-<key>.lock`: the first builds, the others
 wait, then load. The lock dies with its process, so a crashed builder never blocks the next one.
+Builders on different nodes sharing a cache on NFS are not serialised (the lock is per node): both
+build, the first to publish wins, and the other drops its copy and uses the winner's entry.
 
 `build_seconds` in a BuildInfo is the time spent building on a miss and 0.0 on a hit (what
 `MetricsRow.build_time` documents); the time to load a hit goes in the BuildInfo's `log`.
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -32,7 +33,7 @@ import torch
 
 from workers.contract import BuildInfo
 from workers.device import cpu_name
-from workers.files import exclusive_lock, update_digest
+from workers.files import exclusive_lock, publish_folder, update_digest
 
 META = "meta.json"
 _NOT_ARTIFACTS = (".json", ".log")  # an entry's notes (metadata, builder and check logs)
@@ -157,7 +158,11 @@ class EngineCache:
             meta = {"key": key, "fields": fields, "files": names, "bytes": size, "sha256": sha,
                     "built_at": time.time(), "build_seconds": time.perf_counter() - t0}
             (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
-            os.replace(tmp, self.path(kind, key))
+            if not publish_folder(tmp, self.path(kind, key)):  # another node published it first: use theirs
+                winner = self.lookup(kind, key)
+                if winner is None:
+                    raise RuntimeError(f"cache entry {self.path(kind, key)} exists without its {META}; remove it")
+                meta = winner.meta
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
