@@ -63,13 +63,14 @@ def _load(job: Path | None, sets: list[str] | None, workers: int | None, resume:
         if job is None:
             raise UserError("give a job file (bench submit JOB.yaml) or --resume RUN_ID")
         return load_spec(job, _overrides(sets, workers))
-    if job is not None or sets or workers is not None:
-        raise UserError("--resume RUN_ID re-runs the stored spec of that run: give no job file, --set or --workers")
+    if job is not None or sets:
+        raise UserError("--resume RUN_ID re-runs the stored spec of that run: give no job file or --set "
+                        "(--workers may change: the shards do not depend on it)")
     store = ResultsStore(results)
     run = store.run(resume)
     if not run.exists():
         raise UserError(f"--resume {resume}: no such run in {store.location}")
-    return load_spec_text(run.read_text("job.yaml"), f"{run.location}/job.yaml")
+    return load_spec_text(run.read_text("job.yaml"), f"{run.location}/job.yaml", _overrides(None, workers))
 
 
 @app.command()
@@ -109,8 +110,15 @@ def submit(
             from orchestrator.run.connect import resolve_address
 
             address = resolve_address(address, temp_dir)
-        runs = run_all(spec, results_dir=store.uri, address=address, in_process=no_ray, progress=sys.stderr.isatty(),
-                       verbose=verbose, node_ip=node_ip, run_id=resume or run_id, resume=resume is not None)
+        from orchestrator.run.resume import RunComplete
+
+        try:
+            runs = run_all(spec, results_dir=store.uri, address=address, in_process=no_ray,
+                           progress=sys.stderr.isatty(), verbose=verbose, node_ip=node_ip, run_id=resume or run_id,
+                           resume=resume is not None)
+        except RunComplete as done:
+            typer.echo(str(done))
+            return
     from orchestrator.views.report import print_runs
 
     trouble = print_runs(runs, spec, store.location, width=None if sys.stdout.isatty() else 220)

@@ -96,7 +96,7 @@ class BenchWorker:
     def _run(self, shard: ShardTask, info: WorkerInfo) -> ShardResult:
         identity = dict(shard_id=shard.shard_id, pass_name=shard.pass_name, attempt=shard.attempt,
                         worker_id=self.worker_id, node_id=info.node_id, device_name=info.device_name,
-                        pid=info.pid, repeat=shard.repeat)
+                        pid=info.pid, repeat=shard.repeat, start=shard.start, stop=shard.stop)
         if info.error is not None:
             return ShardResult(**identity, error=info.error)
         try:

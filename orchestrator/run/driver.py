@@ -27,6 +27,7 @@ from orchestrator.run.meter import RunMeter
 from orchestrator.run.plan import make_plan, plan_resources
 from orchestrator.run.pool import InProcessPool, Pool, RayPool
 from orchestrator.run.preflight import preflight
+from orchestrator.run.resume import PLAN_FILE, RunComplete, check_resume, save_plan
 from orchestrator.run.sessions import pauses_between, record_session
 from orchestrator.spec import JobSpec, dump_spec
 from workers.contract import DataInfo, ShardResult, WorkerInfo
@@ -153,13 +154,16 @@ def run_all(
     """Run a job, or every point of its sweep on the same cluster, one stored row per point.
 
     Raises UserError (bad input) or RunFailed (the run could not finish); on Ctrl-C,
-    RunInterrupted after the workers are stopped.
+    RunInterrupted after the workers are stopped; RunComplete for a resume of a finished run.
     """
     submitted = time.perf_counter()
     store = ResultsStore(results_dir)
     points = spec.points()
     if resume and len(points) > 1:
         raise UserError("--resume takes the run id of one point; every point of a sweep is its own run")
+    if resume and run_id and store.has_row(run_id):  # before starting Ray: nothing will run
+        raise RunComplete(f"run {run_id} is already complete (its row is in {store.location}); nothing to resume, "
+                          "nothing added")
     sweep_id = new_run_id(f"{spec.name}-sweep") if len(points) > 1 else None
     for point in points:
         preflight(point, data_on_nodes=address is not None and not in_process)
@@ -245,6 +249,8 @@ class PointRun:
         self.bar.status(f"run {self.run.run_id}: preparing the data, setting up {pool.size} worker(s) (model, engine)")
         self.data = data.infos()  # first: a preparation's user error is the one to report
         prepared = check_preparations_agree(self.data)
+        plan = make_plan(prepared.num_examples, spec.bs, spec.shard_size, prepared.costs)
+        check_resume(self.run, prepared, plan, session.done.values())  # before any worker is set up
         infos = pool.setup()
         _keep_build_logs(self.run, infos)
         num_examples = check_workers_agree(infos, prepared)
@@ -252,7 +258,8 @@ class PointRun:
         if not self.run.exists():
             self.run.create(dump_spec(spec), started_at=session.started_at, sweep_id=session.sweep_id,
                             weights_fetched_on=pool.prefetched_nodes)  # the first session's start
-        plan = make_plan(num_examples, spec.bs, spec.shard_size, prepared.costs)
+        if not self.run.has(PLAN_FILE):
+            save_plan(self.run, prepared, plan)
         dispatcher = Dispatcher(pool, spec.max_attempts, self.on_result)
         measured_pass = "infer" if "infer" in spec.passes else "val"
         for pass_name in [p for p in spec.passes if repeat == 0 or p == measured_pass]:
