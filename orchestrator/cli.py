@@ -166,14 +166,35 @@ def logs(run: RunArg, address: DashboardOpt = None,
 
 
 @app.command()
-def validate(job: JobArg, sets: SetOpt = None) -> None:
-    """Check a job spec without running it."""
+def validate(
+    job: JobArg,
+    sets: SetOpt = None,
+    plan: Annotated[bool, typer.Option("--plan", help="prepare the data (filling its cache) and print the run's plan")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="with --plan: table | json")] = "table",
+) -> None:
+    """Check a job spec without running it; with --plan, print what the run would do."""
     with user_errors():
         from orchestrator.run.preflight import preflight
         from orchestrator.spec import load_spec
+        from workers.errors import UserError
 
+        if fmt not in ("table", "json"):
+            raise UserError(f"--format: '{fmt}' is not one of table, json")
         spec = load_spec(job, _overrides(sets, None))
-        preflight(spec)
+        if plan:
+            from orchestrator.run.preview import preview
+
+            shown = preview(spec)
+        else:
+            preflight(spec)
+    if plan:
+        from orchestrator.views.plan_view import plan_json, print_plan
+
+        if fmt == "json":
+            typer.echo(plan_json(shown))
+        else:
+            print_plan(shown, width=None if sys.stdout.isatty() else 160)
+        return
     typer.echo(f"{job}: ok ({spec.task.name}, {spec.model.label}, engine {spec.engine.name}, bs {spec.bs}, seq_len {spec.seq_len})")
 
 

@@ -73,6 +73,7 @@ class DataInfo:
     table_bytes: int
     node_id: str
     where: str  # the node's address under Ray, the host name in-process
+    pid: int = 0  # the preparing process: a Ray task's, the first worker's, or the command's own
 
 
 @dataclass(frozen=True)

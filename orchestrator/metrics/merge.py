@@ -387,6 +387,7 @@ def merge(
     pauses: tuple[Pause, ...] = (),
     sweep_id: str | None = None,
     timestamp: datetime | None = None,
+    ray_start_seconds: float | None = None,
 ) -> MetricsRow:
     """The row of one run. `pauses`: when no driver was running (a resumed run), cut out of the spans."""
     final = completed(results)
@@ -426,6 +427,7 @@ def merge(
         **setup_columns(spec, infos),
         **data_columns(data),
         **task_columns(spec, head),
+        ray_start_time=ray_start_seconds,
     )
     rates, unit = worker_rates(spec, head, fit)
     figures = figures_from_row(row, rates, spec.task.variable_length, shard_labels(fit), unit)

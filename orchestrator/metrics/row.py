@@ -82,6 +82,7 @@ class MetricsRow(BaseModel):
     data_time: float  # s, dataset preparation, once per run (the slowest node when prepared per node)
     data_cache_hit: bool | None = None  # the prepared dataset came from the data cache (None: synthetic, not cached)
     data_prepared_on: str = ""  # where the preparation ran: node address(es), or the host in-process
+    ray_start_time: float | None = None  # s, starting a local Ray or joining the cluster (a command's first point)
     build_time: float  # s, engine build (slowest worker; 0 on a cache hit)
     engine_cache_hit: bool | None
     engine_bytes: int | None

@@ -29,6 +29,7 @@ from orchestrator.run.pool import InProcessPool, Pool, RayPool
 from orchestrator.run.preflight import preflight
 from orchestrator.run.resume import PLAN_FILE, RunComplete, check_resume, save_plan
 from orchestrator.run.sessions import pauses_between, record_session
+from orchestrator.run.timeline import TIMELINE_FILE, Timeline
 from orchestrator.spec import JobSpec, dump_spec
 from workers.contract import DataInfo, ShardResult, WorkerInfo
 from workers.errors import RunFailed, UserError
@@ -44,6 +45,7 @@ class RunResult:
     data: list[DataInfo]  # the data preparation (one per node that prepared it)
     failed_attempts: list[ShardResult] = field(default_factory=list)
     predictions: list[dict] = field(default_factory=list)  # per-question records of the measured pass (mmlu)
+    timeline: dict = field(default_factory=dict)  # where the time went (orchestrator/run/timeline.py)
 
 
 class RunInterrupted(RunFailed):
@@ -174,17 +176,20 @@ def run_all(
                             "ranks needs Ray (drop --no-ray)")
     started_ray = False
     current = run_id or ""
+    ray: tuple[float, float] | None = None  # (seconds to start or join Ray, when it was ready), for the first point
     try:
         if not in_process:
             from orchestrator.run.connect import connect
 
+            before = time.perf_counter()
             started_ray = connect(address, verbose=verbose, node_ip=node_ip)
+            ray = (time.perf_counter() - before, time.perf_counter() - submitted)
         out = []
         for point in points:
             current = run_id if run_id and len(points) == 1 else new_run_id(point.name)
             session = _open_session(store, current, resume, sweep_id, submitted)
-            out.append(_run_point(point, store, session, in_process, progress))
-            submitted = time.perf_counter()
+            out.append(_run_point(point, store, session, in_process, progress, ray))
+            submitted, ray = time.perf_counter(), None
         return out
     except KeyboardInterrupt:
         raise RunInterrupted(current, store.run(current).exists(), store.shown_uri) from None
@@ -195,12 +200,16 @@ def run_all(
             disconnect()
 
 
-def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process: bool, progress: bool) -> RunResult:
-    """One grid point: `repeats` rounds of fresh workers; the first also runs the reference pass."""
+def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process: bool, progress: bool,
+               ray: tuple[float, float] | None = None) -> RunResult:
+    """One grid point: `repeats` rounds of fresh workers; the first also runs the reference pass.
+    `ray`: how long starting or joining Ray took and when it was ready (the command's first point)."""
     from orchestrator.run.progress import RunProgress
 
     with RunProgress(enabled=progress) as bar:
         point = PointRun(spec, session, bar)
+        if ray is not None:
+            point.timeline.mark("ray_started", ray[1])
         bar.status(f"run {session.run.run_id}: preparing the data")
         data = open_dataset(spec, in_process)
         for repeat in range(spec.repeats):
@@ -213,10 +222,15 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
     e2e = session.prior_seconds + time.perf_counter() - session.started
     row = merge(spec=spec, run_id=run.run_id, results=point.results, infos=point.infos, data=point.data,
                 e2e_seconds=e2e, retries=len(point.failed), item_unit=point.infos[0].item_unit,
-                resumed=bool(session.done), pauses=session.pauses, sweep_id=session.sweep_id)
+                resumed=bool(session.done), pauses=session.pauses, sweep_id=session.sweep_id,
+                ray_start_seconds=ray[0] if ray else None)
     predictions = headline_records(row, point.results)
     _finish_run(store, run, spec, row, point.results, point.infos, point.failed, predictions)
-    return RunResult(run.run_id, row, run.path, point.results, point.infos, point.data, point.failed, predictions)
+    point.timeline.mark("row_written")
+    timeline = point.timeline.record(point.results)
+    run.write_text(TIMELINE_FILE, json.dumps(timeline))
+    return RunResult(run.run_id, row, run.path, point.results, point.infos, point.data, point.failed, predictions,
+                     timeline)
 
 
 class PointRun:
@@ -233,6 +247,7 @@ class PointRun:
         self.infos: list[WorkerInfo] = []  # the first repeat's workers describe the row
         self.data: list[DataInfo] = []
         self.totals: dict[tuple[str, int], list[int]] = {}
+        self.timeline = Timeline(session.started, session.started_at)
 
     def on_result(self, result: ShardResult) -> None:
         """Every finished attempt: saved at once if it succeeded, counted for the live metrics."""
@@ -248,10 +263,12 @@ class PointRun:
         spec, session = self.spec, self.session
         self.bar.status(f"run {self.run.run_id}: preparing the data, setting up {pool.size} worker(s) (model, engine)")
         self.data = data.infos()  # first: a preparation's user error is the one to report
+        self.timeline.mark("data_ready")
         prepared = check_preparations_agree(self.data)
         plan = make_plan(prepared.num_examples, spec.bs, spec.shard_size, prepared.costs)
         check_resume(self.run, prepared, plan, session.done.values())  # before any worker is set up
         infos = pool.setup()
+        self.timeline.mark("workers_ready")
         _keep_build_logs(self.run, infos)
         num_examples = check_workers_agree(infos, prepared)
         self.infos = self.infos or infos

@@ -185,9 +185,9 @@ def test_two_nodes_preparing_one_entry_of_a_shared_cache_both_get_it(monkeypatch
     import threading
 
     from workers import dataprep
-    from workers.engines import cache as cache_module
+    from workers import folder_cache
 
-    monkeypatch.setattr(cache_module, "exclusive_lock", lambda path: contextlib.nullcontext())
+    monkeypatch.setattr(folder_cache, "exclusive_lock", lambda path: contextlib.nullcontext())
     text = tmp_path / "text.txt"
     text.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
     raw = job(model={"random": BERT_30522, "tokenizer": str(bert_vocab())}, data=str(text), seq_len=32,
