@@ -193,12 +193,12 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     return validate(apply_overrides(read_yaml(path), overrides or []), str(path))
 
 
-def load_spec_text(text: str, source: str) -> JobSpec:
+def load_spec_text(text: str, source: str, overrides: list[str] | None = None) -> JobSpec:
     """A spec kept as text where no local path reaches it (a run's job.yaml in an object store)."""
     raw = yaml.safe_load(text)
     if not isinstance(raw, dict):
         raise UserError(f"{source}: a job spec must be a YAML mapping")
-    return validate(raw, source)
+    return validate(apply_overrides(raw, overrides or []), source)
 
 
 def dump_spec(spec: JobSpec) -> str:

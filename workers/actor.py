@@ -13,9 +13,10 @@ the worker process when it sets up.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from workers import versions
-from workers.contract import DataHandle, ShardResult, ShardTask, WorkerError, WorkerInfo
+from workers.contract import DataHandle, DataInfo, ShardResult, ShardTask, WorkerError, WorkerInfo
 from workers.errors import UserError, first_line
 from workers.specs import WorkerConfig
 
@@ -91,6 +92,16 @@ class BenchWorker:
             self._data = DataHandle(prepare_dataset(self.config)[1])
         return WorkerRuntime(self.config, device, info, WorkerMeter(self.run_id, self.worker_id), self._data)
 
+    def prepare_data(self) -> tuple[DataInfo, Any]:
+        """The run's data, prepared once in this process for every worker (orchestrator/run/data.py
+        asks the first worker for it when the data needs no tokenising: synthetic, or a cache hit).
+        This process imports what the preparation needs anyway, and on a cluster configured like
+        cluster.yaml it already has, so no new process has to start for it. Under Ray the table is
+        a return value: the driver owns it and it lives in the object store, not in this actor."""
+        from workers.dataprep import prepare_dataset
+
+        return prepare_dataset(self.config)
+
     def run_shard(self, shard: ShardTask, data: DataHandle | None = None) -> ShardResult:
         """One pass of one shard. Safe to repeat: it reads the dataset and writes nothing."""
         return self._run(shard, self.setup(data))
@@ -98,7 +109,7 @@ class BenchWorker:
     def _run(self, shard: ShardTask, info: WorkerInfo) -> ShardResult:
         identity = dict(shard_id=shard.shard_id, pass_name=shard.pass_name, attempt=shard.attempt,
                         worker_id=self.worker_id, node_id=info.node_id, device_name=info.device_name,
-                        pid=info.pid, repeat=shard.repeat)
+                        pid=info.pid, repeat=shard.repeat, start=shard.start, stop=shard.stop)
         if info.error is not None:
             return ShardResult(**identity, error=info.error)
         try:

@@ -74,6 +74,7 @@ class DataInfo:
     table_bytes: int
     node_id: str
     where: str  # the node's address under Ray, the host name in-process
+    pid: int = 0  # the preparing process: a Ray task's, the first worker's, or the command's own
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,10 @@ class ShardResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     error: WorkerError | None = None
     repeat: int = 0
+    # the examples it ran (ShardTask.start/stop), so a resumed run can check that shard k is still
+    # the same examples (0, 0 in results saved before they were recorded)
+    start: int = 0
+    stop: int = 0
 
     @property
     def key(self) -> str:

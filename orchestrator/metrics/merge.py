@@ -214,6 +214,15 @@ def latency_fit(spec: JobSpec, head: Measured) -> LatencyFit | None:
     return fit_latency(batch_costs(head.all_results)) if spec.task.variable_length else None
 
 
+def worker_rates(spec: JobSpec, head: Measured, fit: LatencyFit | None) -> tuple[dict[int, float], str]:
+    """What the straggler rule compares, and its unit: core items/s on fixed-shape work; on
+    variable-length work each worker's speed against the cost fit (none without a fit: raw
+    tokens/s would call a worker that drew long prompts slow)."""
+    if not spec.task.variable_length:
+        return head.worker_rates, "items/s"
+    return (fit.worker_speeds(head.first_results[0].repeat) if fit else {}), "x fitted speed"
+
+
 def shard_labels(fit: LatencyFit | None) -> dict[str, float]:
     """Observed / fitted core time of each shard, labelled by where it ran, for the verdict's reasons."""
     return {s.label: s.ratio for s in fit.shards} if fit else {}
@@ -427,6 +436,7 @@ def merge(
     pauses: tuple[Pause, ...] = (),
     sweep_id: str | None = None,
     timestamp: datetime | None = None,
+    ray_start_seconds: float | None = None,
 ) -> MetricsRow:
     """The row of one run. `pauses`: when no driver was running (a resumed run), cut out of the spans."""
     final = completed(results)
@@ -466,8 +476,10 @@ def merge(
         **setup_columns(spec, infos),
         **data_columns(data),
         **task_columns(spec, head),
+        ray_start_time=ray_start_seconds,
     )
-    figures = figures_from_row(row, head.worker_rates, spec.task.variable_length, shard_labels(fit))
+    rates, unit = worker_rates(spec, head, fit)
+    figures = figures_from_row(row, rates, spec.task.variable_length, shard_labels(fit), unit)
     verdict = evaluate(figures, spec.verdict.rules(spec.acc_tolerance))
     return row.model_copy(update={"verdict": verdict.label, "verdict_reasons": verdict.reasons_text,
                                   "verdict_profile": spec.verdict.profile})

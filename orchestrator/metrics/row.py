@@ -98,6 +98,8 @@ class MetricsRow(BaseModel):
                                          "cached)", default=None)
     data_prepared_on: str = column("where the preparation ran: node address(es), or the host in-process",
                                    default="")
+    ray_start_time: float | None = column("starting a local Ray or joining the cluster (a command's first point; "
+                                          "blank for later points and --no-ray)", "s", default=None)
     build_time: float = column("engine build (slowest worker; 0 on a cache hit)", "s")
     engine_cache_hit: bool | None = column("every worker's engine came from the engine cache (empty: an engine "
                                            "without a build)")

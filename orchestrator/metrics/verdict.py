@@ -9,7 +9,7 @@ Two profiles give the defaults; any rule can be overridden in the job's `verdict
 | max_latency_cv | 0.5 | 0.05 | a dedicated GPU at steady clocks jitters by ~1-2 %; 5 % means contention or throttling |
 | max_latency_shard_cv | 0.25 | 0.05 | variable-length work (mmlu), in place of max_latency_cv: see below |
 | max_acc_gap | acc_tolerance | acc_tolerance | the job's own bound on abs(acc_infer - acc_val) |
-| straggler_ratio | 0.5 | 0.9 | identical devices should agree within 10 %; quick only catches a broken worker |
+| straggler_ratio | 0.5 | 0.9 | identical devices should agree within 10 %; quick only catches a broken worker (variable-length work: speed against the cost fit, below) |
 | min_repeats | 1 | 3 | a confidence interval needs repeats; with 2 the t quantile is 12.7 and the CI is useless |
 
 Not a bound one can set: MFU above 1 (more FLOP/s than the device's peak) is always INVALID. It
@@ -39,6 +39,11 @@ shard table already name.
 - figure: `latency_shard_cv`, the stdev / mean of the shards' ratios weighted by their fitted
   seconds (a one-batch tail shard weighs one batch). On fixed-shape work the fit is a constant and
   this is the CV of per-shard latency. A failing row names the shards furthest from 1.
+- stragglers: each worker's fitted / observed core seconds over its shards (1 = as fast as the fit
+  of the whole pass says its batches' shapes cost), against the median of the others. Raw items/s
+  would follow the lengths a worker drew: one given the 2,800-token prompts does fewer tokens/s on
+  a healthy device. A slow worker pulls the fit towards itself only as its share of the batches,
+  and the comparison is between workers under one fit, so a 2x slower worker reads about 0.5x.
 Bounds. A fraction p of the work at k times its cost gives about
 (k - 1) sqrt(p (1 - p)) / (1 + (k - 1) p): for k = 2, 0.25 at p = 8 % and 0.35 at p = 1/3.
 quick (0.25) flags a 2x slowdown of a tenth of the run or more, while a shard's average over its
@@ -140,13 +145,16 @@ class VerdictFigures:
     mfu: float | None = None  # above 1 is impossible: the row is INVALID
     peak_flops: float | None = None  # the denominator, for the reason
     precision: str = ""
+    worker_rate_unit: str = "items/s"  # "x fitted speed" on variable-length work (stats.LatencyFit.worker_speeds)
 
 
 def figures_from_row(row: "MetricsRow", worker_items_per_s: Mapping[int, float], variable_length: bool = False,
-                     shard_latency_ratios: Mapping[str, float] | None = None) -> VerdictFigures:
+                     shard_latency_ratios: Mapping[str, float] | None = None,
+                     worker_rate_unit: str = "items/s") -> VerdictFigures:
     """Figures from a MetricsRow. The span is items / p_whole, which is how p_whole was made
     (METRICS.md), so no second source of the same number is needed. Variable-length work is
-    judged on latency_shard_cv instead of latency_cv."""
+    judged on latency_shard_cv instead of latency_cv, and its workers are compared by their speed
+    against the cost fit (`worker_items_per_s` then holds those, in `worker_rate_unit`)."""
     items, whole = row.items_infer, row.p_infer_whole
     if items is None or not whole:
         items, whole = row.items_val, row.p_val_whole
@@ -160,6 +168,7 @@ def figures_from_row(row: "MetricsRow", worker_items_per_s: Mapping[int, float],
         latency_shard_cv=row.latency_shard_cv if variable_length else None,
         shard_latency_ratios=dict(shard_latency_ratios or {}),
         mfu=row.MFU, peak_flops=row.peak_flops, precision=row.precision_effective,
+        worker_rate_unit=worker_rate_unit,
     )
 
 
@@ -178,7 +187,7 @@ class Verdict:
         return "; ".join(self.reasons)
 
 
-def _stragglers(rates: Mapping[int, float], ratio: float) -> list[str]:
+def _stragglers(rates: Mapping[int, float], ratio: float, unit: str = "items/s") -> list[str]:
     """Each worker against the median of the *other* workers: a slow worker pulls a median that
     includes it towards itself (with 2 workers the median is their mean, and ratio 0.9 would only
     fire below 0.82 x the other worker)."""
@@ -188,7 +197,7 @@ def _stragglers(rates: Mapping[int, float], ratio: float) -> list[str]:
     for w, rate in sorted(rates.items()):
         median = statistics.median(r for other, r in rates.items() if other != w)
         if rate < ratio * median:
-            reasons.append(f"straggler: worker {w} at {rate:.4g} items/s < {ratio:g} x "
+            reasons.append(f"straggler: worker {w} at {rate:.4g} {unit} < {ratio:g} x "
                            f"median of the others {median:.4g}")
     return reasons
 
@@ -221,7 +230,7 @@ def evaluate(figures: VerdictFigures, rules: Rules) -> Verdict:
                        + _off_fit(f.shard_latency_ratios, r.max_latency_shard_cv))
     if f.acc_gap is not None and f.acc_gap > r.max_acc_gap + 1e-12:
         reasons.append(f"accuracy gap infer vs val {f.acc_gap:.4f} > max_acc_gap {r.max_acc_gap:g}")
-    reasons += _stragglers(f.worker_items_per_s, r.straggler_ratio)
+    reasons += _stragglers(f.worker_items_per_s, r.straggler_ratio, f.worker_rate_unit)
     if f.mfu is not None and f.mfu > 1:
         peak = f" of {f.peak_flops / 1e12:.4g} TFLOP/s" if f.peak_flops else ""
         reasons.append(f"MFU {f.mfu:.3g} > 1: faster than the {f.precision} peak{peak}; the peak does not match "

@@ -123,7 +123,6 @@ class RayPool:
         ray = self._ray
         nodes = _bundle_nodes(self.pg, self.size)
         self.prefetched_nodes = _prefetch_weights(spec.model, sorted({n for n in nodes if n}))
-        self.handles = data.handles(nodes)
         addresses = _node_addresses()
         remote = ray.remote(BenchWorker)
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -142,6 +141,7 @@ class RayPool:
                     scheduling_strategy=strategy,
                 ).remote(spec.worker_config(), i, run_id)
             )
+        self.handles = data.handles(nodes, self.actors)  # the first worker may be the one to prepare it
         self._begin_setup()
 
     def _begin_setup(self) -> None:

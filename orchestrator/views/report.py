@@ -118,6 +118,11 @@ def print_runs(runs: list, spec, results: str, width: int | None) -> str:
     for line in trouble:
         console.print(f"[yellow]{line}", soft_wrap=True)
     for run in runs:
+        if run.timeline:
+            from orchestrator.run.timeline import describe
+
+            console.print(f"{run.run_id}: {describe(run.timeline)}", soft_wrap=True, markup=False)
+    for run in runs:
         console.print(f"run id: {run.run_id}", soft_wrap=True)
     console.print(f"results: {results} ({len(runs)} row(s) added); "
                   f"run folder: {runs[-1].run_dir}", soft_wrap=True)

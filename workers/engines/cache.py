@@ -6,10 +6,9 @@ profile (min/opt/max per input), the task's input signature, the engine's name a
 versions of the libraries that produced it and the device it was built for. Any change in these
 gives another key, hence a rebuild; nothing is ever invalidated in place.
 
-Entries are built in a temporary folder beside the root and published with one `os.replace`, so a
-reader sees a complete entry or none. Builders of the same key on one node (several worker actors
-sharing a cache folder) serialise on an `flock` of `<kind>-<key>.lock`: the first builds, the others
-wait, then load. The lock dies with its process, so a crashed builder never blocks the next one.
+Entries are looked up, built once per node and published whole by the generic folder cache
+(`workers/folder_cache.py`, shared with the data cache), which also says what happens when two
+nodes sharing a cache on NFS build one entry at once.
 
 `build_seconds` in a BuildInfo is the time spent building on a miss and 0.0 on a hit (what
 `MetricsRow.build_time` documents); the time to load a hit goes in the BuildInfo's `log`.
@@ -17,25 +16,14 @@ wait, then load. The lock dies with its process, so a crashed builder never bloc
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
-import time
-from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from workers.contract import BuildInfo
 from workers.device import cpu_name
-from workers.files import exclusive_lock, update_digest
+from workers.folder_cache import META, Entry, FolderCache, cache_key  # noqa: F401 - the engines' names for them
 
-META = "meta.json"
-_NOT_ARTIFACTS = (".json", ".log")  # an entry's notes (metadata, builder and check logs)
 Profile = dict[str, dict[str, list[int]]]  # input name -> {"min"|"opt"|"max": shape}
 
 
@@ -93,77 +81,4 @@ def key_fields(ctx: Any, engine: str, options: Any, libraries: dict[str, str], *
     return fields
 
 
-def cache_key(fields: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A published cache entry: its folder, whether it was found (not built), and its metadata."""
-
-    path: Path
-    hit: bool
-    key: str
-    meta: dict[str, Any]
-
-    def build_info(self, engine: str, seconds: float) -> BuildInfo:
-        """BuildInfo for an engine made from this entry; `seconds` is the build (miss) or load (hit) time."""
-        log = f"loaded from cache {self.path} in {seconds:.3f} s" if self.hit else f"built into cache {self.path}"
-        return BuildInfo(
-            engine=engine, build_seconds=0.0 if self.hit else seconds, cache_hit=self.hit,
-            engine_bytes=self.meta["bytes"], engine_hash=self.meta["sha256"], cache_key=self.key, log=log,
-        )
-
-
-def _digest(folder: Path) -> tuple[int, str, list[str]]:
-    """(bytes, sha256 prefix, names) of an entry's artifact files, in name order."""
-    total, digest, names = 0, hashlib.sha256(), []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.endswith(_NOT_ARTIFACTS)):
-        names.append(path.name)
-        total += path.stat().st_size
-        update_digest(digest, path)
-    return total, digest.hexdigest()[:16], names
-
-
-class EngineCache:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root).expanduser()
-
-    def path(self, kind: str, key: str) -> Path:
-        return self.root / f"{kind}-{key}"
-
-    def lookup(self, kind: str, key: str) -> Entry | None:
-        folder = self.path(kind, key)
-        try:
-            meta = json.loads((folder / META).read_text())
-        except (OSError, ValueError):
-            return None
-        return Entry(folder, True, key, meta)
-
-    def get_or_build(self, kind: str, fields: dict[str, Any], build: Callable[[Path], None]) -> Entry:
-        """The entry for `fields`, built by `build(folder)` (which writes its files there) if absent."""
-        key = cache_key(fields)
-        found = self.lookup(kind, key)
-        if found is not None:
-            return found
-        with exclusive_lock(self.root / f"{kind}-{key}.lock"):
-            found = self.lookup(kind, key)  # another worker may have built it while we waited
-            if found is not None:
-                return found
-            return self._publish(kind, key, fields, build)
-
-    def _publish(self, kind: str, key: str, fields: dict[str, Any], build: Callable[[Path], None]) -> Entry:
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{kind}-{key}-", dir=self.root))
-        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
-        try:
-            t0 = time.perf_counter()
-            build(tmp)
-            size, sha, names = _digest(tmp)
-            meta = {"key": key, "fields": fields, "files": names, "bytes": size, "sha256": sha,
-                    "built_at": time.time(), "build_seconds": time.perf_counter() - t0}
-            (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
-            os.replace(tmp, self.path(kind, key))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return Entry(self.path(kind, key), False, key, meta)
+EngineCache = FolderCache  # the engine cache is the generic folder cache under engine keys

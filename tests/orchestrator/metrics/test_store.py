@@ -172,3 +172,19 @@ def test_the_endpoint_can_travel_in_the_uri(moto_s3, monkeypatch):
     store.append_rows([metrics_row(run_id="via-uri")])
     assert store.location.startswith("s3://") and "endpoint_override" not in store.location
     assert [r["run_id"] for r in ResultsStore(uri).read_metrics().to_pylist()] == ["via-uri"]
+
+
+def test_the_table_never_holds_two_rows_of_one_run(tmp_path):
+    """A second append of a run's row is refused; two drivers of one run that both got their row
+    onto an object store (no lock there) still read back as one row, the first written."""
+    store = ResultsStore(tmp_path)
+    store.append_rows([metrics_row(run_id="run-a", bs=8)])
+    with pytest.raises(UserError, match="run run-a already has its row in .*: a run has one row; nothing added"):
+        store.append_rows([metrics_row(run_id="run-a", bs=16), metrics_row(run_id="run-b")])
+    assert store.read_metrics().column("run_id").to_pylist() == ["run-a"]  # run-b was not half-added either
+    assert store.has_row("run-a") and not store.has_row("run") and not store.has_row("a")
+    race = tmp_path / "metrics" / "29991231T235959000000Z-run-a.parquet"  # the other driver's file, written later
+    pq.write_table(pa.Table.from_pylist([metrics_row(run_id="run-a", bs=16).model_dump()], schema=row_schema()), race)
+    store.append_rows([metrics_row(run_id="run-b")])
+    table = store.read_metrics()
+    assert table.column("run_id").to_pylist() == ["run-a", "run-b"] and table.column("bs").to_pylist()[0] == 8

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from orchestrator.metrics.merge import merge
 from orchestrator.metrics.verdict import Rules, VerdictFigures, VerdictSpec, evaluate, figures_from_row
 from orchestrator.spec import validate
-from tests.builders import data_info, job, metrics_row, shard_results, worker_info
+from tests.builders import data_info, job, metrics_row, mmlu_job, shard_results, worker_info
 
 RULES = Rules(profile="quick", min_duration_s=10.0, min_batches=100, max_latency_cv=0.1, max_acc_gap=0.01,
               straggler_ratio=0.8, min_repeats=3)
@@ -164,3 +164,59 @@ def test_profiles_bound_the_shard_spread():
     assert VerdictSpec().rules(0.01).max_latency_shard_cv == 0.25
     assert VerdictSpec(profile="rigorous").rules(0.01).max_latency_shard_cv == 0.05
     assert VerdictSpec(max_latency_shard_cv=0.3).rules(0.01).max_latency_shard_cv == 0.3
+
+
+# ------------------------------------------------- variable-length work: stragglers against the fit
+A, B, C = 2e-3, 1e-5, 1e-8  # s per batch, per token, per token x length (attention)
+
+
+def mmlu_shards(lengths_of_worker, slow=None, factor=3.0, seed=0):
+    """Infer shards of 10 batches of 4 prompts, on workers that drew prompts of the given padded
+    lengths, each batch costing A + B tokens + C tokens x length (x factor on the `slow` worker)."""
+    from workers.contract import ShardResult
+
+    rng = np.random.default_rng(seed)
+    out, clock = [], 1000.0
+    for shard_id in range(12):
+        w = shard_id % len(lengths_of_worker)
+        low, high = lengths_of_worker[w]
+        lengths = [int(x) for x in rng.integers(low, high, size=10)]
+        seconds = [(A + B * 4 * n + C * 4 * n * n) * (factor if w == slow else 1.0) * (1 + 0.01 * rng.standard_normal())
+                   for n in lengths]
+        items = 4 * sum(lengths)
+        out.append(ShardResult(
+            shard_id=shard_id, pass_name="infer", attempt=1, worker_id=w, node_id="node0", device_name="CPU test",
+            pid=100 + w, examples=40, items=items, scored=40, correct=10, core_seconds=sum(seconds),
+            wall_seconds=sum(seconds), start_ts=clock, end_ts=clock + sum(seconds), batch_core_seconds=seconds,
+            batch_items=[4 * n for n in lengths], batch_rows=[4] * 10, batch_seq_lens=lengths, bytes_per_batch=1,
+        ))
+        clock += sum(seconds)
+    return out
+
+
+def merge_mmlu(results):
+    spec = validate(mmlu_job({"random": {"model_type": "llama"}}, passes=["infer"], verdict={"min_duration_s": 0}), "t")
+    infos = [worker_info(w) for w in sorted({r.worker_id for r in results})]
+    return merge(spec=spec, run_id="r", results=results, infos=infos, data=[data_info()], e2e_seconds=1.0,
+                 retries=0, item_unit="tokens")
+
+
+def test_a_healthy_worker_that_drew_long_prompts_is_not_a_straggler():
+    """Worker 0 drew 2,000-2,800-token prompts, worker 1 250-600: on healthy devices worker 0 does
+    about a third of worker 1's tokens/s, which the old rule (raw items/s, quick bound 0.5) called
+    a straggler. Against the cost fit both run at 1.0x."""
+    results = mmlu_shards([(2000, 2800), (250, 600)])
+    raw = {w: sum(r.items for r in results if r.worker_id == w) / sum(r.core_seconds for r in results if r.worker_id == w)
+           for w in (0, 1)}
+    assert raw[0] < 0.5 * raw[1]  # what the raw rule saw
+    row = merge_mmlu(results)
+    assert "straggler" not in row.verdict_reasons, row.verdict_reasons
+
+
+def test_a_truly_slow_worker_on_variable_length_work_is_a_straggler():
+    """Worker 2 runs every batch 3x slower than its shapes cost; it drew the same lengths as worker 0."""
+    results = mmlu_shards([(250, 2800), (250, 2800), (250, 2800)], slow=2)
+    row = merge_mmlu(results)
+    reasons = [r for r in row.verdict_reasons.split("; ") if r.startswith("straggler")]
+    assert len(reasons) == 1 and reasons[0].startswith("straggler: worker 2 at 0.3"), row.verdict_reasons
+    assert "x fitted speed < 0.5 x median of the others 1" in reasons[0]

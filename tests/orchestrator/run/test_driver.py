@@ -1,5 +1,7 @@
 """The driver on a real local Ray that pretends to have 3 GPUs."""
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -68,6 +70,16 @@ def test_repeats_run_on_fresh_workers(ray_local, tmp_path):
     pids = {r: {s["pid"] for s in shards if s["repeat"] == r} for r in (0, 1)}
     assert pids[0] and pids[1] and not pids[0] & pids[1]  # new actor processes for the second repeat
     assert result.row.repeats == 2 and result.row.p_infer_core_ci_low is not None
+    # synthetic data: prepared by repeat 0's first worker, no process of its own; repeat 1's fresh
+    # workers still map it (the driver owns the object, not the actor that made it)
+    assert result.data[0].pid in pids[0]
+    # where the time went: Ray joined, data, workers, the passes, the row (timeline.json and the row)
+    assert result.row.ray_start_time is not None and result.row.ray_start_time >= 0
+    timeline = json.loads((result.run_dir / "timeline.json").read_text())
+    steps, passes = timeline["steps"], timeline["passes"]
+    assert list(steps) == ["ray_started", "data_ready", "workers_ready", "row_written"]
+    assert steps["ray_started"] <= steps["data_ready"] <= steps["workers_ready"] <= passes["infer"][0]
+    assert passes["infer"][1] <= passes["infer-r1"][0] <= passes["infer-r1"][1] <= steps["row_written"]
 
 
 # ------------------------------------------- data prepared once: the same results on any layout
