@@ -31,7 +31,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
-REFILL_S = 15  # Ray restarts idle workers after a run's actors exit; they import workers.preload again
+# A warm cluster: the worker processes Ray prestarts when the first driver connects have finished
+# importing workers.preload (seconds each on 2 loaded cores). Without this wait the fill's actor may
+# be requested while they still import: Ray then starts one more process for it, and the extra idle
+# one it kills later may be a prestarted one, leaving the measured submit none (it went from 1.65 s
+# to 10.3 s that way in two rounds). After the fill, the same wait lets its actor's process exit.
+WARM_S = 15
 sys.path.insert(0, str(ROOT))
 from tests.cluster import LocalCluster  # noqa: E402
 
@@ -48,6 +53,13 @@ def submit(cluster: LocalCluster, results: Path, engine: str, cache: Path) -> tu
     run_id = next(line.split()[-1] for line in out.stdout.splitlines() if line.startswith("run id:"))
     shards = pq.read_table(results / "runs" / run_id / "shards.parquet").to_pylist()
     return launched, min(s["start_ts"] for s in shards), run_id
+
+
+def idle_workers(cluster: LocalCluster) -> int:
+    """Idle Ray worker processes of the head node (its `ray start` process group) ready for a new job."""
+    out = subprocess.run(["ps", "-eo", "pgid=,args="], capture_output=True, text=True, check=True).stdout
+    group = str(cluster.procs[0].pid)
+    return sum(1 for line in out.splitlines() if line.split(None, 1)[0] == group and "ray::IDLE" in line)
 
 
 def describe(results: Path, run_id: str, launched: float, first_batch: float) -> str:
@@ -73,13 +85,16 @@ def main() -> None:
         cluster = LocalCluster(tmp_path / "cluster", gpus_per_node=0,
                                node_env={"RAY_preload_python_modules": "workers.preload"}).start(nodes=1)
         try:
+            time.sleep(WARM_S)
             submit(cluster, results, engine, tmp_path / "engines")  # fills the engine cache
-            time.sleep(REFILL_S)
+            time.sleep(WARM_S)
             for i in range(args.submits):
+                idle = idle_workers(cluster)
                 launched, first_batch, run_id = submit(cluster, results, engine, tmp_path / "engines")
                 figures.append(first_batch - launched)
-                print(f"engine {engine}, measured submit {i + 1}: {describe(results, run_id, launched, first_batch)}",
-                      flush=True)
+                print(f"engine {engine}, measured submit {i + 1} ({idle} idle prestarted worker process(es) before it): "
+                      f"{describe(results, run_id, launched, first_batch)}", flush=True)
+                time.sleep(WARM_S)
         finally:
             cluster.stop()
     print(f"startup_seconds: {figures[0]:.2f}")
