@@ -115,9 +115,29 @@ class MetricsRow(BaseModel):
     prompts_truncated: int | None = None  # prompts cut even at 0 shots
     peak_flops: float | None  # FLOP/s summed over the devices that ran the infer pass
     mfu_note: str | None = None  # why MFU is blank (an unknown device, no infer pass, ...)
+    # MFU against the devices' measured dense matmul peak at the job's precision (workers/matmul_peak.py):
+    # what the device achieves with its clocks and software as they are; defined on CPUs too
+    MFU_measured: float | None = None
+    peak_flops_measured: float | None = None  # FLOP/s summed over the same devices as peak_flops
+    mfu_measured_note: str | None = None  # why MFU_measured is blank
     energy_per_item: float | None = None  # J per item (sequence or token) of the measured pass, GPUs' NVML counters
     mean_power: float | None = None  # W over the measured pass, summed over the GPUs
     energy_note: str | None = None  # why the energy columns are blank (a CPU, no counter)
+    # the GPUs during the measured pass, from NVML (workers/device_watch.py); None on CPUs, see gpu_health_note
+    sm_clock_mhz_min: int | None = None  # lowest SM clock while busy, over every GPU and sample
+    throttle_reasons: str | None = None  # clock event reasons seen, comma-joined ("" = none); the verdict
+    # fails hw_slowdown, hw_thermal, hw_power_brake and sw_thermal (sw_power_cap is a GPU at its power limit)
+    temperature_c_max: int | None = None  # deg C, hottest GPU
+    power_w_max: float | None = None  # W, the highest one-GPU draw sampled
+    xid_errors: str | None = None  # XID numbers of critical-error events, comma-joined ("" = none)
+    ecc_errors: int | None = None  # uncorrected ECC errors (volatile counter) during the pass
+    foreign_processes: int | None = None  # compute processes on the GPUs that are not the run's own
+    foreign_pids: str | None = None  # those processes as pid@host
+    gpu_health_note: str | None = None  # what could not be watched, and why
+    # examples of the measured pass run again at bs 1 on one worker (job field invariance_check)
+    invariance_checked: int | None = None  # examples run again (None: not checked, see invariance_note)
+    invariance_flips: int | None = None  # of those, predictions that changed
+    invariance_note: str | None = None  # why it was not checked
     # software
     torch_version: str
     ray_version: str
