@@ -273,7 +273,8 @@ def invariance_check(row, spec, gpu: bool) -> Check:
         return Check("invariance", "SKIPPED", f"{spec.task.name}: no invariance check (it is mmlu's)")
     if row.invariance_flips is None:
         return Check("invariance", "FAIL", f"not checked: {row.invariance_note}")
-    detail = f"{row.invariance_flips} of {row.invariance_checked} predictions changed at bs 1 (measured at bs {spec.bs})"
+    detail = (f"{row.invariance_flips} of {row.invariance_checked} predictions changed at bs 1 "
+              f"(measured at bs {spec.bs})")
     if gpu:  # fp16 kernels may differ by batch size: a count to report (the row's verdict judges it)
         return Check("invariance", "PASS", detail)
     return Check("invariance", "PASS" if row.invariance_flips == 0 else "FAIL", detail + "; fp32 on a CPU: none may")

@@ -149,6 +149,6 @@ def measured_peak(device: torch.device, precision: str, cache_root: Path, versio
     entry = EngineCache(cache_root).get_or_build(KIND, key_fields(device, precision, versions, plan), build)
     found = Measurement(**json.loads((entry.path / RESULT).read_text()))
     how = "cached" if entry.hit else "measured"
-    label = (f"{found.flops / 1e12:.4g} TFLOP/s {precision}, best of {plan.rounds} x {plan.per_call} "
-             f"{found.n}^2 matmuls on {device_name(device)} ({how}: {entry.path})")
+    label = (f"{found.flops / 1e12:.4g} TFLOP/s {precision}, fastest of {plan.rounds} calls x {plan.per_call} "
+             f"{found.n}x{found.n} matmuls on {device_name(device)} ({how}: {entry.path})")
     return MeasuredPeak(found.flops, label, "", entry.hit)

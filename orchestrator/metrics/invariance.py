@@ -32,7 +32,10 @@ def check_examples(num_examples: int, count: int) -> tuple[int, ...]:
     return tuple((2 * k + 1) * num_examples // (2 * count) for k in range(count))
 
 
-def compared(measured: list[dict[str, Any]] | tuple[dict[str, Any], ...], check: InvarianceCheck) -> list[dict[str, Any]]:
+Records = list[dict[str, Any]] | tuple[dict[str, Any], ...]
+
+
+def compared(measured: Records, check: InvarianceCheck) -> list[dict[str, Any]]:
     """One record per checked example: its measured and bs-1 predictions and whether they differ."""
     by_example = {rec["example"]: rec for rec in measured}
     out = []
@@ -46,8 +49,7 @@ def compared(measured: list[dict[str, Any]] | tuple[dict[str, Any], ...], check:
     return out
 
 
-def invariance_columns(measured: list[dict[str, Any]] | tuple[dict[str, Any], ...],
-                       check: InvarianceCheck | None) -> dict[str, Any]:
+def invariance_columns(measured: Records, check: InvarianceCheck | None) -> dict[str, Any]:
     """`invariance_checked` and `invariance_flips` of the row; blank when no check ran (with the
     reason in `invariance_note` when one was asked for and failed)."""
     if check is None:

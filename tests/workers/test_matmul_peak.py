@@ -119,7 +119,8 @@ def test_a_worker_reports_its_measured_peak_and_where_none_is_measured_why(tmp_p
     runtime, info = worker_runtime(validate(job(passes=["infer"], engine_cache=str(tmp_path)), "x").worker_config())
     runtime.close()
     assert info.peak_flops is None and info.peak_flops_measured > 0 and info.peak_flops_measured_reason == ""
-    assert "fp32" in info.peak_flops_measured_label and info.rank_list()[0].peak_flops_measured == info.peak_flops_measured
+    assert "fp32" in info.peak_flops_measured_label
+    assert info.rank_list()[0].peak_flops_measured == info.peak_flops_measured
     for passes, engine, why in ((["val"], "torch", "no infer pass"), (["infer"], "synthetic", "runs no model")):
         spec = validate(job(passes=passes, engine=engine, engine_cache=str(tmp_path / "none")), "x")
         runtime, info = worker_runtime(spec.worker_config())

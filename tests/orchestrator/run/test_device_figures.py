@@ -38,7 +38,9 @@ def test_a_gpu_that_throttles_and_is_shared_makes_the_row_invalid(tmp_path, monk
     monkeypatch.setattr(DeviceWatch, "for_device", classmethod(lambda cls, device: cls(handle_of(gpu))))
     row = run_job(validate(job(engine_cache=str(tmp_path / "engines")), "x"), results_dir=tmp_path, in_process=True).row
     assert (row.sm_clock_mhz_min, row.throttle_reasons, row.temperature_c_max) == (1185, "hw_thermal,sw_power_cap", 45)
-    assert (row.foreign_processes, row.foreign_pids, row.xid_errors, row.ecc_errors) == (1, f"4242@{os.uname()[1]}", "", 0)
+    host = os.uname()[1]
+    assert (row.foreign_processes, row.foreign_pids, row.xid_errors, row.ecc_errors) == (1, f"4242@{host}", "", 0)
     assert row.verdict == "INVALID"
-    assert "GPU clocks slowed during the measured pass: hw_thermal (lowest busy SM clock 1185 MHz)" in row.verdict_reasons
+    slowed = "GPU clocks slowed during the measured pass: hw_thermal (lowest busy SM clock 1185 MHz)"
+    assert slowed in row.verdict_reasons
     assert "1 other process(es) on the GPU(s) during the measured pass: 4242@" in row.verdict_reasons
