@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from orchestrator.metrics.verdict import VerdictSpec
 from workers.errors import UserError
@@ -22,6 +22,7 @@ from workers.specs import SHORTHANDS, WorkerConfig, looks_like_local_path
 
 # Fields a `sweep:` may list several values for; each grid point is validated as a full job.
 SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision", "parallel")
+DEFAULT_INVARIANCE_EXAMPLES = 32  # mmlu: enough to catch batch-size-dependent kernels, seconds on one worker
 
 
 class JobSpec(WorkerConfig):
@@ -42,6 +43,11 @@ class JobSpec(WorkerConfig):
     )
 
     repeats: int = Field(1, ge=1, description="measured passes, each on fresh workers (a 95 % CI needs >= 2)")
+    invariance_check: int | None = Field(
+        None, ge=0, description="after the measured pass, run this many of its examples (spread over the data) again "
+        "at bs 1 on one worker through the infer engine and count the predictions that changed (invariance_flips; "
+        "any makes the row INVALID); 0 = off; default 32 for mmlu, off for masked_lm (no per-example predictions)"
+    )
     verdict: VerdictSpec = Field(default_factory=VerdictSpec, description="VALID/INVALID rules: profile + overrides")
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict, description=f"grid of values for {', '.join(SWEEPABLE)}: one run and row per point"
@@ -56,6 +62,24 @@ class JobSpec(WorkerConfig):
             if not isinstance(values, list) or not values:
                 raise ValueError(f"sweep.{key} must be a non-empty list of values")
         return value
+
+    @field_validator("invariance_check")
+    @classmethod
+    def _invariance_check(cls, value: int | None, info: ValidationInfo) -> int | None:
+        task, passes = info.data.get("task"), info.data.get("passes", ())
+        if value and task is not None and task.name == "masked_lm":
+            raise ValueError("masked_lm keeps no per-example predictions to compare; only mmlu supports it (leave "
+                             "it out or set 0)")
+        if value and "infer" not in passes:
+            raise ValueError("it reruns examples through the infer engine; add infer to passes or set 0")
+        return value
+
+    @property
+    def invariance_examples(self) -> int:
+        """How many examples the invariance check reruns at bs 1 (0: no check)."""
+        if self.invariance_check is not None:
+            return self.invariance_check
+        return DEFAULT_INVARIANCE_EXAMPLES if self.task.name == "mmlu" and "infer" in self.passes else 0
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig.model_validate(self.model_dump(include=set(WorkerConfig.model_fields)))

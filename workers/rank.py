@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from workers.actor import BenchWorker
-from workers.contract import DataHandle, RankInfo, ShardResult, ShardTask, WorkerError, WorkerInfo
+from workers.contract import DataHandle, DeviceHealth, RankInfo, ShardResult, ShardTask, WorkerError, WorkerInfo
 from workers.errors import UserError, first_line
 from workers.specs import WorkerConfig
 from workers.watch import FollowerWatch
@@ -64,6 +64,7 @@ class RankReport:
     energy_note: str = ""
     restarted: bool = False  # this rank is a new process that never joined the group (its old one died)
     energy_counters: dict[str, list[float]] | None = None  # its GPU's counter before and after (ShardResult's)
+    health: DeviceHealth | None = None  # what NVML saw on this rank's GPU during the shard
 
 
 class GroupFailed(RuntimeError):
@@ -162,7 +163,7 @@ class RankWorker(BenchWorker):
         result = self._run(shard, self._info)
         return RankReport(self.rank, os.getpid(), result.peak_mem_bytes, result.mem_total_bytes, result.mem_source,
                           result.error, result.energy_joules, result.energy_note,
-                          energy_counters=result.energy_counters)
+                          energy_counters=result.energy_counters, health=result.health)
 
     # ------------------------------------------------------------------------------- rank 0
     def setup(self, data: DataHandle | None = None) -> WorkerInfo:
@@ -247,7 +248,8 @@ class RankWorker(BenchWorker):
                           self._group_gpus)
 
     def _own_rank(self, info: WorkerInfo) -> RankInfo:
-        return RankInfo(0, info.node_id, info.pid, info.device, info.device_name, info.peak_flops, info.device_uuid)
+        return RankInfo(0, info.node_id, info.pid, info.device, info.device_name, info.peak_flops, info.device_uuid,
+                        info.peak_flops_measured)
 
     def _gather(self, joins: list[Any]) -> list[RankInfo]:
         """The followers' setup reports, in rank order; a failed one fails the group in one line."""
@@ -267,7 +269,7 @@ class RankWorker(BenchWorker):
                 message = f"rank {rank}: {theirs.error.message}"
                 raise UserError(message) if theirs.error.kind == "user" else GroupFailed(message)
             ranks.append(RankInfo(rank, theirs.node_id, theirs.pid, theirs.device, theirs.device_name,
-                                  theirs.peak_flops, theirs.device_uuid))
+                                  theirs.peak_flops, theirs.device_uuid, theirs.peak_flops_measured))
         return ranks
 
     def _with_followers(self, result: ShardResult, follows: list[Any]) -> ShardResult:
@@ -303,6 +305,9 @@ class RankWorker(BenchWorker):
             result.energy_joules += sum(r.energy_joules for r in reports)
             for report in reports:
                 result.energy_counters.update(report.energy_counters or {})
+        if result.health is not None:  # every GPU of the group; its ranks' own processes are not foreign
+            healths = [result.health, *(r.health for r in reports if r.health is not None)]
+            result.health = DeviceHealth.combined(healths, ours={os.getpid(), *self._follower_pids})
         return result
 
     def _restart_group(self, pending: list[Any], restarting: set[int] | frozenset[int] = frozenset()) -> list[int]:

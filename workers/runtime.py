@@ -15,15 +15,17 @@ import torch
 from workers import versions
 from workers.contract import DataHandle, ShardResult, ShardTask, WorkerInfo, physical_device
 from workers.device import DTYPES, MemoryProbe, check_precision, set_matmul_precision
+from workers.device_watch import DeviceWatch
 from workers.energy import EnergyCounter
 from workers.engines import BuildContext, Engine, engine_class
 from workers.engines.torch_eager import TorchEager
 from workers.errors import UserError
 from workers.flops import FlopsModel, flops_model, flops_model_from_config
 from workers.live_metrics import WorkerMeter
+from workers.matmul_peak import measured_peak
 from workers.models import load_config, load_model, max_positions
 from workers.package_files import on_this_machine
-from workers.passes import run_pass, warm_up
+from workers.passes import run_examples, run_pass, warm_up
 from workers.peaks import peak_lookup
 from workers.specs import WorkerConfig
 from workers.tasks import Task, task_class
@@ -55,7 +57,9 @@ class WorkerRuntime:
         info.peak_flops, info.peak_flops_label, info.peak_flops_reason = peak.flops, peak.label, peak.reason
         self._load_task(info, data)
         self._build_engines(info, precision)
+        self._measure_peak(info, precision)
         self.memory.sample()
+        self.device_watch = DeviceWatch.for_device(device)  # None on a CPU or without NVML
 
     def _load_task(self, info: WorkerInfo, data: DataHandle) -> None:
         """The model's config, and the task as a view of the prepared table (no tokenizer needed:
@@ -87,6 +91,23 @@ class WorkerRuntime:
             info.build = engine.build(self.build_context(precision))
         info.load_seconds += self._load_seconds
         self.flops = self._flops_model()
+
+    def _measure_peak(self, info: WorkerInfo, precision: str) -> None:
+        """The device's measured matmul peak at the infer precision (cached per device and software),
+        for MFU_measured; not measured where there is no MFU to compute (no infer pass, or an engine
+        that runs no model)."""
+        infer = self.engines.get("infer")
+        if infer is None or not infer.runs_model:
+            info.peak_flops_measured_reason = ("no infer pass" if infer is None
+                                               else f"engine {infer.name} runs no model: no FLOPs to compare")
+            return
+        peak = measured_peak(self.device, precision, self.cache_dir, info.versions)
+        info.peak_flops_measured, info.peak_flops_measured_label = peak.flops, peak.label
+        info.peak_flops_measured_reason = peak.reason
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.config.engine_cache or DEFAULT_ENGINE_CACHE).expanduser()
 
     def _flops_model(self) -> FlopsModel:
         """FLOPs from the loaded model; from the config alone when an engine came from the cache
@@ -142,17 +163,23 @@ class WorkerRuntime:
         """Warm up once per pass, then measure the shard into `result`."""
         engine = self.engines[shard.pass_name]
         set_matmul_precision(self.precisions[shard.pass_name])  # the switches are process-wide: each pass sets its own
+        if shard.examples is not None:  # an invariance check: records only, nothing measured or counted
+            result.examples, result.records = len(shard.examples), run_examples(engine, self.task, shard.examples)
+            return result
         engine.before_shard(shard)
         if shard.pass_name not in self._warm:
             result.warmup_batches = warm_up(engine, self.task, shard, self.config.bs, self.config.warmup, self.timer)
             self._warm.add(shard.pass_name)
         run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result,
-                 self.energy)
+                 self.energy, self.device_watch)
         self.meter.shard(result)
         return result
 
     def close(self) -> None:
         for engine in self.engines.values():
             engine.close()
+        if self.device_watch is not None:
+            self.device_watch.close()
+            self.device_watch = None
         self.engines = {}
         self._model = None

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from orchestrator.metrics.invariance import InvarianceCheck, invariance_columns
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.stats import (
     LatencyFit,
@@ -41,7 +42,7 @@ from orchestrator.metrics.stats import (
 )
 from orchestrator.metrics.verdict import evaluate, figures_from_row
 from orchestrator.spec import JobSpec
-from workers.contract import DataInfo, RankInfo, ShardResult, WorkerInfo
+from workers.contract import DataInfo, DeviceHealth, RankInfo, ShardResult, WorkerInfo
 
 GIB = float(1 << 30)
 
@@ -316,7 +317,29 @@ def mfu_columns(infer: PassFigures | None, p_infer_core: float | None, infos: li
         note = unknown[0].peak_flops_reason or f"no peak FLOP/s known for {unknown[0].device_name}"
     else:
         note = "no model FLOPs counted for this engine" if not flops_per_item else "no infer throughput"
-    return {"MFU": value, "flops_per_item": flops_per_item, "peak_flops": peak_total, "mfu_note": note}
+    return {"MFU": value, "flops_per_item": flops_per_item, "peak_flops": peak_total, "mfu_note": note,
+            **measured_mfu_columns(flops_per_item, p_infer_core, used)}
+
+
+def measured_mfu_columns(flops_per_item: float | None, p_infer_core: float | None,
+                         used: list[WorkerInfo]) -> dict[str, Any]:
+    """MFU_measured = FLOPs/item x p_infer_core / the summed measured matmul peaks (workers/matmul_peak.py)
+    of the devices MFU divides by: the same workers, each physical device once (`distinct_devices`: a
+    shared GPU, or a node's CPU, counts one peak; every GPU of a tensor-parallel group counts). Defined on
+    CPUs too, where no datasheet peak exists; blank, with the reason in `mfu_measured_note`, otherwise."""
+    devices = list(distinct_devices(used).values())
+    unmeasured = next((info for info in used if not all(r.peak_flops_measured for r in info.rank_list())), None)
+    peak_total = sum(r.peak_flops_measured for r in devices) if devices and unmeasured is None else None
+    value = mfu(flops_per_item, p_infer_core, peak_total)
+    if value is not None:
+        note = None
+    elif not used:
+        note = "no infer pass"
+    elif unmeasured is not None:
+        note = unmeasured.peak_flops_measured_reason or f"worker {unmeasured.worker_id} has no measured peak"
+    else:
+        note = "no model FLOPs counted for this engine" if not flops_per_item else "no infer throughput"
+    return {"MFU_measured": value, "peak_flops_measured": peak_total, "mfu_measured_note": note}
 
 
 CounterSpan = tuple[float, float, float, float]  # (start_ts, end_ts, counter J at start, counter J at end)
@@ -369,6 +392,35 @@ def energy_columns(head: Measured) -> dict[str, Any]:
         "energy_per_item": sum(j for j, _ in per_device) / items if items else None,
         "mean_power": sum(j / s for j, s in per_device if s > 0),
         "energy_note": None,
+    }
+
+
+def health_columns(head: Measured, results: list[ShardResult], infos: list[WorkerInfo]) -> dict[str, Any]:
+    """What NVML saw on the GPUs while the measured pass ran, over every repeat (workers/device_watch.py):
+    the lowest busy SM clock, the clock event (throttle) reasons, the highest temperature and power,
+    XID and uncorrected ECC errors, and the compute processes that are not the run's own (any rank
+    of any of its workers, on the same node: `results` and `infos` name them); blank on CPUs."""
+    watched = [r for r in head.all_results if r.health is not None]
+    if not watched:
+        return {"gpu_health_note": "no NVML on these devices (a CPU, or NVML unavailable): not watched"}
+    health = DeviceHealth.combined([r.health for r in watched])
+    ours = {(rank.node_id, rank.pid) for info in infos for rank in info.rank_list()}
+    ours |= {(r.node_id, r.pid) for r in results}
+    hosts = {info.node_id: info.hostname for info in infos}
+    foreign = None if health.other_pids is None else sorted(
+        {(r.node_id, pid) for r in watched for pid in r.health.other_pids} - ours)
+    unwatched = len(head.all_results) - len(watched)
+    notes = [health.note] + ([f"{unwatched} shard(s) ran where NVML was unavailable"] if unwatched else [])
+    return {
+        "sm_clock_mhz_min": health.sm_clock_mhz_min,
+        "throttle_reasons": ",".join(health.clock_events),
+        "temperature_c_max": health.temperature_c_max,
+        "power_w_max": health.power_w_max,
+        "xid_errors": ",".join(str(x) for x in health.xid_errors),
+        "ecc_errors": health.ecc_errors,
+        "foreign_processes": None if foreign is None else len(foreign),
+        "foreign_pids": None if foreign is None else ", ".join(f"{pid}@{hosts.get(n, n[:8])}" for n, pid in foreign),
+        "gpu_health_note": "; ".join(n for n in notes if n) or None,
     }
 
 
@@ -437,8 +489,10 @@ def merge(
     sweep_id: str | None = None,
     timestamp: datetime | None = None,
     ray_start_seconds: float | None = None,
+    invariance: InvarianceCheck | None = None,
 ) -> MetricsRow:
-    """The row of one run. `pauses`: when no driver was running (a resumed run), cut out of the spans."""
+    """The row of one run. `pauses`: when no driver was running (a resumed run), cut out of the spans.
+    `invariance`: the measured pass's examples run again at bs 1 (orchestrator/metrics/invariance.py)."""
     final = completed(results)
     by_pass: dict[str, dict[int, list[ShardResult]]] = {"val": defaultdict(list), "infer": defaultdict(list)}
     for (pass_name, repeat, _), r in sorted(final.items()):
@@ -472,11 +526,13 @@ def merge(
         **memory_columns(list(final.values())),
         **mfu_columns(infer, throughput["p_infer_core"], infos),
         **energy_columns(head),
+        **health_columns(head, list(final.values()), infos),
         **latency_columns(spec, head, fit),
         **setup_columns(spec, infos),
         **data_columns(data),
         **task_columns(spec, head),
         ray_start_time=ray_start_seconds,
+        **invariance_columns(head.records, invariance),
     )
     rates, unit = worker_rates(spec, head, fit)
     figures = figures_from_row(row, rates, spec.task.variable_length, shard_labels(fit), unit)

@@ -144,10 +144,31 @@ class MetricsRow(BaseModel):
     peak_flops: float | None = column("dense peak summed over the devices that ran the infer pass, at the "
                                       "precision (workers/peaks.py)", "FLOP/s")
     mfu_note: str | None = column("why MFU is blank (an unknown device, no infer pass, ...)", default=None)
+    MFU_measured: float | None = column(
+        "MFU against the devices' measured dense matmul peak at the job's precision (workers/matmul_peak.py): what "
+        "the devices achieve with their clocks and software as they are; defined on CPUs too", "fraction", default=None)
+    peak_flops_measured: float | None = column("measured matmul peaks summed over the same devices as peak_flops",
+                                               "FLOP/s", default=None)
+    mfu_measured_note: str | None = column("why MFU_measured is blank", default=None)
     energy_per_item: float | None = column("energy per item of the measured pass, from the GPUs' NVML counters",
                                            "J/item", default=None)
     mean_power: float | None = column("mean power over the measured pass, summed over the GPUs", "W", default=None)
     energy_note: str | None = column("why the energy columns are blank (a CPU, no counter)", default=None)
+    sm_clock_mhz_min: int | None = column("lowest SM clock while busy, over every GPU and sample of the measured pass "
+                                          "(NVML, workers/device_watch.py); blank on CPUs", "MHz", default=None)
+    throttle_reasons: str | None = column("clock event reasons seen, comma-joined (\"\" = none); hw_slowdown, "
+                                          "hw_thermal, hw_power_brake and sw_thermal make the row INVALID", default=None)
+    temperature_c_max: int | None = column("hottest GPU temperature sampled", "deg C", default=None)
+    power_w_max: float | None = column("highest one-GPU power draw sampled", "W", default=None)
+    xid_errors: str | None = column("XID numbers of critical-error events, comma-joined (\"\" = none)", default=None)
+    ecc_errors: int | None = column("uncorrected ECC errors (volatile counter) during the measured pass", default=None)
+    foreign_processes: int | None = column("compute processes on the GPUs that are not the run's own", default=None)
+    foreign_pids: str | None = column("those processes, as pid@host", default=None)
+    gpu_health_note: str | None = column("what of the GPUs could not be watched, and why", default=None)
+    invariance_checked: int | None = column("examples of the measured pass run again at bs 1 on one worker (job field "
+                                            "invariance_check); blank: not checked, see invariance_note", default=None)
+    invariance_flips: int | None = column("of those, predictions that changed", default=None)
+    invariance_note: str | None = column("why the invariance check did not run", default=None)
     # software
     torch_version: str = column("torch on the workers")
     ray_version: str = column("ray on the workers")

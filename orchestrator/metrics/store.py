@@ -35,7 +35,7 @@ import pyarrow.dataset as ds
 
 from orchestrator.metrics.location import Location, is_uri, open_location, redact
 from orchestrator.metrics.row import MetricsRow
-from workers.contract import ShardResult, WorkerError, WorkerInfo
+from workers.contract import DeviceHealth, ShardResult, WorkerError, WorkerInfo
 from workers.errors import UserError, first_line
 
 LEGACY_METRICS_FILE = "metrics.parquet"
@@ -215,6 +215,7 @@ class RunFolder:
                 "data_seconds": i.data_seconds, "build_seconds": i.build.build_seconds if i.build else None,
                 "engine_cache_hit": i.build.cache_hit if i.build else None,
                 "precision_effective": i.precision_effective, "peak_flops": i.peak_flops, "tp": i.tp,
+                "peak_flops_measured": i.peak_flops_measured,
                 "rank_nodes": [r.node_id for r in i.rank_list()], "rank_pids": [r.pid for r in i.rank_list()],
                 "rank_devices": [f"{r.device} {r.device_name}" for r in i.rank_list()],
             }
@@ -244,4 +245,6 @@ def _first_row_of_each_run(table: pa.Table) -> pa.Table:
 
 def _shard_from_json(data: dict[str, Any]) -> ShardResult:
     error = data.pop("error", None)
-    return ShardResult(**data, error=WorkerError(**error) if error else None)
+    health = data.pop("health", None)  # absent in shards saved before it existed
+    return ShardResult(**data, error=WorkerError(**error) if error else None,
+                       health=DeviceHealth(**health) if health else None)

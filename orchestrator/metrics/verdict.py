@@ -23,6 +23,11 @@ grow with the number of workers, so 32 workers x 20 s would pass a 600 s rule af
 measurement; that the core figure rests on enough batches is the batch-count rule's job.
 A min rule set to 0 and straggler_ratio 0 switch those rules off; max rules take `.inf` in YAML.
 
+Incidents, in every profile (not rules with bounds: each one alone means the figures describe it):
+a GPU slowed by heat or a power brake, an XID error, an uncorrected ECC error or another process on a
+GPU while the measured pass ran (workers/device_watch.py; CPUs are not watched), and predictions that
+changed when examples of the measured pass ran again at bs 1 on one worker (`invariance_check`).
+
 Stability of variable-length work (tasks whose options say `variable_length`: mmlu). A batch of
 2,800-token prompts takes longer than one of 250-token prompts by design, also per token (attention
 grows with the square of the length, and a batch has fixed costs), so the CV of batch latency, or
@@ -72,6 +77,10 @@ if TYPE_CHECKING:
     from orchestrator.metrics.row import MetricsRow
 
 Profile = Literal["quick", "rigorous"]
+# NVML clock event reasons that mean the GPU was slowed by heat or a power brake (workers/device_watch.py):
+# hw_slowdown is the older GPUs' name for the HW thermal / power-brake pair. sw_power_cap (a GPU at its
+# power limit, normal under full load), sync_boost, idle and clock settings are reported, not failed.
+SLOWDOWN_REASONS = frozenset({"hw_slowdown", "hw_thermal", "hw_power_brake", "sw_thermal"})
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,16 @@ class VerdictFigures:
     peak_flops: float | None = None  # the denominator, for the reason
     precision: str = ""
     worker_rate_unit: str = "items/s"  # "x fitted speed" on variable-length work (stats.LatencyFit.worker_speeds)
+    # the GPUs during the measured pass (workers/device_watch.py); empty/None where not watched (CPUs)
+    throttle_reasons: tuple[str, ...] = ()
+    sm_clock_mhz_min: int | None = None
+    xid_errors: tuple[str, ...] = ()
+    ecc_errors: int | None = None
+    foreign_processes: int | None = None
+    foreign_pids: str = ""
+    # predictions that changed when examples of the measured pass ran again at bs 1 on one worker
+    invariance_flips: int | None = None
+    invariance_checked: int | None = None
 
 
 def figures_from_row(row: "MetricsRow", worker_items_per_s: Mapping[int, float], variable_length: bool = False,
@@ -169,6 +188,14 @@ def figures_from_row(row: "MetricsRow", worker_items_per_s: Mapping[int, float],
         shard_latency_ratios=dict(shard_latency_ratios or {}),
         mfu=row.MFU, peak_flops=row.peak_flops, precision=row.precision_effective,
         worker_rate_unit=worker_rate_unit,
+        throttle_reasons=tuple(r for r in (row.throttle_reasons or "").split(",") if r),
+        sm_clock_mhz_min=row.sm_clock_mhz_min,
+        xid_errors=tuple(x for x in (row.xid_errors or "").split(",") if x),
+        ecc_errors=row.ecc_errors,
+        foreign_processes=row.foreign_processes,
+        foreign_pids=row.foreign_pids or "",
+        invariance_flips=row.invariance_flips,
+        invariance_checked=row.invariance_checked,
     )
 
 
@@ -212,6 +239,24 @@ def _off_fit(ratios: Mapping[str, float], bound: float, shown: int = 4) -> str:
     return f"off the fit: {listed}{more} (of {len(ratios)} shards)"
 
 
+def _device_incidents(f: VerdictFigures) -> list[str]:
+    """What happened to the GPUs while they were measured: each makes the figures describe the
+    incident rather than the system, whatever the profile."""
+    reasons = []
+    slowed = [r for r in f.throttle_reasons if r in SLOWDOWN_REASONS]
+    if slowed:
+        clock = f" (lowest busy SM clock {f.sm_clock_mhz_min} MHz)" if f.sm_clock_mhz_min is not None else ""
+        reasons.append(f"GPU clocks slowed during the measured pass: {', '.join(slowed)}{clock}")
+    if f.xid_errors:
+        reasons.append(f"GPU XID error(s) during the measured pass: {', '.join(f.xid_errors)}")
+    if f.ecc_errors:
+        reasons.append(f"{f.ecc_errors} uncorrected ECC error(s) on the GPU during the measured pass")
+    if f.foreign_processes:
+        reasons.append(f"{f.foreign_processes} other process(es) on the GPU(s) during the measured pass: "
+                       f"{f.foreign_pids}")
+    return reasons
+
+
 def evaluate(figures: VerdictFigures, rules: Rules) -> Verdict:
     """Every rule that fails adds one reason; a figure that could not be measured skips its rule."""
     f, r, tag = figures, rules, f"({rules.profile})"
@@ -235,6 +280,10 @@ def evaluate(figures: VerdictFigures, rules: Rules) -> Verdict:
         peak = f" of {f.peak_flops / 1e12:.4g} TFLOP/s" if f.peak_flops else ""
         reasons.append(f"MFU {f.mfu:.3g} > 1: faster than the {f.precision} peak{peak}; the peak does not match "
                        "what ran (fp32 computed as TF32?) or the FLOPs are miscounted")
+    reasons += _device_incidents(f)
+    if f.invariance_flips:
+        reasons.append(f"invariance: {f.invariance_flips} of {f.invariance_checked} predictions changed when run again "
+                       "at bs 1 on one worker (invariance.parquet in the run folder lists them)")
     if f.repeats < r.min_repeats:
         reasons.append(f"{f.repeats} repeat(s) < min_repeats {r.min_repeats} {tag}")
     return Verdict(valid=not reasons, reasons=reasons)

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from orchestrator.metrics.invariance import InvarianceCheck, compared
 from orchestrator.metrics.merge import Pause, completed, headline_records, merge
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.run.data import Dataset, LocalDataset, RayDataset, check_preparations_agree
 from orchestrator.run.dispatch import Dispatcher
+from orchestrator.run.invariance import run_invariance_check
 from orchestrator.run.meter import RunMeter
 from orchestrator.run.plan import make_plan, plan_resources
 from orchestrator.run.pool import InProcessPool, Pool, RayPool
@@ -223,8 +225,10 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
     row = merge(spec=spec, run_id=run.run_id, results=point.results, infos=point.infos, data=point.data,
                 e2e_seconds=e2e, retries=len(point.failed), item_unit=point.infos[0].item_unit,
                 resumed=bool(session.done), pauses=session.pauses, sweep_id=session.sweep_id,
-                ray_start_seconds=ray[0] if ray else None)
+                ray_start_seconds=ray[0] if ray else None, invariance=point.invariance)
     predictions = headline_records(row, point.results)
+    if point.invariance is not None:
+        run.write_records("invariance.parquet", compared(predictions, point.invariance))
     _finish_run(store, run, spec, row, point.results, point.infos, point.failed, predictions)
     point.timeline.mark("row_written")
     timeline = point.timeline.record(point.results)
@@ -248,6 +252,7 @@ class PointRun:
         self.data: list[DataInfo] = []
         self.totals: dict[tuple[str, int], list[int]] = {}
         self.timeline = Timeline(session.started, session.started_at)
+        self.invariance: InvarianceCheck | None = None  # the measured pass's examples rerun at bs 1
 
     def on_result(self, result: ShardResult) -> None:
         """Every finished attempt: saved at once if it succeeded, counted for the live metrics."""
@@ -287,6 +292,9 @@ class PointRun:
             self.bar.start_pass(pass_name, label, num_examples, done=sum(s.stop - s.start for s in shards if s not in todo))
             self.results += dispatcher.run(todo)
         self.failed += dispatcher.failed_attempts
+        if repeat == 0 and spec.invariance_examples:
+            self.bar.status(f"run {self.run.run_id}: invariance check ({spec.invariance_examples} examples at bs 1)")
+            self.invariance = run_invariance_check(spec, pool, num_examples)
 
 
 def _keep_build_logs(run: RunFolder, infos: list[WorkerInfo]) -> None:

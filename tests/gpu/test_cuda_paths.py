@@ -159,3 +159,37 @@ def test_onnxruntime_io_binding_matches_eager(tmp_path):
         assert result.items == n and result.bytes_per_batch > 0
     finally:
         runtime.close()
+
+
+def test_measured_matmul_peak_is_a_fair_share_of_the_datasheet(tmp_path):
+    """The measured fp16 matmul peak (workers/matmul_peak.py) on this GPU: above 30 % of the datasheet's
+    dense figure and not above it (a figure above means the timer or the FLOP count is wrong)."""
+    from workers import versions
+    from workers.matmul_peak import measured_peak
+    from workers.peaks import peak_flops
+
+    measured = measured_peak(CUDA, "fp16", tmp_path, versions.collect())
+    datasheet = peak_flops(torch.cuda.get_device_name(CUDA), "fp16")
+    assert measured.flops and not measured.cache_hit, measured
+    if datasheet is None:
+        pytest.skip(f"no datasheet peak for {torch.cuda.get_device_name(CUDA)}; measured {measured.label}")
+    assert 0.3 * datasheet < measured.flops <= 1.05 * datasheet, (measured.label, datasheet)
+
+
+def test_device_watch_sees_this_process_busy_on_the_gpu():
+    """Real NVML over a pass of spin kernels: clocks read, this process listed (or the reason it is not)."""
+    from workers.device_watch import DeviceWatch
+
+    watch = DeviceWatch.for_device(CUDA)
+    assert watch is not None, "NVML gave no handle for this GPU (workers.device.nvml_handle)"
+    try:
+        watch.start()
+        for _ in range(5):
+            spin()
+        torch.cuda.synchronize()
+        health = watch.stop()
+    finally:
+        watch.close()
+    assert health.samples >= 2 and health.sm_clock_mhz_min and health.sm_clock_mhz_min > 100, health
+    assert health.temperature_c_max is not None and health.power_w_max, health
+    assert health.other_pids is not None or "PID namespace" in health.note, health

@@ -254,3 +254,46 @@ def test_the_engines_optimisation_profile_is_in_the_row():
     row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=built, data=[data_info()],
                 e2e_seconds=1.0, retries=0, item_unit="seq")
     assert json.loads(row.engine_profile) == profile
+# ------------------------------------------------- MFU_measured: against the devices' measured matmul peak
+
+
+def measured(worker, flops, datasheet=100e9, **fields):
+    return dataclasses.replace(info(worker, peak=datasheet), peak_flops_measured=flops, **fields)
+
+
+def test_mfu_measured_divides_by_the_summed_measured_peaks_of_the_infer_devices():
+    """Same FLOPs and throughput as MFU (1e9 FLOP/item x 60 items/s); the peaks are the measured ones,
+    and an idle worker's device is left out as MFU leaves it out."""
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS,
+                infos=[measured(0, 40e9), measured(1, 20e9), measured(2, 1e15)], data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert row.peak_flops_measured == pytest.approx(60e9)
+    assert row.MFU_measured == pytest.approx(1e9 * 60 / 60e9) and row.mfu_measured_note is None
+    assert row.MFU == pytest.approx(1e9 * 60 / 200e9)  # the datasheet figure is still its own column
+
+
+def test_mfu_measured_is_defined_where_the_datasheet_knows_no_peak():
+    """A CPU: no datasheet peak, so MFU is blank with its note; MFU_measured is not."""
+    cpu = [measured(w, 50e9, datasheet=None, peak_flops_reason="no peak FLOP/s for CPUs") for w in (0, 1)]
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=cpu, data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert row.MFU is None and row.mfu_note == "no peak FLOP/s for CPUs"
+    assert row.MFU_measured == pytest.approx(1e9 * 60 / 100e9)
+
+
+def test_mfu_measured_sums_every_rank_of_a_tensor_parallel_worker():
+    from workers.contract import RankInfo
+
+    ranks = [RankInfo(r, "node0", 200 + r, f"cuda:{r}", "NVIDIA A100-SXM4-40GB", 100e9, f"GPU-{r}", 30e9) for r in range(2)]
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS,
+                infos=[measured(0, 30e9, ranks=ranks), measured(1, 60e9)], data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert row.peak_flops_measured == pytest.approx(120e9)
+    assert row.MFU_measured == pytest.approx(1e9 * 60 / 120e9)
+
+
+def test_mfu_measured_is_blank_with_the_reason_when_a_device_was_not_measured():
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS,
+                infos=[measured(0, 40e9), measured(1, None, peak_flops_measured_reason="no infer pass")],
+                data=[data_info()], e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert (row.MFU_measured, row.peak_flops_measured, row.mfu_measured_note) == (None, None, "no infer pass")

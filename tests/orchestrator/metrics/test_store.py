@@ -188,3 +188,21 @@ def test_the_table_never_holds_two_rows_of_one_run(tmp_path):
     store.append_rows([metrics_row(run_id="run-b")])
     table = store.read_metrics()
     assert table.column("run_id").to_pylist() == ["run-a", "run-b"] and table.column("bs").to_pylist()[0] == 8
+def test_a_saved_shard_comes_back_with_its_gpu_figures_and_old_shards_without_them(tmp_path):
+    """What a resumed run merges: the NVML figures of each saved shard (workers/device_watch.py), and
+    shards saved before those figures existed load with none."""
+    import dataclasses
+
+    from workers.contract import DeviceHealth, ShardResult
+
+    run = ResultsStore(tmp_path).run("r")
+    health = DeviceHealth(samples=4, sm_clock_mhz_min=1410, clock_events=["hw_thermal"], xid_errors=[79],
+                          ecc_errors=0, other_pids=[4242], note="power: Not Supported")
+    shard = ShardResult(shard_id=3, pass_name="infer", attempt=1, worker_id=0, node_id="n", device_name="d", pid=1,
+                        health=health)
+    run.save_shard(shard)
+    old = dataclasses.asdict(dataclasses.replace(shard, shard_id=4, health=None))
+    del old["health"]
+    run.file("shards/infer-00004.json").write_text(json.dumps(old))
+    loaded = {r.shard_id: r for r in run.load_shards()}
+    assert loaded[3].health == health and loaded[4].health is None

@@ -220,3 +220,66 @@ def test_a_truly_slow_worker_on_variable_length_work_is_a_straggler():
     reasons = [r for r in row.verdict_reasons.split("; ") if r.startswith("straggler")]
     assert len(reasons) == 1 and reasons[0].startswith("straggler: worker 2 at 0.3"), row.verdict_reasons
     assert "x fitted speed < 0.5 x median of the others 1" in reasons[0]
+# ------------------------------------------- incidents on the GPUs while measured, and invariance at bs 1
+
+
+def test_a_gpu_slowed_by_heat_or_a_power_brake_is_invalid_a_gpu_at_its_power_cap_is_not():
+    check(replace(GOOD, throttle_reasons=("sw_power_cap", "sync_boost"), sm_clock_mhz_min=1755),
+          replace(GOOD, throttle_reasons=("sw_power_cap", "hw_thermal"), sm_clock_mhz_min=1245),
+          "GPU clocks slowed during the measured pass: hw_thermal (lowest busy SM clock 1245 MHz)")
+    for reason in ("hw_slowdown", "hw_power_brake", "sw_thermal"):
+        assert reason in evaluate(replace(GOOD, throttle_reasons=(reason,)), RULES).reasons_text
+
+
+def test_xid_ecc_and_other_processes_are_each_invalid():
+    check(replace(GOOD, xid_errors=()), replace(GOOD, xid_errors=("79",)), "XID error(s) during the measured pass: 79")
+    check(replace(GOOD, ecc_errors=0), replace(GOOD, ecc_errors=2), "2 uncorrected ECC error(s)")
+    check(replace(GOOD, foreign_processes=0), replace(GOOD, foreign_processes=1, foreign_pids="4242@node7"),
+          "1 other process(es) on the GPU(s) during the measured pass: 4242@node7")
+
+
+def test_predictions_that_changed_at_bs_1_are_invalid():
+    check(replace(GOOD, invariance_flips=0, invariance_checked=32),
+          replace(GOOD, invariance_flips=3, invariance_checked=32), "invariance: 3 of 32 predictions changed")
+
+
+def test_the_merge_puts_the_gpus_figures_in_the_row_and_its_verdict():
+    """The infer shards' NVML figures (workers/device_watch.py) merged over shards and workers: lowest
+    clock, every reason, hottest GPU, every XID, and the processes that are not the run's own. Workers
+    0 and 1 run on node0 and node1: pid 101 seen on node0 is not worker 1, so it is foreign; when both
+    workers share one GPU on one node (fractional GPUs), each one's pid on the other's list is not."""
+    from workers.contract import DeviceHealth
+
+    results = shard_results("infer", np.full(40, 0.01), bs=4, workers=2, shards=4)
+    healths = [DeviceHealth(samples=3, sm_clock_mhz_min=1980 - 100 * i, clock_events=["sw_power_cap"],
+                            temperature_c_max=60 + i, power_w_max=300.0 + i, ecc_errors=0, other_pids=[7777])
+               for i in range(4)]
+    healths[1].clock_events, healths[1].xid_errors = ["hw_power_brake", "sw_power_cap"], [48]
+    healths[2].other_pids = [7777, 101]  # shard 2 ran on worker 0 (node0)
+    healths[3].other_pids = [7777, 100]  # shard 3 on worker 1 (node1)
+    results = [replace(r, health=h) for r, h in zip(results, healths)]
+    infos = [worker_info(0), worker_info(1)]
+    row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=infos, data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert (row.sm_clock_mhz_min, row.temperature_c_max, row.power_w_max) == (1680, 63, 303.0)
+    assert (row.throttle_reasons, row.xid_errors, row.ecc_errors) == ("hw_power_brake,sw_power_cap", "48", 0)
+    assert row.foreign_processes == 4 and row.foreign_pids == "101@h, 7777@h, 100@h, 7777@h"
+    assert row.verdict == "INVALID"
+    for part in ("hw_power_brake (lowest busy SM clock 1680 MHz)", "XID error(s) during the measured pass: 48",
+                 "4 other process(es)"):
+        assert part in row.verdict_reasons
+    shared = [replace(r, node_id="node0", health=DeviceHealth(samples=2, sm_clock_mhz_min=1980, ecc_errors=0,
+                                                                other_pids=[100, 101])) for r in results]
+    calm = merge(spec=validate(job(), "x"), run_id="r", results=shared, data=[data_info()], e2e_seconds=1.0,
+                 infos=[replace(i, node_id="node0") for i in infos], retries=0, item_unit="seq")
+    assert (calm.foreign_processes, calm.throttle_reasons, calm.xid_errors, calm.gpu_health_note) == (0, "", "", None)
+    assert "GPU" not in calm.verdict_reasons and "process" not in calm.verdict_reasons
+
+
+def test_a_cpu_row_has_blank_gpu_figures_and_no_reason():
+    results = shard_results("infer", np.full(40, 0.01), bs=4, workers=2, shards=4)
+    row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=[worker_info(0), worker_info(1)],
+                data=[data_info()], e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert (row.sm_clock_mhz_min, row.throttle_reasons, row.foreign_processes, row.xid_errors) == (None,) * 4
+    assert "not watched" in row.gpu_health_note and row.invariance_flips is None
+    assert "GPU" not in row.verdict_reasons and "invariance" not in row.verdict_reasons
