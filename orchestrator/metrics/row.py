@@ -118,6 +118,17 @@ class MetricsRow(BaseModel):
     energy_per_item: float | None = None  # J per item (sequence or token) of the measured pass, GPUs' NVML counters
     mean_power: float | None = None  # W over the measured pass, summed over the GPUs
     energy_note: str | None = None  # why the energy columns are blank (a CPU, no counter)
+    # LoadGen scenarios (orchestrator/loadgen/columns.py); rows stored before them read scenario None (offline)
+    scenario: str | None = "offline"  # offline | server | single_stream | multi_stream
+    loadgen_mode: str | None = None  # performance | accuracy | find_peak
+    target_qps: float | None = None  # server: queries/s offered (find_peak: the highest VALID rate found)
+    achieved_qps: float | None = None  # LoadGen's completed samples/s (single_stream: its QPS with LoadGen overhead)
+    query_latency_p50: float | None = None  # s per query, LoadGen's figures (per sample where a query is one)
+    query_latency_p90: float | None = None
+    query_latency_p99: float | None = None
+    latency_bound: float | None = None  # s: server p99 bound LoadGen enforced; streams: the job's bound on p90/p99
+    loadgen_result: str | None = None  # VALID | INVALID as LoadGen said (None in accuracy mode: it says nothing)
+    loadgen_settings: str | None = None  # JSON: LoadGen's "Test Parameters Used" and the rules
     # software
     torch_version: str
     ray_version: str

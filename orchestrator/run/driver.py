@@ -193,6 +193,10 @@ def run_all(
 
 def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process: bool, progress: bool) -> RunResult:
     """One grid point: `repeats` rounds of fresh workers; the first also runs the reference pass."""
+    if spec.scenario != "offline":  # a LoadGen scenario: same data, workers and row, LoadGen in the middle
+        from orchestrator.loadgen.point import run_scenario_point
+
+        return run_scenario_point(spec, store, session, in_process, progress)
     from orchestrator.run.progress import RunProgress
 
     with RunProgress(enabled=progress) as bar:

@@ -1,0 +1,104 @@
+"""LoadGen tests through the bridge with the in-process worker (the --no-ray path), and find_peak's search."""
+
+import json
+from types import SimpleNamespace
+
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator.loadgen.runner import find_peak
+from orchestrator.run.driver import run_job
+from orchestrator.spec import validate
+from tests.builders import job, stored_rows
+from workers.errors import RunFailed
+
+
+def synthetic(scenario: str, loadgen: dict, latency_ms: float = 1, size: int = 40, **fields) -> dict:
+    return job(engine={"name": "synthetic", "latency_ms": latency_ms, **fields.pop("engine", {})}, passes=["infer"],
+               scenario=scenario, loadgen=loadgen, workers=1, data={"synthetic": {"seed": 1, "size": size}}, **fields)
+
+
+def fake_probe(capacity_qps: float, calls: list):
+    def probe(qps: float):
+        calls.append(qps)
+        return SimpleNamespace(target_qps=qps, valid=qps <= capacity_qps)
+    return probe
+
+
+def test_find_peak_brackets_the_peak_then_bisects_to_the_tolerance():
+    calls: list[float] = []
+    best, runs = find_peak(fake_probe(300, calls), start_qps=100, tolerance=0.05, max_runs=10)
+    assert calls[:3] == [100, 200, 400]  # doubled while VALID
+    assert 300 * 0.95 <= best.target_qps <= 300 and best.valid
+    above = min(r.target_qps for r in runs if not r.valid)
+    assert above - best.target_qps <= 0.05 * best.target_qps and len(runs) <= 10
+    calls.clear()
+    best, runs = find_peak(fake_probe(10, calls), start_qps=100, tolerance=0.05, max_runs=3)
+    assert calls == [100, 50, 25] and best.target_qps == 25 and not best.valid  # none VALID: the lowest tried
+
+
+@pytest.mark.slow
+def test_accuracy_mode_scores_every_sample_once_through_a_crashed_batch(tmp_path):
+    """Batch 2 crashes once (fail_shards names batch ids in LoadGen runs): its samples are re-issued,
+    LoadGen's accuracy log has each sample once, and the counts equal the Offline run's."""
+    raw = synthetic("server", {"target_qps": 400, "mode": "accuracy"}, engine={"fail_shards": [2]}, bs=4)
+    result = run_job(validate(raw, "x"), results_dir=tmp_path, in_process=True)
+    plain = {k: v for k, v in raw.items() if k not in ("scenario", "loadgen")}
+    offline = run_job(validate(dict(plain, engine={"name": "synthetic", "latency_ms": 1}), "x"), results_dir=tmp_path,
+                      in_process=True).row
+    row = result.row
+    assert row.retries == 1 and row.verdict == "VALID" and row.loadgen_result is None
+    logged = json.loads((result.run_dir / "loadgen" / "mlperf_log_accuracy.json").read_text())
+    assert sorted(entry["qsl_idx"] for entry in logged) == list(range(40))
+    assert (row.examples, row.scored_infer, row.correct_infer) == (40, offline.scored_infer, offline.correct_infer)
+    retried = pq.read_table(result.run_dir / "retries.parquet").to_pylist()
+    assert [r["shard_id"] for r in retried] == [2] and "injected failure" in retried[0]["message"]
+
+
+def test_a_user_error_in_a_batch_ends_loadgen_and_the_run_in_one_line(tmp_path, monkeypatch):
+    from workers.engines.synthetic import Synthetic
+    from workers.errors import UserError
+
+    def refuse(self, shard):
+        if shard.shard_id == 3:
+            raise UserError("engine: batch outside the profile")
+
+    monkeypatch.setattr(Synthetic, "before_shard", refuse)
+    with pytest.raises(RunFailed) as err:
+        run_job(validate(synthetic("single_stream", {}), "x"), results_dir=tmp_path, in_process=True)
+    assert "failed on attempt 1/3 on worker 0: engine: batch outside the profile" in str(err.value)
+    assert stored_rows(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_multi_stream_queries_carry_their_samples(tmp_path):
+    raw = synthetic("multi_stream", {"samples_per_query": 3, "min_duration_s": 0.2}, bs=3)
+    result = run_job(validate(raw, "x"), results_dir=tmp_path, in_process=True)
+    row = result.row
+    queries = pq.read_table(result.run_dir / "queries.parquet").to_pylist()
+    assert len(queries) == 662 and {q["samples"] for q in queries} == {3}  # quick rules: LoadGen's early-stopping minimum
+    assert row.items_infer == 3 * 662 and row.verdict == row.loadgen_result == "VALID"
+    assert row.achieved_qps is None and row.query_latency_p99 >= row.query_latency_p50 >= 0.001
+
+
+@pytest.mark.slow
+def test_find_peak_reports_the_highest_valid_rate_and_every_rate_tried(tmp_path):
+    """One worker, bs 1, 1 ms per batch (about 600 QPS here), a 20 ms p99 bound: from 200 QPS, 3 runs."""
+    loadgen = {"mode": "find_peak", "target_qps": 200, "latency_bound_ms": 20, "min_duration_s": 0.2,
+               "find_peak_tolerance": 0.3, "find_peak_max_runs": 3}
+    result = run_job(validate(synthetic("server", loadgen, latency_ms=1, bs=1), "x"), results_dir=tmp_path,
+                     in_process=True)
+    row = result.row
+    probes = pq.read_table(result.run_dir / "find_peak.parquet").to_pylist()
+    valid = [p["target_qps"] for p in probes if p["loadgen_result"] == "VALID"]
+    assert probes[0]["target_qps"] == 200 and len(probes) == 3 and valid
+    assert row.target_qps == max(valid) and row.loadgen_result == "VALID" and row.loadgen_mode == "find_peak"
+    assert all(p["target_qps"] > row.target_qps for p in probes if p["loadgen_result"] == "INVALID")
+    assert {f"qps-{p['target_qps']:.6g}" for p in probes} == {d.name for d in (result.run_dir / "loadgen").iterdir()}
+
+    from orchestrator.views.html_report import report_run
+
+    md, html = report_run(tmp_path, row.run_id)
+    text = md.read_text()
+    assert "QPS searched vs p99 (find_peak)" in text and "Per-query latency (LoadGen)" in text
+    assert "| loadgen_result | VALID |" in text and html.stat().st_size > 10_000
