@@ -163,9 +163,9 @@ class Bridge:
                             max(s.attempt for s in samples))
         self._next_batch += 1
         self.inflight[batch.batch_id] = (worker, samples)
-        self.meter.queue_depth(worker, len(samples), len(self.waiting))
         future = self.workers.run(worker, batch)
         future.add_done_callback(lambda f, b=batch: self.inbox.put((DONE, b, worker, f)))
+        self.meter.queue_depth(worker, len(samples), len(self.waiting))  # after the hand-over: not on its path
 
     def _settle(self, batch: SampleBatch, worker: int, future: Future) -> None:
         _, samples = self.inflight.pop(batch.batch_id)
@@ -233,7 +233,7 @@ class Bridge:
         import mlperf_loadgen as lg
 
         responses, buffers = [], []  # the buffers stay alive until LoadGen has copied them
-        now = time.monotonic_ns()
+        done: list[Query] = []
         for sample in samples:
             if self.outstanding.pop(sample.response_id, None) is None:
                 continue  # completed before (a late result after the run failed)
@@ -246,9 +246,12 @@ class Bridge:
                 responses.append(lg.QuerySampleResponse(sample.response_id, 0, 0))
             sample.query.remaining -= 1
             if sample.query.remaining == 0:
-                self.meter.query_completed((now - sample.query.issued_ns) / 1e9)
+                done.append(sample.query)
         if responses:
             lg.QuerySamplesComplete(responses)
+        now = time.monotonic_ns()  # the live metrics after LoadGen has its completions, not before
+        for query in done:
+            self.meter.query_completed((now - query.issued_ns) / 1e9)
 
 
 def _records_by_example(result: ShardResult) -> dict[int, dict[str, Any]]:

@@ -56,8 +56,9 @@ def verdict(f: ScenarioFigures) -> tuple[str, list[str]]:
         reasons.append(f.summary.invalid_reason() or "LoadGen printed no result")
     headline = HEADLINE_PERCENTILE[f.scenario]
     observed = _seconds(f.summary, headline)
-    if f.scenario != "server" and f.latency_bound_s is not None and observed is not None and observed > f.latency_bound_s:
-        reasons.append(f"p{headline} query latency {observed * 1e3:.4g} ms > latency_bound_ms {f.latency_bound_s * 1e3:g}")
+    bound = f.latency_bound_s
+    if f.scenario != "server" and bound is not None and observed is not None and observed > bound:
+        reasons.append(f"p{headline} query latency {observed * 1e3:.4g} ms > latency_bound_ms {bound * 1e3:g}")
     return ("INVALID" if reasons else "VALID"), reasons
 
 

@@ -37,6 +37,7 @@ from workers.errors import UserError
 
 
 def run_scenario_point(spec: JobSpec, store: ResultsStore, session, in_process: bool, progress: bool):
+    from orchestrator.run.data import check_preparations_agree
     from orchestrator.run.driver import (
         RunResult,
         _finish_run,
@@ -45,7 +46,6 @@ def run_scenario_point(spec: JobSpec, store: ResultsStore, session, in_process: 
         open_dataset,
         open_pool,
     )
-    from orchestrator.run.data import check_preparations_agree
     from orchestrator.run.progress import RunProgress
 
     run = session.run
@@ -114,7 +114,8 @@ def _serve(spec: JobSpec, workers: SampleWorkers, examples: int, logs: Path, bar
     return head, tests, warmed
 
 
-def _figures(spec: JobSpec, test: LoadGenTest, examples: int, tests: list[LoadGenTest] | None = None) -> ScenarioFigures:
+def _figures(spec: JobSpec, test: LoadGenTest, examples: int,
+             tests: list[LoadGenTest] | None = None) -> ScenarioFigures:
     """The figures of one test; `tests`: every test of a find_peak search, when `test` is its headline."""
     options = spec.loadgen
     note = ""

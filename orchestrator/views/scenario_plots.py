@@ -57,7 +57,8 @@ def find_peak_plot(probes: list[dict], row: MetricsRow) -> "Plot | None":
         ax.annotate(str(p["run"] + 1), (p["target_qps"], p["query_latency_p99"] * 1e3), fontsize=7,
                     textcoords="offset points", xytext=(3, 3))
     if row.latency_bound is not None:
-        ax.axhline(row.latency_bound * 1e3, color="black", linestyle="--", label=f"bound {row.latency_bound * 1e3:g} ms")
+        bound_ms = row.latency_bound * 1e3
+        ax.axhline(bound_ms, color="black", linestyle="--", label=f"bound {bound_ms:g} ms")
     ax.set_yscale("log")
     ax.set(xlabel="target QPS (run number beside each point)", ylabel="p99 latency (ms)",
            title=f"find_peak: highest VALID {row.target_qps:g} QPS" if row.loadgen_result == "VALID" else "find_peak")

@@ -76,7 +76,8 @@ def test_multi_stream_queries_carry_their_samples(tmp_path):
     result = run_job(validate(raw, "x"), results_dir=tmp_path, in_process=True)
     row = result.row
     queries = pq.read_table(result.run_dir / "queries.parquet").to_pylist()
-    assert len(queries) == 662 and {q["samples"] for q in queries} == {3}  # quick rules: LoadGen's early-stopping minimum
+    assert len(queries) == 662  # quick rules: the fewest queries LoadGen's early stopping takes
+    assert {q["samples"] for q in queries} == {3}
     assert row.items_infer == 3 * 662 and row.verdict == row.loadgen_result == "VALID"
     assert row.achieved_qps is None and row.query_latency_p99 >= row.query_latency_p50 >= 0.001
 
@@ -102,3 +103,26 @@ def test_find_peak_reports_the_highest_valid_rate_and_every_rate_tried(tmp_path)
     text = md.read_text()
     assert "QPS searched vs p99 (find_peak)" in text and "Per-query latency (LoadGen)" in text
     assert "| loadgen_result | VALID |" in text and html.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_accuracy_mode_on_mmlu_tiny_gives_the_offline_predictions_question_for_question(tmp_path):
+    """jobs/mmlu_tiny.yaml, 8 questions per subject (24, bs 4): Offline batches by prompt length within
+    shards; LoadGen's server queries arrive in LoadGen's order and are batched as they wait. The
+    predictions must not care."""
+    from orchestrator.spec import load_spec
+    from tests.builders import TEST_DATA_CACHE
+
+    common = ["passes=[infer]", "task.limit=8", f"data_cache={TEST_DATA_CACHE}"]
+    offline = run_job(load_spec("jobs/mmlu_tiny.yaml", common), results_dir=tmp_path, in_process=True)
+    served = run_job(load_spec("jobs/mmlu_tiny.yaml", common + ["scenario=server", "loadgen.mode=accuracy",
+                                                                  "loadgen.target_qps=200"]),
+                     results_dir=tmp_path, in_process=True)
+
+    def predicted(run) -> dict[tuple[str, int], str]:
+        return {(r["subject"], r["question_index"]): r["predicted"] for r in run.predictions}
+
+    assert len(predicted(offline)) == 24 and predicted(served) == predicted(offline)
+    assert served.row.acc_infer == offline.row.acc_infer and served.row.verdict == "VALID"
+    shapes = pq.read_table(served.run_dir / "shards.parquet").column("examples").to_pylist()
+    assert max(shapes) > 1 and len(shapes) >= 6  # batched as the queries waited, not as Offline's shards

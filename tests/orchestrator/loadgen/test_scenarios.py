@@ -62,7 +62,8 @@ def test_server_row_equals_loadgens_summary_file(below_capacity):
     row, stored = result.row, stored_rows(results)[0]
     printed = summary_figures(result.run_dir)
     assert (row.loadgen_result, row.achieved_qps) == (printed["result"], printed["qps"])
-    assert (row.query_latency_p50, row.query_latency_p90, row.query_latency_p99) == (printed[50], printed[90], printed[99])
+    latencies = (row.query_latency_p50, row.query_latency_p90, row.query_latency_p99)
+    assert latencies == (printed[50], printed[90], printed[99])
     assert stored["achieved_qps"] == printed["qps"] and stored["query_latency_p99"] == printed[99]
     assert json.loads(row.loadgen_settings)["target_qps"] == "500"
     queries = sorted(pq.read_table(result.run_dir / "queries.parquet").column("latency_s").to_pylist())
