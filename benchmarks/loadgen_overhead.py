@@ -21,6 +21,7 @@ import queue
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -88,6 +89,24 @@ def plain_p90_s(queries: int) -> float:
     return summary.latency_ns[90.0] / 1e9
 
 
+def ray_call_p90_s(calls: int = 300) -> float:
+    """p90 of a no-op actor call and its answer (`BenchWorker.pid`): the part of the added latency
+    that is Ray's own round trip, on this machine, now."""
+    import ray
+
+    from workers.actor import BenchWorker
+
+    actor = ray.remote(num_cpus=0)(BenchWorker).remote(spec_for(1, 64).worker_config())
+    ray.get(actor.pid.remote())
+    seconds = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        ray.get(actor.pid.remote())
+        seconds.append(time.perf_counter() - t0)
+    ray.kill(actor)
+    return sorted(seconds)[int(0.9 * calls)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=300, help="queries per LoadGen test (>= 64)")
@@ -96,10 +115,12 @@ def main() -> None:
     from orchestrator.run.driver import run_job
 
     plain: list[float] = []
+    calls: list[float] = []
     ray_p90: dict[int, list[float]] = {n: [] for n in WORKERS}
     with local_ray(num_cpus=2, _node_ip_address="127.0.0.2"), tempfile.TemporaryDirectory() as results:
         for _ in range(args.rounds):
             plain.append(plain_p90_s(args.queries))
+            calls.append(ray_call_p90_s())
             for n in WORKERS:
                 ray_p90[n].append(run_job(spec_for(n, args.queries), results_dir=results).row.query_latency_p90)
     ms = lambda values: ", ".join(f"{v * 1e3:.2f}" for v in values)  # noqa: E731
@@ -108,6 +129,7 @@ def main() -> None:
     best_plain = min(plain)
     print(f"plain LoadGen SUT, in process: p90 {ms(plain)} ms (best {best_plain * 1e3:.2f}; adds "
           f"{best_plain * 1e3 - ENGINE_MS:.2f} ms)")
+    print(f"a no-op Ray actor call, round trip: p90 {ms(calls)} ms (best {min(calls) * 1e3:.2f})")
     ratios = {}
     for n in WORKERS:
         best = min(ray_p90[n])

@@ -86,6 +86,7 @@ class Bridge:
         self.suspect: set[int] = set()
         self._starved_since: float | None = None
         self._next_batch = 0
+        self._arrived = 0  # queries issued since the live metrics last heard
         self._thread = threading.Thread(target=self._loop, name="raybench-loadgen-dispatch", daemon=True)
 
     # ------------------------------------------------------------------ LoadGen's callbacks
@@ -111,6 +112,9 @@ class Bridge:
     def _loop(self) -> None:
         while True:
             timeout = self._dispatch()
+            if self._arrived:  # the live metrics once the new samples are on their way, not before
+                self.meter.query_issued(self._arrived, len(self.waiting))
+                self._arrived = 0
             try:
                 message = self.inbox.get(timeout=timeout)
             except queue.Empty:
@@ -142,7 +146,7 @@ class Bridge:
             sample = Sample(response_id, index, query)
             self.outstanding[response_id] = sample
             self.waiting.append(sample)
-        self.meter.query_issued(len(self.waiting))
+        self._arrived += 1
         if self.error is not None:
             self._complete(list(self.waiting), {})
             self.waiting.clear()

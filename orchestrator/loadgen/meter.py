@@ -27,9 +27,9 @@ class ScenarioMeter:
         self.latency = m.Histogram("raybench_query_latency_seconds", METRICS["raybench_query_latency_seconds"],
                                    boundaries=LATENCY_BOUNDARIES, tag_keys=run)
 
-    def query_issued(self, samples_waiting: int) -> None:
+    def query_issued(self, queries: int, samples_waiting: int) -> None:
         if self.enabled:
-            self.issued.inc(1, tags=self.tags)
+            self.issued.inc(queries, tags=self.tags)
             self.waiting.set(samples_waiting, tags=self.tags)
 
     def query_completed(self, seconds: float) -> None:

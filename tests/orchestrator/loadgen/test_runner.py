@@ -70,6 +70,36 @@ def test_a_user_error_in_a_batch_ends_loadgen_and_the_run_in_one_line(tmp_path, 
     assert stored_rows(tmp_path) == []
 
 
+class RecordingMeter:
+    """Stands for the Ray metrics (absent in-process): records what the bridge reports."""
+
+    def __init__(self, run_id: str) -> None:
+        self.issued, self.latencies, self.depths = 0, [], []
+
+    def query_issued(self, queries: int, samples_waiting: int) -> None:
+        self.issued += queries
+
+    def query_completed(self, seconds: float) -> None:
+        self.latencies.append(seconds)
+
+    def queue_depth(self, worker: int, samples: int, samples_waiting: int) -> None:
+        self.depths.append((worker, samples))
+
+
+def test_live_metrics_count_every_query_issued_and_completed(tmp_path, monkeypatch):
+    import orchestrator.loadgen.point as point
+
+    meters: list[RecordingMeter] = []
+    monkeypatch.setattr(point, "ScenarioMeter", lambda run_id: meters.append(RecordingMeter(run_id)) or meters[-1])
+    result = run_job(validate(synthetic("single_stream", {"min_duration_s": 0.1}, latency_ms=0), "x"),
+                     results_dir=tmp_path, in_process=True)
+    (meter,) = meters
+    queries = pq.read_table(result.run_dir / "queries.parquet").num_rows
+    assert meter.issued == len(meter.latencies) == queries == result.row.items_infer
+    assert {d for _, d in meter.depths} == {0, 1} and {w for w, _ in meter.depths} == {0}  # one sample in flight
+    assert all(0 < t < 1 for t in meter.latencies)
+
+
 @pytest.mark.slow
 def test_multi_stream_queries_carry_their_samples(tmp_path):
     raw = synthetic("multi_stream", {"samples_per_query": 3, "min_duration_s": 0.2}, bs=3)
