@@ -124,7 +124,8 @@ def test_a_killed_worker_loses_no_sample_and_completes_none_twice(ray_local, tmp
     loadgen = {"target_qps": 150, "mode": "accuracy"}
     killed: list[int] = []
     watcher = kill_worker_during_run(tmp_path, 0.5, killed)
-    result = run_job(validate(synthetic("server", loadgen, workers=2, latency_ms=5, bs=2, size=300), "x"),
+    # 2 workers x bs 2 x 20 ms take 200 QPS at most: at 150 both are busy most of the time
+    result = run_job(validate(synthetic("server", loadgen, workers=2, latency_ms=20, bs=2, size=300), "x"),
                      results_dir=tmp_path)
     watcher.join(timeout=5)
     assert killed, "the watcher never killed a worker"
