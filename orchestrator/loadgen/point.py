@@ -62,6 +62,7 @@ def run_scenario_point(spec: JobSpec, store: ResultsStore, session, in_process: 
             infos = pool.setup()
             _keep_build_logs(run, infos)
             examples = check_workers_agree(infos, prepared)
+            _check_dataset(spec, examples)
             run.create(dump_spec(spec), started_at=session.started_at, sweep_id=session.sweep_id,
                        weights_fetched_on=pool.prefetched_nodes)
             head, tests, warmed = _serve(spec, sample_workers(pool), examples, logs, bar, run.run_id)
@@ -89,9 +90,6 @@ def _serve(spec: JobSpec, workers: SampleWorkers, examples: int, logs: Path, bar
     bridge = BridgeOptions(pass_name, spec.bs, options.max_batch_wait_ms / 1e3, spec.max_attempts,
                            keep_data=options.mode == "accuracy")
     meter = ScenarioMeter(run_id)
-    if spec.scenario == "multi_stream" and options.samples_per_query > examples:
-        raise UserError(f"loadgen.samples_per_query: {options.samples_per_query} is more than the dataset's "
-                        f"{examples} examples")
 
     def probe(qps: float | None, folder: Path) -> LoadGenTest:
         settings = build_test_settings(spec.scenario, options, examples, accuracy=options.mode == "accuracy",
@@ -112,6 +110,13 @@ def _serve(spec: JobSpec, workers: SampleWorkers, examples: int, logs: Path, bar
     finally:
         workers.close()
     return head, tests, warmed
+
+
+def _check_dataset(spec: JobSpec, examples: int) -> None:
+    """What only the prepared data can tell, checked before the run folder exists."""
+    if spec.scenario == "multi_stream" and spec.loadgen.samples_per_query > examples:
+        raise UserError(f"loadgen.samples_per_query: {spec.loadgen.samples_per_query} is more than the dataset's "
+                        f"{examples} examples")
 
 
 def _figures(spec: JobSpec, test: LoadGenTest, examples: int,

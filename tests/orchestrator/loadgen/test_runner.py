@@ -70,6 +70,25 @@ def test_a_user_error_in_a_batch_ends_loadgen_and_the_run_in_one_line(tmp_path, 
     assert stored_rows(tmp_path) == []
 
 
+def test_samples_per_query_above_the_dataset_is_one_line_and_leaves_no_run(tmp_path):
+    from workers.errors import UserError
+
+    with pytest.raises(UserError, match="loadgen.samples_per_query: 50 is more than the dataset's 40 examples"):
+        run_job(validate(synthetic("multi_stream", {"samples_per_query": 50}), "x"), results_dir=tmp_path,
+                in_process=True)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.slow
+def test_max_batch_wait_lets_an_idle_worker_wait_for_a_fuller_batch(tmp_path):
+    """400 QPS on a worker with no engine wait: without a wait it runs each sample as it comes;
+    with max_batch_wait_ms 30 (4 arrivals take ~10 ms) its batches are mostly full (bs 4)."""
+    loadgen = {"target_qps": 400, "max_batch_wait_ms": 30, "latency_bound_ms": 200}
+    row = run_job(validate(synthetic("server", loadgen, latency_ms=0, bs=4), "x"), results_dir=tmp_path,
+                  in_process=True).row
+    assert row.items_infer / row.measured_batches >= 3 and row.loadgen_result == "VALID"
+
+
 class RecordingMeter:
     """Stands for the Ray metrics (absent in-process): records what the bridge reports."""
 
@@ -154,5 +173,26 @@ def test_accuracy_mode_on_mmlu_tiny_gives_the_offline_predictions_question_for_q
 
     assert len(predicted(offline)) == 24 and predicted(served) == predicted(offline)
     assert served.row.acc_infer == offline.row.acc_infer and served.row.verdict == "VALID"
+    logged = json.loads((served.run_dir / "loadgen" / "mlperf_log_accuracy.json").read_text())
+    records = [json.loads(bytes.fromhex(entry["data"])) for entry in logged]  # each sample's record, as LoadGen kept it
+    assert sorted(r["example"] for r in records) == list(range(24))
+    assert {(r["subject"], r["question_index"]): r["predicted"] for r in records} == predicted(offline)
     shapes = pq.read_table(served.run_dir / "shards.parquet").column("examples").to_pylist()
     assert max(shapes) > 1 and len(shapes) >= 6  # batched as the queries waited, not as Offline's shards
+
+
+@pytest.mark.slow
+def test_loadgen_logs_and_tables_land_in_a_remote_results_store(moto_s3, monkeypatch):
+    """LoadGen writes its logs to a local folder; with the results on S3 they are copied into the run."""
+    from orchestrator.metrics.store import ResultsStore
+
+    for key, value in moto_s3.env().items():
+        monkeypatch.setenv(key, value)
+    uri = f"s3://{moto_s3.new_bucket()}/results"
+    row = run_job(validate(synthetic("single_stream", {"min_duration_s": 0.1}, latency_ms=0), "x"), results_dir=uri,
+                  in_process=True).row
+    run = ResultsStore(uri).run(row.run_id)
+    for name in ("summary.txt", "detail.txt", "accuracy.json", "trace.json"):
+        assert run.has(f"loadgen/mlperf_log_{name}"), name
+    assert "Result is : VALID" in run.read_text("loadgen/mlperf_log_summary.txt")
+    assert run.read_table("queries.parquet").num_rows == row.items_infer
