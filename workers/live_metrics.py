@@ -27,7 +27,7 @@ METRICS = {
     "raybench_queries_issued_total": "LoadGen queries issued to the system under test, by run (driver)",
     "raybench_queries_completed_total": "LoadGen queries whose every sample completed, by run (driver)",
     "raybench_samples_waiting": "LoadGen samples waiting in the driver for an idle worker, by run (driver)",
-    "raybench_worker_queue_depth": "LoadGen samples handed to the worker, not completed yet, by run and worker (driver)",
+    "raybench_worker_queue_depth": "LoadGen samples a worker holds, not yet completed, by run and worker (driver)",
     "raybench_query_latency_seconds": "LoadGen query latency from issue to its last sample's completion (driver clock)",
 }
 
