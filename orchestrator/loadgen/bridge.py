@@ -75,6 +75,7 @@ class Bridge:
     results: list[ShardResult] = field(default_factory=list)  # accepted batches
     failed: list[ShardResult] = field(default_factory=list)  # attempts that failed (re-issued or fatal)
     error: UserError | None = None
+    crash: Exception | None = None  # a bug in the dispatcher
     aborted: bool = False
 
     def __post_init__(self) -> None:
@@ -124,7 +125,11 @@ class Bridge:
             while True:
                 if message[0] == STOP:
                     return
-                self._handle(message)
+                try:
+                    self._handle(message)
+                except Exception as exc:  # noqa: BLE001 - a bug here must not leave LoadGen waiting forever
+                    self.crash = self.crash or exc  # re-raised, with its traceback, once LoadGen has returned
+                    self._fail(RunFailed(f"the LoadGen dispatcher failed: {first_line(exc)}"))
                 try:
                     message = self.inbox.get_nowait()
                 except queue.Empty:

@@ -39,6 +39,7 @@ from workers.errors import UserError
 def run_scenario_point(spec: JobSpec, store: ResultsStore, session, in_process: bool, progress: bool):
     from orchestrator.run.data import check_preparations_agree
     from orchestrator.run.driver import (
+        RunInterrupted,
         RunResult,
         _finish_run,
         _keep_build_logs,
@@ -66,6 +67,11 @@ def run_scenario_point(spec: JobSpec, store: ResultsStore, session, in_process: 
             run.create(dump_spec(spec), started_at=session.started_at, sweep_id=session.sweep_id,
                        weights_fetched_on=pool.prefetched_nodes)
             head, tests, warmed = _serve(spec, sample_workers(pool), examples, logs, bar, run.run_id)
+        except KeyboardInterrupt:
+            interrupted = RunInterrupted(run.run_id, False, store.shown_uri)  # exit 130, as Offline's
+            interrupted.args = (f"interrupted: run {run.run_id}; workers stopped; a LoadGen run cannot be resumed "
+                                "(submit the job again)",)
+            raise interrupted from None
         finally:
             pool.shutdown()
         _keep_logs(run, logs)

@@ -8,8 +8,7 @@ sample count is the whole dataset.
 
 LoadGen's test runs on a thread of its own while this thread waits on it: Python handles Ctrl-C only
 on the main thread, and a C++ call would hold it off until the test ended. On Ctrl-C the bridge
-completes everything at once; LoadGen still issues the rest of its schedule (it has no abort), so
-the wait for it is bounded and the interrupt goes on regardless.
+completes everything at once; LoadGen still issues the rest of its schedule (it has no abort).
 
 find_peak: LoadGen's own FindPeakPerformance mode logs only its last test; here each probe is one
 PerformanceOnly Server test with its own summary, so every rate tried is on record (QPS searched
@@ -20,6 +19,7 @@ are within `find_peak_tolerance`, in at most `find_peak_max_runs` tests.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from orchestrator.loadgen.summary import LoadGenSummary, parse_summary
 from orchestrator.loadgen.workers import SampleWorkers
 from workers.contract import ShardResult
 
-ABORT_WAIT_S = 10.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,12 +62,24 @@ def run_test(settings, workers: SampleWorkers, options: BridgeOptions, examples:
     sut = lg.ConstructSUT(bridge.issue_query, bridge.flush_queries)
     qsl = lg.ConstructQSL(examples, examples, _nothing_to_load, _nothing_to_load)
     bridge.start()
+    ended = threading.Event()
+
+    def test() -> None:
+        try:
+            lg.StartTestWithLogSettings(sut, qsl, settings, log)
+        finally:
+            ended.set()
+
+    threading.Thread(target=test, name="raybench-loadgen-test", daemon=True).start()
     try:
-        _wait_for(lambda: lg.StartTestWithLogSettings(sut, qsl, settings, log), bridge)
+        _wait_for(ended, bridge)
     finally:
-        bridge.stop()
-        lg.DestroyQSL(qsl)
-        lg.DestroySUT(sut)
+        if ended.is_set():  # after a second Ctrl-C LoadGen may still be issuing: then leave it be
+            bridge.stop()
+            lg.DestroyQSL(qsl)
+            lg.DestroySUT(sut)
+    if bridge.crash is not None:
+        raise bridge.crash
     if bridge.error is not None:
         raise bridge.error
     summary = parse_summary((log_dir / "mlperf_log_summary.txt").read_text())
@@ -78,15 +90,20 @@ def _nothing_to_load(indices: list[int]) -> None:
     """The QSL's load/unload: the prepared table is already in the object store."""
 
 
-def _wait_for(test: Callable[[], None], bridge: Bridge) -> None:
-    thread = threading.Thread(target=test, name="raybench-loadgen-test", daemon=True)
-    thread.start()
+def _wait_for(ended: threading.Event, bridge: Bridge) -> None:
+    """Wait for LoadGen's test. On Ctrl-C the bridge completes everything at once and LoadGen runs out
+    its schedule (it cannot be stopped; a second test in the same process while one still runs would
+    crash it), then the interrupt goes on. A second Ctrl-C stops waiting (the process is ending).
+    The test's end is an Event, not `Thread.join`: a join that Ctrl-C interrupts can leave the thread
+    reported dead while it still runs (CPython gh-90882), and LoadGen would be destroyed under it."""
     try:
-        while thread.is_alive():
-            thread.join(0.2)
+        while not ended.wait(0.2):
+            pass
     except KeyboardInterrupt:
         bridge.abort()
-        thread.join(ABORT_WAIT_S)
+        log.warning("stopping: LoadGen ends its schedule with empty responses; Ctrl-C again to stop waiting")
+        while not ended.wait(0.2):
+            pass
         raise
 
 

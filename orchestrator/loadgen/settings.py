@@ -24,6 +24,7 @@ Mode = Literal["performance", "accuracy", "find_peak"]
 LOADGEN_SCENARIO = {"server": "Server", "single_stream": "SingleStream", "multi_stream": "MultiStream"}
 QUICK_MIN_DURATION_S = 1.0
 QUICK_MIN_QUERIES = {"server": 459, "single_stream": 64, "multi_stream": 662}
+QUICK_EXPECTED_LATENCY_NS = 100_000
 # The percentile LoadGen reports each scenario's latency at (mlperf.conf: target_latency_percentile).
 HEADLINE_PERCENTILE = {"server": 99, "single_stream": 90, "multi_stream": 99}
 
@@ -45,7 +46,8 @@ class LoadGenSpec(StrictModel):
     min_queries: int | None = Field(None, gt=0, description="default: the fewest queries LoadGen's early stopping "
                                     "accepts (quick), or mlperf.conf's")
     expected_latency_ms: float | None = Field(None, gt=0, description="single/multi stream: LoadGen pre-generates "
-                                              "min_duration / this many queries (default LoadGen's 1 ms / 8 ms)")
+                                              "min_duration / this many queries (default 0.1 ms; mlperf: "
+                                              "mlperf.conf's)")
     max_batch_wait_ms: float = Field(0.0, ge=0, description="an idle worker waits this long for a batch of bs "
                                       "samples to fill before it runs what is waiting (0: run at once)")
     qsl_rng_seed: int | None = Field(None, ge=0, description="LoadGen's seeds (default 0, mlperf: the round's)")
@@ -100,6 +102,9 @@ def build_test_settings(scenario: str, spec: LoadGenSpec, examples: int, *, accu
     else:
         ts.min_duration_ms = int(QUICK_MIN_DURATION_S * 1e3)
         ts.min_query_count = QUICK_MIN_QUERIES[scenario]
+        # LoadGen pre-generates min_duration / expected latency stream queries and the run is INVALID if
+        # they run out first; a quick run's few thousand queries cost nothing, so expect 0.1 ms.
+        ts.single_stream_expected_latency_ns = ts.multi_stream_expected_latency_ns = QUICK_EXPECTED_LATENCY_NS
     ts.mode = lg.TestMode.AccuracyOnly if accuracy else lg.TestMode.PerformanceOnly
     if spec.min_duration_s is not None:
         ts.min_duration_ms = int(round(spec.min_duration_s * 1e3))

@@ -1,6 +1,7 @@
 """LoadGen tests through the bridge with the in-process worker (the --no-ray path), and find_peak's search."""
 
 import json
+import threading
 from types import SimpleNamespace
 
 import pyarrow.parquet as pq
@@ -189,10 +190,39 @@ def test_loadgen_logs_and_tables_land_in_a_remote_results_store(moto_s3, monkeyp
     for key, value in moto_s3.env().items():
         monkeypatch.setenv(key, value)
     uri = f"s3://{moto_s3.new_bucket()}/results"
-    row = run_job(validate(synthetic("single_stream", {"min_duration_s": 0.1}, latency_ms=0), "x"), results_dir=uri,
+    row = run_job(validate(synthetic("single_stream", {"min_duration_s": 0.1}, latency_ms=1), "x"), results_dir=uri,
                   in_process=True).row
     run = ResultsStore(uri).run(row.run_id)
     for name in ("summary.txt", "detail.txt", "accuracy.json", "trace.json"):
         assert run.has(f"loadgen/mlperf_log_{name}"), name
     assert "Result is : VALID" in run.read_text("loadgen/mlperf_log_summary.txt")
     assert run.read_table("queries.parquet").num_rows == row.items_infer
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_loadgen_test_and_stores_no_row(tmp_path):
+    """Ctrl-C while LoadGen runs (an 8 s test): the bridge completes everything at once, LoadGen runs
+    out its schedule (it has no abort), the run stops with RunInterrupted, and no row is added. The
+    next LoadGen test in the process runs: the first was over before it was destroyed."""
+    import _thread
+    import time
+
+    from orchestrator.run.driver import RunInterrupted
+
+    def interrupt_once_loadgen_runs() -> None:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("runs/*/loadgen/mlperf_log_detail.txt")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        started.append(time.monotonic())
+        _thread.interrupt_main()
+
+    started: list[float] = []
+    threading.Thread(target=interrupt_once_loadgen_runs, daemon=True).start()
+    with pytest.raises(RunInterrupted, match="a LoadGen run cannot be resumed"):
+        run_job(validate(synthetic("single_stream", {"min_duration_s": 8}, latency_ms=5), "x"), results_dir=tmp_path,
+                in_process=True)
+    assert started and time.monotonic() - started[0] < 12 and stored_rows(tmp_path) == []
+    after = run_job(validate(synthetic("single_stream", {"min_duration_s": 0.1}, latency_ms=1), "x"),
+                    results_dir=tmp_path, in_process=True).row
+    assert after.loadgen_result == "VALID"
