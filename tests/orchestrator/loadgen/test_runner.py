@@ -145,6 +145,7 @@ def test_find_peak_reports_the_highest_valid_rate_and_every_rate_tried(tmp_path)
     assert probes[0]["target_qps"] == 1000 and len(probes) == 3 and valid
     assert row.target_qps == max(valid) and row.loadgen_result == "VALID" and row.loadgen_mode == "find_peak"
     assert all(p["target_qps"] > row.target_qps for p in probes if p["loadgen_result"] == "INVALID")
+    assert all(p["verdict_reasons"].startswith("LoadGen INVALID") == (p["loadgen_result"] == "INVALID") for p in probes)
     assert {f"qps-{p['target_qps']:.6g}" for p in probes} == {d.name for d in (result.run_dir / "loadgen").iterdir()}
 
     from orchestrator.views.html_report import report_run
@@ -226,3 +227,14 @@ def test_ctrl_c_ends_the_loadgen_test_and_stores_no_row(tmp_path):
     after = run_job(validate(synthetic("single_stream", {"min_duration_s": 0.1}, latency_ms=1), "x"),
                     results_dir=tmp_path, in_process=True).row
     assert after.loadgen_result == "VALID"
+
+
+def test_a_loadgen_run_cannot_be_resumed(tmp_path):
+    from orchestrator.run.driver import run_all
+    from workers.errors import UserError
+
+    spec = validate(synthetic("single_stream", {"min_duration_s": 0.05}, latency_ms=1), "x")
+    row = run_job(spec, results_dir=tmp_path, in_process=True).row
+    with pytest.raises(UserError, match=f"--resume {row.run_id}: a LoadGen single_stream run cannot be resumed"):
+        run_all(spec, results_dir=tmp_path, in_process=True, run_id=row.run_id, resume=True)
+    assert len(stored_rows(tmp_path)) == 1
