@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
+from orchestrator.loadgen.settings import LoadGenSpec, Scenario, check_loadgen
 from orchestrator.metrics.verdict import VerdictSpec
 from workers.errors import UserError
 from workers.package_files import is_package_path
@@ -52,6 +53,18 @@ class JobSpec(WorkerConfig):
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict, description=f"grid of values for {', '.join(SWEEPABLE)}: one run and row per point"
     )
+
+    scenario: Scenario = Field("offline", description="offline: every example as fast as possible (sharded); "
+                               "server, single_stream, multi_stream: MLPerf LoadGen decides when queries arrive")
+    # The default {} is validated (into LoadGenSpec's defaults) and then checked against the scenario;
+    # offline jobs end with None.
+    loadgen: LoadGenSpec | None = Field(default_factory=dict, validate_default=True, description="the LoadGen "
+                                        "scenario's settings (orchestrator/loadgen/settings.py)")
+
+    @field_validator("loadgen")
+    @classmethod
+    def _loadgen(cls, value: LoadGenSpec | None, info: ValidationInfo) -> LoadGenSpec | None:
+        return check_loadgen(info.data.get("scenario", "offline"), value, info.data)
 
     @field_validator("sweep")
     @classmethod

@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from workers import versions
-from workers.contract import DataHandle, DataInfo, ShardResult, ShardTask, WorkerError, WorkerInfo
+from workers.contract import DataHandle, DataInfo, SampleBatch, ShardResult, ShardTask, WorkerError, WorkerInfo
 from workers.errors import UserError, first_line
 from workers.specs import WorkerConfig
 
@@ -120,6 +120,26 @@ class BenchWorker:
 
     def _measure(self, shard: ShardTask, result: ShardResult) -> ShardResult:
         return self._runtime.run(shard, result)
+
+    def warm_up(self, pass_name: str, data: DataHandle | None = None) -> int:
+        """Set up and warm the pass's engine before a LoadGen test starts issuing queries."""
+        info = self.setup(data)
+        if info.error is not None:
+            return 0
+        return self._runtime.warm(pass_name)
+
+    def run_samples(self, batch: SampleBatch, data: DataHandle | None = None) -> ShardResult:
+        """One batch of LoadGen samples (orchestrator/loadgen/), as a result with the batch's id as shard id.
+        Errors come back as values, as for shards; the driver re-issues the samples or fails the run."""
+        info = self.setup(data)
+        identity = dict(shard_id=batch.batch_id, pass_name=batch.pass_name, attempt=batch.attempt,
+                        worker_id=self.worker_id, node_id=info.node_id, device_name=info.device_name, pid=info.pid)
+        if info.error is not None:
+            return ShardResult(**identity, error=info.error)
+        try:
+            return self._runtime.run_samples(batch, ShardResult(**identity))
+        except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
+            return ShardResult(**identity, error=classify(exc, self.config.bs))
 
     def pid(self) -> int:
         return os.getpid()

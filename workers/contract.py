@@ -32,6 +32,23 @@ class ShardTask:
         return shard_key(self.pass_name, self.shard_id, self.repeat)
 
 
+@dataclass(frozen=True)
+class SampleBatch:
+    """Samples of LoadGen queries that the driver batched for one worker (orchestrator/loadgen/):
+    run as one batch of these examples, in this order. `batch_id` numbers the batches of a LoadGen
+    test; a batch re-issued after its worker died gets a new id and `attempt` + 1."""
+
+    batch_id: int
+    indices: tuple[int, ...]
+    pass_name: PassName
+    attempt: int = 1
+
+    def as_shard(self) -> "ShardTask":
+        """The batch in a shard's shape, for what reads shards (an engine's `before_shard`, whose
+        `fail_shards` then names batch ids; a dead worker's failed attempt)."""
+        return ShardTask(self.batch_id, 0, len(self.indices), self.pass_name, self.attempt)
+
+
 def shard_key(pass_name: str, shard_id: int, repeat: int) -> str:
     """File name stem of a shard result: `infer-00012`, or `infer-00012-r2` for later repeats."""
     return f"{pass_name}-{shard_id:05d}" + (f"-r{repeat}" if repeat else "")

@@ -8,7 +8,7 @@ Warm-up batches run before the stopwatch starts and are neither timed nor counte
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from workers.contract import ShardResult, ShardTask
 from workers.device import MemoryProbe
@@ -52,11 +52,28 @@ def run_pass(
     """Fill `result` with the counts and timings of one pass of `shard` (and its energy, read
     around the pass, where `energy` has a counter; and what NVML saw meanwhile, where there is a
     `device_watch`: its sampler thread runs beside the pass, outside every timed call)."""
+    return run_batches(engine, task, task.batches(shard.start, shard.stop, bs), timer, memory, flops_of_length,
+                       result, energy, device_watch)
+
+
+def run_batches(
+    engine: Engine,
+    task: Task,
+    batches: Iterable[Batch],
+    timer: CoreTimer,
+    memory: MemoryProbe,
+    flops_of_length: Callable[[int], float],
+    result: ShardResult,
+    energy: EnergyCounter | None = None,
+    device_watch: DeviceWatch | None = None,
+) -> ShardResult:
+    """The loop itself, over any batches: a shard's, or the one batch of LoadGen samples a worker
+    is handed (`WorkerRuntime.run_samples`), so both are timed and scored alike."""
     joules_before = energy.read_joules() if energy else None
     if device_watch is not None:
         device_watch.start()
     with Stopwatch() as watch:
-        for batch in task.batches(shard.start, shard.stop, bs):
+        for batch in batches:
             device_inputs, h2d_s = timer.time(lambda: engine.to_device(batch.inputs))
             logits, core_s = timer.time(lambda: engine.forward(device_inputs))
             score = task.score(batch, logits)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from workers import versions
-from workers.contract import DataHandle, ShardResult, ShardTask, WorkerInfo, physical_device
+from workers.contract import DataHandle, SampleBatch, ShardResult, ShardTask, WorkerInfo, physical_device
 from workers.device import DTYPES, MemoryProbe, check_precision, set_matmul_precision
 from workers.device_watch import DeviceWatch
 from workers.energy import EnergyCounter
@@ -25,7 +25,7 @@ from workers.live_metrics import WorkerMeter
 from workers.matmul_peak import measured_peak
 from workers.models import load_config, load_model, max_positions
 from workers.package_files import on_this_machine
-from workers.passes import run_examples, run_pass, warm_up
+from workers.passes import run_batches, run_examples, run_pass, warm_up
 from workers.peaks import peak_lookup
 from workers.specs import WorkerConfig
 from workers.tasks import Task, task_class
@@ -172,6 +172,26 @@ class WorkerRuntime:
             self._warm.add(shard.pass_name)
         run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result,
                  self.energy, self.device_watch)
+        self.meter.shard(result)
+        return result
+
+    def warm(self, pass_name: str) -> int:
+        """Warm the pass's engine once (the first `warmup` batches of the data), before LoadGen's
+        first query, so no query pays for it. Returns the batches run (0 when already warm)."""
+        if pass_name in self._warm:
+            return 0
+        size = min(self.task.num_examples(), max(1, self.config.warmup) * self.config.bs)
+        done = warm_up(self.engines[pass_name], self.task, ShardTask(0, 0, size, pass_name), self.config.bs,
+                       self.config.warmup, self.timer)
+        self._warm.add(pass_name)
+        return done
+
+    def run_samples(self, batch: SampleBatch, result: ShardResult) -> ShardResult:
+        """The batch of LoadGen samples through the same loop as a shard (a restarted worker warms up first)."""
+        result.warmup_batches = self.warm(batch.pass_name)
+        self.engines[batch.pass_name].before_shard(batch.as_shard())
+        run_batches(self.engines[batch.pass_name], self.task, [self.task.batch_of(batch.indices)], self.timer,
+                    self.memory, self.flops.sequence_flops, result, self.energy)
         self.meter.shard(result)
         return result
 

@@ -169,6 +169,22 @@ class MetricsRow(BaseModel):
                                             "invariance_check); blank: not checked, see invariance_note", default=None)
     invariance_flips: int | None = column("of those, predictions that changed", default=None)
     invariance_note: str | None = column("why the invariance check did not run", default=None)
+    scenario: str | None = column("offline | server | single_stream | multi_stream (LoadGen scenarios: "
+                                  "orchestrator/loadgen/); rows stored before scenarios existed read empty (offline)",
+                                  default="offline")
+    loadgen_mode: str | None = column("performance | accuracy | find_peak", default=None)
+    target_qps: float | None = column("server: queries offered per second (find_peak: the highest VALID rate found)",
+                                      "queries/s", default=None)
+    achieved_qps: float | None = column("LoadGen's completed samples per second (single_stream: its QPS with LoadGen "
+                                        "overhead; blank for multi_stream)", "samples/s", default=None)
+    query_latency_p50: float | None = column("per-query latency, LoadGen's 50th percentile", "s", default=None)
+    query_latency_p90: float | None = column("per-query latency, LoadGen's 90th percentile", "s", default=None)
+    query_latency_p99: float | None = column("per-query latency, LoadGen's 99th percentile", "s", default=None)
+    latency_bound: float | None = column("server: the p99 bound LoadGen enforced; streams: the job's bound on p90/p99",
+                                         "s", default=None)
+    loadgen_result: str | None = column("VALID | INVALID as LoadGen said (blank in accuracy mode: it says nothing)",
+                                        default=None)
+    loadgen_settings: str | None = column("JSON: LoadGen's \"Test Parameters Used\" and the rules", default=None)
     # software
     torch_version: str = column("torch on the workers")
     ray_version: str = column("ray on the workers")

@@ -206,6 +206,10 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
                ray: tuple[float, float] | None = None) -> RunResult:
     """One grid point: `repeats` rounds of fresh workers; the first also runs the reference pass.
     `ray`: how long starting or joining Ray took and when it was ready (the command's first point)."""
+    if spec.scenario != "offline":  # a LoadGen scenario: same data, workers and row, LoadGen in the middle
+        from orchestrator.loadgen.point import run_scenario_point
+
+        return run_scenario_point(spec, store, session, in_process, progress)
     from orchestrator.run.progress import RunProgress
 
     with RunProgress(enabled=progress) as bar:

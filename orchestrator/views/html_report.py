@@ -22,6 +22,7 @@ from orchestrator.metrics.stats import node_core_rates, percentiles, shard_rates
 from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.metrics.subjects import subject_table
 from orchestrator.views.report import SEED_LAYOUT, metrics_markdown, seed_cells
+from orchestrator.views.scenario_plots import LOADGEN, is_scenario, scenario_plots
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -149,6 +150,7 @@ def collect_plots(run: RunFolder, row: MetricsRow, sweep_rows: Sequence[MetricsR
     predictions = run.read_table("predictions.parquet")
     if predictions is not None:
         plots.append(subject_accuracy(predictions))
+    plots += scenario_plots(run, row)
     return [p for p in plots if p is not None]
 
 
@@ -170,13 +172,19 @@ def _verdict_line(row: MetricsRow) -> str | None:
     return f"{verdict}" + (f": {reasons}" if reasons else "")
 
 
+def _sections(row: MetricsRow) -> list[tuple[str, Sequence[str]]]:
+    """The key-value tables after the verdict: LoadGen's figures first for a scenario run."""
+    loadgen = [("LoadGen (latencies in s per query)", LOADGEN)] if is_scenario(row) else []
+    return loadgen + [("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)]
+
+
 def _markdown(row: MetricsRow, plots: list[Plot]) -> str:
     out = [f"# {row.job} · {row.run_id}", "",
            f"{row.task} · {row.model} · {row.data} · {row.timestamp}", "",
            "## Metrics", "", metrics_markdown([row])]
     if (line := _verdict_line(row)) is not None:
         out += ["## Verdict", "", line, ""]
-    for title, keys in (("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)):
+    for title, keys in _sections(row):
         out += [f"## {title}", "", "| | |", "|---|---|"]
         out += [f"| {k} | {v} |" for k, v in _pairs(row, keys)] + [""]
     for plot in plots:
@@ -223,7 +231,7 @@ def _html(row: MetricsRow, plots: list[Plot]) -> str:
              f"({html.escape(str(cells['_mem_source']))}); e2e_time in s.</p>"]
     if (line := _verdict_line(row)) is not None:
         parts.append(f"<h2>Verdict</h2><p class='{html.escape(str(row.verdict))}'>{html.escape(line)}</p>")
-    for heading, keys in (("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)):
+    for heading, keys in _sections(row):
         parts += [f"<h2>{heading}</h2>", _html_table(_pairs(row, keys))]
     for plot in plots:
         data = base64.b64encode(plot.png).decode("ascii")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -76,6 +76,9 @@ class Task(Protocol):
         ...
 
     def batches(self, start: int, stop: int, bs: int) -> Iterator[Batch]: ...
+
+    def batch_of(self, examples: Sequence[int]) -> Batch:
+        """One batch of any examples (the samples of LoadGen queries), scored like `batches`' batches."""
 
     def score(self, batch: Batch, logits: torch.Tensor) -> BatchScore: ...
 
