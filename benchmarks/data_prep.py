@@ -9,7 +9,7 @@ masked (the masks are drawn over the whole stream), only the first windows are r
 Per worker count, one run with an empty data cache:
   - preparation CPU seconds: process CPU time (all threads) spent inside the data-preparation entry
     point, summed over every process that ran it. A hook installed in every Ray worker process
-    (`worker_process_setup_hook`) times it. The entry point is `workers.dataprep.prepare_dataset`
+    (`worker_process_setup_hook`) times it. The entry point is `workers.data.dataprep.prepare_dataset`
     where it exists (issue 13: once per run), else the task constructor `MaskedLM.__init__` (before:
     every worker built its own copy), so the same script measures both versions of the code;
   - the run's e2e_time;
@@ -60,7 +60,7 @@ def instrument() -> None:
     if not folder:
         return
     try:
-        owner, name = importlib.import_module("workers.dataprep"), "prepare_dataset"
+        owner, name = importlib.import_module("workers.data.dataprep"), "prepare_dataset"
     except ImportError:
         owner, name = importlib.import_module("workers.tasks.masked_lm").MaskedLM, "__init__"
     original = getattr(owner, name)

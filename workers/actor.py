@@ -6,7 +6,7 @@ restarts a dead actor: the next `run_shard` rebuilds what the restart lost. Erro
 values (`error` fields), so the driver alone decides to retry or fail.
 
 This module stays light (no torch at import): the driver imports it to hand the class to Ray, and
-torch would add a second to every `bench submit`. The heavy part is `workers.runtime`, imported in
+torch would add a second to every `bench submit`. The heavy part is `workers.shard.runtime`, imported in
 the worker process when it sets up.
 """
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from workers import versions
 from workers.contract import DataHandle, DataInfo, SampleBatch, ShardResult, ShardTask, WorkerError, WorkerInfo
 from workers.errors import UserError, first_line
+from workers.measure import versions
 from workers.specs import WorkerConfig
 
 
@@ -53,8 +53,8 @@ class BenchWorker:
         """Map the prepared data, load the model, build the engines (once). Returns where this worker runs."""
         if self._info is not None:
             return self._info
-        from workers.device import assigned_gpus, node_identity, require_assigned_gpu
-        from workers.nvml import gpu_uuid
+        from workers.measure.device import assigned_gpus, node_identity, require_assigned_gpu
+        from workers.measure.nvml import gpu_uuid
 
         node_id, hostname = node_identity()
         choice = self._choose_device()
@@ -77,17 +77,17 @@ class BenchWorker:
         return info
 
     def _choose_device(self):
-        from workers.device import choose_device
+        from workers.measure.device import choose_device
 
         return choose_device()
 
     def _build_runtime(self, device, info: WorkerInfo):
         """The heavy half (model, data view, engines); a tensor-parallel rank joins its group first."""
-        from workers.live_metrics import WorkerMeter
-        from workers.runtime import WorkerRuntime
+        from workers.shard.live_metrics import WorkerMeter
+        from workers.shard.runtime import WorkerRuntime
 
         if self._data is None:
-            from workers.dataprep import prepare_dataset
+            from workers.data.dataprep import prepare_dataset
 
             self._data = DataHandle(prepare_dataset(self.config)[1])
         return WorkerRuntime(self.config, device, info, WorkerMeter(self.run_id, self.worker_id), self._data)
@@ -98,7 +98,7 @@ class BenchWorker:
         This process imports what the preparation needs anyway, and on a cluster configured like
         cluster.yaml it already has, so no new process has to start for it. Under Ray the table is
         a return value: the driver owns it and it lives in the object store, not in this actor."""
-        from workers.dataprep import prepare_dataset
+        from workers.data.dataprep import prepare_dataset
 
         return prepare_dataset(self.config)
 
@@ -129,7 +129,7 @@ class BenchWorker:
         return self._runtime.warm(pass_name)
 
     def run_samples(self, batch: SampleBatch, data: DataHandle | None = None) -> ShardResult:
-        """One batch of LoadGen samples (orchestrator/loadgen/), as a result with the batch's id as shard id.
+        """One batch of LoadGen samples (orchestrator/run/loadgen/), as a result with the batch's id as shard id.
         Errors come back as values, as for shards; the driver re-issues the samples or fails the run."""
         info = self.setup(data)
         identity = dict(shard_id=batch.batch_id, pass_name=batch.pass_name, attempt=batch.attempt,

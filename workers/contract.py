@@ -34,7 +34,7 @@ class ShardTask:
 
 @dataclass(frozen=True)
 class SampleBatch:
-    """Samples of LoadGen queries that the driver batched for one worker (orchestrator/loadgen/):
+    """Samples of LoadGen queries that the driver batched for one worker (orchestrator/run/loadgen/):
     run as one batch of these examples, in this order. `batch_id` numbers the batches of a LoadGen
     test; a batch re-issued after its worker died gets a new id and `attempt` + 1."""
 
@@ -99,7 +99,7 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class DataHandle:
-    """What a worker is handed: the prepared table (`workers.dataprep`), by reference under Ray.
+    """What a worker is handed: the prepared table (`workers.data.dataprep`), by reference under Ray.
 
     Under Ray `ref` is an ObjectRef: `ray.get` maps the object store's one copy per node, so the
     Arrow/numpy buffers a worker reads are read-only views of shared memory and a worker touches
@@ -143,7 +143,7 @@ class RankInfo:
     device_name: str
     peak_flops: float | None
     device_uuid: str = ""  # the GPU's UUID ("GPU-..."), "" on a CPU
-    peak_flops_measured: float | None = None  # this rank's measured matmul peak (workers/matmul_peak.py)
+    peak_flops_measured: float | None = None  # this rank's measured matmul peak (workers/measure/matmul_peak.py)
 
     @property
     def physical_device(self) -> str:
@@ -175,11 +175,11 @@ class WorkerInfo:
     item_unit: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     error: WorkerError | None = None
-    peak_flops_label: str = ""  # the table entry chosen and its datasheet (workers/peaks.py)
+    peak_flops_label: str = ""  # the table entry chosen and its datasheet (workers/measure/peaks.py)
     peak_flops_reason: str = ""  # why peak_flops is None
     ranks: list[RankInfo] = field(default_factory=list)  # empty for a worker that owns one device
     device_uuid: str = ""  # the GPU's UUID ("GPU-..."), "" on a CPU: with node_id, the physical device
-    peak_flops_measured: float | None = None  # achievable matmul FLOP/s of this device (workers/matmul_peak.py)
+    peak_flops_measured: float | None = None  # achievable matmul FLOP/s of this device (workers/measure/matmul_peak.py)
     peak_flops_measured_label: str = ""  # how it was measured, and whether it came from the cache
     peak_flops_measured_reason: str = ""  # why peak_flops_measured is None
 
@@ -195,7 +195,7 @@ class WorkerInfo:
 
 @dataclass
 class DeviceHealth:
-    """What NVML saw on a worker's GPU while one pass ran (workers/device_watch.py); None on a CPU.
+    """What NVML saw on a worker's GPU while one pass ran (workers/measure/device_watch.py); None on a CPU.
 
     Combined over a tensor-parallel group's ranks and over shards with `combined`: the lowest clock,
     the highest temperature and power, every reason, error and process seen by any of them.

@@ -12,4 +12,4 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM 
 from transformers.models.bert import modeling_bert  # noqa: F401
 from transformers.models.llama import modeling_llama  # noqa: F401
 
-import workers.runtime  # noqa: F401
+import workers.shard.runtime  # noqa: F401

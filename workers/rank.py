@@ -12,7 +12,7 @@ To the driver a group is one worker: it talks to rank 0 alone, through BenchWork
   runs every batch (the collectives inside the model need all of them) after a barrier, so the
   core time rank 0 measures is its synchronised model call, which ends when the collectives end.
   Only rank 0's counts reach the driver; `mem` is the largest rank's peak. While it runs, a
-  `FollowerWatch` (workers/watch.py) aborts the communicator once a follower died or failed, so a
+  `FollowerWatch` (workers/parallel/watch.py) aborts the communicator once a follower died or failed, so a
   dead rank costs `parallel.fault_timeout_s`, not NCCL's `parallel.timeout_s`.
 - failure: an attempt that fails on any rank leaves the ranks out of step (one may wait inside a
   collective the others left), so the whole group is restarted: rank 0 has Ray restart every
@@ -24,51 +24,33 @@ To the driver a group is one worker: it talks to rank 0 alone, through BenchWork
   worker); the followers then re-join its new group (`join` leaves any old one first).
   Followers restart without limit: the group's budget is rank 0's `max_restarts`.
 
-This module stays light (no torch at import), like `workers.actor`: the driver imports it.
+This module is the actor and its state; what rank 0 asks of its followers over Ray is in
+`workers.parallel.leader`, how their reports fold into one result in `workers.parallel.reports`.
+It stays light (no torch at import), like `workers.actor`: the driver imports it.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-import socket
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from workers.actor import BenchWorker
-from workers.contract import DataHandle, DeviceHealth, RankInfo, ShardResult, ShardTask, WorkerError, WorkerInfo
-from workers.errors import UserError, first_line
+from workers.contract import DataHandle, ShardResult, ShardTask, WorkerError, WorkerInfo
+from workers.parallel.leader import (
+    GroupFailed,
+    await_followers,
+    collect_gpu_ids,
+    gather_joins,
+    new_rendezvous,
+    restart_followers,
+    shard_reports,
+)
+from workers.parallel.reports import RankReport, combine, failed, group_peak_flops, rank_info, report_of
+from workers.parallel.watch import FollowerWatch
 from workers.specs import WorkerConfig
-from workers.watch import FollowerWatch
 
 if TYPE_CHECKING:
-    from workers.parallel import Rendezvous
-
-LOOPBACK = "127.0.0.1"  # where the group's rendezvous listens (secrets: nothing off the node can join)
-FOLLOWER_GRACE_S = 5.0  # how long a failed attempt's followers get to finish before they are restarted
-POLL_S = 0.2  # between checks that a follower Ray restarted is up
-
-
-@dataclass
-class RankReport:
-    """What a follower sends back for a shard: its memory peak and energy, or why it failed."""
-
-    rank: int
-    pid: int
-    peak_mem_bytes: int | None
-    mem_total_bytes: int | None
-    mem_source: str
-    error: WorkerError | None
-    energy_joules: float | None = None
-    energy_note: str = ""
-    restarted: bool = False  # this rank is a new process that never joined the group (its old one died)
-    energy_counters: dict[str, list[float]] | None = None  # its GPU's counter before and after (ShardResult's)
-    health: DeviceHealth | None = None  # what NVML saw on this rank's GPU during the shard
-
-
-class GroupFailed(RuntimeError):
-    """A follower failed or vanished: the group must be restarted."""
+    from workers.parallel.process_group import Rendezvous
 
 
 class RankWorker(BenchWorker):
@@ -115,12 +97,12 @@ class RankWorker(BenchWorker):
             self._group_gpus = ids
 
     def _choose_device(self):
-        from workers.device import choose_device
+        from workers.measure.device import choose_device
 
         return choose_device(self.rank if self._group_gpus else 0)
 
     def _build_runtime(self, device, info: WorkerInfo):
-        from workers.parallel import join_group
+        from workers.parallel.process_group import join_group
 
         if self.rank != 0:
             if self._rendezvous is None:
@@ -140,7 +122,7 @@ class RankWorker(BenchWorker):
     def close(self) -> None:
         super().close()
         if self._rendezvous is not None:
-            from workers.parallel import leave_group
+            from workers.parallel.process_group import leave_group
 
             leave_group()
 
@@ -160,30 +142,13 @@ class RankWorker(BenchWorker):
             why = WorkerError("crash", f"rank {self.rank} is not set up in group {generation}"
                                        f"{'' if joined else ' (a new process: the old one died)'}")
             return RankReport(self.rank, os.getpid(), None, None, "", why, restarted=not joined)
-        result = self._run(shard, self._info)
-        return RankReport(self.rank, os.getpid(), result.peak_mem_bytes, result.mem_total_bytes, result.mem_source,
-                          result.error, result.energy_joules, result.energy_note,
-                          energy_counters=result.energy_counters, health=result.health)
+        return report_of(self.rank, self._run(shard, self._info))
 
     # ------------------------------------------------------------------------------- rank 0
     def setup(self, data: DataHandle | None = None) -> WorkerInfo:
         if self.rank == 0 and self._info is None and not self._group_gpus:
-            self._see_group_gpus(self._collect_gpu_ids())
+            self._see_group_gpus(collect_gpu_ids(self.gpu_ids(), self.followers, self.config.parallel.timeout_s))
         return super().setup(data)
-
-    def _collect_gpu_ids(self) -> tuple[str, ...]:
-        """Every rank's GPU id, rank 0 first; () for CPU ranks or when a follower cannot say (the group's
-        formation then fails with the reason)."""
-        import ray
-
-        mine = self.gpu_ids()
-        if len(mine) != 1:
-            return ()
-        try:
-            theirs = ray.get([f.gpu_ids.remote() for f in self.followers], timeout=self.config.parallel.timeout_s)
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            return ()
-        return tuple(mine + [ids[0] for ids in theirs]) if all(len(ids) == 1 for ids in theirs) else ()
 
     def run_shard(self, shard: ShardTask, data: DataHandle | None = None) -> ShardResult:
         if self.rank != 0:
@@ -196,35 +161,36 @@ class RankWorker(BenchWorker):
             result = self._run(shard, info)
         if watch.reason is not None:  # the communicator is aborted: whatever rank 0 got, the attempt failed
             cause = f"{watch.reason}; rank 0 aborted the group's communicator after {watch.seconds:.1f} s"
-            result = _failed(result, WorkerError("crash", cause[:300]))
+            result = failed(result, WorkerError("crash", cause[:300]))
         if result.error is None:
             result = self._with_followers(result, follows)
         if result.error is not None:
             dead = self._restart_group(follows, restarting=watch.killed)
             if dead and "died" not in result.error.message:  # name the cause, not only rank 0's broken collective
                 cause = f"rank {dead[0]} died (the group restarts): {result.error.message}"
-                result = _failed(result, WorkerError("crash", cause[:300]))
+                result = failed(result, WorkerError("crash", cause[:300]))
         return result
 
     def _watch(self, info: WorkerInfo, follows: list[Any]) -> FollowerWatch:
         """The watch over this shard's followers; their pids are checked where they share rank 0's node."""
-        from workers.parallel import abort_group
+        from workers.parallel.process_group import abort_group
 
         pids = {r.rank: r.pid for r in info.ranks[1:] if r.node_id == info.node_id}
         return FollowerWatch(self.followers, follows, pids, self.config.parallel.fault_timeout_s, abort_group)
 
     def _form_group(self, device, info: WorkerInfo):
         """Rank 0's setup: followers join a new rendezvous while rank 0 joins and builds; then their reports."""
-        from workers.parallel import join_group
+        from workers.parallel.process_group import join_group
 
         self._follower_pids = self._await_followers()
-        self._rendezvous = self._new_rendezvous()
+        timeout_s = self.config.parallel.timeout_s
+        self._rendezvous = new_rendezvous(1 + len(self.follower_names), timeout_s, self._group_gpus)
         joins = [f.join.remote(self._rendezvous, self._data) for f in self.followers]
         try:
             join_group(self._rendezvous, 0, device)
             runtime = super()._build_runtime(device, info)
             try:
-                info.ranks = [self._own_rank(info), *self._gather(joins)]
+                info.ranks = [rank_info(0, info), *gather_joins(joins, timeout_s)]
             except BaseException:
                 runtime.close()
                 raise
@@ -234,151 +200,25 @@ class RankWorker(BenchWorker):
         info.peak_flops = group_peak_flops(info.ranks)
         return runtime
 
-    def _new_rendezvous(self) -> Rendezvous:
-        """Loopback and a port free there now: every rank is on rank 0's node (STRICT_PACK), so the
-        group's TCP store (anyone reaching it could join or disturb the group) listens only there."""
-        from workers.parallel import Rendezvous
-
-        address = LOOPBACK
-        with socket.socket() as s:
-            s.bind((address, 0))
-            port = s.getsockname()[1]
-        parallel = self.config.parallel
-        return Rendezvous(address, port, 1 + len(self.follower_names), parallel.timeout_s, secrets.token_hex(4),
-                          self._group_gpus)
-
-    def _own_rank(self, info: WorkerInfo) -> RankInfo:
-        return RankInfo(0, info.node_id, info.pid, info.device, info.device_name, info.peak_flops, info.device_uuid,
-                        info.peak_flops_measured)
-
-    def _gather(self, joins: list[Any]) -> list[RankInfo]:
-        """The followers' setup reports, in rank order; a failed one fails the group in one line."""
-        import ray
-
-        deadline = time.monotonic() + self.config.parallel.timeout_s
-        ranks = []
-        for rank, ref in enumerate(joins, start=1):
-            try:
-                theirs: WorkerInfo = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
-            except ray.exceptions.RayActorError as exc:
-                raise GroupFailed(f"rank {rank} died while setting up: {first_line(exc)}") from exc
-            except ray.exceptions.GetTimeoutError as exc:
-                raise GroupFailed(f"rank {rank} did not finish setting up within {self.config.parallel.timeout_s:g} s "
-                                  "(parallel.timeout_s)") from exc
-            if theirs.error is not None:
-                message = f"rank {rank}: {theirs.error.message}"
-                raise UserError(message) if theirs.error.kind == "user" else GroupFailed(message)
-            ranks.append(RankInfo(rank, theirs.node_id, theirs.pid, theirs.device, theirs.device_name,
-                                  theirs.peak_flops, theirs.device_uuid, theirs.peak_flops_measured))
-        return ranks
-
     def _with_followers(self, result: ShardResult, follows: list[Any]) -> ShardResult:
-        """Rank 0's result with the largest rank's memory peak and every rank's energy (each GPU of the
-        group works on every batch), or an error if any follower failed. The followers ran the same
-        batches and collectives, so each gets `fault_timeout_s` after rank 0 to report."""
-        import ray
-
-        wait_s = self.config.parallel.fault_timeout_s
-        deadline = time.monotonic() + wait_s
-        peak = result
-        reports = []
-        for rank, ref in enumerate(follows, start=1):
-            try:
-                report: RankReport = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
-            except ray.exceptions.RayActorError as exc:
-                return _failed(result, WorkerError("crash", f"rank {rank} died: {first_line(exc)}"))
-            except ray.exceptions.GetTimeoutError:
-                return _failed(result, WorkerError("crash", f"rank {rank} did not finish the shard within "
-                                                            f"{wait_s:g} s of rank 0 (parallel.fault_timeout_s)"))
-            if report.error is not None:
-                return _failed(result, WorkerError(report.error.kind, f"rank {rank}: {report.error.message}",
-                                                   report.error.detail))
-            if (report.peak_mem_bytes or 0) > (peak.peak_mem_bytes or 0):
-                peak = report
-            reports.append(report)
-        result.peak_mem_bytes, result.mem_total_bytes = peak.peak_mem_bytes, peak.mem_total_bytes
-        result.mem_source = peak.mem_source
-        unmeasured = next((r for r in reports if r.energy_joules is None), None)
-        if result.energy_joules is not None and unmeasured is not None:
-            result.energy_joules, result.energy_note = None, f"rank {unmeasured.rank}: {unmeasured.energy_note}"
-        elif result.energy_joules is not None:
-            result.energy_joules += sum(r.energy_joules for r in reports)
-            for report in reports:
-                result.energy_counters.update(report.energy_counters or {})
-        if result.health is not None:  # every GPU of the group; its ranks' own processes are not foreign
-            healths = [result.health, *(r.health for r in reports if r.health is not None)]
-            result.health = DeviceHealth.combined(healths, ours={os.getpid(), *self._follower_pids})
-        return result
+        """Rank 0's result combined with its followers' reports, or an error if any follower failed."""
+        reports = shard_reports(result, follows, self.config.parallel.fault_timeout_s)
+        if isinstance(reports, ShardResult):
+            return reports
+        return combine(result, reports, {os.getpid(), *self._follower_pids})
 
     def _restart_group(self, pending: list[Any], restarting: set[int] | frozenset[int] = frozenset()) -> list[int]:
-        """Have Ray restart every follower still running `pending` (or idle after it), and leave the group.
-        Returns the ranks that had died.
-
-        Followers get FOLLOWER_GRACE_S to finish: one that died is already being restarted by Ray
-        (so is one in `restarting`, which the watch had Ray restart); the others (still in a
-        collective rank 0 left, or idle in a group that failed) are killed with restart, so the next
-        group starts from fresh processes.
-        """
-        import ray
-
-        deadline = time.monotonic() + FOLLOWER_GRACE_S
-        dead = []
-        for rank, (follower, ref) in enumerate(zip(self.followers, pending), start=1):
-            if rank in restarting:
-                continue  # killed once already: a second kill would hit the process that replaces it
-            try:
-                answer = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
-            except ray.exceptions.RayActorError:
-                dead.append(rank)  # Ray restarts it on its own
-                continue
-            except ray.exceptions.GetTimeoutError:
-                answer = None
-            if isinstance(answer, RankReport) and answer.restarted:
-                dead.append(rank)  # already a new process
-                continue
-            ray.kill(follower, no_restart=False)
+        """Have Ray restart every follower still in `pending`, and leave the group; the ranks that had died."""
+        dead = restart_followers(self.followers, pending, restarting)
         self._stale_pids = list(self._follower_pids)
         self.close()
         return dead
 
     def _await_followers(self) -> list[int]:
         """The followers' pids, once every follower this rank 0 had restarted is a new process."""
-        import ray
-
-        timeout_s = self.config.parallel.timeout_s
-        deadline = time.monotonic() + timeout_s
-        pids = []
-        for rank, follower in enumerate(self.followers, start=1):
-            stale = self._stale_pids[rank - 1] if self._stale_pids else None
-            while True:
-                try:
-                    pid = ray.get(follower.pid.remote(), timeout=max(0.0, deadline - time.monotonic()))
-                    if pid != stale:
-                        break
-                except ray.exceptions.RayActorError:
-                    pass  # the old process is going; calls reach the new one once Ray has it up
-                except ray.exceptions.GetTimeoutError as exc:
-                    raise GroupFailed(f"rank {rank} did not answer within {timeout_s:g} s (parallel.timeout_s)") from exc
-                if time.monotonic() > deadline:
-                    raise GroupFailed(f"rank {rank} was not restarted within {timeout_s:g} s (parallel.timeout_s)")
-                time.sleep(POLL_S)
-            pids.append(pid)
+        pids = await_followers(self.followers, self._stale_pids, self.config.parallel.timeout_s)
         self._stale_pids = []
         return pids
 
     def __repr__(self) -> str:
         return f"RankWorker(worker={self.worker_id}, rank={self.rank})"
-
-
-def group_peak_flops(ranks: list[RankInfo]) -> float | None:
-    """The group's peak FLOP/s: every rank's device counts, since every rank computes its slice of
-    each batch (the FLOPs are counted once, from the whole model). None if any peak is unknown."""
-    peaks = [r.peak_flops for r in ranks]
-    return sum(peaks) if peaks and all(peaks) else None
-
-
-def _failed(result: ShardResult, error: WorkerError) -> ShardResult:
-    """A failed attempt keeps its identity and the error, never partial counts."""
-    return ShardResult(shard_id=result.shard_id, pass_name=result.pass_name, attempt=result.attempt,
-                       worker_id=result.worker_id, node_id=result.node_id, device_name=result.device_name,
-                       pid=result.pid, repeat=result.repeat, error=error)

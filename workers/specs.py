@@ -107,7 +107,7 @@ class ModelSpec(StrictModel):
 
 def looks_like_local_path(name: str) -> bool:
     """Hub ids are `name` or `org/name`; anything else (or anything that exists) is a path, and so
-    is `pkg:<package>/<path>`, a path inside an installed package (workers/package_files.py)."""
+    is `pkg:<package>/<path>`, a path inside an installed package (workers/data/package_files.py)."""
     return (
         name.startswith("pkg:")
         or Path(name).expanduser().exists()

@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from workers.errors import UserError, first_line
-from workers.files import write_atomic
+from workers.storage.files import write_atomic
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _RENAMES = ("hdfs",)  # remote filesystems with an atomic rename: temporary name, then move

@@ -323,7 +323,7 @@ def mfu_columns(infer: PassFigures | None, p_infer_core: float | None, infos: li
 
 def measured_mfu_columns(flops_per_item: float | None, p_infer_core: float | None,
                          used: list[WorkerInfo]) -> dict[str, Any]:
-    """MFU_measured = FLOPs/item x p_infer_core / the summed measured matmul peaks (workers/matmul_peak.py)
+    """MFU_measured = FLOPs/item x p_infer_core / the summed measured matmul peaks (workers/measure/matmul_peak.py)
     of the devices MFU divides by: the same workers, each physical device once (`distinct_devices`: a
     shared GPU, or a node's CPU, counts one peak; every GPU of a tensor-parallel group counts). Defined on
     CPUs too, where no datasheet peak exists; blank, with the reason in `mfu_measured_note`, otherwise."""
@@ -396,7 +396,7 @@ def energy_columns(head: Measured) -> dict[str, Any]:
 
 
 def health_columns(head: Measured, results: list[ShardResult], infos: list[WorkerInfo]) -> dict[str, Any]:
-    """What NVML saw on the GPUs while the measured pass ran, over every repeat (workers/device_watch.py):
+    """What NVML saw on the GPUs while the measured pass ran, over every repeat (workers/measure/device_watch.py):
     the lowest busy SM clock, the clock event (throttle) reasons, the highest temperature and power,
     XID and uncorrected ECC errors, and the compute processes that are not the run's own (any rank
     of any of its workers, on the same node: `results` and `infos` name them); blank on CPUs."""

@@ -130,7 +130,7 @@ class MetricsRow(BaseModel):
     verdict: str = column("VALID or INVALID (orchestrator/metrics/verdict.py)", default="")
     verdict_reasons: str = column('the failed rules, "; "-joined; empty when VALID', default="")
     verdict_profile: str = column("the rules' profile: quick or rigorous", default="")
-    flops_per_item: float | None = column("forward-pass FLOPs per item, counted from the model (workers/flops.py)",
+    flops_per_item: float | None = column("forward-pass FLOPs per item, counted from the model (workers/measure/flops.py)",
                                           "FLOP/item")
     # mmlu only (None for other tasks)
     questions_per_s: float | None = column("core questions/s of the measured pass, merged like p_*_core",
@@ -142,10 +142,10 @@ class MetricsRow(BaseModel):
     prompts_short_of_shots: int | None = column("prompts that lost shots to fit the context", default=None)
     prompts_truncated: int | None = column("prompts cut even at 0 shots", default=None)
     peak_flops: float | None = column("dense peak summed over the devices that ran the infer pass, at the "
-                                      "precision (workers/peaks.py)", "FLOP/s")
+                                      "precision (workers/measure/peaks.py)", "FLOP/s")
     mfu_note: str | None = column("why MFU is blank (an unknown device, no infer pass, ...)", default=None)
     MFU_measured: float | None = column(
-        "MFU against the devices' measured dense matmul peak at the job's precision (workers/matmul_peak.py): what "
+        "MFU against the devices' measured dense matmul peak at the job's precision (workers/measure/matmul_peak.py): what "
         "the devices achieve with their clocks and software as they are; defined on CPUs too", "fraction", default=None)
     peak_flops_measured: float | None = column("measured matmul peaks summed over the same devices as peak_flops",
                                                "FLOP/s", default=None)
@@ -155,7 +155,7 @@ class MetricsRow(BaseModel):
     mean_power: float | None = column("mean power over the measured pass, summed over the GPUs", "W", default=None)
     energy_note: str | None = column("why the energy columns are blank (a CPU, no counter)", default=None)
     sm_clock_mhz_min: int | None = column("lowest SM clock while busy, over every GPU and sample of the measured pass "
-                                          "(NVML, workers/device_watch.py); blank on CPUs", "MHz", default=None)
+                                          "(NVML, workers/measure/device_watch.py); blank on CPUs", "MHz", default=None)
     throttle_reasons: str | None = column("clock event reasons seen, comma-joined (\"\" = none); hw_slowdown, "
                                           "hw_thermal, hw_power_brake and sw_thermal make the row INVALID", default=None)
     temperature_c_max: int | None = column("hottest GPU temperature sampled", "deg C", default=None)
@@ -170,7 +170,7 @@ class MetricsRow(BaseModel):
     invariance_flips: int | None = column("of those, predictions that changed", default=None)
     invariance_note: str | None = column("why the invariance check did not run", default=None)
     scenario: str | None = column("offline | server | single_stream | multi_stream (LoadGen scenarios: "
-                                  "orchestrator/loadgen/); rows stored before scenarios existed read empty (offline)",
+                                  "orchestrator/run/loadgen/); rows stored before scenarios existed read empty (offline)",
                                   default="offline")
     loadgen_mode: str | None = column("performance | accuracy | find_peak", default=None)
     target_qps: float | None = column("server: queries offered per second (find_peak: the highest VALID rate found)",

@@ -25,7 +25,7 @@ A min rule set to 0 and straggler_ratio 0 switch those rules off; max rules take
 
 Incidents, in every profile (not rules with bounds: each one alone means the figures describe it):
 a GPU slowed by heat or a power brake, an XID error, an uncorrected ECC error or another process on a
-GPU while the measured pass ran (workers/device_watch.py; CPUs are not watched), and predictions that
+GPU while the measured pass ran (workers/measure/device_watch.py; CPUs are not watched), and predictions that
 changed when examples of the measured pass ran again at bs 1 on one worker (`invariance_check`).
 
 Stability of variable-length work (tasks whose options say `variable_length`: mmlu). A batch of
@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     from orchestrator.metrics.row import MetricsRow
 
 Profile = Literal["quick", "rigorous"]
-# NVML clock event reasons that mean the GPU was slowed by heat or a power brake (workers/device_watch.py):
+# NVML clock event reasons that mean the GPU was slowed by heat or a power brake (workers/measure/device_watch.py):
 # hw_slowdown is the older GPUs' name for the HW thermal / power-brake pair. sw_power_cap (a GPU at its
 # power limit, normal under full load), sync_boost, idle and clock settings are reported, not failed.
 SLOWDOWN_REASONS = frozenset({"hw_slowdown", "hw_thermal", "hw_power_brake", "sw_thermal"})
@@ -155,7 +155,7 @@ class VerdictFigures:
     peak_flops: float | None = None  # the denominator, for the reason
     precision: str = ""
     worker_rate_unit: str = "items/s"  # "x fitted speed" on variable-length work (stats.LatencyFit.worker_speeds)
-    # the GPUs during the measured pass (workers/device_watch.py); empty/None where not watched (CPUs)
+    # the GPUs during the measured pass (workers/measure/device_watch.py); empty/None where not watched (CPUs)
     throttle_reasons: tuple[str, ...] = ()
     sm_clock_mhz_min: int | None = None
     xid_errors: tuple[str, ...] = ()

@@ -1,6 +1,6 @@
 """The run's dataset: prepared once, where the data is, and handed to every worker by reference.
 
-Under Ray the preparation (`workers.dataprep.prepare_dataset`) is a Ray task with two results: a
+Under Ray the preparation (`workers.data.dataprep.prepare_dataset`) is a Ray task with two results: a
 small `DataInfo` the driver reads (size, fingerprint, per-example costs for the plan) and the big
 table, which the driver never fetches: the workers get its reference and map the object store's
 copy on their node (read-only, shared by every worker there). Placement:
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from workers.contract import DataHandle, DataInfo
-from workers.dataprep import cached_here
+from workers.data.dataprep import cached_here
 from workers.errors import RunFailed, UserError, first_line
 from workers.specs import WorkerConfig
 
@@ -56,7 +56,7 @@ class LocalDataset:
     """--no-ray: prepared in this process (through the same cache), handed over as the table itself."""
 
     def __init__(self, config: WorkerConfig) -> None:
-        from workers.dataprep import prepare_dataset
+        from workers.data.dataprep import prepare_dataset
 
         info, table = prepare_dataset(config)
         self._info = info
@@ -75,7 +75,7 @@ class RayDataset:
     def __init__(self, config: WorkerConfig) -> None:
         import ray
 
-        from workers.dataprep import prepare_dataset
+        from workers.data.dataprep import prepare_dataset
 
         self._ray = ray
         self.config = config
@@ -131,7 +131,7 @@ class RayDataset:
 
 def _exists_here(config: WorkerConfig) -> bool:
     """Whether the data path names a file on this machine (a `pkg:` path: in a package installed here)."""
-    from workers.package_files import on_this_machine
+    from workers.data.package_files import on_this_machine
 
     try:
         return Path(on_this_machine(config).data.path).expanduser().exists()

@@ -12,92 +12,40 @@ from __future__ import annotations
 
 import json
 import secrets
-import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from orchestrator.metrics.invariance import InvarianceCheck, compared
 from orchestrator.metrics.merge import Pause, completed, headline_records, merge
-from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.store import ResultsStore, RunFolder
-from orchestrator.run.data import Dataset, LocalDataset, RayDataset, check_preparations_agree
+from orchestrator.run.data import Dataset, check_preparations_agree
 from orchestrator.run.dispatch import Dispatcher
 from orchestrator.run.invariance import run_invariance_check
 from orchestrator.run.meter import RunMeter
-from orchestrator.run.plan import make_plan, plan_resources
-from orchestrator.run.pool import InProcessPool, Pool, RayPool
+from orchestrator.run.plan import make_plan
+from orchestrator.run.pool import Pool
 from orchestrator.run.preflight import preflight
 from orchestrator.run.resume import PLAN_FILE, RunComplete, check_resume, save_plan
 from orchestrator.run.sessions import pauses_between, record_session
+from orchestrator.run.steps import (
+    RunInterrupted,
+    RunResult,
+    check_workers_agree,
+    finish_run,
+    keep_build_logs,
+    open_dataset,
+    open_pool,
+)
 from orchestrator.run.timeline import TIMELINE_FILE, Timeline
 from orchestrator.spec import JobSpec, dump_spec
 from workers.contract import DataInfo, ShardResult, WorkerInfo
-from workers.errors import RunFailed, UserError
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    row: MetricsRow
-    run_dir: Path | str  # a local Path, or where the run is in a remote store (s3://bucket/prefix/runs/<id>)
-    results: list[ShardResult]
-    infos: list[WorkerInfo]
-    data: list[DataInfo]  # the data preparation (one per node that prepared it)
-    failed_attempts: list[ShardResult] = field(default_factory=list)
-    predictions: list[dict] = field(default_factory=list)  # per-question records of the measured pass (mmlu)
-    timeline: dict = field(default_factory=dict)  # where the time went (orchestrator/run/timeline.py)
-
-
-class RunInterrupted(RunFailed):
-    """Ctrl-C: the workers were stopped; the run folder keeps every finished shard."""
-
-    def __init__(self, run_id: str, resumable: bool, results: str) -> None:
-        self.run_id = run_id
-        self.resumable = resumable
-        how = (f"; workers stopped, finished shards kept: bench submit --resume {run_id} --results {shlex.quote(results)}"
-               if resumable else "; workers stopped before any shard finished (nothing to resume)")
-        super().__init__(f"interrupted: run {run_id}{how}")
+from workers.errors import UserError
 
 
 def new_run_id(name: str) -> str:
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{name}-{secrets.token_hex(3)}"
-
-
-def check_workers_agree(infos: list[WorkerInfo], prepared: DataInfo) -> int:
-    """Every worker must see the prepared dataset, or shards would mean different things on each."""
-    for info in infos:
-        if info.error is not None:
-            where = f"worker {info.worker_id} on {info.hostname} ({info.device_name})"
-            if info.error.kind == "user":
-                raise UserError(f"{info.error.message} [{where}]")
-            raise RunFailed(f"{where}: {info.error.message}")
-    prints = {(i.num_examples, i.dataset_fingerprint) for i in infos} | {(prepared.num_examples, prepared.fingerprint)}
-    if len(prints) > 1:
-        raise RunFailed(f"workers see different datasets {sorted(prints)}: is data.path the same file on every node?")
-    return prepared.num_examples
-
-
-def open_dataset(spec: JobSpec, in_process: bool) -> Dataset:
-    """Start preparing the point's data (in this process with --no-ray, else as a Ray task)."""
-    if in_process:
-        return LocalDataset(spec.worker_config())
-    return RayDataset(spec.worker_config())
-
-
-def open_pool(spec: JobSpec, run_id: str, in_process: bool, data: Dataset) -> Pool:
-    if in_process:
-        return InProcessPool(spec.worker_config(), run_id, data)
-    if spec.parallel.tp > 1:
-        from orchestrator.run.groups import open_groups
-
-        return open_groups(spec, run_id, data)
-    from orchestrator.run.connect import cluster_resources
-
-    gpus, cpus = cluster_resources()
-    res = plan_resources(spec.workers, spec.gpus_per_worker, spec.cpus_per_worker, gpus, cpus)
-    return RayPool(spec, run_id, res.workers, res.gpus_per_worker, res.cpus_per_worker, data)
 
 
 @dataclass
@@ -207,7 +155,7 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
     """One grid point: `repeats` rounds of fresh workers; the first also runs the reference pass.
     `ray`: how long starting or joining Ray took and when it was ready (the command's first point)."""
     if spec.scenario != "offline":  # a LoadGen scenario: same data, workers and row, LoadGen in the middle
-        from orchestrator.loadgen.point import run_scenario_point
+        from orchestrator.run.loadgen.point import run_scenario_point
 
         return run_scenario_point(spec, store, session, in_process, progress)
     from orchestrator.run.progress import RunProgress
@@ -233,7 +181,7 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
     predictions = headline_records(row, point.results)
     if point.invariance is not None:
         run.write_records("invariance.parquet", compared(predictions, point.invariance))
-    _finish_run(store, run, spec, row, point.results, point.infos, point.failed, predictions)
+    finish_run(store, run, spec, row, point.results, point.infos, point.failed, predictions)
     point.timeline.mark("row_written")
     timeline = point.timeline.record(point.results)
     run.write_text(TIMELINE_FILE, json.dumps(timeline))
@@ -278,7 +226,7 @@ class PointRun:
         check_resume(self.run, prepared, plan, session.done.values())  # before any worker is set up
         infos = pool.setup()
         self.timeline.mark("workers_ready")
-        _keep_build_logs(self.run, infos)
+        keep_build_logs(self.run, infos)
         num_examples = check_workers_agree(infos, prepared)
         self.infos = self.infos or infos
         if not self.run.exists():
@@ -299,34 +247,3 @@ class PointRun:
         if repeat == 0 and spec.invariance_examples:
             self.bar.status(f"run {self.run.run_id}: invariance check ({spec.invariance_examples} examples at bs 1)")
             self.invariance = run_invariance_check(spec, pool, num_examples)
-
-
-def _keep_build_logs(run: RunFolder, infos: list[WorkerInfo]) -> None:
-    """A failed engine build leaves its builder log in the run folder (and no row)."""
-    for info in infos:
-        if info.error is not None and info.error.detail:
-            path = run.write_text(f"build-w{info.worker_id}.log", info.error.detail)
-            raise UserError(f"{info.error.message} (builder log: {path})")
-
-
-def _finish_run(store: ResultsStore, run: RunFolder, spec: JobSpec, row: MetricsRow, results: list[ShardResult],
-                infos: list[WorkerInfo], failed: list[ShardResult], predictions: list[dict]) -> None:
-    from orchestrator.views.report import metrics_markdown
-
-    run.write_shards_table(results, infos)
-    run.write_workers_table(infos)
-    records = [dict(rec, **{"pass": r.pass_name, "repeat": r.repeat})
-               for r in completed(results).values() for rec in r.records]
-    run.write_records("predictions.parquet", records)
-    run.write_records("retries.parquet", [
-        {"pass": r.pass_name, "repeat": r.repeat, "shard_id": r.shard_id, "attempt": r.attempt, "worker_id": r.worker_id,
-         "node_id": r.node_id, "kind": r.error.kind, "message": r.error.message}
-        for r in failed
-    ])
-    text = metrics_markdown([row])
-    if spec.task.name == "mmlu":
-        from orchestrator.metrics.subjects import subjects_markdown
-
-        text += "\n" + subjects_markdown(predictions, scoring=spec.task.scoring)
-    run.write_text("metrics.md", text)
-    store.append_rows([row])

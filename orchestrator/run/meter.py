@@ -1,12 +1,12 @@
 """The driver's live metrics for the whole run: shard progress and pooled accuracy so far.
 
-Exported through `ray.util.metrics` beside the workers' own series (workers/live_metrics.py holds
+Exported through `ray.util.metrics` beside the workers' own series (workers/shard/live_metrics.py holds
 the names, the contract with `grafana/raybench.json`); a no-op outside Ray.
 """
 
 from __future__ import annotations
 
-from workers.live_metrics import METRICS, ray_metrics
+from workers.shard.live_metrics import METRICS, ray_metrics
 
 
 class RunMeter:

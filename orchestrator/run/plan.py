@@ -8,7 +8,7 @@ take the remaining shards.
 Examples that cost the same (masked-LM windows) are cut by count: about TARGET_SHARDS shards of
 whole batches. Examples that do not (MMLU prompts of 250 to 2,800 tokens) are cut by cost: the
 preparation reports each example's FLOPs (weights x tokens plus the attention term,
-workers/flops.py), and shards hold about equal cost (about TARGET_COST_SHARDS of them), so a worker
+workers/measure/flops.py), and shards hold about equal cost (about TARGET_COST_SHARDS of them), so a worker
 that drew long prompts does not finish last.
 
 Every shard of a pass but the last holds a whole number of batches, by count and by cost, in the

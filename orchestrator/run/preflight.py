@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.spec import JobSpec
+from workers.data.package_files import on_this_machine
 from workers.errors import UserError
 from workers.models import check_model_type, declared_max_positions
-from workers.package_files import on_this_machine
 
 
 def preflight(spec: JobSpec, data_on_nodes: bool = False) -> None:

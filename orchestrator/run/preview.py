@@ -20,7 +20,7 @@ from workers.errors import UserError
 
 def preview(spec: JobSpec) -> dict[str, Any]:
     """The plan of a single-point job as one JSON-able mapping (see `orchestrator/views/plan_view.py`)."""
-    from workers.dataprep import cache_root, cached_here, prepare_dataset
+    from workers.data.dataprep import cache_root, cached_here, prepare_dataset
 
     if spec.sweep:
         raise UserError("--plan shows one run's plan; a sweep is one run per point: validate a point (--set bs=...)")

@@ -39,12 +39,3 @@ class Timeline:
                 spans[key] = [min(low, start), max(high, end)]
         return {"started_at": self.started_at, "steps": dict(self.marks), "passes": spans}
 
-
-def describe(record: dict) -> str:
-    """One line: each step's end and each pass's span, in seconds since the start."""
-    steps = record.get("steps", {})
-    parts = [f"{name.replace('_', ' ')} {seconds:.1f} s" for name, seconds in steps.items() if name != "row_written"]
-    parts += [f"{name} {low:.1f}-{high:.1f} s" for name, (low, high) in record.get("passes", {}).items()]
-    if "row_written" in steps:
-        parts.append(f"row written {steps['row_written']:.1f} s")
-    return "time since submit: " + ", ".join(parts)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -21,11 +19,12 @@ from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.stats import node_core_rates, percentiles, shard_rates_from_records, worker_core_rates
 from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.metrics.subjects import subject_table
+from orchestrator.views.plots import Plot, new_figure, png_bytes
 from orchestrator.views.report import SEED_LAYOUT, metrics_markdown, seed_cells
 from orchestrator.views.scenario_plots import LOADGEN, is_scenario, scenario_plots
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 ENVIRONMENT = (
     "devices", "workers", "nodes", "precision_effective", "mem_source", "torch_version", "transformers_version",
@@ -35,26 +34,6 @@ ENVIRONMENT = (
 LATENCY = ("warmup_batches", "measured_batches", "latency_mean", "latency_p50", "latency_p90", "latency_p99",
            "latency_cv", "repeats", "p_infer_core_ci_low", "p_infer_core_ci_high", "p_infer_whole_ci_low",
            "p_infer_whole_ci_high")
-
-
-@dataclass(frozen=True)
-class Plot:
-    name: str  # file stem for the Markdown's PNG
-    title: str
-    png: bytes
-
-
-def new_figure(width: float, height: float) -> "Figure":
-    """The object API (no pyplot): no global figure state, no GUI backend, safe in any process."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height))
-
-
-def _png(fig: "Figure") -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return buffer.getvalue()
 
 
 def latency_histogram(latencies_s: Sequence[float], pass_name: str) -> Plot | None:
@@ -69,7 +48,7 @@ def latency_histogram(latencies_s: Sequence[float], pass_name: str) -> Plot | No
         ax.axvline(value, color="black", linestyle=style, label=f"p{q} {value:.3g} ms")
     ax.set(xlabel="core latency per batch (ms)", ylabel="batches", title=f"{pass_name}: {len(ms)} measured batches")
     ax.legend()
-    return Plot("latency", "Per-batch latency (core)", _png(fig))
+    return Plot("latency", "Per-batch latency (core)", png_bytes(fig))
 
 
 def throughput_bars(shard_records: list[dict], pass_name: str, unit: str) -> Plot | None:
@@ -83,7 +62,7 @@ def throughput_bars(shard_records: list[dict], pass_name: str, unit: str) -> Plo
     left.set(title="per worker", ylabel=f"{pass_name} core {unit}/s")
     right.bar([n[:12] for n in nodes], list(nodes.values()), color="#55a868")
     right.set(title="per node")
-    return Plot("throughput", "Throughput per worker and node (core)", _png(fig))
+    return Plot("throughput", "Throughput per worker and node (core)", png_bytes(fig))
 
 
 def sweep_plot(rows: Sequence[MetricsRow], unit: str) -> Plot | None:
@@ -106,7 +85,7 @@ def sweep_plot(rows: Sequence[MetricsRow], unit: str) -> Plot | None:
     ax.minorticks_off()
     ax.set(xlabel="bs", ylabel=f"p_infer_core ({unit}/s)", title="throughput vs batch size")
     ax.legend()
-    return Plot("sweep", "Throughput vs batch size (sweep)", _png(fig))
+    return Plot("sweep", "Throughput vs batch size (sweep)", png_bytes(fig))
 
 
 def subject_accuracies(predictions: pa.Table) -> dict[tuple[str, str], float]:
@@ -134,7 +113,7 @@ def subject_accuracy(predictions: pa.Table) -> Plot | None:
     ax.set(xlim=(0, 1), xlabel="accuracy", title="accuracy per subject")
     ax.invert_yaxis()
     ax.legend()
-    return Plot("subjects", "Accuracy per subject (MMLU)", _png(fig))
+    return Plot("subjects", "Accuracy per subject (MMLU)", png_bytes(fig))
 
 
 def collect_plots(run: RunFolder, row: MetricsRow, sweep_rows: Sequence[MetricsRow]) -> list[Plot]:

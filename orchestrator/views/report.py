@@ -121,9 +121,7 @@ def print_runs(runs: list, spec, results: str, width: int | None) -> str:
         console.print(f"[yellow]{line}", soft_wrap=True)
     for run in runs:
         if run.timeline:
-            from orchestrator.run.timeline import describe
-
-            console.print(f"{run.run_id}: {describe(run.timeline)}", soft_wrap=True, markup=False)
+            console.print(f"{run.run_id}: {describe_timeline(run.timeline)}", soft_wrap=True, markup=False)
     for run in runs:
         console.print(f"run id: {run.run_id}", soft_wrap=True)
     console.print(f"results: {results} ({len(runs)} row(s) added); "
@@ -156,3 +154,13 @@ def _print_mmlu(console, runs: list) -> None:
         console.print(f"questions/s (core): {row.questions_per_s:,.2f} · prompts that lost shots to fit "
                       f"seq_len {row.seq_len}: {row.prompts_short_of_shots} · cut even at 0 shots: {row.prompts_truncated}",
                       soft_wrap=True)
+
+
+def describe_timeline(record: dict) -> str:
+    """A run's timeline.json (orchestrator/run/timeline.py) in one line: each step's end and each pass's span, in seconds since the start."""
+    steps = record.get("steps", {})
+    parts = [f"{name.replace('_', ' ')} {seconds:.1f} s" for name, seconds in steps.items() if name != "row_written"]
+    parts += [f"{name} {low:.1f}-{high:.1f} s" for name, (low, high) in record.get("passes", {}).items()]
+    if "row_written" in steps:
+        parts.append(f"row written {steps['row_written']:.1f} s")
+    return "time since submit: " + ", ".join(parts)

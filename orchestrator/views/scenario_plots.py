@@ -1,17 +1,15 @@
 """`bench report` for a LoadGen scenario run: the per-query latency distribution and, for find_peak,
 the QPS searched against p99. Read from the run folder's queries.parquet and find_peak.parquet
-(orchestrator/loadgen/point.py writes them); the lines drawn are the row's figures, LoadGen's own.
+(orchestrator/run/loadgen/point.py writes them); the lines drawn are the row's figures, LoadGen's own.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.store import RunFolder
-
-if TYPE_CHECKING:
-    from orchestrator.views.html_report import Plot
+from orchestrator.views.plots import Plot, new_figure, png_bytes
 
 # The report's LoadGen section: the row's scenario columns.
 LOADGEN = ("scenario", "loadgen_mode", "target_qps", "achieved_qps", "query_latency_p50", "query_latency_p90",
@@ -22,9 +20,7 @@ def is_scenario(row: MetricsRow) -> bool:
     return row.scenario not in (None, "offline")
 
 
-def query_latency_histogram(latencies_s: Sequence[float], row: MetricsRow) -> "Plot | None":
-    from orchestrator.views.html_report import Plot, _png, new_figure
-
+def query_latency_histogram(latencies_s: Sequence[float], row: MetricsRow) -> Plot | None:
     if not latencies_s:
         return None
     fig = new_figure(7, 3.5)
@@ -38,12 +34,10 @@ def query_latency_histogram(latencies_s: Sequence[float], row: MetricsRow) -> "P
         ax.axvline(row.latency_bound * 1e3, color="#c44e52", label=f"bound {row.latency_bound * 1e3:g} ms")
     ax.set(xlabel="query latency (ms)", ylabel="queries", title=f"{row.scenario}: {len(latencies_s)} queries")
     ax.legend()
-    return Plot("queries", "Per-query latency (LoadGen)", _png(fig))
+    return Plot("queries", "Per-query latency (LoadGen)", png_bytes(fig))
 
 
-def find_peak_plot(probes: list[dict], row: MetricsRow) -> "Plot | None":
-    from orchestrator.views.html_report import Plot, _png, new_figure
-
+def find_peak_plot(probes: list[dict], row: MetricsRow) -> Plot | None:
     points = [p for p in probes if p.get("query_latency_p99") is not None]
     if not points:
         return None
@@ -63,10 +57,10 @@ def find_peak_plot(probes: list[dict], row: MetricsRow) -> "Plot | None":
     ax.set(xlabel="target QPS (run number beside each point)", ylabel="p99 latency (ms)",
            title=f"find_peak: highest VALID {row.target_qps:g} QPS" if row.loadgen_result == "VALID" else "find_peak")
     ax.legend()
-    return Plot("find_peak", "QPS searched vs p99 (find_peak)", _png(fig))
+    return Plot("find_peak", "QPS searched vs p99 (find_peak)", png_bytes(fig))
 
 
-def scenario_plots(run: RunFolder, row: MetricsRow) -> list["Plot"]:
+def scenario_plots(run: RunFolder, row: MetricsRow) -> list[Plot]:
     if not is_scenario(row):
         return []
     plots = []

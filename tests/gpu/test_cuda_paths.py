@@ -25,7 +25,7 @@ def spin() -> None:
 
 
 def test_core_timer_cuda_events_time_the_call_alone_and_agree_with_the_wall_clock():
-    from workers.timing import CoreTimer
+    from workers.measure.timing import CoreTimer
 
     timer = CoreTimer(CUDA)
     assert timer.cuda
@@ -41,7 +41,7 @@ def test_core_timer_cuda_events_time_the_call_alone_and_agree_with_the_wall_cloc
 
 def nvml_or_skip():
     """NVML's handle of cuda:0. Where NVML initialises, not finding the GPU is a failure."""
-    from workers.nvml import nvml_lookup
+    from workers.measure.nvml import nvml_lookup
 
     found = nvml_lookup(CUDA)
     if not found.initialised:
@@ -53,7 +53,7 @@ def nvml_or_skip():
 def test_nvml_finds_the_gpu_torch_uses():
     import pynvml
 
-    from workers.nvml import gpu_identity
+    from workers.measure.nvml import gpu_identity
 
     handle = nvml_or_skip()
     uuid = pynvml.nvmlDeviceGetUUID(handle)
@@ -61,8 +61,8 @@ def test_nvml_finds_the_gpu_torch_uses():
 
 
 def test_nvml_memory_probe_sees_an_allocation():
-    from workers.device import MemoryProbe
-    from workers.nvml import process_memory
+    from workers.measure.device import MemoryProbe
+    from workers.measure.nvml import process_memory
 
     handle = nvml_or_skip()
     torch.cuda.init()
@@ -81,7 +81,7 @@ def test_nvml_memory_probe_sees_an_allocation():
 
 
 def test_energy_counter_reads_joules():
-    from workers.energy import EnergyCounter
+    from workers.measure.energy import EnergyCounter
 
     nvml_or_skip()
     major, minor = torch.cuda.get_device_capability(CUDA)
@@ -112,7 +112,7 @@ def test_engine_stream_runs_after_torchs_work_and_before_its_next():
 
 
 def test_peak_of_this_gpu_is_known_or_says_why():
-    from workers.peaks import peak_lookup
+    from workers.measure.peaks import peak_lookup
 
     name = torch.cuda.get_device_name(CUDA)
     looked = peak_lookup(name, "fp16")
@@ -162,11 +162,11 @@ def test_onnxruntime_io_binding_matches_eager(tmp_path):
 
 
 def test_measured_matmul_peak_is_a_fair_share_of_the_datasheet(tmp_path):
-    """The measured fp16 matmul peak (workers/matmul_peak.py) on this GPU: above 30 % of the datasheet's
+    """The measured fp16 matmul peak (workers/measure/matmul_peak.py) on this GPU: above 30 % of the datasheet's
     dense figure and not above it (a figure above means the timer or the FLOP count is wrong)."""
-    from workers import versions
-    from workers.matmul_peak import measured_peak
-    from workers.peaks import peak_flops
+    from workers.measure import versions
+    from workers.measure.matmul_peak import measured_peak
+    from workers.measure.peaks import peak_flops
 
     measured = measured_peak(CUDA, "fp16", tmp_path, versions.collect())
     datasheet = peak_flops(torch.cuda.get_device_name(CUDA), "fp16")
@@ -178,10 +178,10 @@ def test_measured_matmul_peak_is_a_fair_share_of_the_datasheet(tmp_path):
 
 def test_device_watch_sees_this_process_busy_on_the_gpu():
     """Real NVML over a pass of spin kernels: clocks read, this process listed (or the reason it is not)."""
-    from workers.device_watch import DeviceWatch
+    from workers.measure.device_watch import DeviceWatch
 
     watch = DeviceWatch.for_device(CUDA)
-    assert watch is not None, "NVML gave no handle for this GPU (workers.device.nvml_handle)"
+    assert watch is not None, "NVML gave no handle for this GPU (workers.measure.device.nvml_handle)"
     try:
         watch.start()
         for _ in range(5):

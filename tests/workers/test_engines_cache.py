@@ -188,7 +188,7 @@ def two_nodes_build_at_once(monkeypatch, tmp_path, build_of):
     Node a publishes first; node b finishes its build after that and must use a's entry."""
     import contextlib
 
-    from workers import folder_cache
+    from workers.storage import folder_cache
 
     monkeypatch.setattr(folder_cache, "exclusive_lock", lambda path: contextlib.nullcontext())
     both_building = threading.Barrier(2, timeout=30)

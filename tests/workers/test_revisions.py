@@ -15,8 +15,8 @@ import pytest
 
 from orchestrator.spec import validate
 from tests.builders import bert_vocab, job, save_tiny_bert, worker_runtime
-from workers import versions
-from workers.dataprep import key_fields
+from workers.data.dataprep import key_fields
+from workers.measure import versions
 from workers.models import load_config
 
 REPO = "org/tiny-bert"

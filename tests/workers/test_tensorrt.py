@@ -24,10 +24,10 @@ from orchestrator.spec import validate
 from tests.builders import job, worker_runtime
 from tests.workers.test_engines_llama import llama_context
 from workers.actor import BenchWorker
-from workers.device import cpu_name
 from workers.engines import BuildFailed
 from workers.engines import tensorrt as trt_engine
 from workers.engines.cache import cache_key
+from workers.measure.device import cpu_name
 
 
 class DataType(enum.Enum):  # values are ONNX's TensorProto element types

@@ -1,7 +1,7 @@
 """The Engine protocol (one inference runtime) and its lazy registry.
 
 An engine is built once per actor from the torch model and the task's input signature, then called
-once per batch. The pass loop (workers/passes.py) does all timing, so engines never time themselves:
+once per batch. The pass loop (workers/shard/passes.py) does all timing, so engines never time themselves:
 `to_device` is the host-to-device copy, `forward` is the core call, and its output is logits as a
 torch tensor (on the device where possible, so scoring reduces them there).
 """

@@ -7,7 +7,7 @@ versions of the libraries that produced it and the device it was built for. Any 
 gives another key, hence a rebuild; nothing is ever invalidated in place.
 
 Entries are looked up, built once per node and published whole by the generic folder cache
-(`workers/folder_cache.py`, shared with the data cache), which also says what happens when two
+(`workers/storage/folder_cache.py`, shared with the data cache), which also says what happens when two
 nodes sharing a cache on NFS build one entry at once.
 
 `build_seconds` in a BuildInfo is the time spent building on a miss and 0.0 on a hit (what
@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from workers.device import cpu_name
-from workers.folder_cache import META, Entry, FolderCache, cache_key  # noqa: F401 - the engines' names for them
+from workers.measure.device import device_name  # noqa: F401 - part of every key, engines name it from here
+from workers.storage.folder_cache import META, Entry, FolderCache, cache_key  # noqa: F401 - the engines' names for them
 
 Profile = dict[str, dict[str, list[int]]]  # input name -> {"min"|"opt"|"max": shape}
 
@@ -33,13 +33,6 @@ def library_version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return ""
-
-
-def device_name(device: torch.device) -> str:
-    """The name of the device an artifact is built for (GPU model, or CPU model and core count)."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return cpu_name()
 
 
 def shape_profile(signature: Any, bs: int, seq_len: int, min_bs: int = 1, min_seq_len: int = 1,

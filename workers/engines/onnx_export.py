@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
-from workers.device import DTYPES
 from workers.engines import BuildContext, BuildFailed, call_kwargs
 from workers.engines.cache import EngineCache, key_fields, library_version
 from workers.errors import UserError, first_line
+from workers.measure.device import DTYPES
 
 ONNX_FILE = "model.onnx"
 # max |onnx - torch| / max |torch| over counted positions; fp16/bf16 kernels differ in accumulation order.

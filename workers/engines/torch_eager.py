@@ -7,8 +7,8 @@ import copy
 import torch
 
 from workers.contract import BuildInfo
-from workers.device import DTYPES
 from workers.engines import BuildContext, EngineBase, call_kwargs
+from workers.measure.device import DTYPES
 from workers.specs import TorchEngineOptions
 
 

@@ -2,7 +2,7 @@
 
 A task has two halves. `prepare` (static, pure) turns the job's files into one Arrow table, one row
 per example, with the few constants scoring needs (mask id, choice tokens, fingerprint) in the
-schema metadata; it runs once per run (workers/dataprep.py). The instance is a worker's read-only
+schema metadata; it runs once per run (workers/data/dataprep.py). The instance is a worker's read-only
 view of that table: it wraps the table's buffers without copying them and reads only the rows of
 the shards it is given.
 """

@@ -102,7 +102,7 @@ def windows_fingerprint(inputs: np.ndarray, labels: np.ndarray) -> str:
 class MaskedLM:
     """The worker's view of the prepared windows: two (windows, seq_len) int64 arrays, read-only.
 
-    `prepare` builds the table once per run (workers/dataprep.py decides where and caches it);
+    `prepare` builds the table once per run (workers/data/dataprep.py decides where and caches it);
     the constructor only wraps its buffers, so a worker maps the shared copy and reads the rows of
     its shards, never the whole dataset.
     """

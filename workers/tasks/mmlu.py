@@ -138,7 +138,7 @@ class MMLU:
     """The worker's view of the prepared questions: numpy views of the table's columns, read-only.
 
     `prepare` reads the CSVs and builds and tokenises every prompt once per run
-    (workers/dataprep.py decides where, and caches the table); a worker reads only the prompts of
+    (workers/data/dataprep.py decides where, and caches the table); a worker reads only the prompts of
     the shards it is given, from one flat id array and its offsets.
     """
 
@@ -169,8 +169,8 @@ class MMLU:
 
     @staticmethod
     def costs(table: pa.Table, config) -> np.ndarray:
-        """FLOPs of each prompt's forward pass (workers/flops.py: weights x tokens + causal attention)."""
-        from workers.flops import flops_model_from_config
+        """FLOPs of each prompt's forward pass (workers/measure/flops.py: weights x tokens + causal attention)."""
+        from workers.measure.flops import flops_model_from_config
 
         offsets = single_chunk(table, "input_ids").offsets.to_numpy()
         flops = flops_model_from_config(config, causal=True)

@@ -189,7 +189,7 @@ def test_the_table_never_holds_two_rows_of_one_run(tmp_path):
     table = store.read_metrics()
     assert table.column("run_id").to_pylist() == ["run-a", "run-b"] and table.column("bs").to_pylist()[0] == 8
 def test_a_saved_shard_comes_back_with_its_gpu_figures_and_old_shards_without_them(tmp_path):
-    """What a resumed run merges: the NVML figures of each saved shard (workers/device_watch.py), and
+    """What a resumed run merges: the NVML figures of each saved shard (workers/measure/device_watch.py), and
     shards saved before those figures existed load with none."""
     import dataclasses
 

@@ -244,7 +244,7 @@ def test_predictions_that_changed_at_bs_1_are_invalid():
 
 
 def test_the_merge_puts_the_gpus_figures_in_the_row_and_its_verdict():
-    """The infer shards' NVML figures (workers/device_watch.py) merged over shards and workers: lowest
+    """The infer shards' NVML figures (workers/measure/device_watch.py) merged over shards and workers: lowest
     clock, every reason, hottest GPU, every XID, and the processes that are not the run's own. Workers
     0 and 1 run on node0 and node1: pid 101 seen on node0 is not worker 1, so it is foreign; when both
     workers share one GPU on one node (fractional GPUs), each one's pid on the other's list is not."""

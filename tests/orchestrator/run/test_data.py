@@ -141,7 +141,7 @@ def test_whether_the_cache_has_the_data_is_known_without_torch_or_transformers(t
     import subprocess
     import sys
 
-    from workers.dataprep import cached_here, prepare_dataset
+    from workers.data.dataprep import cached_here, prepare_dataset
 
     config = wikitext_config(tmp_path / "cache", task={"name": "masked_lm", "limit": 8})
     assert not cached_here(config)
@@ -149,7 +149,7 @@ def test_whether_the_cache_has_the_data_is_known_without_torch_or_transformers(t
     assert cached_here(config)
     assert not cached_here(wikitext_config(tmp_path / "cache", task={"name": "masked_lm", "limit": 8}, seq_len=64))
     assert not cached_here(validate(job(), "t").worker_config())  # synthetic data is never cached
-    code = ("import sys, json; from workers.specs import WorkerConfig; from workers.dataprep import cached_here; "
+    code = ("import sys, json; from workers.specs import WorkerConfig; from workers.data.dataprep import cached_here; "
             f"hit = cached_here(WorkerConfig.model_validate_json({config.model_dump_json()!r})); "
             "print(hit, sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

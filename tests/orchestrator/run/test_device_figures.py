@@ -12,7 +12,7 @@ from orchestrator.run.driver import run_job
 from orchestrator.spec import validate
 from tests.builders import job, stored_rows
 from tests.nvml_c_fake import FakeGpu, FakeNvmlLib, handle_of, install
-from workers.device_watch import DeviceWatch
+from workers.measure.device_watch import DeviceWatch
 
 pytestmark = pytest.mark.slow
 

@@ -49,7 +49,7 @@ def test_a_worker_ray_gave_a_gpu_it_cannot_see_fails_in_one_line(ray_local, tmp_
     RAYBENCH_FAKE_GPUS the worker refuses instead of running the GPU job on the CPU, and the run
     stops with that line, writing no row."""
     from workers.actor import BenchWorker
-    from workers.device import FAKE_GPUS_ENV
+    from workers.measure.device import FAKE_GPUS_ENV
 
     config = validate(job(), "x").worker_config()
     real = ray_local.remote(num_gpus=1, runtime_env={"env_vars": {FAKE_GPUS_ENV: "0"}})(BenchWorker).remote(config)

@@ -13,7 +13,7 @@ from orchestrator.spec import validate
 from tests.builders import save_bpe_tokenizer, tp_llama_job
 from workers.contract import RankInfo
 from workers.errors import UserError
-from workers.rank import group_peak_flops
+from workers.parallel.reports import group_peak_flops
 
 
 def nodes(*shape):

@@ -3,7 +3,7 @@
 import json
 
 from orchestrator.run.driver import run_all
-from orchestrator.run.timeline import describe
+from orchestrator.views.report import describe_timeline as describe
 from orchestrator.spec import load_spec
 
 

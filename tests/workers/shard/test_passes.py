@@ -1,0 +1,90 @@
+"""The one timing loop (workers/shard/passes.py) with small engines that stand for what this machine lacks."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from workers.contract import ShardResult, ShardTask
+from workers.engines import EngineBase
+from workers.measure.device import MemoryProbe
+from workers.measure.energy import EnergyCounter
+from workers.measure.timing import CoreTimer
+from workers.shard.passes import run_pass
+from workers.specs import DataSpec, MaskedLMTask
+from workers.tasks.masked_lm import MaskedLM
+
+VOCAB, SEQ, BS = 64, 16, 4
+
+
+class Int32Engine(EngineBase):
+    """Stands for TensorRT: its engine declares int32 ids, so `to_device` casts the int64 host ids."""
+
+    def to_device(self, inputs):
+        return {name: tensor.to(torch.int32) for name, tensor in inputs.items()}
+
+    def forward(self, device_inputs):
+        return torch.nn.functional.one_hot(device_inputs["input_ids"].long(), VOCAB).float()
+
+
+class NumpyEngine(Int32Engine):
+    """Stands for ONNX Runtime on a CPU: the engine takes numpy arrays."""
+
+    def to_device(self, inputs):
+        return {name: tensor.numpy() for name, tensor in inputs.items()}
+
+    def forward(self, device_inputs):
+        return torch.nn.functional.one_hot(torch.from_numpy(device_inputs["input_ids"]), VOCAB).float()
+
+
+def task() -> MaskedLM:
+    data = DataSpec(synthetic={"seed": 1, "size": 10})
+    return MaskedLM(MaskedLM.prepare(MaskedLMTask(), data, None, SimpleNamespace(vocab_size=VOCAB), SEQ, seed=0))
+
+
+def one_pass(engine, **probes) -> ShardResult:
+    result = ShardResult(shard_id=0, pass_name="infer", attempt=1, worker_id=0, node_id="n", device_name="d", pid=0)
+    cpu = torch.device("cpu")
+    return run_pass(engine, task(), ShardTask(0, 0, 10, "infer"), BS, CoreTimer(cpu), MemoryProbe(cpu),
+                    lambda n: 0.0, result, **probes)
+
+
+def test_byte_per_batch_counts_the_tensors_the_engine_receives():
+    assert one_pass(Int32Engine()).bytes_per_batch == BS * SEQ * 4  # int32 ids, not the host's int64
+    assert one_pass(NumpyEngine()).bytes_per_batch == BS * SEQ * np.dtype(np.int64).itemsize
+
+
+class FakeNVML:
+    """Stands for `pynvml` at the NVML boundary: a total-energy counter in mJ that reads as scripted."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, readings_mj) -> None:
+        self.readings = list(readings_mj)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):  # noqa: N802 - NVML's name
+        value = self.readings.pop(0)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+def test_energy_is_read_around_the_pass(monkeypatch):
+    nvml = FakeNVML([1_000_000, 1_002_500])  # mJ since the driver loaded, before and after
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    result = one_pass(Int32Engine(), energy=EnergyCounter("gpu0"))
+    assert result.energy_joules == pytest.approx(2.5) and result.energy_note == ""
+    assert nvml.readings == []  # read exactly twice: once before, once after
+
+
+def test_no_energy_counter_leaves_a_reason(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNVML([FakeNVML.NVMLError("Not Supported")]))
+    result = one_pass(Int32Engine(), energy=EnergyCounter("old-gpu"))
+    assert result.energy_joules is None and "no energy counter" in result.energy_note and "Not Supported" in result.energy_note
+    cpu = one_pass(Int32Engine(), energy=EnergyCounter.for_device(torch.device("cpu")))
+    assert cpu.energy_joules is None and cpu.energy_note == "no energy counter on a CPU"

@@ -1,0 +1,113 @@
+"""The one timing loop every engine and task goes through.
+
+Per batch: copy inputs to the device (timed, reported as h2d), call the engine (timed: core), score
+(argmax on the device, small copy back). The pass wall time covers all of it, batching included.
+Warm-up batches run before the stopwatch starts and are neither timed nor counted.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, Iterable, Iterator
+
+from workers.contract import ShardResult, ShardTask
+from workers.engines import Engine
+from workers.measure.device import MemoryProbe
+from workers.measure.device_watch import DeviceWatch
+from workers.measure.energy import EnergyCounter, energy_between
+from workers.measure.timing import CoreTimer, Stopwatch
+from workers.tasks import Batch, Task
+
+
+def warm_up(engine: Engine, task: Task, shard: ShardTask, bs: int, batches: int, timer: CoreTimer) -> int:
+    """Run `batches` untimed batches drawn (cyclically) from the start of this shard."""
+    if batches == 0:
+        return 0
+    source: Iterator[Batch] = itertools.cycle(list(itertools.islice(task.batches(shard.start, shard.stop, bs), batches)))
+    for batch in itertools.islice(source, batches):
+        engine.forward(engine.to_device(batch.inputs))
+    timer.sync()
+    return batches
+
+
+def input_bytes(device_inputs: Any) -> int:
+    """Bytes of model input as the engine receives it: every tensor `to_device` returned, with its
+    own dtype and shape (METRICS.md `byte_per_batch`: an engine that casts ids to int32 counts 4
+    bytes each). Torch tensors and numpy arrays (ONNX Runtime's CPU inputs) both have `nbytes`."""
+    return sum(int(tensor.nbytes) for tensor in device_inputs.values())
+
+
+def run_pass(
+    engine: Engine,
+    task: Task,
+    shard: ShardTask,
+    bs: int,
+    timer: CoreTimer,
+    memory: MemoryProbe,
+    flops_of_length: Callable[[int], float],
+    result: ShardResult,
+    energy: EnergyCounter | None = None,
+    device_watch: DeviceWatch | None = None,
+) -> ShardResult:
+    """Fill `result` with the counts and timings of one pass of `shard` (and its energy, read
+    around the pass, where `energy` has a counter; and what NVML saw meanwhile, where there is a
+    `device_watch`: its sampler thread runs beside the pass, outside every timed call)."""
+    return run_batches(engine, task, task.batches(shard.start, shard.stop, bs), timer, memory, flops_of_length,
+                       result, energy, device_watch)
+
+
+def run_batches(
+    engine: Engine,
+    task: Task,
+    batches: Iterable[Batch],
+    timer: CoreTimer,
+    memory: MemoryProbe,
+    flops_of_length: Callable[[int], float],
+    result: ShardResult,
+    energy: EnergyCounter | None = None,
+    device_watch: DeviceWatch | None = None,
+) -> ShardResult:
+    """The loop itself, over any batches: a shard's, or the one batch of LoadGen samples a worker
+    is handed (`WorkerRuntime.run_samples`), so both are timed and scored alike."""
+    joules_before = energy.read_joules() if energy else None
+    if device_watch is not None:
+        device_watch.start()
+    with Stopwatch() as watch:
+        for batch in batches:
+            device_inputs, h2d_s = timer.time(lambda: engine.to_device(batch.inputs))
+            logits, core_s = timer.time(lambda: engine.forward(device_inputs))
+            score = task.score(batch, logits)
+            result.examples += len(batch.lengths)
+            result.items += batch.items
+            result.scored += score.scored
+            result.correct += score.correct
+            result.flops += sum(flops_of_length(n) for n in batch.lengths)
+            result.core_seconds += core_s
+            result.h2d_seconds += h2d_s
+            result.batch_core_seconds.append(core_s)
+            result.batch_items.append(batch.items)
+            result.batch_rows.append(len(batch.lengths))
+            result.batch_seq_lens.append(max(batch.lengths, default=0))
+            result.bytes_per_batch = max(result.bytes_per_batch, input_bytes(device_inputs))
+            result.records.extend(score.records)
+    result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts
+    joules_after = energy.read_joules() if energy else None
+    result.energy_joules = energy_between(joules_before, joules_after)
+    result.health = device_watch.stop() if device_watch is not None else None
+    result.energy_note = "" if result.energy_joules is not None else (energy.note if energy else "not measured")
+    if result.energy_joules is not None:
+        result.energy_counters = {energy.device_key: [joules_before, joules_after]}
+    result.peak_mem_bytes = memory.sample()
+    result.mem_total_bytes = memory.total_bytes()
+    result.mem_source = memory.source
+    return result
+
+
+def run_examples(engine: Engine, task: Task, examples: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Each example alone, as a batch of one, untimed: the records its scoring makes (the invariance
+    check compares them with the measured pass's; orchestrator/metrics/invariance.py)."""
+    records: list[dict[str, Any]] = []
+    for example in examples:
+        for batch in task.batches(example, example + 1, 1):
+            records.extend(task.score(batch, engine.forward(engine.to_device(batch.inputs))).records)
+    return records

@@ -1,0 +1,205 @@
+"""What a worker builds on its device: model, its view of the prepared data, engines; one shard run.
+
+Heavy on purpose (torch, transformers, engine libraries): only worker processes import this module.
+`workers.actor.BenchWorker` owns one `WorkerRuntime` and is the error boundary around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import torch
+
+from workers.contract import DataHandle, SampleBatch, ShardResult, ShardTask, WorkerInfo, physical_device
+from workers.data.package_files import on_this_machine
+from workers.engines import BuildContext, Engine, engine_class
+from workers.engines.torch_eager import TorchEager
+from workers.errors import UserError
+from workers.measure import versions
+from workers.measure.device import DTYPES, MemoryProbe, check_precision, set_matmul_precision
+from workers.measure.device_watch import DeviceWatch
+from workers.measure.energy import EnergyCounter
+from workers.measure.flops import FlopsModel, flops_model, flops_model_from_config
+from workers.measure.matmul_peak import measured_peak
+from workers.measure.peaks import peak_lookup
+from workers.measure.timing import CoreTimer
+from workers.models import load_config, load_model, max_positions
+from workers.shard.live_metrics import WorkerMeter
+from workers.shard.passes import run_batches, run_examples, run_pass, warm_up
+from workers.specs import WorkerConfig
+from workers.tasks import Task, task_class
+
+DEFAULT_ENGINE_CACHE = Path("~/.cache/raybench/engines")
+
+
+class WorkerRuntime:
+    def __init__(self, config: WorkerConfig, device: torch.device, info: WorkerInfo, meter: WorkerMeter,
+                 data: DataHandle) -> None:
+        """Build everything, filling `info` (load, data and build times) as it goes."""
+        self.config = on_this_machine(config)
+        self.device = device
+        self.meter = meter
+        self.timer = CoreTimer(device)
+        self.memory = MemoryProbe(device)
+        self.energy = EnergyCounter.for_device(device, physical_device(info.node_id, info.device_uuid, info.device))
+        self.engines: dict[str, Engine] = {}
+        self._model: torch.nn.Module | None = None
+        self._load_seconds = 0.0
+        self._warm: set[str] = set()
+        info.mem_total_bytes = self.memory.total_bytes()
+        precision = check_precision(device, config.precision, config.precision_fallback)
+        self.val_precision = check_precision(device, config.val_dtype_name, config.precision_fallback)
+        info.precision_effective = precision
+        self.precisions = {"val": self.val_precision, "infer": precision}
+        peak = peak_lookup(info.device_name, precision)
+        info.peak_flops, info.peak_flops_label, info.peak_flops_reason = peak.flops, peak.label, peak.reason
+        self._load_task(info, data)
+        self._build_engines(info, precision)
+        self._measure_peak(info, precision)
+        self.memory.sample()
+        self.device_watch = DeviceWatch.for_device(device)  # None on a CPU or without NVML
+
+    def _load_task(self, info: WorkerInfo, data: DataHandle) -> None:
+        """The model's config, and the task as a view of the prepared table (no tokenizer needed:
+        the data was prepared once for the whole run; `data_seconds` is the time to map it)."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        self.model_config = load_config(cfg.model)
+        limit = max_positions(self.model_config)
+        if limit is not None and cfg.seq_len > limit:
+            raise UserError(f"seq_len: {cfg.seq_len} is above the model's maximum of {limit} positions")
+        info.load_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.task: Task = task_class(cfg.task)(data.table())
+        info.item_unit = self.task.item_unit
+        info.num_examples = self.task.num_examples()
+        info.dataset_fingerprint = self.task.fingerprint()
+        info.data_seconds = time.perf_counter() - t0
+
+    def _build_engines(self, info: WorkerInfo, precision: str) -> None:
+        cfg = self.config
+        if "val" in cfg.passes:
+            set_matmul_precision(self.val_precision)
+            self.engines["val"] = TorchEager()
+            self.engines["val"].build(self.build_context(self.val_precision))
+        if "infer" in cfg.passes:
+            set_matmul_precision(precision)  # torch.compile picks its kernels by these switches
+            engine = engine_class(cfg.engine)(cfg.engine)
+            self.engines["infer"] = engine
+            info.build = engine.build(self.build_context(precision))
+        info.load_seconds += self._load_seconds
+        self.flops = self._flops_model()
+
+    def _measure_peak(self, info: WorkerInfo, precision: str) -> None:
+        """The device's measured matmul peak at the infer precision (cached per device and software),
+        for MFU_measured; not measured where there is no MFU to compute (no infer pass, or an engine
+        that runs no model)."""
+        infer = self.engines.get("infer")
+        if infer is None or not infer.runs_model:
+            info.peak_flops_measured_reason = ("no infer pass" if infer is None
+                                               else f"engine {infer.name} runs no model: no FLOPs to compare")
+            return
+        peak = measured_peak(self.device, precision, self.cache_dir, info.versions)
+        info.peak_flops_measured, info.peak_flops_measured_label = peak.flops, peak.label
+        info.peak_flops_measured_reason = peak.reason
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.config.engine_cache or DEFAULT_ENGINE_CACHE).expanduser()
+
+    def _flops_model(self) -> FlopsModel:
+        """FLOPs from the loaded model; from the config alone when an engine came from the cache
+        without it; none at all for engines that do not run the model (the synthetic one)."""
+        if not all(engine.runs_model for engine in self.engines.values()):
+            return FlopsModel(0, 0, 0, self.causal)
+        if self._model is not None:
+            return flops_model(self._model, self.model_config, self.causal)
+        return flops_model_from_config(self.model_config, self.causal)
+
+    @property
+    def causal(self) -> bool:
+        return self.task.model_kind == "causal_lm"
+
+    def _load_model(self) -> torch.nn.Module:
+        """The torch model at the val precision, loaded on first use (the synthetic engine never asks)."""
+        if self._model is None:
+            t0 = time.perf_counter()
+            cfg = self.config
+            dtype = DTYPES[self.val_precision]
+            loader = load_model
+            if cfg.parallel.tp > 1:  # one rank of a tensor-parallel group: this rank's slice only
+                from workers.parallel.process_group import load_sharded_model as loader
+            self._model = loader(cfg.model, self.model_config, self.task.model_kind, dtype, self.device, cfg.seed)
+            self._load_seconds += time.perf_counter() - t0
+        return self._model
+
+    def _model_files_hash(self) -> str:
+        """Identity of the weights for engine cache keys: file digests, or the random config + seed."""
+        spec = self.config.model
+        if spec.random is not None:
+            digest = hashlib.sha256(repr((spec.random, self.config.seed)).encode()).hexdigest()[:16]
+        else:  # the revision's own files (a hub id's snapshot for that commit), and the commit itself
+            digest = versions.files_digest(spec.source, spec.gguf_file, revision=spec.revision)
+        if self.config.parallel.tp > 1:  # a rank's artifacts are built from its slice of the weights
+            from workers.parallel.process_group import rank_identity
+
+            digest += "-" + rank_identity()
+        return digest
+
+    def build_context(self, precision: str) -> BuildContext:
+        """What an engine at `precision` is built from (public: tests build engines from it too)."""
+        cfg = self.config
+        return BuildContext(
+            model=self._load_model, model_files_hash=self._model_files_hash, config=self.model_config,
+            signature=self.task.signature, sample_inputs=self.task.sample_inputs, bs=cfg.bs,
+            seq_len=cfg.seq_len, precision=precision, device=self.device,
+            cache_dir=Path(cfg.engine_cache or DEFAULT_ENGINE_CACHE).expanduser(), causal=self.causal,
+            opt_seq_len=min(cfg.seq_len, self.task.median_length()),
+        )
+
+    def run(self, shard: ShardTask, result: ShardResult) -> ShardResult:
+        """Warm up once per pass, then measure the shard into `result`."""
+        engine = self.engines[shard.pass_name]
+        set_matmul_precision(self.precisions[shard.pass_name])  # the switches are process-wide: each pass sets its own
+        if shard.examples is not None:  # an invariance check: records only, nothing measured or counted
+            result.examples, result.records = len(shard.examples), run_examples(engine, self.task, shard.examples)
+            return result
+        engine.before_shard(shard)
+        if shard.pass_name not in self._warm:
+            result.warmup_batches = warm_up(engine, self.task, shard, self.config.bs, self.config.warmup, self.timer)
+            self._warm.add(shard.pass_name)
+        run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result,
+                 self.energy, self.device_watch)
+        self.meter.shard(result)
+        return result
+
+    def warm(self, pass_name: str) -> int:
+        """Warm the pass's engine once (the first `warmup` batches of the data), before LoadGen's
+        first query, so no query pays for it. Returns the batches run (0 when already warm)."""
+        if pass_name in self._warm:
+            return 0
+        size = min(self.task.num_examples(), max(1, self.config.warmup) * self.config.bs)
+        done = warm_up(self.engines[pass_name], self.task, ShardTask(0, 0, size, pass_name), self.config.bs,
+                       self.config.warmup, self.timer)
+        self._warm.add(pass_name)
+        return done
+
+    def run_samples(self, batch: SampleBatch, result: ShardResult) -> ShardResult:
+        """The batch of LoadGen samples through the same loop as a shard (a restarted worker warms up first)."""
+        result.warmup_batches = self.warm(batch.pass_name)
+        self.engines[batch.pass_name].before_shard(batch.as_shard())
+        run_batches(self.engines[batch.pass_name], self.task, [self.task.batch_of(batch.indices)], self.timer,
+                    self.memory, self.flops.sequence_flops, result, self.energy)
+        self.meter.shard(result)
+        return result
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.close()
+        if self.device_watch is not None:
+            self.device_watch.close()
+            self.device_watch = None
+        self.engines = {}
+        self._model = None
