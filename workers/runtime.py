@@ -43,6 +43,7 @@ class WorkerRuntime:
         self.memory = MemoryProbe(device)
         self.energy = EnergyCounter.for_device(device)
         self.engines: dict[str, Engine] = {}
+        self.worker_id = info.worker_id
         self._model: torch.nn.Module | None = None
         self._load_seconds = 0.0
         self._warm: set[str] = set()
@@ -132,6 +133,7 @@ class WorkerRuntime:
             signature=self.task.signature, sample_inputs=self.task.sample_inputs, bs=cfg.bs,
             seq_len=cfg.seq_len, precision=precision, device=self.device,
             cache_dir=Path(cfg.engine_cache or DEFAULT_ENGINE_CACHE).expanduser(), causal=self.causal,
+            worker_id=self.worker_id,
         )
 
     def run(self, shard: ShardTask, result: ShardResult) -> ShardResult:

@@ -243,6 +243,9 @@ class SyntheticEngineOptions(Registered):
     fail_shards: list[int] = Field(
         default_factory=list, description="fault injection: these shard ids always raise (for reliability tests)"
     )
+    fail_workers: list[int] = Field(
+        default_factory=list, description="fault injection: these worker ids fail every shard at once (a bad device)"
+    )
 
 
 ENGINE_OPTIONS = (TorchEngineOptions, TorchCompileOptions, OnnxRuntimeOptions, TensorRTOptions, SyntheticEngineOptions)

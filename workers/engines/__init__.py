@@ -47,6 +47,7 @@ class BuildContext:
     device: torch.device
     cache_dir: Path
     causal: bool
+    worker_id: int = 0  # which worker builds it (the synthetic engine's fault injection reads it)
 
 
 class Engine(Protocol):
