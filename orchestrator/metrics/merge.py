@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from dataclasses import replace as replace_fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -378,8 +379,10 @@ def merge(
     pauses: tuple[Pause, ...] = (),
     sweep_id: str | None = None,
     timestamp: datetime | None = None,
+    workers_lost: tuple[str, ...] = (),
 ) -> MetricsRow:
-    """The row of one run. `pauses`: when no driver was running (a resumed run), cut out of the spans."""
+    """The row of one run. `pauses`: when no driver was running (a resumed run), cut out of the spans.
+    `workers_lost`: one line per worker the run lost (which, where, why), for the row and its verdict."""
     final = completed(results)
     by_pass: dict[str, dict[int, list[ShardResult]]] = {"val": defaultdict(list), "infer": defaultdict(list)}
     for (pass_name, repeat, _), r in sorted(final.items()):
@@ -408,6 +411,7 @@ def merge(
         shards=len({shard for (_, repeat, shard) in final if repeat == 0}),
         retries=retries,
         resumed=resumed,
+        workers_lost=len(workers_lost),
         **throughput,
         **accuracy_columns(val, infer, spec.acc_tolerance),
         **memory_columns(list(final.values())),
@@ -419,6 +423,7 @@ def merge(
         **task_columns(spec, head),
     )
     figures = figures_from_row(row, head.worker_rates, spec.task.variable_length, shard_labels(fit))
+    figures = replace_fields(figures, workers_lost=tuple(workers_lost))
     verdict = evaluate(figures, spec.verdict.rules(spec.acc_tolerance))
     return row.model_copy(update={"verdict": verdict.label, "verdict_reasons": verdict.reasons_text,
                                   "verdict_profile": spec.verdict.profile})

@@ -77,6 +77,9 @@ class MetricsRow(BaseModel):
     shards: int
     retries: int  # failed attempts that were re-run (runs/<id>/retries.parquet says where)
     resumed: bool  # finished by `bench submit --resume` after the first driver stopped
+    # workers dropped (died while loading, not restarted) or taken out (failed shards in a row); the
+    # verdict names them (max_workers_lost); `workers` counts the replacements that set up
+    workers_lost: int = 0
     # timings beside the pass figures
     load_time: float  # s, model + tokenizer load (slowest worker)
     data_time: float  # s, dataset preparation, once per run (the slowest node when prepared per node)
