@@ -12,6 +12,10 @@ The task asks for no CPU (like the weight prefetch), so it never waits behind th
 reservations, and its process exits when it is done (`max_calls=1`): a tokenizer's peak memory
 goes with it. With --no-ray the same function runs in the command's own process.
 Preparations are kept for the whole grid point, so repeats (fresh workers) reuse them.
+A worker that Ray restarts on another node (its node was lost) is handed that node's preparation
+(`handles` starts one there for node-local data): the dead node's object cannot be rebuilt, since
+its task may only run on that node. Each preparation's small `DataInfo` is read once and kept, so
+it stays readable after its node is gone.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class RayDataset:
         self._remote = ray.remote(num_cpus=0, num_returns=2, max_calls=1, max_retries=1)(prepare_dataset)
         self._on_nodes = config.data.path is not None and not _exists_here(config)
         self._tasks: dict[str, tuple[Any, Any]] = {}  # node id (or LOCAL) -> (info ref, table ref)
+        self._read: dict[str, DataInfo] = {}  # the infos read so far, by node
         if not self._on_nodes:
             self._tasks[LOCAL] = self._submit(ray.get_runtime_context().get_node_id())
 
@@ -95,7 +100,9 @@ class RayDataset:
         infos = []
         for node, (info, _) in self._tasks.items():
             try:
-                infos.append(ray.get(info))
+                if node not in self._read:
+                    self._read[node] = ray.get(info)
+                infos.append(self._read[node])
             except ray.exceptions.RayError as exc:
                 where = "" if node == LOCAL else f" [node {_address(node)}]"
                 cause = getattr(exc, "cause", None)

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from orchestrator.metrics.merge import Pause, completed, headline_records, merge
 from orchestrator.metrics.row import MetricsRow
-from orchestrator.metrics.store import ResultsStore, RunFolder
+from orchestrator.metrics.store import ResultsStore, RunFolder, ShardSaver
 from orchestrator.run.data import Dataset, LocalDataset, RayDataset, check_preparations_agree
 from orchestrator.run.dispatch import Dispatcher
 from orchestrator.run.meter import RunMeter
 from orchestrator.run.plan import plan_bounds, plan_resources, plan_shards
+from orchestrator.run.policy import broken_at_setup
 from orchestrator.run.pool import InProcessPool, Pool, RayPool
 from orchestrator.run.preflight import preflight
 from orchestrator.run.sessions import pauses_between, record_session
@@ -199,17 +200,22 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
         point = PointRun(spec, session, bar)
         bar.status(f"run {session.run.run_id}: preparing the data")
         data = open_dataset(spec, in_process)
-        for repeat in range(spec.repeats):
-            pool = open_pool(spec, session.run.run_id, in_process, data)
-            try:
-                point.run_repeat(pool, repeat, data)
-            finally:
-                pool.shutdown()
+        try:
+            for repeat in range(spec.repeats):
+                pool = open_pool(spec, session.run.run_id, in_process, data)
+                try:
+                    point.run_repeat(pool, repeat, data)
+                finally:
+                    pool.shutdown()
+        finally:
+            point.saver.close()  # every finished shard is on disk before the row or the error
+        point.saver.check()
     run = session.run
     e2e = session.prior_seconds + time.perf_counter() - session.started
     row = merge(spec=spec, run_id=run.run_id, results=point.results, infos=point.infos, data=point.data,
                 e2e_seconds=e2e, retries=len(point.failed), item_unit=point.infos[0].item_unit,
-                resumed=bool(session.done), pauses=session.pauses, sweep_id=session.sweep_id)
+                resumed=bool(session.done), pauses=session.pauses, sweep_id=session.sweep_id,
+                workers_lost=tuple(point.lost))
     predictions = headline_records(row, point.results)
     _finish_run(store, run, spec, row, point.results, point.infos, point.failed, predictions)
     return RunResult(run.run_id, row, run.path, point.results, point.infos, point.data, point.failed, predictions)
@@ -224,16 +230,18 @@ class PointRun:
         self.run = session.run
         self.bar = bar
         self.meter = RunMeter(self.run.run_id)
+        self.saver = ShardSaver(self.run)
         self.results: list[ShardResult] = list(session.done.values())
         self.failed: list[ShardResult] = []
         self.infos: list[WorkerInfo] = []  # the first repeat's workers describe the row
         self.data: list[DataInfo] = []
         self.totals: dict[tuple[str, int], list[int]] = {}
+        self.lost: list[str] = []  # one line per worker lost, over every repeat
 
     def on_result(self, result: ShardResult) -> None:
         """Every finished attempt: saved at once if it succeeded, counted for the live metrics."""
         if result.error is None:
-            self.run.save_shard(result)
+            self.saver.save(result)
             key = (result.pass_name, result.repeat)
             done, total, scored, correct = self.totals[key]
             self.totals[key] = [done + 1, total, scored + result.scored, correct + result.correct]
@@ -247,6 +255,7 @@ class PointRun:
         prepared = check_preparations_agree(self.data)
         infos = pool.setup()
         _keep_build_logs(self.run, infos)
+        infos = _drop_broken(pool, infos)
         num_examples = check_workers_agree(infos, prepared)
         self.infos = self.infos or infos
         if not self.run.exists():
@@ -263,6 +272,25 @@ class PointRun:
             self.bar.start_pass(pass_name, label, num_examples, done=sum(s.stop - s.start for s in shards if s not in todo))
             self.results += dispatcher.run(todo)
         self.failed += dispatcher.failed_attempts
+        self._count_losses(dispatcher, infos, repeat)
+        if repeat == 0:
+            self.infos += dispatcher.joined  # replacements: their devices ran shards of the row
+        self.data = data.infos()  # a worker restarted on another node may have had the data prepared there
+        check_preparations_agree(self.data)
+
+    def _count_losses(self, dispatcher: Dispatcher, infos: list[WorkerInfo], repeat: int) -> None:
+        where = {i.worker_id: f" on {i.hostname} ({i.device})" for i in [*infos, *dispatcher.joined]}
+        when = f" in repeat {repeat + 1}" if self.spec.repeats > 1 else ""
+        self.lost += [f"worker {w}{where.get(w, '')}{when}: {why}" for w, why in sorted(dispatcher.lost.items())]
+
+
+def _drop_broken(pool: Pool, infos: list[WorkerInfo]) -> list[WorkerInfo]:
+    """Workers whose setup crashed are dropped while others set up (policy.broken_at_setup)."""
+    broken = broken_at_setup(infos)
+    for worker, why in broken.items():
+        pool.retire(worker)
+        pool.lost[worker] = f"setup failed: {why}"
+    return [i for i in infos if i.worker_id not in broken]
 
 
 def _keep_build_logs(run: RunFolder, infos: list[WorkerInfo]) -> None:
