@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from workers.specs import WorkerConfig
 log = logging.getLogger(__name__)
 LOCAL_NODE = "local"
 PLACEMENT_TIMEOUT_S = 60.0
+REPING_S = 0.5  # a ping that found the worker "temporarily unavailable" (mid-restart) is sent again after this
 TOKEN_CPU = 0.01
 
 
@@ -158,6 +160,7 @@ class RayPool:
         self.placements: list[tuple[Any, int]] = []  # each worker's (placement group, bundle index)
         self.spare_pgs: list[Any] = []
         self._remote = None
+        self._repings: list[tuple[float, int, Any]] = []  # (when, worker, the ping's first handle)
 
     def _start(self, spec, run_id: str, gpus: float, cpus: float, data: Dataset) -> None:
         nodes = _bundle_nodes(self.pg, self.size)
@@ -228,10 +231,17 @@ class RayPool:
     def submit(self, worker: int, shard: ShardTask) -> Any:
         return self._track(self.actors[worker].run_shard.remote(shard, self.handles[worker]), "shard", worker, shard)
 
-    def ping(self, worker: int) -> Any:
-        return self._track(self.actors[worker].pid.remote(), "ping", worker, None)
+    def ping(self, worker: int, first: Any = None) -> Any:
+        """`first`: the handle the dispatcher holds for a ping sent again (its outcome answers that)."""
+        return self._track(self.actors[worker].pid.remote(), "ping", worker, first)
 
     def wait(self, timeout_s: float) -> list[Outcome]:
+        now = time.monotonic()
+        for due in [r for r in self._repings if r[0] <= now]:
+            self._repings.remove(due)
+            self.ping(due[1], due[2])
+        if self._repings:
+            timeout_s = min(timeout_s, max(0.0, min(r[0] for r in self._repings) - now))
         try:
             refs = [self._finished.get(timeout=timeout_s)]
         except queue.Empty:
@@ -250,8 +260,14 @@ class RayPool:
         try:
             value = future.result()
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+            if kind == "ping" and isinstance(exc, ray.exceptions.ActorUnavailableError):
+                # The call met the process mid-restart (its node just went, say): ask again, since
+                # only ActorDiedError means Ray gave up on it.
+                self._repings.append((time.monotonic() + REPING_S, worker, payload or ref))
+                return None
             if kind == "ping":
-                return Outcome(ref, None, died=True, alive=False)
+                log.warning("worker %d is gone for good: %s", worker, first_line(exc))
+                return Outcome(payload or ref, None, died=True, alive=False)
             if kind == "setup":
                 return Outcome(payload, None, died=True, added=worker)
             return Outcome(ref, died_result(payload, worker, f"worker {worker} died: {first_line(exc)}"), died=True)
@@ -262,7 +278,8 @@ class RayPool:
             return Outcome(payload, None, died=False, added=worker, info=value)
         if kind == "ping":
             self._rehome(worker)
-        return Outcome(ref, value if kind == "shard" else None, died=False)
+            return Outcome(payload or ref, None, died=False)
+        return Outcome(ref, value, died=False)
 
     def _rehome(self, worker: int) -> None:
         """A worker that answers after dying may run on another node now (its node was lost and its
