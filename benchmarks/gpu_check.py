@@ -11,12 +11,24 @@ gives the reference: the table has bench/plain for core and whole throughput.
 
 Checks, each PASS, FAIL or SKIPPED with the reason:
 - timer: CUDA-event core time against the wall clock of the same calls (within 2 %);
+- nvml: NVML initialises and finds the GPU torch uses by its UUID (workers/nvml.py);
 - memory: NVML's per-process figure against torch's peak reserved memory (NVML must be the
   larger by no more than the CUDA context and libraries' handles: 0 to 2 GiB);
 - accuracy: infer/val gap within the job's acc_tolerance, and the plain loop's accuracy too;
 - MFU: between 0 and 100 %, printed with the peak the table chose;
+- measured peak: MFU_measured (against the device's measured matmul peak, workers/matmul_peak.py)
+  between 0 and 100 %, on the CPU too; where the datasheet knows the device, the measured peak is
+  between 30 % and 105 % of its figure (above it, the timer or the FLOP count is wrong);
+- device watch: NVML watched the GPU during the measured pass (lowest busy SM clock, throttle
+  reasons, temperature, power, XIDs, ECC, other processes: workers/device_watch.py); the figures
+  are printed, and an incident among them is the row's verdict's business, not this check's;
+- invariance: MMLU's examples rerun at bs 1 on one worker (`invariance_check`); on the CPU (fp32)
+  no prediction may change; on a GPU the count is reported (fp16 kernels may differ by batch size);
 - KV cache: no transformers Cache object built during the run (causal models);
 - energy: the NVML counter gave a plausible figure (10 W < mean power < 2 kW).
+On a GPU a missing NVML handle, process memory figure or energy counter is a FAIL. SKIPPED only
+for a cause detected and named: a container whose NVML process list holds other pids but not ours
+(memory), a GPU older than Volta (no energy counter).
 Without a GPU (or with --tiny) the same cases run on tiny shapes on the CPU (torch_compile with
 the `eager` backend there, to stay fast); the GPU-only checks say SKIPPED and why. CI runs it so.
 
@@ -50,6 +62,7 @@ GIB = float(1 << 30)
 ROOT = Path(__file__).resolve().parents[1]
 TIMER_TOLERANCE = 0.02
 CONTEXT_BYTES = 2 * GIB  # the most NVML may exceed torch's reserved peak by (CUDA context, library handles)
+MEASURED_SHARE = (0.3, 1.05)  # measured matmul peak / datasheet peak: a fair share, never above the datasheet
 BERT_LARGE = dict(model_type="bert", vocab_size=30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                   intermediate_size=4096, max_position_embeddings=512)
 LLAMA_7B = dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -164,6 +177,13 @@ def run_case(name: str, raw: dict[str, Any], work: Path, gpu: bool) -> tuple[dic
         "torch_reserved_peak_gib": reserved_peak / GIB if reserved_peak is not None else None,
         "energy_per_item_j": row.energy_per_item, "mean_power_w": row.mean_power, "acc": row.acc,
         "acc_infer": row.acc_infer, "acc_plain": plain.accuracy, "build_time": row.build_time, "e2e_time": row.e2e_time,
+        "MFU_measured": row.MFU_measured, "peak_flops_measured": row.peak_flops_measured,
+        "peak_measured": info.peak_flops_measured_label or row.mfu_measured_note,
+        "sm_clock_mhz_min": row.sm_clock_mhz_min, "throttle_reasons": row.throttle_reasons,
+        "temperature_c_max": row.temperature_c_max, "power_w_max": row.power_w_max, "xid_errors": row.xid_errors,
+        "ecc_errors": row.ecc_errors, "foreign_processes": row.foreign_processes,
+        "invariance_checked": row.invariance_checked, "invariance_flips": row.invariance_flips,
+        "verdict": row.verdict, "verdict_reasons": row.verdict_reasons,
     }
     return figures, checks(row, info, spec, seen, plain, reserved_peak, gpu, causal)
 
@@ -178,9 +198,26 @@ def release(device: torch.device) -> None:
 
 def checks(row, info, spec, seen: Recorded, plain, reserved_peak, gpu: bool, causal: bool) -> list[Check]:
     cpu_reason = "no GPU: runs on the CPU"
-    return [timer_check(seen, gpu, cpu_reason), memory_check(row, reserved_peak, gpu, cpu_reason),
-            accuracy_check(row, spec, plain), mfu_check(row, info), cache_check(seen, causal),
-            energy_check(row, gpu, cpu_reason)]
+    return [timer_check(seen, gpu, cpu_reason), nvml_check(gpu, cpu_reason),
+            memory_check(row, reserved_peak, gpu, cpu_reason), accuracy_check(row, spec, plain), mfu_check(row, info),
+            cache_check(seen, causal), energy_check(row, gpu, cpu_reason), measured_peak_check(row, info),
+            watch_check(row, gpu, cpu_reason), invariance_check(row, spec, gpu)]
+
+
+CUDA0 = torch.device("cuda:0")
+
+
+def nvml_check(gpu: bool, cpu_reason: str) -> Check:
+    """NVML must find the GPU torch uses (by UUID, else full bus id): memory and energy depend on it."""
+    if not gpu:
+        return Check("nvml", "SKIPPED", f"{cpu_reason}: no NVML")
+    from workers.nvml import gpu_identity, nvml_lookup
+
+    found = nvml_lookup(CUDA0)
+    if found.handle is None:
+        return Check("nvml", "FAIL", found.note)
+    named = gpu_identity(CUDA0)
+    return Check("nvml", "PASS", f"found {named.name} by UUID {named.uuid} (bus {named.bus_id})")
 
 
 def timer_check(seen: Recorded, gpu: bool, cpu_reason: str) -> Check:
@@ -200,8 +237,14 @@ def memory_check(row, reserved_peak, gpu: bool, cpu_reason: str) -> Check:
     if not gpu:
         return Check("memory", "SKIPPED", f"{cpu_reason}: mem is the process's peak RSS ({row.mem_source}), no NVML")
     if row.mem_source != "nvml-process":
-        return Check("memory", "SKIPPED", f"NVML does not list this process (a container's PID namespace?): mem came "
-                                          f"from {row.mem_source}")
+        from workers.nvml import nvml_lookup, process_memory
+
+        found = nvml_lookup(CUDA0)
+        why = process_memory(found.handle) if found.handle is not None else None
+        if why is not None and why.container:  # the one cause that is not NVML failing us
+            return Check("memory", "SKIPPED", f"{why.note}: mem came from {row.mem_source}")
+        return Check("memory", "FAIL", f"no NVML process memory ({why.note if why else found.note}): mem came from "
+                                       f"{row.mem_source}")
     extra = row.mem * GIB - reserved_peak
     status = "PASS" if 0 <= extra <= CONTEXT_BYTES else "FAIL"
     return Check("memory", status, f"NVML {row.mem:.2f} GiB = torch reserved peak {reserved_peak / GIB:.2f} GiB + "
@@ -225,6 +268,44 @@ def mfu_check(row, info) -> Check:
     return Check("MFU", status, f"{row.MFU:.1%} with peak {info.peak_flops_label}")
 
 
+def measured_peak_check(row, info) -> Check:
+    if row.MFU_measured is None:
+        return Check("measured peak", "FAIL", f"no MFU_measured: {row.mfu_measured_note}")
+    ok = 0 < row.MFU_measured < 1
+    detail = f"MFU_measured {row.MFU_measured:.2%} of {info.peak_flops_measured_label}"
+    if info.peak_flops:
+        share = row.peak_flops_measured / info.peak_flops
+        ok = ok and MEASURED_SHARE[0] <= share <= MEASURED_SHARE[1]
+        detail += (f"; the measured peak is {share:.0%} of the datasheet's {info.peak_flops / 1e12:g} TFLOP/s "
+                   f"(limits {MEASURED_SHARE[0]:.0%} to {MEASURED_SHARE[1]:.0%})")
+    return Check("measured peak", "PASS" if ok else "FAIL", detail)
+
+
+def watch_check(row, gpu: bool, cpu_reason: str) -> Check:
+    if not gpu:
+        return Check("device watch", "SKIPPED", f"{cpu_reason}: no NVML to watch ({row.gpu_health_note})")
+    if row.sm_clock_mhz_min is None and row.throttle_reasons is None:
+        return Check("device watch", "FAIL", f"the GPU was not watched: {row.gpu_health_note}")
+    seen = (f"lowest busy SM clock {row.sm_clock_mhz_min} MHz, reasons [{row.throttle_reasons}], up to "
+            f"{row.temperature_c_max} C and {row.power_w_max} W, XIDs [{row.xid_errors}], ECC {row.ecc_errors}, "
+            f"other processes {row.foreign_processes}")
+    incidents = [r for r in row.verdict_reasons.split("; ") if "GPU" in r]
+    return Check("device watch", "PASS", seen + (f"; row INVALID: {'; '.join(incidents)}" if incidents else "")
+                 + (f" ({row.gpu_health_note})" if row.gpu_health_note else ""))
+
+
+def invariance_check(row, spec, gpu: bool) -> Check:
+    if not spec.invariance_examples:
+        return Check("invariance", "SKIPPED", f"{spec.task.name}: no invariance check (it is mmlu's)")
+    if row.invariance_flips is None:
+        return Check("invariance", "FAIL", f"not checked: {row.invariance_note}")
+    detail = (f"{row.invariance_flips} of {row.invariance_checked} predictions changed at bs 1 "
+              f"(measured at bs {spec.bs})")
+    if gpu:  # fp16 kernels may differ by batch size: a count to report (the row's verdict judges it)
+        return Check("invariance", "PASS", detail)
+    return Check("invariance", "PASS" if row.invariance_flips == 0 else "FAIL", detail + "; fp32 on a CPU: none may")
+
+
 def cache_check(seen: Recorded, causal: bool) -> Check:
     if not causal:
         return Check("kv cache", "SKIPPED", "masked LM: an encoder has no KV cache")
@@ -233,8 +314,14 @@ def cache_check(seen: Recorded, causal: bool) -> Check:
 
 
 def energy_check(row, gpu: bool, cpu_reason: str) -> Check:
+    if row.energy_per_item is None and not gpu:
+        return Check("energy", "SKIPPED", f"{cpu_reason}: {row.energy_note}")
     if row.energy_per_item is None:
-        return Check("energy", "SKIPPED", f"{cpu_reason if not gpu else 'no counter'}: {row.energy_note}")
+        major, minor = torch.cuda.get_device_properties(CUDA0).major, torch.cuda.get_device_properties(CUDA0).minor
+        if major < 7:  # NVML's total-energy counter exists from Volta (compute capability 7.0) on
+            return Check("energy", "SKIPPED", f"a GPU older than Volta (sm_{major}{minor}) has no energy counter: "
+                                              f"{row.energy_note}")
+        return Check("energy", "FAIL", f"no energy figure on sm_{major}{minor}: {row.energy_note}")
     ok = row.energy_per_item > 0 and 10 < row.mean_power < 2000
     return Check("energy", "PASS" if ok else "FAIL",
                  f"{row.energy_per_item:.4g} J per {row.item_unit}, mean power {row.mean_power:.0f} W")
@@ -245,13 +332,15 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         return f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v)
 
     columns = ["case", "precision", "bs", "p_infer_core", "plain_core", "core_ratio", "p_infer_whole", "plain_whole",
-               "whole_ratio", "MFU", "mem_gib", "energy_per_item_j", "mean_power_w", "acc", "acc_plain"]
+               "whole_ratio", "MFU", "MFU_measured", "mem_gib", "energy_per_item_j", "mean_power_w", "acc", "acc_plain"]
     lines = [f"# gpu_check on {meta['device']}", "", f"`{meta['command']}` ({meta['when']}, torch {meta['torch']})", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r["figures"][c]) for c in columns) + " |" for r in results]
     lines += ["", "| case | check | status | detail |", "|---|---|---|---|"]
     lines += [f"| {r['figures']['case']} | {c['name']} | {c['status']} | {c['detail']} |" for r in results for c in r["checks"]]
     lines += ["", "Peaks: " + "; ".join(f"{r['figures']['case']}: {r['figures']['peak']}" for r in results)]
+    lines += ["", "Measured peaks: " + "; ".join(f"{r['figures']['case']}: {r['figures']['peak_measured']}"
+                                                 for r in results)]
     return "\n".join(lines) + "\n"
 
 

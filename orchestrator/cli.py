@@ -63,13 +63,14 @@ def _load(job: Path | None, sets: list[str] | None, workers: int | None, resume:
         if job is None:
             raise UserError("give a job file (bench submit JOB.yaml) or --resume RUN_ID")
         return load_spec(job, _overrides(sets, workers))
-    if job is not None or sets or workers is not None:
-        raise UserError("--resume RUN_ID re-runs the stored spec of that run: give no job file, --set or --workers")
+    if job is not None or sets:
+        raise UserError("--resume RUN_ID re-runs the stored spec of that run: give no job file or --set "
+                        "(--workers may change: the shards do not depend on it)")
     store = ResultsStore(results)
     run = store.run(resume)
     if not run.exists():
         raise UserError(f"--resume {resume}: no such run in {store.location}")
-    return load_spec_text(run.read_text("job.yaml"), f"{run.location}/job.yaml")
+    return load_spec_text(run.read_text("job.yaml"), f"{run.location}/job.yaml", _overrides(None, workers))
 
 
 @app.command()
@@ -109,8 +110,15 @@ def submit(
             from orchestrator.run.connect import resolve_address
 
             address = resolve_address(address, temp_dir)
-        runs = run_all(spec, results_dir=store.uri, address=address, in_process=no_ray, progress=sys.stderr.isatty(),
-                       verbose=verbose, node_ip=node_ip, run_id=resume or run_id, resume=resume is not None)
+        from orchestrator.run.resume import RunComplete
+
+        try:
+            runs = run_all(spec, results_dir=store.uri, address=address, in_process=no_ray,
+                           progress=sys.stderr.isatty(), verbose=verbose, node_ip=node_ip, run_id=resume or run_id,
+                           resume=resume is not None)
+        except RunComplete as done:
+            typer.echo(str(done))
+            return
     from orchestrator.views.report import print_runs
 
     trouble = print_runs(runs, spec, store.location, width=None if sys.stdout.isatty() else 220)
@@ -158,15 +166,46 @@ def logs(run: RunArg, address: DashboardOpt = None,
 
 
 @app.command()
-def validate(job: JobArg, sets: SetOpt = None) -> None:
-    """Check a job spec without running it."""
+def validate(
+    job: JobArg,
+    sets: SetOpt = None,
+    plan: Annotated[bool, typer.Option("--plan", help="prepare the data (filling its cache) and print the run's plan")] = False,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="with --plan: table | json")] = "table",
+) -> None:
+    """Check a job spec without running it; with --plan, print what the run would do."""
     with user_errors():
         from orchestrator.run.preflight import preflight
         from orchestrator.spec import load_spec
+        from workers.errors import UserError
 
+        if fmt not in ("table", "json"):
+            raise UserError(f"--format: '{fmt}' is not one of table, json")
         spec = load_spec(job, _overrides(sets, None))
-        preflight(spec)
+        if plan:
+            from orchestrator.run.preview import preview
+
+            shown = preview(spec)
+        else:
+            preflight(spec)
+    if plan:
+        from orchestrator.views.plan_view import plan_json, print_plan
+
+        if fmt == "json":
+            typer.echo(plan_json(shown))
+        else:
+            print_plan(shown, width=None if sys.stdout.isatty() else 160)
+        return
     typer.echo(f"{job}: ok ({spec.task.name}, {spec.model.label}, engine {spec.engine.name}, bs {spec.bs}, seq_len {spec.seq_len})")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of job files (bench schema > job.schema.json), for editors to validate and complete."""
+    import json
+
+    from orchestrator.reference import job_schema
+
+    typer.echo(json.dumps(job_schema(), indent=2))
 
 
 FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | csv | json | markdown")]

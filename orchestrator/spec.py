@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
+from orchestrator.loadgen.settings import LoadGenSpec, Scenario, check_loadgen
 from orchestrator.metrics.verdict import VerdictSpec
 from workers.errors import UserError
 from workers.package_files import is_package_path
@@ -22,10 +23,12 @@ from workers.specs import SHORTHANDS, WorkerConfig, looks_like_local_path
 
 # Fields a `sweep:` may list several values for; each grid point is validated as a full job.
 SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision", "parallel")
+DEFAULT_INVARIANCE_EXAMPLES = 32  # mmlu: enough to catch batch-size-dependent kernels, seconds on one worker
 
 
 class JobSpec(WorkerConfig):
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="the job's name: in the run id, the results table and the report")
     workers: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
         "auto", description="worker actors (or groups of parallel.tp ranks); auto = one per GPU (per tp GPUs) in "
         "the cluster, or 1 without GPUs"
@@ -41,10 +44,27 @@ class JobSpec(WorkerConfig):
     )
 
     repeats: int = Field(1, ge=1, description="measured passes, each on fresh workers (a 95 % CI needs >= 2)")
+    invariance_check: int | None = Field(
+        None, ge=0, description="after the measured pass, run this many of its examples (spread over the data) again "
+        "at bs 1 on one worker through the infer engine and count the predictions that changed (invariance_flips; "
+        "any makes the row INVALID); 0 = off; default 32 for mmlu, off for masked_lm (no per-example predictions)"
+    )
     verdict: VerdictSpec = Field(default_factory=VerdictSpec, description="VALID/INVALID rules: profile + overrides")
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict, description=f"grid of values for {', '.join(SWEEPABLE)}: one run and row per point"
     )
+
+    scenario: Scenario = Field("offline", description="offline: every example as fast as possible (sharded); "
+                               "server, single_stream, multi_stream: MLPerf LoadGen decides when queries arrive")
+    # The default {} is validated (into LoadGenSpec's defaults) and then checked against the scenario;
+    # offline jobs end with None.
+    loadgen: LoadGenSpec | None = Field(default_factory=dict, validate_default=True, description="the LoadGen "
+                                        "scenario's settings (orchestrator/loadgen/settings.py)")
+
+    @field_validator("loadgen")
+    @classmethod
+    def _loadgen(cls, value: LoadGenSpec | None, info: ValidationInfo) -> LoadGenSpec | None:
+        return check_loadgen(info.data.get("scenario", "offline"), value, info.data)
 
     @field_validator("sweep")
     @classmethod
@@ -55,6 +75,24 @@ class JobSpec(WorkerConfig):
             if not isinstance(values, list) or not values:
                 raise ValueError(f"sweep.{key} must be a non-empty list of values")
         return value
+
+    @field_validator("invariance_check")
+    @classmethod
+    def _invariance_check(cls, value: int | None, info: ValidationInfo) -> int | None:
+        task, passes = info.data.get("task"), info.data.get("passes", ())
+        if value and task is not None and task.name == "masked_lm":
+            raise ValueError("masked_lm keeps no per-example predictions to compare; only mmlu supports it (leave "
+                             "it out or set 0)")
+        if value and "infer" not in passes:
+            raise ValueError("it reruns examples through the infer engine; add infer to passes or set 0")
+        return value
+
+    @property
+    def invariance_examples(self) -> int:
+        """How many examples the invariance check reruns at bs 1 (0: no check)."""
+        if self.invariance_check is not None:
+            return self.invariance_check
+        return DEFAULT_INVARIANCE_EXAMPLES if self.task.name == "mmlu" and "infer" in self.passes else 0
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig.model_validate(self.model_dump(include=set(WorkerConfig.model_fields)))
@@ -192,12 +230,12 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     return validate(apply_overrides(read_yaml(path), overrides or []), str(path))
 
 
-def load_spec_text(text: str, source: str) -> JobSpec:
+def load_spec_text(text: str, source: str, overrides: list[str] | None = None) -> JobSpec:
     """A spec kept as text where no local path reaches it (a run's job.yaml in an object store)."""
     raw = yaml.safe_load(text)
     if not isinstance(raw, dict):
         raise UserError(f"{source}: a job spec must be a YAML mapping")
-    return validate(raw, source)
+    return validate(apply_overrides(raw, overrides or []), source)
 
 
 def dump_spec(spec: JobSpec) -> str:

@@ -14,6 +14,10 @@
 # (reboot, reused pid) is ignored unless a process of that group still runs out of our temp dir.
 # `ray down` still runs Ray's own `ray stop` on every node, which is what a dedicated cluster wants.
 #
+# Refuses to start Ray with a token file that group or others can read (the cluster's one secret:
+# whoever reads it controls the cluster): the file Ray reads, $RAY_AUTH_TOKEN_PATH or
+# ~/.ray/auth_token, unless the token comes in $RAY_AUTH_TOKEN. One line, exit 2; chmod 600 fixes it.
+#
 # Also raises the soft open-files limit towards 65536 (Ray opens a socket per worker and per
 # object transfer), as far as the hard limit allows; a low hard limit is a warning, never a failure
 # (`ulimit -n 65536 && ray start` aborted the start on nodes whose hard limit is lower).
@@ -100,13 +104,27 @@ stop_recorded_ray() {
     rm -f "$pgid_file"
 }
 
+check_token_mode() {  # the token file must be readable by its owner alone
+    [[ -z ${RAY_AUTH_TOKEN:-} ]] || return 0
+    local file=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token} mode
+    [[ -e $file ]] || return 0
+    mode=$(stat -L -c %a "$file") || return 0
+    if (( 8#$mode & 8#077 )); then
+        say "refusing to start Ray: the cluster token $file is readable by group or others (mode $mode); chmod 600 $file"
+        exit 2
+    fi
+}
+
+if ((!stop_only)); then  # refuse before stopping anything
+    if [[ ${1:-} != ray || ${2:-} != start ]]; then
+        say "usage: ray_node.sh ray start [options] | ray_node.sh --stop [--temp-dir=DIR]"
+        exit 2
+    fi
+    check_token_mode
+fi
 stop_recorded_ray
 if ((stop_only)); then
     exit 0
-fi
-if [[ ${1:-} != ray || ${2:-} != start ]]; then
-    say "usage: ray_node.sh ray start [options] | ray_node.sh --stop [--temp-dir=DIR]"
-    exit 2
 fi
 
 raise_open_files_limit

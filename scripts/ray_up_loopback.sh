@@ -67,8 +67,9 @@ rm -f "$LOGS"/*
 
 if [[ ! -s $HOME/.ray/auth_token ]]; then
     step "creating the cluster token $HOME/.ray/auth_token (cluster.yaml's file_mounts copy it)"
-    mkdir -p "$HOME/.ray" && python -c "import secrets; print(secrets.token_hex(32))" >"$HOME/.ray/auth_token"
+    (umask 077 && mkdir -p "$HOME/.ray" && python -c "import secrets; print(secrets.token_hex(32))" >"$HOME/.ray/auth_token")
 fi
+chmod 600 "$HOME/.ray/auth_token"  # one made by an older version of this script was 0644
 if [[ ! -f $SSH_KEY ]]; then
     step "creating the ssh key $SSH_KEY"
     ssh-keygen -q -t ed25519 -N '' -C raybench-loopback -f "$SSH_KEY" || die "ssh-keygen failed"

@@ -75,8 +75,9 @@ class LocalCluster:
         else:
             args += ["--address", self.address]
         log = open(self.root / f"node-{ip}.log", "w")
-        self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**self.env(), **self.node_env},
-                                           start_new_session=True))
+        fake = {"RAYBENCH_FAKE_GPUS": "1"} if self.gpus_per_node else {}  # workers/device.py: GPUs it declares, not has
+        self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                           env={**self.env(), **fake, **self.node_env}, start_new_session=True))
         self.ips.append(ip)
 
     def start(self, nodes: int = 2, timeout_s: float = 90, attempts: int = 2) -> "LocalCluster":

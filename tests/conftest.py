@@ -12,11 +12,14 @@ LOOPBACK = "127.0.0.2"  # Ray rewrites 127.0.0.1 to the outward address; 127.0.0
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray per test module, pretending to have 3 GPUs (engines then run on the CPU)."""
+    """One local Ray per test module, pretending to have 3 GPUs (engines then run on the CPU: the
+    workers are told the GPUs are fake, as a worker given a GPU without CUDA otherwise fails)."""
     import ray
 
+    from workers.device import FAKE_GPUS_ENV
+
     ray.init(num_cpus=4, num_gpus=3, _node_ip_address=LOOPBACK, include_dashboard=False,
-             log_to_driver=False, logging_level="warning")
+             log_to_driver=False, logging_level="warning", runtime_env={"env_vars": {FAKE_GPUS_ENV: "1"}})
     yield ray
     ray.shutdown()
 

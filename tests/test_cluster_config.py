@@ -3,6 +3,7 @@
 import copy
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -29,9 +30,50 @@ def test_cluster_yaml_passes_rays_schema(cluster):
     ray_validate(cluster)
     assert cluster["provider"]["type"] == "local"
     head = " ".join(cluster["head_start_ray_commands"])
-    assert "--dashboard-host=127.0.0.1" in head and "--num-gpus=8" in head and "RAY_AUTH_MODE=token" in head
+    assert "--dashboard-host=127.0.0.1" in head and "RAY_AUTH_MODE=token" in head
     assert "NCCL_IB_HCA" in head and "NCCL_IB_HCA" in " ".join(cluster["worker_start_ray_commands"])
     assert any("raybench" in cmd for cmd in cluster["setup_commands"])
+
+
+def test_ray_detects_each_nodes_gpus_and_the_token_stays_private(cluster):
+    """A 4-GPU node must not advertise 8; every node's copy of the token is its user's alone."""
+    starts = cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"]
+    assert not [cmd for cmd in starts if "--num-gpus" in cmd]
+    for node_type in cluster["available_node_types"].values():
+        assert "GPU" not in node_type["resources"]
+    setup = cluster["setup_commands"]
+    assert setup[0] == "chmod 600 ~/.ray/auth_token"  # before anything else runs there
+    assert cluster["head_setup_commands"] == cluster["worker_setup_commands"] == setup
+
+
+def run_ray_node(tmp_path, mode: int, **env) -> subprocess.CompletedProcess:
+    """scripts/ray_node.sh with a home holding a token of `mode`, and a `ray` on PATH that only says it ran."""
+    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    (home / ".ray").mkdir(parents=True, exist_ok=True)
+    bin_dir.mkdir(exist_ok=True)
+    token = home / ".ray" / "auth_token"
+    token.write_text("0123abcd\n")
+    token.chmod(mode)
+    (bin_dir / "ray").write_text("#!/bin/sh\necho \"ray ran: $*\"\n")
+    (bin_dir / "ray").chmod(0o755)
+    environment = {"HOME": str(home), "PATH": f"{bin_dir}:/usr/bin:/bin", **env}
+    return subprocess.run(["bash", "scripts/ray_node.sh", "ray", "start", "--head", f"--temp-dir={tmp_path / 't'}"],
+                          env=environment, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_ray_node_refuses_a_token_others_can_read(tmp_path, mode):
+    done = run_ray_node(tmp_path, mode)
+    assert done.returncode == 2 and "ray ran" not in done.stdout
+    assert done.stderr.strip() == (f"ray_node.sh: refusing to start Ray: the cluster token {tmp_path}/home/.ray/"
+                                   f"auth_token is readable by group or others (mode {mode:o}); chmod 600 "
+                                   f"{tmp_path}/home/.ray/auth_token")
+
+
+def test_ray_node_starts_ray_with_a_private_token_or_one_from_the_environment(tmp_path):
+    done = run_ray_node(tmp_path, 0o600)
+    assert done.returncode == 0 and done.stdout.startswith("ray ran: start --head"), done.stderr
+    assert run_ray_node(tmp_path, 0o644, RAY_AUTH_TOKEN="0123abcd").returncode == 0  # the file is not used then
 
 
 @pytest.mark.parametrize(

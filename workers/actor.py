@@ -13,9 +13,10 @@ the worker process when it sets up.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from workers import versions
-from workers.contract import DataHandle, ShardResult, ShardTask, WorkerError, WorkerInfo
+from workers.contract import DataHandle, DataInfo, SampleBatch, ShardResult, ShardTask, WorkerError, WorkerInfo
 from workers.errors import UserError, first_line
 from workers.specs import WorkerConfig
 
@@ -52,7 +53,8 @@ class BenchWorker:
         """Map the prepared data, load the model, build the engines (once). Returns where this worker runs."""
         if self._info is not None:
             return self._info
-        from workers.device import assigned_gpus, node_identity
+        from workers.device import assigned_gpus, node_identity, require_assigned_gpu
+        from workers.nvml import gpu_uuid
 
         node_id, hostname = node_identity()
         choice = self._choose_device()
@@ -61,10 +63,11 @@ class BenchWorker:
             device=f"{choice.device}{assigned_gpus()}", device_name=choice.name,
             num_examples=0, dataset_fingerprint="", load_seconds=0.0,
             data_seconds=0.0, build=None, precision_effective=self.config.precision, peak_flops=None,
-            mem_total_bytes=None, versions=versions.collect(),
+            mem_total_bytes=None, versions=versions.collect(), device_uuid=gpu_uuid(choice.device),
         )
         self._data = data if data is not None else self._data
         try:
+            require_assigned_gpu(choice.device)  # never a silent CPU run on a GPU Ray assigned
             self._runtime = self._build_runtime(choice.device, info)
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             info.error = classify(exc, self.config.bs)
@@ -89,6 +92,16 @@ class BenchWorker:
             self._data = DataHandle(prepare_dataset(self.config)[1])
         return WorkerRuntime(self.config, device, info, WorkerMeter(self.run_id, self.worker_id), self._data)
 
+    def prepare_data(self) -> tuple[DataInfo, Any]:
+        """The run's data, prepared once in this process for every worker (orchestrator/run/data.py
+        asks the first worker for it when the data needs no tokenising: synthetic, or a cache hit).
+        This process imports what the preparation needs anyway, and on a cluster configured like
+        cluster.yaml it already has, so no new process has to start for it. Under Ray the table is
+        a return value: the driver owns it and it lives in the object store, not in this actor."""
+        from workers.dataprep import prepare_dataset
+
+        return prepare_dataset(self.config)
+
     def run_shard(self, shard: ShardTask, data: DataHandle | None = None) -> ShardResult:
         """One pass of one shard. Safe to repeat: it reads the dataset and writes nothing."""
         return self._run(shard, self.setup(data))
@@ -96,7 +109,7 @@ class BenchWorker:
     def _run(self, shard: ShardTask, info: WorkerInfo) -> ShardResult:
         identity = dict(shard_id=shard.shard_id, pass_name=shard.pass_name, attempt=shard.attempt,
                         worker_id=self.worker_id, node_id=info.node_id, device_name=info.device_name,
-                        pid=info.pid, repeat=shard.repeat)
+                        pid=info.pid, repeat=shard.repeat, start=shard.start, stop=shard.stop)
         if info.error is not None:
             return ShardResult(**identity, error=info.error)
         try:
@@ -107,6 +120,26 @@ class BenchWorker:
 
     def _measure(self, shard: ShardTask, result: ShardResult) -> ShardResult:
         return self._runtime.run(shard, result)
+
+    def warm_up(self, pass_name: str, data: DataHandle | None = None) -> int:
+        """Set up and warm the pass's engine before a LoadGen test starts issuing queries."""
+        info = self.setup(data)
+        if info.error is not None:
+            return 0
+        return self._runtime.warm(pass_name)
+
+    def run_samples(self, batch: SampleBatch, data: DataHandle | None = None) -> ShardResult:
+        """One batch of LoadGen samples (orchestrator/loadgen/), as a result with the batch's id as shard id.
+        Errors come back as values, as for shards; the driver re-issues the samples or fails the run."""
+        info = self.setup(data)
+        identity = dict(shard_id=batch.batch_id, pass_name=batch.pass_name, attempt=batch.attempt,
+                        worker_id=self.worker_id, node_id=info.node_id, device_name=info.device_name, pid=info.pid)
+        if info.error is not None:
+            return ShardResult(**identity, error=info.error)
+        try:
+            return self._runtime.run_samples(batch, ShardResult(**identity))
+        except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
+            return ShardResult(**identity, error=classify(exc, self.config.bs))
 
     def pid(self) -> int:
         return os.getpid()

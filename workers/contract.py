@@ -23,10 +23,30 @@ class ShardTask:
     pass_name: PassName
     attempt: int = 1
     repeat: int = 0  # which repeat of the measured pass (job field `repeats`)
+    # A check, not a shard of the plan (start/stop unused): these examples, each run alone (bs 1),
+    # untimed, their records returned and never counted in the metrics (job field `invariance_check`).
+    examples: tuple[int, ...] | None = None
 
     @property
     def key(self) -> str:
         return shard_key(self.pass_name, self.shard_id, self.repeat)
+
+
+@dataclass(frozen=True)
+class SampleBatch:
+    """Samples of LoadGen queries that the driver batched for one worker (orchestrator/loadgen/):
+    run as one batch of these examples, in this order. `batch_id` numbers the batches of a LoadGen
+    test; a batch re-issued after its worker died gets a new id and `attempt` + 1."""
+
+    batch_id: int
+    indices: tuple[int, ...]
+    pass_name: PassName
+    attempt: int = 1
+
+    def as_shard(self) -> "ShardTask":
+        """The batch in a shard's shape, for what reads shards (an engine's `before_shard`, whose
+        `fail_shards` then names batch ids; a dead worker's failed attempt)."""
+        return ShardTask(self.batch_id, 0, len(self.indices), self.pass_name, self.attempt)
 
 
 def shard_key(pass_name: str, shard_id: int, repeat: int) -> str:
@@ -52,6 +72,7 @@ class BuildInfo:
     engine_hash: str | None = None
     cache_key: str | None = None
     log: str = ""
+    profile: dict[str, Any] | None = None  # TensorRT's optimisation profile: input -> {min, opt, max} shapes
 
 
 @dataclass
@@ -73,6 +94,7 @@ class DataInfo:
     table_bytes: int
     node_id: str
     where: str  # the node's address under Ray, the host name in-process
+    pid: int = 0  # the preparing process: a Ray task's, the first worker's, or the command's own
 
 
 @dataclass(frozen=True)
@@ -98,6 +120,18 @@ class DataHandle:
         return ray.get(self.ref)
 
 
+def physical_device(node_id: str, uuid: str, device: str) -> str:
+    """The name of one physical device, so that the merge counts each once (its peak, its energy).
+
+    A GPU is its UUID on its node: two workers given half a GPU each (`gpus_per_worker: 0.5`) name
+    the same one. Without a UUID (an older torch) the device string with Ray's GPU id stands in
+    ("cuda:0 (GPU 3)"). Every CPU worker of a node shares that node's CPU.
+    """
+    if uuid:
+        return f"{node_id}/{uuid}"
+    return f"{node_id}/{'cpu' if device.startswith('cpu') else device}"
+
+
 @dataclass
 class RankInfo:
     """One process of a tensor-parallel worker (a group of `tp` ranks on one node; rank 0 reports)."""
@@ -108,6 +142,12 @@ class RankInfo:
     device: str
     device_name: str
     peak_flops: float | None
+    device_uuid: str = ""  # the GPU's UUID ("GPU-..."), "" on a CPU
+    peak_flops_measured: float | None = None  # this rank's measured matmul peak (workers/matmul_peak.py)
+
+    @property
+    def physical_device(self) -> str:
+        return physical_device(self.node_id, self.device_uuid, self.device)
 
 
 @dataclass
@@ -138,6 +178,10 @@ class WorkerInfo:
     peak_flops_label: str = ""  # the table entry chosen and its datasheet (workers/peaks.py)
     peak_flops_reason: str = ""  # why peak_flops is None
     ranks: list[RankInfo] = field(default_factory=list)  # empty for a worker that owns one device
+    device_uuid: str = ""  # the GPU's UUID ("GPU-..."), "" on a CPU: with node_id, the physical device
+    peak_flops_measured: float | None = None  # achievable matmul FLOP/s of this device (workers/matmul_peak.py)
+    peak_flops_measured_label: str = ""  # how it was measured, and whether it came from the cache
+    peak_flops_measured_reason: str = ""  # why peak_flops_measured is None
 
     @property
     def tp(self) -> int:
@@ -145,7 +189,48 @@ class WorkerInfo:
 
     def rank_list(self) -> list[RankInfo]:
         """Every process of the worker: its ranks, or itself as the one rank of a single-device worker."""
-        return self.ranks or [RankInfo(0, self.node_id, self.pid, self.device, self.device_name, self.peak_flops)]
+        return self.ranks or [RankInfo(0, self.node_id, self.pid, self.device, self.device_name, self.peak_flops,
+                                       self.device_uuid, self.peak_flops_measured)]
+
+
+@dataclass
+class DeviceHealth:
+    """What NVML saw on a worker's GPU while one pass ran (workers/device_watch.py); None on a CPU.
+
+    Combined over a tensor-parallel group's ranks and over shards with `combined`: the lowest clock,
+    the highest temperature and power, every reason, error and process seen by any of them.
+    """
+
+    samples: int = 0
+    sm_clock_mhz_min: int | None = None  # lowest SM clock while the GPU was busy (idle samples left out)
+    clock_events: list[str] = field(default_factory=list)  # clock event (throttle) reasons seen, by name
+    temperature_c_max: int | None = None
+    power_w_max: float | None = None
+    xid_errors: list[int] = field(default_factory=list)  # XID numbers of the critical-error events
+    ecc_errors: int | None = None  # volatile uncorrected ECC errors during the pass; None: no counter
+    other_pids: list[int] | None = field(default_factory=list)  # compute processes not ours; None: cannot tell
+    note: str = ""  # the figures that could not be read, and why
+
+    @staticmethod
+    def combined(parts: list["DeviceHealth"], ours: set[int] | frozenset[int] = frozenset()) -> "DeviceHealth":
+        """One figure set from several devices or passes; `ours` are pids of our own (a group's ranks)."""
+        def pick(values: list, best):
+            present = [v for v in values if v is not None]
+            return best(present) if present else None
+
+        eccs = [p.ecc_errors for p in parts]
+        pids = [p.other_pids for p in parts]
+        return DeviceHealth(
+            samples=sum(p.samples for p in parts),
+            sm_clock_mhz_min=pick([p.sm_clock_mhz_min for p in parts], min),
+            clock_events=sorted({e for p in parts for e in p.clock_events}),
+            temperature_c_max=pick([p.temperature_c_max for p in parts], max),
+            power_w_max=pick([p.power_w_max for p in parts], max),
+            xid_errors=[x for p in parts for x in p.xid_errors],
+            ecc_errors=None if any(e is None for e in eccs) else sum(eccs),
+            other_pids=None if any(p is None for p in pids) else sorted({pid for p in pids for pid in p} - set(ours)),
+            note="; ".join(dict.fromkeys(p.note for p in parts if p.note)),
+        )
 
 
 @dataclass
@@ -182,9 +267,17 @@ class ShardResult:
     mem_source: str = ""
     energy_joules: float | None = None  # the GPU's energy over the pass (NVML counter), None without one
     energy_note: str = ""  # why energy_joules is None
+    # each GPU's counter (J) just before and just after the pass, by physical device (every rank's
+    # GPU for a tensor-parallel worker): the merge counts a GPU that workers share once
+    energy_counters: dict[str, list[float]] = field(default_factory=dict)
+    health: DeviceHealth | None = None  # the GPU's clocks, throttling, errors and other processes (None: a CPU)
     records: list[dict[str, Any]] = field(default_factory=list)
     error: WorkerError | None = None
     repeat: int = 0
+    # the examples it ran (ShardTask.start/stop), so a resumed run can check that shard k is still
+    # the same examples (0, 0 in results saved before they were recorded)
+    start: int = 0
+    stop: int = 0
 
     @property
     def key(self) -> str:

@@ -7,9 +7,11 @@ command's own process with --no-ray), and the workers get the table by reference
 The table is cached on disk beside the engine cache (`data_cache`, default ~/.cache/raybench/data),
 as one Arrow IPC file per entry, keyed by everything it is made from: the data files' digest, the
 tokenizer's files, the task options, seq_len and seed, the model's vocabulary size and positions,
-the tokenizer libraries' versions and the preparation code itself (so a change to how prompts are
-built is a new key, never a stale hit). Entries are published by rename under a lock (the engine
-cache's `EngineCache`), so a reader sees a whole entry or none. A hit is read memory-mapped.
+the model's revision (the commit it resolves to where the Hugging Face cache knows it: two
+revisions of one hub id never share an entry), the tokenizer libraries' versions and the
+preparation code itself (so a change to how prompts are built is a new key, never a stale hit).
+Entries are published by rename under a lock (the folder cache the engine cache uses too,
+workers/folder_cache.py), so a reader sees a whole entry or none. A hit is read memory-mapped.
 Synthetic data is generated, not read: it is never cached.
 
 Light at import (no torch): the driver imports this module to hand `prepare_dataset` to Ray.
@@ -74,13 +76,32 @@ def build_table(config: WorkerConfig, model_config: Any) -> pa.Table:
 
 
 def _cached_table(config: WorkerConfig, model_config: Any) -> tuple[pa.Table, bool, str]:
-    from workers.engines.cache import EngineCache
+    from workers.folder_cache import FolderCache
 
     def build(folder: Path) -> None:
         write_table(folder / DATA_FILE, build_table(config, model_config))
 
-    entry = EngineCache(cache_root(config)).get_or_build(CACHE_KIND, key_fields(config, model_config), build)
+    entry = FolderCache(cache_root(config)).get_or_build(CACHE_KIND, key_fields(config, model_config), build)
     return read_table(entry.path / DATA_FILE), entry.hit, entry.key
+
+
+def cached_here(config: WorkerConfig) -> bool:
+    """Whether this machine's data cache already holds the job's prepared table, judged without
+    torch or transformers (the driver asks, to know whether the data needs a preparation process):
+    the key is made from the model's declared config (the random mapping, a local folder's
+    config.json). False when that does not say (a hub model, a GGUF), when the data is synthetic,
+    or when the loaded config would differ; a hit found here is a hit for the preparer too."""
+    from workers.folder_cache import FolderCache, cache_key
+    from workers.models import declared_config
+    from workers.package_files import on_this_machine
+
+    if config.data.synthetic is not None:
+        return False
+    config = on_this_machine(config)
+    declared = declared_config(config.model)
+    if declared is None or declared.get("vocab_size") is None or not Path(config.data.path).expanduser().exists():
+        return False
+    return FolderCache(cache_root(config)).lookup(CACHE_KIND, cache_key(key_fields(config, declared))) is not None
 
 
 def cache_root(config: WorkerConfig) -> Path:
@@ -88,10 +109,13 @@ def cache_root(config: WorkerConfig) -> Path:
 
 
 def key_fields(config: WorkerConfig, model_config: Any) -> dict[str, Any]:
-    """Everything a prepared table is made from (see the module docstring)."""
+    """Everything a prepared table is made from (see the module docstring). `model_config` is the
+    loaded config, or the declared one as a mapping (`cached_here`): only two of its values count."""
     from workers.models import max_positions
-    from workers.versions import files_digest
+    from workers.versions import files_digest, resolved_revision
 
+    declared = isinstance(model_config, dict)
+    vocab_size = model_config.get("vocab_size") if declared else getattr(model_config, "vocab_size", None)
     path = Path(config.data.path).expanduser()
     if not path.exists():
         raise UserError(f"data.path: '{config.data.path}' does not exist")
@@ -101,9 +125,10 @@ def key_fields(config: WorkerConfig, model_config: Any) -> dict[str, Any]:
         "task": config.task.model_dump(mode="json"),
         "data": files_digest(str(path)),
         "tokenizer": tokenizer_identity(config.model),
+        "revision": resolved_revision(config.model.source, config.model.revision),
         "seq_len": config.seq_len,
         "seed": config.seed,
-        "model": {"vocab_size": getattr(model_config, "vocab_size", None), "max_positions": max_positions(model_config)},
+        "model": {"vocab_size": vocab_size, "max_positions": max_positions(model_config)},
         "libraries": {name: _version(name) for name in ("transformers", "tokenizers", "numpy", "pyarrow")},
     }
 
@@ -121,7 +146,8 @@ def tokenizer_identity(spec: ModelSpec) -> str | None:
         return path.name == gguf or not path.name.endswith(WEIGHT_SUFFIXES)
 
     named_file = Path(name).expanduser().is_file()  # a vocab.txt or .gguf file: that file is the tokenizer
-    return files_digest(name, gguf, include=None if named_file else tokenizer_file)
+    revision = spec.revision if name == spec.source else None  # what load_tokenizer asks the hub for
+    return files_digest(name, gguf, include=None if named_file else tokenizer_file, revision=revision)
 
 
 def code_digest() -> str:
@@ -152,7 +178,9 @@ def read_table(path: Path) -> pa.Table:
     return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
 
 
-def _where() -> dict[str, str]:
+def _where() -> dict[str, Any]:
+    import os
+
     from workers.device import node_identity
 
     node_id, hostname = node_identity()
@@ -160,7 +188,7 @@ def _where() -> dict[str, str]:
         import ray
 
         if ray.is_initialized():
-            return {"node_id": node_id, "where": ray.util.get_node_ip_address()}
+            return {"node_id": node_id, "where": ray.util.get_node_ip_address(), "pid": os.getpid()}
     except ImportError:
         pass
-    return {"node_id": node_id, "where": hostname}
+    return {"node_id": node_id, "where": hostname, "pid": os.getpid()}

@@ -1,9 +1,14 @@
 """The device a worker owns: which one, what it is called, how much memory it uses.
 
 Memory comes from NVML per process on NVIDIA GPUs (what `nvidia-smi` shows for our pid: the CUDA
-context, torch's cached blocks and TensorRT's own allocations alike). On a CPU there is no device
-memory: we report the process's peak resident set size and say so in `mem_source`.
-Peak FLOP/s by device name live in workers/peaks.py.
+context, torch's cached blocks and TensorRT's own allocations alike; workers/nvml.py finds the GPU).
+On a CPU there is no device memory: we report the process's peak resident set size and say so in
+`mem_source`. Peak FLOP/s by device name live in workers/peaks.py.
+
+A worker that Ray gave a GPU runs on it or fails: a node that declares GPUs its torch cannot see
+(a CPU build of torch, a broken driver) would otherwise run every "GPU" job on the CPU. Test
+clusters that declare GPUs the machine does not have say so in the nodes' environment,
+RAYBENCH_FAKE_GPUS=1, read here and nowhere else.
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from dataclasses import dataclass
 import torch
 
 from workers.errors import UserError
+from workers.nvml import nvml_handle, nvml_lookup, process_memory  # noqa: F401 - nvml_handle: the shared lookup
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# tf32 stores fp32 and lets matmuls and convolutions round their inputs to TF32 (Ampere and later)
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32}
+FAKE_GPUS_ENV = "RAYBENCH_FAKE_GPUS"
 
 @dataclass(frozen=True)
 class DeviceChoice:
@@ -34,6 +42,28 @@ def choose_device(index: int = 0) -> DeviceChoice:
     return DeviceChoice(torch.device("cpu"), cpu_name())
 
 
+def ray_gpu_ids() -> list[str]:
+    """The GPU ids Ray assigned this process ([] outside Ray or without GPUs)."""
+    try:
+        import ray
+    except ImportError:
+        return []
+    return [str(i) for i in ray.get_gpu_ids()] if ray.is_initialized() else []
+
+
+def require_assigned_gpu(device: torch.device) -> None:
+    """A worker Ray gave a GPU must see CUDA: one line naming the GPU and the likely cause otherwise."""
+    ids = ray_gpu_ids()
+    if device.type == "cuda" or not ids or os.environ.get(FAKE_GPUS_ENV) == "1":
+        return
+    build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
+    raise UserError(
+        f"gpus_per_worker: Ray gave this worker GPU {','.join(ids)} on {socket.gethostname()} but torch sees no "
+        f"CUDA device ({build}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}); install a "
+        "CUDA build of torch and the NVIDIA driver there, or start that node's Ray with --num-gpus=0"
+    )
+
+
 def cpu_name() -> str:
     model = ""
     try:
@@ -45,28 +75,47 @@ def cpu_name() -> str:
 
 
 def check_precision(device: torch.device, precision: str, fallback: bool) -> str:
-    """The precision to actually run at; fp16 on a CPU is refused unless the spec allows fp32."""
-    if device.type == "cpu" and precision == "fp16":
+    """The precision to actually run at; fp16 and tf32 on a CPU are refused unless the spec allows fp32."""
+    if device.type == "cpu" and precision in ("fp16", "tf32"):
         if fallback:
             return "fp32"
         raise UserError(
-            "precision: fp16 is not supported on a CPU worker (no GPU visible); use fp32 or bf16, "
-            "or set precision_fallback: true to run fp16 jobs as fp32 on CPUs"
+            f"precision: {precision} is not supported on a CPU worker (no GPU visible); use fp32 or bf16, "
+            f"or set precision_fallback: true to run {precision} jobs as fp32 on CPUs"
         )
+    if device.type == "cuda" and precision == "tf32" and torch.cuda.get_device_capability(device) < (8, 0):
+        raise UserError(f"precision: tf32 needs an Ampere or newer GPU; {torch.cuda.get_device_name(device)} has none")
     if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
         raise UserError(f"precision: bf16 is not supported on {torch.cuda.get_device_name(device)}")
     return precision
 
 
+def set_matmul_precision(precision: str) -> None:
+    """fp32 means IEEE fp32: torch's TF32 switches, set explicitly before every pass and build
+    (cuDNN convolutions default to TF32 in torch), on only for `tf32`. Process-wide, so each pass
+    sets its own precision's. These setters keep torch 2.9+'s `fp32_precision` settings in step
+    (matmul ieee/tf32, cuDNN conv and RNN none/tf32); setting those directly instead leaves the
+    older flags behind, and torch then refuses to read them (torch.export does)."""
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
 class MemoryProbe:
-    """Peak memory of this worker process on its device, with the source of the figure."""
+    """Peak memory of this worker process on its device, with the source of the figure.
+
+    On a GPU the figure is NVML's for our pid (workers/nvml.py finds the GPU by UUID). Where NVML
+    cannot give it, torch's reserved peak stands in and `note` says why (`source` names the figure).
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.peak_bytes = 0
         self._nvml_handle = None
+        self.note = ""
         if device.type == "cuda":
-            self._nvml_handle = nvml_handle(device)
+            found = nvml_lookup(device)
+            self._nvml_handle, self.note = found.handle, found.note
 
     @property
     def source(self) -> str:
@@ -76,11 +125,11 @@ class MemoryProbe:
 
     def _cuda_now(self) -> int:
         if self._nvml_handle is not None:
-            used = _nvml_process_bytes(self._nvml_handle)
-            if used:
-                return used
-            # Inside a container NVML may list host pids only: our pid is not found. Say so.
-            self._nvml_handle = None
+            mine = process_memory(self._nvml_handle)
+            if mine.used_bytes:
+                return mine.used_bytes
+            # e.g. inside a container NVML lists host pids only, so ours is not found: say why
+            self._nvml_handle, self.note = None, mine.note
         return torch.cuda.max_memory_reserved(self.device)
 
     def total_bytes(self) -> int | None:
@@ -101,37 +150,9 @@ class MemoryProbe:
         return self.peak_bytes
 
 
-def nvml_handle(device: torch.device):
-    """NVML handle of the GPU torch calls `device`, matched by PCI bus id; None without a driver."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        bus_id = torch.cuda.get_device_properties(device).pci_bus_id  # type: ignore[attr-defined]
-        return pynvml.nvmlDeviceGetHandleByPciBusId(bus_id)
-    except Exception:  # noqa: BLE001 - no NVML (no driver, MIG, old torch): fall back to torch figures
-        return None
-
-
-def _nvml_process_bytes(handle) -> int:
-    import pynvml
-
-    pid = os.getpid()
-    used = 0
-    for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-        if proc.pid == pid and proc.usedGpuMemory is not None:
-            used += proc.usedGpuMemory
-    return used
-
-
 def assigned_gpus() -> str:
     """' (GPU 3)': the physical GPU ids Ray gave this worker, '' when none were assigned."""
-    try:
-        import ray
-
-        ids = ray.get_gpu_ids() if ray.is_initialized() else []
-    except ImportError:
-        ids = []
+    ids = ray_gpu_ids()
     if not ids:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         ids = [v for v in visible.split(",") if v.strip()]

@@ -2,10 +2,12 @@
 
 `nvmlDeviceGetTotalEnergyConsumption` gives millijoules since the driver was loaded (Volta and
 later GPUs). It is read just before and just after each shard's pass, so a shard's energy covers
-the same span as its wall time; the merge turns the shards' energy into `energy_per_item` and
-`mean_power` (orchestrator/metrics/merge.py). The counter is the whole device's: another process
-on the same GPU adds its energy, and two workers sharing one GPU would count it twice. Where
-there is no counter (a CPU, no NVML, an older GPU) the figures are blank with the reason.
+the same span as its wall time; the shard keeps both readings under its device's name
+(`ShardResult.energy_counters`), and the merge turns them into `energy_per_item` and `mean_power`
+(orchestrator/metrics/merge.py), counting each physical GPU once even where two workers share it
+(their overlapping spans read the same counter). The counter is the whole device's: another
+process on the same GPU adds its energy. Where there is no counter (a CPU, no NVML, a GPU before
+Volta) the figures are blank with the reason.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import torch
 
-from workers.device import nvml_handle
+from workers.nvml import nvml_lookup
 
 MJ = 1e-3  # joules per millijoule
 
@@ -22,16 +24,18 @@ MJ = 1e-3  # joules per millijoule
 class EnergyCounter:
     """One device's energy counter, or the reason there is none (`handle` None, `note` says why)."""
 
-    def __init__(self, handle: Any, note: str = "") -> None:
+    def __init__(self, handle: Any, note: str = "", device_key: str = "") -> None:
         self.handle = handle
         self.note = note
+        self.device_key = device_key  # the physical device (workers.contract.physical_device)
 
     @classmethod
-    def for_device(cls, device: torch.device) -> EnergyCounter:
+    def for_device(cls, device: torch.device, device_key: str = "") -> EnergyCounter:
         if device.type != "cuda":
-            return cls(None, "no energy counter on a CPU")
-        handle = nvml_handle(device)
-        return cls(handle, "" if handle is not None else "NVML is not available to read the GPU's energy counter")
+            return cls(None, "no energy counter on a CPU", device_key)
+        found = nvml_lookup(device)
+        note = "" if found.handle is not None else f"no NVML handle for the GPU's energy counter: {found.note}"
+        return cls(found.handle, note, device_key)
 
     def read_joules(self) -> float | None:
         """Joules since the driver loaded; None (and a note) when the device has no counter."""

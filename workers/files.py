@@ -4,13 +4,20 @@ One place for each, because the results folder, the engine cache and the digest 
 same guarantees: a reader sees the old file or the new one, never half of one (write to a temporary
 name beside it, fsync, `os.replace`, which is atomic on POSIX), and writers of one thing on one node
 take turns on an `flock` that dies with its process (a crashed writer never blocks the next one).
+
+A folder shared by several nodes (a cache on NFS) has no lock that holds across them: an `flock`
+excludes the processes of one node only (NFS may not pass it on at all), so two nodes can build
+the same entry at once. The folder a builder publishes is then either its own or a winner's that
+got there first (`publish_folder`), and either is the same entry.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -40,6 +47,20 @@ def replace_durably(tmp: Path, path: Path) -> None:
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def publish_folder(tmp: Path, dest: Path) -> bool:
+    """Move the finished folder `tmp` to `dest` in one step. False when `dest` was published by
+    another writer meanwhile (rename(2) onto a non-empty folder fails with ENOTEMPTY, or EEXIST on
+    some filesystems): `tmp` is then removed and the caller uses the winner's folder."""
+    try:
+        os.replace(tmp, dest)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not dest.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+    return True
 
 
 def write_atomic(path: Path, data: bytes) -> None:

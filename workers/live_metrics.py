@@ -24,6 +24,11 @@ METRICS = {
     "raybench_device_memory_bytes": "Peak device memory of the worker (NVML per process on GPUs, RSS on CPUs)",
     "raybench_run_progress": "Fraction of the pass's shards finished in the run (driver)",
     "raybench_run_accuracy": "Accuracy so far of the whole run in this pass (driver)",
+    "raybench_queries_issued_total": "LoadGen queries issued to the system under test, by run (driver)",
+    "raybench_queries_completed_total": "LoadGen queries whose every sample completed, by run (driver)",
+    "raybench_samples_waiting": "LoadGen samples waiting in the driver for an idle worker, by run (driver)",
+    "raybench_worker_queue_depth": "LoadGen samples a worker holds, not yet completed, by run and worker (driver)",
+    "raybench_query_latency_seconds": "LoadGen query latency from issue to its last sample's completion (driver clock)",
 }
 
 

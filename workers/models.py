@@ -201,6 +201,22 @@ def max_positions(config) -> int | None:
     return None
 
 
+def declared_config(spec: ModelSpec) -> dict[str, Any] | None:
+    """The model's config as the spec points at it, without importing transformers: the random
+    config mapping itself, or a local folder's config.json. None for a hub id or a GGUF file."""
+    if isinstance(spec.random, dict):
+        return dict(spec.random)
+    name = spec.source if spec.source is not None else spec.random
+    config_file = Path(str(name)).expanduser() / "config.json"
+    if spec.gguf_file or not config_file.is_file():
+        return None
+    try:
+        raw = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return None  # the workers load it for real and say what is wrong
+    return raw if isinstance(raw, dict) else None
+
+
 def declared_max_positions(spec: ModelSpec) -> int | None:
     """The model's position limit from what the spec points at, without importing transformers:
     the random config mapping itself, or a local folder's config.json. None when neither says

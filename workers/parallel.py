@@ -5,9 +5,10 @@ that calls it is `workers.rank.RankWorker`.
 
 The group is a plain `torch.distributed` process group of `tp` processes on one node: NCCL when the
 ranks have CUDA, gloo otherwise (CPU ranks, and Ray nodes that declare GPUs torch cannot see).
-Rank 0 hosts the rendezvous (a TCP store on its node's address and a free port it picked); every
-wait, joining included, is bounded by `parallel.timeout_s`, so a rank that never comes fails the
-group in one line instead of hanging.
+Rank 0 hosts the rendezvous (a TCP store on its node's loopback and a free port it picked: the
+ranks share the node); every wait, joining included, is bounded by `parallel.timeout_s`, so a rank
+that never comes fails the group in one line instead of hanging. A rank that dies while the others
+wait in a collective is handled by rank 0's watch (workers/watch.py), which calls `abort_group`.
 
 The model is sharded by transformers' own tensor-parallel support, never by hand: weights from a
 folder or the hub load with `from_pretrained(distributed_config=DistributedConfig(tp_plan="auto"))`,
@@ -34,7 +35,8 @@ from workers.specs import ModelSpec
 
 @dataclass(frozen=True)
 class Rendezvous:
-    """Where the ranks of one group meet: rank 0's node address and a port it picked there.
+    """Where the ranks of one group meet: loopback on rank 0's node (which every rank shares) and a port
+    rank 0 picked there.
 
     `generation` tells groups of the same worker apart: a rank asked to follow a shard of a group it
     did not join (it was restarted since) answers with an error instead of waiting in a collective.
@@ -77,15 +79,41 @@ def join_group(rendezvous: Rendezvous, rank: int, device: torch.device) -> None:
             device_id=device if backend == "nccl" else None,
         )
     except (RuntimeError, dist.DistError) as exc:
+        _forget_failed_group()
         raise GroupJoinFailed(
             f"rank {rank} of {rendezvous.world_size} could not join its group at {rendezvous.address}:"
             f"{rendezvous.port} within {rendezvous.timeout_s:g} s (parallel.timeout_s): {first_line(exc)}"
         ) from exc
 
 
+def _forget_failed_group() -> None:
+    """A failed `init_process_group` has still counted a group: the next one in this process would be
+    named "1" while the restarted peers it must meet name theirs "0", and never meet. torch's own
+    destroy and abort reset the count; a failed start needs the same."""
+    from torch.distributed import distributed_c10d
+
+    if not dist.is_initialized():
+        distributed_c10d._world.group_count = 0
+
+
 def leave_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def abort_group() -> None:
+    """Abort this process's communicators, from any thread, so that a collective waiting for a dead
+    peer returns an error: torch's `_abort_process_group` (`ProcessGroup.abort`: ncclCommAbort on
+    NCCL; `destroy_process_group` would itself wait on the hung communicator). The group is gone
+    afterwards (`dist.is_initialized()` is False) and is formed again with `join_group`.
+
+    gloo's abort (torch 2.13) does not wake a collective already waiting: there the peer's
+    connection closing does, which is why the watch also has Ray restart a follower it finds failed.
+    """
+    if dist.is_available() and dist.is_initialized():
+        from torch.distributed.distributed_c10d import _abort_process_group
+
+        _abort_process_group()
 
 
 def rank_identity() -> str:

@@ -8,10 +8,11 @@ Warm-up batches run before the stopwatch starts and are neither timed nor counte
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from workers.contract import ShardResult, ShardTask
 from workers.device import MemoryProbe
+from workers.device_watch import DeviceWatch
 from workers.energy import EnergyCounter, energy_between
 from workers.engines import Engine
 from workers.tasks import Batch, Task
@@ -46,12 +47,33 @@ def run_pass(
     flops_of_length: Callable[[int], float],
     result: ShardResult,
     energy: EnergyCounter | None = None,
+    device_watch: DeviceWatch | None = None,
 ) -> ShardResult:
     """Fill `result` with the counts and timings of one pass of `shard` (and its energy, read
-    around the pass, where `energy` has a counter)."""
+    around the pass, where `energy` has a counter; and what NVML saw meanwhile, where there is a
+    `device_watch`: its sampler thread runs beside the pass, outside every timed call)."""
+    return run_batches(engine, task, task.batches(shard.start, shard.stop, bs), timer, memory, flops_of_length,
+                       result, energy, device_watch)
+
+
+def run_batches(
+    engine: Engine,
+    task: Task,
+    batches: Iterable[Batch],
+    timer: CoreTimer,
+    memory: MemoryProbe,
+    flops_of_length: Callable[[int], float],
+    result: ShardResult,
+    energy: EnergyCounter | None = None,
+    device_watch: DeviceWatch | None = None,
+) -> ShardResult:
+    """The loop itself, over any batches: a shard's, or the one batch of LoadGen samples a worker
+    is handed (`WorkerRuntime.run_samples`), so both are timed and scored alike."""
     joules_before = energy.read_joules() if energy else None
+    if device_watch is not None:
+        device_watch.start()
     with Stopwatch() as watch:
-        for batch in task.batches(shard.start, shard.stop, bs):
+        for batch in batches:
             device_inputs, h2d_s = timer.time(lambda: engine.to_device(batch.inputs))
             logits, core_s = timer.time(lambda: engine.forward(device_inputs))
             score = task.score(batch, logits)
@@ -69,9 +91,23 @@ def run_pass(
             result.bytes_per_batch = max(result.bytes_per_batch, input_bytes(device_inputs))
             result.records.extend(score.records)
     result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts
-    result.energy_joules = energy_between(joules_before, energy.read_joules() if energy else None)
+    joules_after = energy.read_joules() if energy else None
+    result.energy_joules = energy_between(joules_before, joules_after)
+    result.health = device_watch.stop() if device_watch is not None else None
     result.energy_note = "" if result.energy_joules is not None else (energy.note if energy else "not measured")
+    if result.energy_joules is not None:
+        result.energy_counters = {energy.device_key: [joules_before, joules_after]}
     result.peak_mem_bytes = memory.sample()
     result.mem_total_bytes = memory.total_bytes()
     result.mem_source = memory.source
     return result
+
+
+def run_examples(engine: Engine, task: Task, examples: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Each example alone, as a batch of one, untimed: the records its scoring makes (the invariance
+    check compares them with the measured pass's; orchestrator/metrics/invariance.py)."""
+    records: list[dict[str, Any]] = []
+    for example in examples:
+        for batch in task.batches(example, example + 1, 1):
+            records.extend(task.score(batch, engine.forward(engine.to_device(batch.inputs))).records)
+    return records

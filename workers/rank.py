@@ -3,13 +3,17 @@
 To the driver a group is one worker: it talks to rank 0 alone, through BenchWorker's calls
 (`setup`, `run_shard`, `pid`). Rank 0 drives the other ranks (its followers) over Ray:
 
-- setup: rank 0 picks a rendezvous on its node, asks every follower to `join` it, joins itself,
+- setup: rank 0 picks a rendezvous on its node's loopback (127.0.0.1: the ranks always share the
+  node, STRICT_PACK, so the group's store is never reachable from the network), asks every
+  follower to `join` it, joins itself,
   builds its model slice and engines while they build theirs, and reports the group: every rank's
   node, pid and device (`WorkerInfo.ranks`), and the sum of their peak FLOP/s (MFU divides by it).
 - run_shard: rank 0 asks every follower to `follow` the same shard and runs it too; every rank
   runs every batch (the collectives inside the model need all of them) after a barrier, so the
   core time rank 0 measures is its synchronised model call, which ends when the collectives end.
-  Only rank 0's counts reach the driver; `mem` is the largest rank's peak.
+  Only rank 0's counts reach the driver; `mem` is the largest rank's peak. While it runs, a
+  `FollowerWatch` (workers/watch.py) aborts the communicator once a follower died or failed, so a
+  dead rank costs `parallel.fault_timeout_s`, not NCCL's `parallel.timeout_s`.
 - failure: an attempt that fails on any rank leaves the ranks out of step (one may wait inside a
   collective the others left), so the whole group is restarted: rank 0 has Ray restart every
   follower that is still running (`ray.kill(no_restart=False)`: Ray's actor fault tolerance, in
@@ -33,13 +37,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from workers.actor import BenchWorker
-from workers.contract import DataHandle, RankInfo, ShardResult, ShardTask, WorkerError, WorkerInfo
+from workers.contract import DataHandle, DeviceHealth, RankInfo, ShardResult, ShardTask, WorkerError, WorkerInfo
 from workers.errors import UserError, first_line
 from workers.specs import WorkerConfig
+from workers.watch import FollowerWatch
 
 if TYPE_CHECKING:
     from workers.parallel import Rendezvous
 
+LOOPBACK = "127.0.0.1"  # where the group's rendezvous listens (secrets: nothing off the node can join)
 FOLLOWER_GRACE_S = 5.0  # how long a failed attempt's followers get to finish before they are restarted
 POLL_S = 0.2  # between checks that a follower Ray restarted is up
 
@@ -57,6 +63,8 @@ class RankReport:
     energy_joules: float | None = None
     energy_note: str = ""
     restarted: bool = False  # this rank is a new process that never joined the group (its old one died)
+    energy_counters: dict[str, list[float]] | None = None  # its GPU's counter before and after (ShardResult's)
+    health: DeviceHealth | None = None  # what NVML saw on this rank's GPU during the shard
 
 
 class GroupFailed(RuntimeError):
@@ -154,7 +162,8 @@ class RankWorker(BenchWorker):
             return RankReport(self.rank, os.getpid(), None, None, "", why, restarted=not joined)
         result = self._run(shard, self._info)
         return RankReport(self.rank, os.getpid(), result.peak_mem_bytes, result.mem_total_bytes, result.mem_source,
-                          result.error, result.energy_joules, result.energy_note)
+                          result.error, result.energy_joules, result.energy_note,
+                          energy_counters=result.energy_counters, health=result.health)
 
     # ------------------------------------------------------------------------------- rank 0
     def setup(self, data: DataHandle | None = None) -> WorkerInfo:
@@ -183,15 +192,26 @@ class RankWorker(BenchWorker):
         if info.error is not None or not self.follower_names:
             return self._run(shard, info)
         follows = [f.follow.remote(shard, self._rendezvous.generation) for f in self.followers]
-        result = self._run(shard, info)
+        with self._watch(info, follows) as watch:
+            result = self._run(shard, info)
+        if watch.reason is not None:  # the communicator is aborted: whatever rank 0 got, the attempt failed
+            cause = f"{watch.reason}; rank 0 aborted the group's communicator after {watch.seconds:.1f} s"
+            result = _failed(result, WorkerError("crash", cause[:300]))
         if result.error is None:
             result = self._with_followers(result, follows)
         if result.error is not None:
-            dead = self._restart_group(follows)
+            dead = self._restart_group(follows, restarting=watch.killed)
             if dead and "died" not in result.error.message:  # name the cause, not only rank 0's broken collective
                 cause = f"rank {dead[0]} died (the group restarts): {result.error.message}"
                 result = _failed(result, WorkerError("crash", cause[:300]))
         return result
+
+    def _watch(self, info: WorkerInfo, follows: list[Any]) -> FollowerWatch:
+        """The watch over this shard's followers; their pids are checked where they share rank 0's node."""
+        from workers.parallel import abort_group
+
+        pids = {r.rank: r.pid for r in info.ranks[1:] if r.node_id == info.node_id}
+        return FollowerWatch(self.followers, follows, pids, self.config.parallel.fault_timeout_s, abort_group)
 
     def _form_group(self, device, info: WorkerInfo):
         """Rank 0's setup: followers join a new rendezvous while rank 0 joins and builds; then their reports."""
@@ -215,12 +235,11 @@ class RankWorker(BenchWorker):
         return runtime
 
     def _new_rendezvous(self) -> Rendezvous:
-        """Rank 0's node address (Ray's view of it) and a port free there now."""
-        import ray
-
+        """Loopback and a port free there now: every rank is on rank 0's node (STRICT_PACK), so the
+        group's TCP store (anyone reaching it could join or disturb the group) listens only there."""
         from workers.parallel import Rendezvous
 
-        address = ray.util.get_node_ip_address()
+        address = LOOPBACK
         with socket.socket() as s:
             s.bind((address, 0))
             port = s.getsockname()[1]
@@ -229,7 +248,8 @@ class RankWorker(BenchWorker):
                           self._group_gpus)
 
     def _own_rank(self, info: WorkerInfo) -> RankInfo:
-        return RankInfo(0, info.node_id, info.pid, info.device, info.device_name, info.peak_flops)
+        return RankInfo(0, info.node_id, info.pid, info.device, info.device_name, info.peak_flops, info.device_uuid,
+                        info.peak_flops_measured)
 
     def _gather(self, joins: list[Any]) -> list[RankInfo]:
         """The followers' setup reports, in rank order; a failed one fails the group in one line."""
@@ -249,15 +269,17 @@ class RankWorker(BenchWorker):
                 message = f"rank {rank}: {theirs.error.message}"
                 raise UserError(message) if theirs.error.kind == "user" else GroupFailed(message)
             ranks.append(RankInfo(rank, theirs.node_id, theirs.pid, theirs.device, theirs.device_name,
-                                  theirs.peak_flops))
+                                  theirs.peak_flops, theirs.device_uuid, theirs.peak_flops_measured))
         return ranks
 
     def _with_followers(self, result: ShardResult, follows: list[Any]) -> ShardResult:
         """Rank 0's result with the largest rank's memory peak and every rank's energy (each GPU of the
-        group works on every batch), or an error if any follower failed."""
+        group works on every batch), or an error if any follower failed. The followers ran the same
+        batches and collectives, so each gets `fault_timeout_s` after rank 0 to report."""
         import ray
 
-        deadline = time.monotonic() + self.config.parallel.timeout_s
+        wait_s = self.config.parallel.fault_timeout_s
+        deadline = time.monotonic() + wait_s
         peak = result
         reports = []
         for rank, ref in enumerate(follows, start=1):
@@ -267,7 +289,7 @@ class RankWorker(BenchWorker):
                 return _failed(result, WorkerError("crash", f"rank {rank} died: {first_line(exc)}"))
             except ray.exceptions.GetTimeoutError:
                 return _failed(result, WorkerError("crash", f"rank {rank} did not finish the shard within "
-                                                            f"{self.config.parallel.timeout_s:g} s of rank 0"))
+                                                            f"{wait_s:g} s of rank 0 (parallel.fault_timeout_s)"))
             if report.error is not None:
                 return _failed(result, WorkerError(report.error.kind, f"rank {rank}: {report.error.message}",
                                                    report.error.detail))
@@ -281,21 +303,29 @@ class RankWorker(BenchWorker):
             result.energy_joules, result.energy_note = None, f"rank {unmeasured.rank}: {unmeasured.energy_note}"
         elif result.energy_joules is not None:
             result.energy_joules += sum(r.energy_joules for r in reports)
+            for report in reports:
+                result.energy_counters.update(report.energy_counters or {})
+        if result.health is not None:  # every GPU of the group; its ranks' own processes are not foreign
+            healths = [result.health, *(r.health for r in reports if r.health is not None)]
+            result.health = DeviceHealth.combined(healths, ours={os.getpid(), *self._follower_pids})
         return result
 
-    def _restart_group(self, pending: list[Any]) -> list[int]:
+    def _restart_group(self, pending: list[Any], restarting: set[int] | frozenset[int] = frozenset()) -> list[int]:
         """Have Ray restart every follower still running `pending` (or idle after it), and leave the group.
         Returns the ranks that had died.
 
-        Followers get FOLLOWER_GRACE_S to finish: one that died is already being restarted by Ray;
-        the others (still in a collective rank 0 left, or idle in a group that failed) are killed
-        with restart, so the next group starts from fresh processes.
+        Followers get FOLLOWER_GRACE_S to finish: one that died is already being restarted by Ray
+        (so is one in `restarting`, which the watch had Ray restart); the others (still in a
+        collective rank 0 left, or idle in a group that failed) are killed with restart, so the next
+        group starts from fresh processes.
         """
         import ray
 
         deadline = time.monotonic() + FOLLOWER_GRACE_S
         dead = []
         for rank, (follower, ref) in enumerate(zip(self.followers, pending), start=1):
+            if rank in restarting:
+                continue  # killed once already: a second kill would hit the process that replaces it
             try:
                 answer = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
             except ray.exceptions.RayActorError:

@@ -13,17 +13,19 @@ from pathlib import Path
 import torch
 
 from workers import versions
-from workers.contract import DataHandle, ShardResult, ShardTask, WorkerInfo
-from workers.device import DTYPES, MemoryProbe, check_precision
+from workers.contract import DataHandle, SampleBatch, ShardResult, ShardTask, WorkerInfo, physical_device
+from workers.device import DTYPES, MemoryProbe, check_precision, set_matmul_precision
+from workers.device_watch import DeviceWatch
 from workers.energy import EnergyCounter
 from workers.engines import BuildContext, Engine, engine_class
 from workers.engines.torch_eager import TorchEager
 from workers.errors import UserError
 from workers.flops import FlopsModel, flops_model, flops_model_from_config
 from workers.live_metrics import WorkerMeter
+from workers.matmul_peak import measured_peak
 from workers.models import load_config, load_model, max_positions
 from workers.package_files import on_this_machine
-from workers.passes import run_pass, warm_up
+from workers.passes import run_batches, run_examples, run_pass, warm_up
 from workers.peaks import peak_lookup
 from workers.specs import WorkerConfig
 from workers.tasks import Task, task_class
@@ -41,7 +43,7 @@ class WorkerRuntime:
         self.meter = meter
         self.timer = CoreTimer(device)
         self.memory = MemoryProbe(device)
-        self.energy = EnergyCounter.for_device(device)
+        self.energy = EnergyCounter.for_device(device, physical_device(info.node_id, info.device_uuid, info.device))
         self.engines: dict[str, Engine] = {}
         self.worker_id = info.worker_id
         self._model: torch.nn.Module | None = None
@@ -51,11 +53,14 @@ class WorkerRuntime:
         precision = check_precision(device, config.precision, config.precision_fallback)
         self.val_precision = check_precision(device, config.val_dtype_name, config.precision_fallback)
         info.precision_effective = precision
+        self.precisions = {"val": self.val_precision, "infer": precision}
         peak = peak_lookup(info.device_name, precision)
         info.peak_flops, info.peak_flops_label, info.peak_flops_reason = peak.flops, peak.label, peak.reason
         self._load_task(info, data)
         self._build_engines(info, precision)
+        self._measure_peak(info, precision)
         self.memory.sample()
+        self.device_watch = DeviceWatch.for_device(device)  # None on a CPU or without NVML
 
     def _load_task(self, info: WorkerInfo, data: DataHandle) -> None:
         """The model's config, and the task as a view of the prepared table (no tokenizer needed:
@@ -77,14 +82,33 @@ class WorkerRuntime:
     def _build_engines(self, info: WorkerInfo, precision: str) -> None:
         cfg = self.config
         if "val" in cfg.passes:
+            set_matmul_precision(self.val_precision)
             self.engines["val"] = TorchEager()
             self.engines["val"].build(self.build_context(self.val_precision))
         if "infer" in cfg.passes:
+            set_matmul_precision(precision)  # torch.compile picks its kernels by these switches
             engine = engine_class(cfg.engine)(cfg.engine)
             self.engines["infer"] = engine
             info.build = engine.build(self.build_context(precision))
         info.load_seconds += self._load_seconds
         self.flops = self._flops_model()
+
+    def _measure_peak(self, info: WorkerInfo, precision: str) -> None:
+        """The device's measured matmul peak at the infer precision (cached per device and software),
+        for MFU_measured; not measured where there is no MFU to compute (no infer pass, or an engine
+        that runs no model)."""
+        infer = self.engines.get("infer")
+        if infer is None or not infer.runs_model:
+            info.peak_flops_measured_reason = ("no infer pass" if infer is None
+                                               else f"engine {infer.name} runs no model: no FLOPs to compare")
+            return
+        peak = measured_peak(self.device, precision, self.cache_dir, info.versions)
+        info.peak_flops_measured, info.peak_flops_measured_label = peak.flops, peak.label
+        info.peak_flops_measured_reason = peak.reason
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.config.engine_cache or DEFAULT_ENGINE_CACHE).expanduser()
 
     def _flops_model(self) -> FlopsModel:
         """FLOPs from the loaded model; from the config alone when an engine came from the cache
@@ -117,8 +141,8 @@ class WorkerRuntime:
         spec = self.config.model
         if spec.random is not None:
             digest = hashlib.sha256(repr((spec.random, self.config.seed)).encode()).hexdigest()[:16]
-        else:
-            digest = versions.files_digest(spec.source, spec.gguf_file)
+        else:  # the revision's own files (a hub id's snapshot for that commit), and the commit itself
+            digest = versions.files_digest(spec.source, spec.gguf_file, revision=spec.revision)
         if self.config.parallel.tp > 1:  # a rank's artifacts are built from its slice of the weights
             from workers.parallel import rank_identity
 
@@ -133,23 +157,51 @@ class WorkerRuntime:
             signature=self.task.signature, sample_inputs=self.task.sample_inputs, bs=cfg.bs,
             seq_len=cfg.seq_len, precision=precision, device=self.device,
             cache_dir=Path(cfg.engine_cache or DEFAULT_ENGINE_CACHE).expanduser(), causal=self.causal,
+            opt_seq_len=min(cfg.seq_len, self.task.median_length()),
             worker_id=self.worker_id,
         )
 
     def run(self, shard: ShardTask, result: ShardResult) -> ShardResult:
         """Warm up once per pass, then measure the shard into `result`."""
         engine = self.engines[shard.pass_name]
+        set_matmul_precision(self.precisions[shard.pass_name])  # the switches are process-wide: each pass sets its own
+        if shard.examples is not None:  # an invariance check: records only, nothing measured or counted
+            result.examples, result.records = len(shard.examples), run_examples(engine, self.task, shard.examples)
+            return result
         engine.before_shard(shard)
         if shard.pass_name not in self._warm:
             result.warmup_batches = warm_up(engine, self.task, shard, self.config.bs, self.config.warmup, self.timer)
             self._warm.add(shard.pass_name)
         run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result,
-                 self.energy)
+                 self.energy, self.device_watch)
+        self.meter.shard(result)
+        return result
+
+    def warm(self, pass_name: str) -> int:
+        """Warm the pass's engine once (the first `warmup` batches of the data), before LoadGen's
+        first query, so no query pays for it. Returns the batches run (0 when already warm)."""
+        if pass_name in self._warm:
+            return 0
+        size = min(self.task.num_examples(), max(1, self.config.warmup) * self.config.bs)
+        done = warm_up(self.engines[pass_name], self.task, ShardTask(0, 0, size, pass_name), self.config.bs,
+                       self.config.warmup, self.timer)
+        self._warm.add(pass_name)
+        return done
+
+    def run_samples(self, batch: SampleBatch, result: ShardResult) -> ShardResult:
+        """The batch of LoadGen samples through the same loop as a shard (a restarted worker warms up first)."""
+        result.warmup_batches = self.warm(batch.pass_name)
+        self.engines[batch.pass_name].before_shard(batch.as_shard())
+        run_batches(self.engines[batch.pass_name], self.task, [self.task.batch_of(batch.indices)], self.timer,
+                    self.memory, self.flops.sequence_flops, result, self.energy)
         self.meter.shard(result)
         return result
 
     def close(self) -> None:
         for engine in self.engines.values():
             engine.close()
+        if self.device_watch is not None:
+            self.device_watch.close()
+            self.device_watch = None
         self.engines = {}
         self._model = None

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from workers.contract import PassName
 from workers.errors import did_you_mean
 
-Precision = Literal["fp32", "fp16", "bf16"]
+Precision = Literal["fp32", "fp16", "bf16", "tf32"]  # tf32: fp32 weights, TF32 matmuls (its own peak)
 
 
 def expand_model(value: Any) -> Any:
@@ -77,8 +77,8 @@ class ModelSpec(StrictModel):
         "pkg:<package>/<path> for one inside an installed package; default: the source"
     )
     gguf_file: str | None = Field(None, description="GGUF file name inside `source` (dequantized on load)")
-    revision: str | None = None
-    trust_remote_code: bool = False
+    revision: str | None = Field(None, description="hub branch, tag or commit of `source`; default: the main branch")
+    trust_remote_code: bool = Field(False, description="let transformers run model code shipped with the weights")
 
     @model_validator(mode="before")
     @classmethod
@@ -121,13 +121,13 @@ def looks_like_local_path(name: str) -> bool:
 class SyntheticData(StrictModel):
     """Seeded random token ids: no files, any size; for smoke runs and measuring the tool itself."""
 
-    seed: int = 0
+    seed: int = Field(0, description="seed of the random token ids")
     size: int = Field(64, gt=0, description="number of examples (sequences for masked_lm)")
 
 
 class DataSpec(StrictModel):
     path: str | None = Field(None, description="a text file (masked_lm) or an MMLU folder (mmlu)")
-    synthetic: SyntheticData | None = None
+    synthetic: SyntheticData | None = Field(None, description="seeded random token ids instead of a file")
 
     @model_validator(mode="before")
     @classmethod
@@ -153,7 +153,7 @@ class MaskedLMTask(Registered):
     variable_length: ClassVar[bool] = False  # every batch has one shape: the strict latency-CV rule applies
 
     name: Literal["masked_lm"] = "masked_lm"
-    mask_prob: float = Field(0.10, gt=0, lt=1)
+    mask_prob: float = Field(0.10, gt=0, lt=1, description="share of the text tokens replaced by [MASK], under `seed`")
     skip_headings: bool = Field(True, description="drop WikiText ` = Heading = ` lines before tokenising")
     limit: int | None = Field(None, gt=0, description="use only the first `limit` windows (quick runs)")
 
@@ -168,7 +168,7 @@ class MMLUTask(Registered):
     subjects: list[str] | None = Field(None, description="subset of subjects (file names, e.g. anatomy); all by default")
     limit: int | None = Field(None, gt=0, description="at most this many test questions per subject (the first ones)")
     shots: int = Field(5, ge=0, description="dev rows of the subject shown before each question")
-    split: Literal["test", "val"] = "test"
+    split: Literal["test", "val"] = Field("test", description="the folder the questions come from (shots: dev/)")
     scoring: Literal["lm-eval", "flagperf"] = Field(
         "lm-eval", description="lm-eval: lm-eval's default MMLU prompt, argmax over ' A'..' D'; "
         "flagperf: FlagPerf's prompt, argmax over the whole vocabulary"
@@ -204,10 +204,11 @@ class TorchCompileOptions(Registered):
     tensor_parallel = True
 
     name: Literal["torch_compile"] = "torch_compile"
-    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
-    backend: str = "inductor"
-    dynamic: bool | None = None
-    fullgraph: bool = False
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile's mode (inductor only)")
+    backend: str = Field("inductor", description="torch.compile's backend")
+    dynamic: bool | None = Field(None, description="torch.compile's dynamic shapes; default: torch decides")
+    fullgraph: bool = Field(False, description="fail on a graph break instead of splitting the graph there")
 
 
 class OnnxRuntimeOptions(Registered):
@@ -215,10 +216,10 @@ class OnnxRuntimeOptions(Registered):
     extra = "onnx"
 
     name: Literal["onnxruntime"] = "onnxruntime"
-    opset: int = Field(18, ge=14)
+    opset: int = Field(18, ge=14, description="ONNX opset of the export")
     providers: list[str] | None = Field(None, description="default: CUDA when present, else CPU")
-    intra_op_threads: int | None = Field(None, gt=0)
-    io_binding: bool = True
+    intra_op_threads: int | None = Field(None, gt=0, description="ONNX Runtime's intra-op threads; default: its own")
+    io_binding: bool = Field(True, description="on CUDA, bind device inputs and a preallocated output to the session")
 
 
 class TensorRTOptions(Registered):
@@ -226,11 +227,11 @@ class TensorRTOptions(Registered):
     extra = "tensorrt"
 
     name: Literal["tensorrt"] = "tensorrt"
-    opset: int = Field(18, ge=14)
-    workspace_gib: float = Field(8.0, gt=0)
-    optimization_level: int = Field(3, ge=0, le=5)
-    min_bs: int = Field(1, gt=0)
-    min_seq_len: int = Field(1, gt=0)
+    opset: int = Field(18, ge=14, description="ONNX opset of the export TensorRT parses")
+    workspace_gib: float = Field(8.0, gt=0, description="the builder's workspace memory limit, GiB")
+    optimization_level: int = Field(3, ge=0, le=5, description="the builder's optimisation level")
+    min_bs: int = Field(1, gt=0, description="the profile's smallest batch (its largest is bs)")
+    min_seq_len: int = Field(1, gt=0, description="the profile's shortest sequence (its longest is seq_len)")
 
 
 class SyntheticEngineOptions(Registered):
@@ -245,6 +246,11 @@ class SyntheticEngineOptions(Registered):
     )
     fail_workers: list[int] = Field(
         default_factory=list, description="fault injection: these worker ids fail every shard at once (a bad device)"
+    )
+    batch_dependent: bool = Field(
+        False, description="fault injection: logits tilted by 1e-3 across the vocabulary, the tilt's sign following "
+        "the parity of the batch's row count, so near-ties rank differently at bs 1 than at bs 2, as a kernel "
+        "chosen by batch size may make them (for tests of invariance_check)"
     )
 
 
@@ -272,17 +278,21 @@ class ParallelSpec(StrictModel):
     timeout_s: float = Field(
         600.0, gt=0, description="how long a rank waits for the others (joining the group, each collective) before "
         "the group fails; NCCL cannot see a dead peer sooner than this")
+    fault_timeout_s: float = Field(
+        60.0, gt=0, description="rank 0 watches its followers while it runs a shard: once one died or failed (or "
+        "finished this long before rank 0), it aborts the communicator so the shard fails within this time, not "
+        "timeout_s")
 
 
 # ------------------------------------------------------------------------------- worker config
 class WorkerConfig(StrictModel):
     """Everything one worker actor needs to build its model and engine and run shards."""
 
-    task: TaskSpec = Field(default_factory=MaskedLMTask)
-    model: ModelSpec
-    data: DataSpec
-    engine: EngineSpec = Field(default_factory=TorchEngineOptions)
-    precision: Precision = "fp32"
+    task: TaskSpec = Field(default_factory=MaskedLMTask, description="the benchmark case and its options")
+    model: ModelSpec = Field(description="the weights and tokenizer")
+    data: DataSpec = Field(description="the dataset")
+    engine: EngineSpec = Field(default_factory=TorchEngineOptions, description="the infer pass's engine and its options")
+    precision: Precision = Field("fp32", description="precision of the infer pass (and of val unless val_precision)")
     val_precision: Precision | None = Field(None, description="precision of the val pass; default: precision")
     precision_fallback: bool = Field(
         False, description="on a CPU, run fp16 as fp32 instead of refusing (the row records both)"
@@ -290,11 +300,11 @@ class WorkerConfig(StrictModel):
     bs: int = Field(8, gt=0, description="batch size")
     seq_len: int = Field(128, gt=0, description="tokens per sequence (masked_lm) or the prompt cap (mmlu)")
     warmup: int = Field(2, ge=0, description="warm-up batches per pass per worker, excluded from timings")
-    seed: int = 0
-    passes: tuple[PassName, ...] = ("val", "infer")
+    seed: int = Field(0, description="random weights (model.random) and the masked_lm mask are drawn under it")
+    passes: tuple[PassName, ...] = Field(("val", "infer"), description="passes to run; val is the reference")
     engine_cache: str | None = Field(None, description="engine cache folder; default ~/.cache/raybench/engines")
     data_cache: str | None = Field(None, description="prepared-data cache folder; default ~/.cache/raybench/data")
-    parallel: ParallelSpec = Field(default_factory=ParallelSpec)
+    parallel: ParallelSpec = Field(default_factory=ParallelSpec, description="how one worker spans devices")
 
     @field_validator("task", mode="before")
     @classmethod
@@ -305,6 +315,20 @@ class WorkerConfig(StrictModel):
     @classmethod
     def _engine_name(cls, value: Any) -> Any:
         return _named_choice("engine", ENGINES, value)
+
+    @field_validator("engine")
+    @classmethod
+    def _graphs_for_every_shape(cls, value: Any, info: ValidationInfo) -> Any:
+        """CUDA graphs (torch.compile's reduce-overhead, and max-autotune, which implies them) are
+        recorded per input shape; variable-length work (mmlu) brings new prompt lengths inside timed
+        batches, so a graph would be recorded there and timed as inference."""
+        task = info.data.get("task")
+        if value.name == "torch_compile" and value.mode in ("reduce-overhead", "max-autotune") and task is not None \
+                and task.variable_length:
+            raise ValueError(f"mode {value.mode} records a CUDA graph for every new input shape, and {task.name}'s "
+                             "inputs vary in length (graphs would be recorded inside timed batches); use mode default "
+                             "or max-autotune-no-cudagraphs")
+        return value
 
     @field_validator("passes")
     @classmethod

@@ -49,24 +49,42 @@ def _file_digest(path: Path, cache: dict[str, str]) -> str:
     return cache[key]
 
 
-def _local_folder(source: str) -> Path | None:
+def _local_folder(source: str, revision: str | None = None) -> Path | None:
+    """A local folder as it is; a hub id's snapshot of `revision` (default branch when None) in
+    the local Hugging Face cache; None when neither is here."""
     path = Path(source).expanduser()
     if path.exists():
         return path
     try:  # a hub id already in the local Hugging Face cache
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(source, local_files_only=True))
+        return Path(snapshot_download(source, revision=revision, local_files_only=True))
     except Exception:  # noqa: BLE001 - not cached: fall back to the name
         return None
 
 
-def files_digest(source: str, gguf_file: str | None = None, include: Callable[[Path], bool] | None = None) -> str:
+def resolved_revision(source: str | None, revision: str | None) -> str | None:
+    """The commit `revision` of a hub id resolves to where this machine's Hugging Face cache knows
+    it (its snapshot folder is named by the commit), else the revision as written; None for a local
+    folder (a folder is its files) or no source."""
+    if source is None or Path(source).expanduser().exists():
+        return None
+    folder = _local_folder(source, revision)
+    return folder.name if folder is not None else (revision or "default-branch")
+
+
+def files_digest(source: str, gguf_file: str | None = None, include: Callable[[Path], bool] | None = None,
+                 revision: str | None = None) -> str:
     """One digest over every file of a model folder (contents, cached by path/size/mtime), or over
-    the files `include` accepts (the tokenizer's files in a folder that also holds the weights)."""
-    folder = _local_folder(source)
+    the files `include` accepts (the tokenizer's files in a folder that also holds the weights).
+
+    A hub id is digested from its snapshot of `revision` in the local cache, with the resolved
+    commit; one not cached from its name and revision. Files are named by their path inside the
+    folder, so a file moved between subfolders (a second checkpoint beside the first) changes it.
+    """
+    folder = _local_folder(source, revision)
     if folder is None:
-        return hashlib.sha256(f"hub:{source}:{gguf_file}".encode()).hexdigest()[:16]
+        return hashlib.sha256(f"hub:{source}:{gguf_file}:{revision}".encode()).hexdigest()[:16]
     try:
         cache = json.loads(_HASH_CACHE.read_text())
     except (OSError, ValueError):
@@ -76,9 +94,10 @@ def files_digest(source: str, gguf_file: str | None = None, include: Callable[[P
         files = [p for p in files if p.suffix != ".gguf" or p.name == gguf_file]
     if include is not None:
         files = [p for p in files if include(p)]
-    total = hashlib.sha256()
+    commit = None if Path(source).expanduser().exists() else folder.name  # a snapshot is named by its commit
+    total = hashlib.sha256(f"revision:{commit}".encode())
     for path in files:
-        total.update(path.name.encode())
+        total.update((path.name if folder.is_file() else path.relative_to(folder).as_posix()).encode())
         total.update(_file_digest(path, cache).encode())
     try:
         _HASH_CACHE.parent.mkdir(parents=True, exist_ok=True)

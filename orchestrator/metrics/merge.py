@@ -5,10 +5,13 @@
 - p_*_whole = sum(items) / (last pass end - first pass start) across workers, less the time no
   driver was running within that span (a run resumed after its driver died);
 - mem = the largest worker peak;
-- MFU = FLOPs/item x p_infer_core / (sum of the peaks of the devices that ran the infer pass);
+- MFU = FLOPs/item x p_infer_core / (sum of the peaks of the devices that ran the infer pass),
+  each physical device (node + GPU UUID) counted once: two workers on half a GPU each share one peak;
 - warmup_batches = the warm-up batches the measured pass's shards recorded, summed;
-- energy_per_item = the measured pass's GPU energy (NVML, summed over shards and devices) / its
-  items; mean_power = sum over workers of (energy_w / pass seconds_w) (devices run concurrently);
+- energy_per_item = the measured pass's GPU energy (NVML) / its items, each physical device's
+  counter read over the spans its shards ran (overlapping spans of workers sharing the GPU counted
+  once); mean_power = sum over devices of (energy_d / busy seconds_d) (devices run concurrently);
+- byte_per_batch = the measured (infer) pass's, never the val pass's;
 - a shard retried after a failure is counted once (the attempt that completed).
 With `repeats: R` the measured pass ran R times on fresh workers: its p_*_core and p_*_whole are
 the mean over repeats with a 95 % Student-t interval; counts and accuracy come from the first
@@ -17,12 +20,14 @@ repeat (every repeat sees the same data, so they agree), and batch latencies poo
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from dataclasses import replace as replace_fields
 from datetime import datetime, timezone
 from typing import Any
 
+from orchestrator.metrics.invariance import InvarianceCheck, invariance_columns
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.stats import (
     LatencyFit,
@@ -38,7 +43,7 @@ from orchestrator.metrics.stats import (
 )
 from orchestrator.metrics.verdict import evaluate, figures_from_row
 from orchestrator.spec import JobSpec
-from workers.contract import DataInfo, ShardResult, WorkerInfo
+from workers.contract import DataInfo, DeviceHealth, RankInfo, ShardResult, WorkerInfo
 
 GIB = float(1 << 30)
 
@@ -131,12 +136,21 @@ def format_acc(infer: float | None, val: float | None) -> str:
     return f"{'-' if infer is None else f'{infer:.4f}'}/{'-' if val is None else f'{val:.4f}'}"
 
 
-def devices_label(infos: list[WorkerInfo]) -> str:
-    """'2x NVIDIA A100-SXM4-40GB' style summary of the devices used (every rank of a TP worker)."""
-    counts: dict[str, int] = defaultdict(int)
+def distinct_devices(infos: list[WorkerInfo]) -> dict[str, RankInfo]:
+    """Every physical device the workers ran on, once (every rank of a TP worker; a GPU that
+    fractional workers share is one device): physical device name -> the first rank on it."""
+    devices: dict[str, RankInfo] = {}
     for info in infos:
         for rank in info.rank_list():
-            counts[rank.device_name] += 1
+            devices.setdefault(rank.physical_device, rank)
+    return devices
+
+
+def devices_label(infos: list[WorkerInfo]) -> str:
+    """'2x NVIDIA A100-SXM4-40GB' style summary of the distinct devices used (every rank of a TP worker)."""
+    counts: dict[str, int] = defaultdict(int)
+    for rank in distinct_devices(infos).values():
+        counts[rank.device_name] += 1
     return ", ".join(f"{n}x {name}" for name, n in sorted(counts.items()))
 
 
@@ -200,6 +214,15 @@ def measured(by_repeat: dict[int, list[ShardResult]], pauses: tuple[Pause, ...] 
 def latency_fit(spec: JobSpec, head: Measured) -> LatencyFit | None:
     """The cost fit of the headline pass's batch latencies, for variable-length tasks only."""
     return fit_latency(batch_costs(head.all_results)) if spec.task.variable_length else None
+
+
+def worker_rates(spec: JobSpec, head: Measured, fit: LatencyFit | None) -> tuple[dict[int, float], str]:
+    """What the straggler rule compares, and its unit: core items/s on fixed-shape work; on
+    variable-length work each worker's speed against the cost fit (none without a fit: raw
+    tokens/s would call a worker that drew long prompts slow)."""
+    if not spec.task.variable_length:
+        return head.worker_rates, "items/s"
+    return (fit.worker_speeds(head.first_results[0].repeat) if fit else {}), "x fitted speed"
 
 
 def shard_labels(fit: LatencyFit | None) -> dict[str, float]:
@@ -278,12 +301,14 @@ def memory_columns(results: list[ShardResult]) -> dict[str, Any]:
 
 def mfu_columns(infer: PassFigures | None, p_infer_core: float | None, infos: list[WorkerInfo]) -> dict[str, Any]:
     """MFU = FLOPs/item x p_infer_core / the summed peaks of the devices that ran the infer pass
-    (a worker that got no infer shard adds no throughput, so it adds no peak); blank, with the
-    reason in `mfu_note`, when a device's peak is unknown or there is nothing to divide."""
+    (a worker that got no infer shard adds no throughput, so it adds no peak), each physical device
+    once (`distinct_devices`); blank, with the reason in `mfu_note`, when a device's peak is unknown
+    or there is nothing to divide."""
     flops_per_item = infer.flops_per_item if infer else None
     used = [info for info in infos if infer and info.worker_id in infer.worker_ids]
+    devices = distinct_devices(used)
     unknown = [info for info in used if not info.peak_flops]
-    peak_total = sum(info.peak_flops for info in used) if used and not unknown else None
+    peak_total = sum(rank.peak_flops or 0.0 for rank in devices.values()) if devices and not unknown else None
     value = mfu(flops_per_item, p_infer_core, peak_total)
     if value is not None:
         note = None
@@ -293,26 +318,110 @@ def mfu_columns(infer: PassFigures | None, p_infer_core: float | None, infos: li
         note = unknown[0].peak_flops_reason or f"no peak FLOP/s known for {unknown[0].device_name}"
     else:
         note = "no model FLOPs counted for this engine" if not flops_per_item else "no infer throughput"
-    return {"MFU": value, "flops_per_item": flops_per_item, "peak_flops": peak_total, "mfu_note": note}
+    return {"MFU": value, "flops_per_item": flops_per_item, "peak_flops": peak_total, "mfu_note": note,
+            **measured_mfu_columns(flops_per_item, p_infer_core, used)}
+
+
+def measured_mfu_columns(flops_per_item: float | None, p_infer_core: float | None,
+                         used: list[WorkerInfo]) -> dict[str, Any]:
+    """MFU_measured = FLOPs/item x p_infer_core / the summed measured matmul peaks (workers/matmul_peak.py)
+    of the devices MFU divides by: the same workers, each physical device once (`distinct_devices`: a
+    shared GPU, or a node's CPU, counts one peak; every GPU of a tensor-parallel group counts). Defined on
+    CPUs too, where no datasheet peak exists; blank, with the reason in `mfu_measured_note`, otherwise."""
+    devices = list(distinct_devices(used).values())
+    unmeasured = next((info for info in used if not all(r.peak_flops_measured for r in info.rank_list())), None)
+    peak_total = sum(r.peak_flops_measured for r in devices) if devices and unmeasured is None else None
+    value = mfu(flops_per_item, p_infer_core, peak_total)
+    if value is not None:
+        note = None
+    elif not used:
+        note = "no infer pass"
+    elif unmeasured is not None:
+        note = unmeasured.peak_flops_measured_reason or f"worker {unmeasured.worker_id} has no measured peak"
+    else:
+        note = "no model FLOPs counted for this engine" if not flops_per_item else "no infer throughput"
+    return {"MFU_measured": value, "peak_flops_measured": peak_total, "mfu_measured_note": note}
+
+
+CounterSpan = tuple[float, float, float, float]  # (start_ts, end_ts, counter J at start, counter J at end)
+
+
+def counter_spans(results: list[ShardResult]) -> dict[str, list[CounterSpan]]:
+    """Each physical device's counter readings around the shards that ran on it. A shard stored
+    before the readings were kept counts as its worker's own device (its energy from 0)."""
+    spans: dict[str, list[CounterSpan]] = defaultdict(list)
+    for r in results:
+        counters = r.energy_counters or {f"worker {r.worker_id}": [0.0, r.energy_joules]}
+        for device, (before, after) in counters.items():
+            spans[device].append((r.start_ts, r.end_ts, before, after))
+    return spans
+
+
+def device_energy(spans: list[CounterSpan]) -> tuple[float, float]:
+    """(joules, busy seconds) of one device: its shards' spans merged where they overlap (workers
+    sharing the GPU run at once, and each read the same whole-device counter), the counter's rise
+    over each merged span counted once."""
+    joules = seconds = 0.0
+    group: list[CounterSpan] = []
+
+    def close() -> None:
+        nonlocal joules, seconds
+        if group:
+            joules += max(s[3] for s in group) - min(s[2] for s in group)
+            seconds += max(s[1] for s in group) - min(s[0] for s in group)
+
+    for span in sorted(spans):
+        if group and span[0] >= max(s[1] for s in group):
+            close()
+            group = []
+        group.append(span)
+    close()
+    return joules, seconds
 
 
 def energy_columns(head: Measured) -> dict[str, Any]:
     """energy_per_item (J per item) and mean_power (W, summed over devices) of the measured pass's
-    first repeat; blank, with the reason, when any shard has no energy reading."""
+    first repeat, each physical device counted once; blank, with the reason, when any shard has no
+    energy reading."""
     results = head.first_results
     missing = next((r for r in results if r.energy_joules is None), None)
     if missing is not None:
         return {"energy_per_item": None, "mean_power": None, "energy_note": missing.energy_note or "not measured"}
-    joules: dict[int, float] = defaultdict(float)
-    seconds: dict[int, float] = defaultdict(float)
-    for r in results:
-        joules[r.worker_id] += r.energy_joules
-        seconds[r.worker_id] += r.wall_seconds
+    per_device = [device_energy(spans) for spans in counter_spans(results).values()]
     items = sum(r.items for r in results)
     return {
-        "energy_per_item": sum(joules.values()) / items if items else None,
-        "mean_power": sum(joules[w] / seconds[w] for w in joules if seconds[w] > 0),
+        "energy_per_item": sum(j for j, _ in per_device) / items if items else None,
+        "mean_power": sum(j / s for j, s in per_device if s > 0),
         "energy_note": None,
+    }
+
+
+def health_columns(head: Measured, results: list[ShardResult], infos: list[WorkerInfo]) -> dict[str, Any]:
+    """What NVML saw on the GPUs while the measured pass ran, over every repeat (workers/device_watch.py):
+    the lowest busy SM clock, the clock event (throttle) reasons, the highest temperature and power,
+    XID and uncorrected ECC errors, and the compute processes that are not the run's own (any rank
+    of any of its workers, on the same node: `results` and `infos` name them); blank on CPUs."""
+    watched = [r for r in head.all_results if r.health is not None]
+    if not watched:
+        return {"gpu_health_note": "no NVML on these devices (a CPU, or NVML unavailable): not watched"}
+    health = DeviceHealth.combined([r.health for r in watched])
+    ours = {(rank.node_id, rank.pid) for info in infos for rank in info.rank_list()}
+    ours |= {(r.node_id, r.pid) for r in results}
+    hosts = {info.node_id: info.hostname for info in infos}
+    foreign = None if health.other_pids is None else sorted(
+        {(r.node_id, pid) for r in watched for pid in r.health.other_pids} - ours)
+    unwatched = len(head.all_results) - len(watched)
+    notes = [health.note] + ([f"{unwatched} shard(s) ran where NVML was unavailable"] if unwatched else [])
+    return {
+        "sm_clock_mhz_min": health.sm_clock_mhz_min,
+        "throttle_reasons": ",".join(health.clock_events),
+        "temperature_c_max": health.temperature_c_max,
+        "power_w_max": health.power_w_max,
+        "xid_errors": ",".join(str(x) for x in health.xid_errors),
+        "ecc_errors": health.ecc_errors,
+        "foreign_processes": None if foreign is None else len(foreign),
+        "foreign_pids": None if foreign is None else ", ".join(f"{pid}@{hosts.get(n, n[:8])}" for n, pid in foreign),
+        "gpu_health_note": "; ".join(n for n in notes if n) or None,
     }
 
 
@@ -356,6 +465,7 @@ def setup_columns(spec: JobSpec, infos: list[WorkerInfo]) -> dict[str, Any]:
         "engine_cache_hit": all(b.cache_hit for b in builds) if builds else None,
         "engine_bytes": builds[0].engine_bytes if builds else None,
         "engine_hash": builds[0].engine_hash if builds else None,
+        "engine_profile": json.dumps(builds[0].profile, sort_keys=True) if builds and builds[0].profile else None,
         "torch_version": versions.get("torch", ""),
         "ray_version": versions.get("ray", ""),
         "transformers_version": versions.get("transformers", ""),
@@ -379,9 +489,12 @@ def merge(
     pauses: tuple[Pause, ...] = (),
     sweep_id: str | None = None,
     timestamp: datetime | None = None,
+    ray_start_seconds: float | None = None,
+    invariance: InvarianceCheck | None = None,
     workers_lost: tuple[str, ...] = (),
 ) -> MetricsRow:
     """The row of one run. `pauses`: when no driver was running (a resumed run), cut out of the spans.
+    `invariance`: the measured pass's examples run again at bs 1 (orchestrator/metrics/invariance.py).
     `workers_lost`: one line per worker the run lost (which, where, why), for the row and its verdict."""
     final = completed(results)
     by_pass: dict[str, dict[int, list[ShardResult]]] = {"val": defaultdict(list), "infer": defaultdict(list)}
@@ -404,7 +517,7 @@ def merge(
         item_unit=item_unit,
         precision=spec.precision,
         bs=spec.bs,
-        byte_per_batch=max(r.bytes_per_batch for r in final.values()),
+        byte_per_batch=max(r.bytes_per_batch for r in head.first_results),  # the measured pass's (infer)
         e2e_time=e2e_seconds,
         seq_len=spec.seq_len,
         examples=head.first.examples,
@@ -417,12 +530,16 @@ def merge(
         **memory_columns(list(final.values())),
         **mfu_columns(infer, throughput["p_infer_core"], infos),
         **energy_columns(head),
+        **health_columns(head, list(final.values()), infos),
         **latency_columns(spec, head, fit),
         **setup_columns(spec, infos),
         **data_columns(data),
         **task_columns(spec, head),
+        ray_start_time=ray_start_seconds,
+        **invariance_columns(head.records, invariance),
     )
-    figures = figures_from_row(row, head.worker_rates, spec.task.variable_length, shard_labels(fit))
+    rates, unit = worker_rates(spec, head, fit)
+    figures = figures_from_row(row, rates, spec.task.variable_length, shard_labels(fit), unit)
     figures = replace_fields(figures, workers_lost=tuple(workers_lost))
     verdict = evaluate(figures, spec.verdict.rules(spec.acc_tolerance))
     return row.model_copy(update={"verdict": verdict.label, "verdict_reasons": verdict.reasons_text,

@@ -1,20 +1,27 @@
 """One row of the global metrics table: the public shape of a result.
 
 Seed columns keep the seed's names (METRICS.md): precision, bs, byte_per_batch, mem, e2e_time,
-p_val_whole, p_val_core, p_infer_whole, p_infer_core, infer_time, acc, MFU. Units are in the names
-or below: seconds, bytes, GiB for mem, items/s for p_*, fractions (not percent) for MFU and acc.
+p_val_whole, p_val_core, p_infer_whole, p_infer_core, infer_time, acc, MFU. Each column's unit and
+meaning sit on its field (`column(...)`): seconds, bytes, GiB for mem, items/s for p_*, fractions
+(not percent) for MFU and acc. docs/columns.md is generated from them (python -m orchestrator.reference).
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 SEED_COLUMNS = (
     "precision", "bs", "byte_per_batch", "mem", "e2e_time", "p_val_whole", "p_val_core",
     "p_infer_whole", "p_infer_core", "infer_time", "acc", "MFU",
 )
+
+
+def column(meaning: str, unit: str = "", default: Any = ...) -> Any:
+    """A column's meaning and unit, kept on the field: docs/columns.md is generated from them
+    (orchestrator/reference.py). Without `default` the column is required."""
+    return Field(default, description=meaning, json_schema_extra={"unit": unit} if unit else None)
 
 
 class MetricsRow(BaseModel):
@@ -31,100 +38,160 @@ class MetricsRow(BaseModel):
         return cls.model_validate({k: v for k, v in record.items() if k in cls.model_fields})
 
     # identity
-    run_id: str
-    sweep_id: str | None  # shared by the rows of one sweep (one row per grid point)
-    timestamp: str
-    job: str
-    task: str
-    model: str
-    data: str
-    engine: str
-    item_unit: str
+    run_id: str = column("the run: `<UTC time>-<job>-<6 hex>`; its files are under `runs/<run_id>/`")
+    sweep_id: str | None = column("shared by the rows of one sweep (one row per grid point); empty outside a sweep")
+    timestamp: str = column("when the row was merged, ISO 8601 in UTC")
+    job: str = column("the job's `name`")
+    task: str = column("the benchmark case: masked_lm or mmlu")
+    model: str = column("the weights: hub id or folder (`#<GGUF file>`), or `random:<model_type or config source>`")
+    data: str = column("the data: its path, or synthetic(seed=..., size=...)")
+    engine: str = column("the infer pass's engine (the job's engine.name)")
+    item_unit: str = column("what the p_* columns count: seq (masked_lm sequences) or tok (mmlu prompt tokens)")
     # seed columns
-    precision: str
-    bs: int
-    byte_per_batch: int
-    mem: float | None  # GiB, the largest worker peak
-    e2e_time: float  # s, submit -> merged table
-    p_val_whole: float | None
-    p_val_core: float | None
-    p_infer_whole: float | None
-    p_infer_core: float | None
-    infer_time: float | None  # s per item = 1 / p_infer_core
-    acc: str  # "infer/val" as the seed prints it
-    MFU: float | None  # fraction of peak
+    precision: str = column("the job's precision: fp32, fp16 or bf16")
+    bs: int = column("batch size: sequences or prompts per batch")
+    byte_per_batch: int = column("model input of the largest batch as the engine receives it, every tensor at its "
+                                 "dtype", "bytes")
+    mem: float | None = column("peak device memory, the largest worker peak (mem_source says how it was read)", "GiB")
+    e2e_time: float = column("wall time from submit to the merged table", "s")
+    p_val_whole: float | None = column("val pass: items / wall span from the first pass start to the last pass "
+                                       "end, across workers", "items/s")
+    p_val_core: float | None = column("val pass: sum over workers of items / summed core (model call) seconds",
+                                      "items/s")
+    p_infer_whole: float | None = column("as p_val_whole, for the infer pass (mean over repeats)", "items/s")
+    p_infer_core: float | None = column("as p_val_core, for the infer pass (mean over repeats): the headline figure",
+                                        "items/s")
+    infer_time: float | None = column("1 / p_infer_core", "s/item")
+    acc: str = column('"infer/val" accuracy as the seed prints it, 4 decimals each ("-" for a pass not run)')
+    MFU: float | None = column("flops_per_item x p_infer_core / peak_flops (mfu_note says why when blank)", "fraction")
     # configuration
-    precision_effective: str
-    seq_len: int
-    workers: int  # worker actors, or tensor-parallel groups of `tp` ranks
-    tp: int = 1  # ranks per worker sharing one model (parallel.tp)
-    nodes: int
-    devices: str  # every device used, every rank of every group
-    mem_total: float | None  # GiB of the device with the peak
-    mem_source: str
+    precision_effective: str = column("the precision the engine ran at (fp32 where precision_fallback ran fp16 on a "
+                                      "CPU)")
+    seq_len: int = column("tokens per sequence (masked_lm) or the prompt cap (mmlu)", "tokens")
+    workers: int = column("worker actors, or tensor-parallel groups of `tp` ranks")
+    tp: int = column("ranks per worker sharing one model (parallel.tp)", default=1)
+    nodes: int = column("nodes that ran a worker rank")
+    devices: str = column("every physical device used, `<count>x <name>`, comma-separated: every rank's GPU; a GPU "
+                          "shared by workers, or a node's CPU, once")
+    mem_total: float | None = column("total memory of the device with the peak", "GiB")
+    mem_source: str = column("how mem was read: nvml-process, torch-cuda-reserved-peak (NVML cannot see the "
+                             "process) or cpu-rss-peak")
     # counts
-    examples: int
-    items_val: int | None
-    items_infer: int | None
-    scored_val: int | None
-    scored_infer: int | None
-    correct_val: int | None
-    correct_infer: int | None
-    acc_val: float | None
-    acc_infer: float | None
-    acc_gap: float | None  # |acc_infer - acc_val|
-    acc_flagged: bool
-    shards: int
-    retries: int  # failed attempts that were re-run (runs/<id>/retries.parquet says where)
-    resumed: bool  # finished by `bench submit --resume` after the first driver stopped
-    # workers dropped (died while loading, not restarted) or taken out (failed shards in a row); the
-    # verdict names them (max_workers_lost); `workers` counts the replacements that set up
-    workers_lost: int = 0
+    examples: int = column("examples the measured pass ran: sequences (masked_lm) or questions (mmlu)")
+    items_val: int | None = column("items of the val pass (see item_unit)", "items")
+    items_infer: int | None = column("items of the infer pass (first repeat)", "items")
+    scored_val: int | None = column("predictions scored in the val pass: masked positions or questions")
+    scored_infer: int | None = column("predictions scored in the infer pass (first repeat)")
+    correct_val: int | None = column("correct predictions of the val pass")
+    correct_infer: int | None = column("correct predictions of the infer pass (first repeat)")
+    acc_val: float | None = column("correct_val / scored_val", "fraction")
+    acc_infer: float | None = column("correct_infer / scored_infer", "fraction")
+    acc_gap: float | None = column("|acc_infer - acc_val|", "fraction")
+    acc_flagged: bool = column("acc_gap is above the job's acc_tolerance: the engine may be wrong")
+    shards: int = column("shards of the plan")
+    retries: int = column("failed attempts that were re-run (runs/<id>/retries.parquet says where)")
+    resumed: bool = column("finished by `bench submit --resume` after the first driver stopped")
+    workers_lost: int = column("workers dropped (died while loading, not restarted) or taken out (failed shards in a "
+                               "row); the verdict names them (max_workers_lost); `workers` counts the replacements "
+                               "that set up", default=0)
     # timings beside the pass figures
-    load_time: float  # s, model + tokenizer load (slowest worker)
-    data_time: float  # s, dataset preparation, once per run (the slowest node when prepared per node)
-    data_cache_hit: bool | None = None  # the prepared dataset came from the data cache (None: synthetic, not cached)
-    data_prepared_on: str = ""  # where the preparation ran: node address(es), or the host in-process
-    build_time: float  # s, engine build (slowest worker; 0 on a cache hit)
-    engine_cache_hit: bool | None
-    engine_bytes: int | None
-    engine_hash: str | None
-    h2d_time: float | None  # s, summed host->device copy time of the infer pass
-    warmup_batches: int  # warm-up batches the measured pass's shards ran (summed over workers and repeats)
-    measured_batches: int
-    latency_mean: float | None  # s per batch, infer core
-    latency_p50: float | None
-    latency_p90: float | None
-    latency_p99: float | None
-    latency_cv: float | None  # sample stdev / mean of per-batch core seconds per item (None below 2 batches)
-    # variable-length tasks (mmlu): stdev / mean across shards of observed / fitted core time (a cost
-    # in tokens and tokens x length; orchestrator/metrics/verdict.py); None for fixed-shape tasks
-    latency_shard_cv: float | None = None
-    repeats: int  # measured passes (fresh workers each) averaged into p_infer_*; 1 = no CI
-    p_infer_core_ci_low: float | None  # 95 % Student-t interval of the mean across repeats
-    p_infer_core_ci_high: float | None
-    p_infer_whole_ci_low: float | None
-    p_infer_whole_ci_high: float | None
-    verdict: str = ""  # VALID | INVALID (orchestrator/metrics/verdict.py)
-    verdict_reasons: str = ""  # the failed rules, "; "-joined; empty when VALID
-    verdict_profile: str = ""  # quick | rigorous
-    flops_per_item: float | None
+    load_time: float = column("model + tokenizer load (slowest worker)", "s")
+    data_time: float = column("dataset preparation, once per run (the slowest node when prepared per node)", "s")
+    data_cache_hit: bool | None = column("the prepared dataset came from the data cache (empty: synthetic, not "
+                                         "cached)", default=None)
+    data_prepared_on: str = column("where the preparation ran: node address(es), or the host in-process",
+                                   default="")
+    ray_start_time: float | None = column("starting a local Ray or joining the cluster (a command's first point; "
+                                          "blank for later points and --no-ray)", "s", default=None)
+    build_time: float = column("engine build (slowest worker; 0 on a cache hit)", "s")
+    engine_cache_hit: bool | None = column("every worker's engine came from the engine cache (empty: an engine "
+                                           "without a build)")
+    engine_bytes: int | None = column("size of the built engine", "bytes")
+    engine_hash: str | None = column("sha256 of the built engine")
+    engine_profile: str | None = column("TensorRT's optimisation profile as JSON: input -> {min, opt, max} shapes "
+                                        "(opt: the prepared data's median length)", default=None)
+    h2d_time: float | None = column("summed host->device copy time of the infer pass", "s")
+    warmup_batches: int = column("warm-up batches the measured pass's shards ran (summed over workers and "
+                                 "repeats)", "batches")
+    measured_batches: int = column("timed batches of the measured pass (infer, or val when only val ran)",
+                                   "batches")
+    latency_mean: float | None = column("mean per-batch core time of the measured pass, repeats pooled", "s/batch")
+    latency_p50: float | None = column("median per-batch core time", "s/batch")
+    latency_p90: float | None = column("90th percentile of per-batch core time", "s/batch")
+    latency_p99: float | None = column("99th percentile of per-batch core time", "s/batch")
+    latency_cv: float | None = column("sample stdev / mean of per-batch core seconds per item (empty below 2 "
+                                      "batches)")
+    latency_shard_cv: float | None = column(
+        "variable-length tasks (mmlu): stdev / mean across shards of observed / fitted core time (a cost in tokens "
+        "and tokens x length; orchestrator/metrics/verdict.py); empty for fixed-shape tasks", default=None)
+    repeats: int = column("measured passes (fresh workers each) averaged into p_infer_*; 1 = no CI")
+    p_infer_core_ci_low: float | None = column("low end of the 95 % Student-t interval of p_infer_core's mean "
+                                               "across repeats", "items/s")
+    p_infer_core_ci_high: float | None = column("high end of that interval", "items/s")
+    p_infer_whole_ci_low: float | None = column("as p_infer_core_ci_low, for p_infer_whole", "items/s")
+    p_infer_whole_ci_high: float | None = column("as p_infer_core_ci_high, for p_infer_whole", "items/s")
+    verdict: str = column("VALID or INVALID (orchestrator/metrics/verdict.py)", default="")
+    verdict_reasons: str = column('the failed rules, "; "-joined; empty when VALID', default="")
+    verdict_profile: str = column("the rules' profile: quick or rigorous", default="")
+    flops_per_item: float | None = column("forward-pass FLOPs per item, counted from the model (workers/flops.py)",
+                                          "FLOP/item")
     # mmlu only (None for other tasks)
-    questions_per_s: float | None = None  # core questions/s of the measured pass, merged like p_*_core
-    scoring: str | None = None  # lm-eval | flagperf
-    prompt_format: str | None = None  # versioned prompt, e.g. lm-eval-mmlu-default@0.4.13 (None: not recorded)
-    shots: int | None = None
-    prompts_short_of_shots: int | None = None  # prompts that lost shots to fit the context
-    prompts_truncated: int | None = None  # prompts cut even at 0 shots
-    peak_flops: float | None  # FLOP/s summed over the devices that ran the infer pass
-    mfu_note: str | None = None  # why MFU is blank (an unknown device, no infer pass, ...)
-    energy_per_item: float | None = None  # J per item (sequence or token) of the measured pass, GPUs' NVML counters
-    mean_power: float | None = None  # W over the measured pass, summed over the GPUs
-    energy_note: str | None = None  # why the energy columns are blank (a CPU, no counter)
+    questions_per_s: float | None = column("core questions/s of the measured pass, merged like p_*_core",
+                                           "questions/s", default=None)
+    scoring: str | None = column("lm-eval or flagperf", default=None)
+    prompt_format: str | None = column("versioned prompt, e.g. lm-eval-mmlu-default@0.4.13 (empty: not recorded)",
+                                       default=None)
+    shots: int | None = column("dev examples asked for before each question (task.shots)", default=None)
+    prompts_short_of_shots: int | None = column("prompts that lost shots to fit the context", default=None)
+    prompts_truncated: int | None = column("prompts cut even at 0 shots", default=None)
+    peak_flops: float | None = column("dense peak summed over the devices that ran the infer pass, at the "
+                                      "precision (workers/peaks.py)", "FLOP/s")
+    mfu_note: str | None = column("why MFU is blank (an unknown device, no infer pass, ...)", default=None)
+    MFU_measured: float | None = column(
+        "MFU against the devices' measured dense matmul peak at the job's precision (workers/matmul_peak.py): what "
+        "the devices achieve with their clocks and software as they are; defined on CPUs too", "fraction", default=None)
+    peak_flops_measured: float | None = column("measured matmul peaks summed over the same devices as peak_flops",
+                                               "FLOP/s", default=None)
+    mfu_measured_note: str | None = column("why MFU_measured is blank", default=None)
+    energy_per_item: float | None = column("energy per item of the measured pass, from the GPUs' NVML counters",
+                                           "J/item", default=None)
+    mean_power: float | None = column("mean power over the measured pass, summed over the GPUs", "W", default=None)
+    energy_note: str | None = column("why the energy columns are blank (a CPU, no counter)", default=None)
+    sm_clock_mhz_min: int | None = column("lowest SM clock while busy, over every GPU and sample of the measured pass "
+                                          "(NVML, workers/device_watch.py); blank on CPUs", "MHz", default=None)
+    throttle_reasons: str | None = column("clock event reasons seen, comma-joined (\"\" = none); hw_slowdown, "
+                                          "hw_thermal, hw_power_brake and sw_thermal make the row INVALID", default=None)
+    temperature_c_max: int | None = column("hottest GPU temperature sampled", "deg C", default=None)
+    power_w_max: float | None = column("highest one-GPU power draw sampled", "W", default=None)
+    xid_errors: str | None = column("XID numbers of critical-error events, comma-joined (\"\" = none)", default=None)
+    ecc_errors: int | None = column("uncorrected ECC errors (volatile counter) during the measured pass", default=None)
+    foreign_processes: int | None = column("compute processes on the GPUs that are not the run's own", default=None)
+    foreign_pids: str | None = column("those processes, as pid@host", default=None)
+    gpu_health_note: str | None = column("what of the GPUs could not be watched, and why", default=None)
+    invariance_checked: int | None = column("examples of the measured pass run again at bs 1 on one worker (job field "
+                                            "invariance_check); blank: not checked, see invariance_note", default=None)
+    invariance_flips: int | None = column("of those, predictions that changed", default=None)
+    invariance_note: str | None = column("why the invariance check did not run", default=None)
+    scenario: str | None = column("offline | server | single_stream | multi_stream (LoadGen scenarios: "
+                                  "orchestrator/loadgen/); rows stored before scenarios existed read empty (offline)",
+                                  default="offline")
+    loadgen_mode: str | None = column("performance | accuracy | find_peak", default=None)
+    target_qps: float | None = column("server: queries offered per second (find_peak: the highest VALID rate found)",
+                                      "queries/s", default=None)
+    achieved_qps: float | None = column("LoadGen's completed samples per second (single_stream: its QPS with LoadGen "
+                                        "overhead; blank for multi_stream)", "samples/s", default=None)
+    query_latency_p50: float | None = column("per-query latency, LoadGen's 50th percentile", "s", default=None)
+    query_latency_p90: float | None = column("per-query latency, LoadGen's 90th percentile", "s", default=None)
+    query_latency_p99: float | None = column("per-query latency, LoadGen's 99th percentile", "s", default=None)
+    latency_bound: float | None = column("server: the p99 bound LoadGen enforced; streams: the job's bound on p90/p99",
+                                         "s", default=None)
+    loadgen_result: str | None = column("VALID | INVALID as LoadGen said (blank in accuracy mode: it says nothing)",
+                                        default=None)
+    loadgen_settings: str | None = column("JSON: LoadGen's \"Test Parameters Used\" and the rules", default=None)
     # software
-    torch_version: str
-    ray_version: str
-    transformers_version: str
-    python_version: str
-    cuda_version: str
-    driver_version: str
+    torch_version: str = column("torch on the workers")
+    ray_version: str = column("ray on the workers")
+    transformers_version: str = column("transformers on the workers")
+    python_version: str = column("Python on the workers")
+    cuda_version: str = column("the CUDA torch was built with (empty without)")
+    driver_version: str = column("the NVIDIA driver (empty without one)")

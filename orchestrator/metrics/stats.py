@@ -218,6 +218,7 @@ class ShardCost:
     batches: int
     fitted_seconds: float
     ratio: float  # observed / fitted seconds, scaled so the worker's median shard is 1
+    observed_seconds: float = 0.0  # the shard's measured core seconds
 
     @property
     def label(self) -> str:
@@ -230,6 +231,19 @@ class LatencyFit:
 
     coefficients: tuple[float, ...]  # seconds per batch, per token, per token x length
     shards: tuple[ShardCost, ...]
+
+    def worker_speeds(self, repeat: int = 0) -> dict[int, float]:
+        """Each worker's fitted over observed core seconds in `repeat`: 1.0 runs its batches as fast
+        as the fit of the whole pass says their shapes cost, 0.5 takes twice that. What the
+        straggler rule compares on variable-length work, where raw items/s would follow the lengths
+        a worker drew (a worker given long prompts does fewer tokens/s on a healthy device)."""
+        fitted: dict[int, float] = defaultdict(float)
+        observed: dict[int, float] = defaultdict(float)
+        for s in self.shards:
+            if s.repeat == repeat:
+                fitted[s.worker_id] += s.fitted_seconds
+                observed[s.worker_id] += s.observed_seconds
+        return {w: fitted[w] / observed[w] for w in sorted(fitted) if observed[w] > 0}
 
     @property
     def shard_cv(self) -> float | None:
@@ -285,7 +299,7 @@ def fit_latency(batches: Sequence[BatchCost]) -> LatencyFit | None:
         worker: float(np.median([t[1] / t[2] for key, t in observed.items() if key[:2] == worker]))
         for worker in {key[:2] for key in observed}
     }
-    shards = tuple(ShardCost(repeat, shard, worker, int(t[0]), t[2], t[1] / t[2] / medians[(repeat, worker)])
+    shards = tuple(ShardCost(repeat, shard, worker, int(t[0]), t[2], t[1] / t[2] / medians[(repeat, worker)], t[1])
                    for (repeat, worker, shard), t in sorted(observed.items(), key=lambda kv: (kv[0][0], kv[0][2])))
     return LatencyFit(tuple(float(c) for c in coef), shards)
 

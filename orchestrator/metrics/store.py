@@ -14,6 +14,10 @@ its own object, written whole, and the table is whatever files are there. Two ru
 together both land, without a lock; a run killed before its row was written leaves no row (the
 row is the last thing a run writes). File names start with the UTC time of the write, so the
 table reads back in the order the rows were added.
+
+A run has one row. `append_rows` refuses a second row of a run that has one (a resume of a run
+that had finished), and since two writers of one run cannot lock each other out of an object
+store, reading keeps only the first row written for each run id, so the table never shows two.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import pyarrow.dataset as ds
 
 from orchestrator.metrics.location import Location, is_uri, open_location, redact
 from orchestrator.metrics.row import MetricsRow
-from workers.contract import ShardResult, WorkerError, WorkerInfo
+from workers.contract import DeviceHealth, ShardResult, WorkerError, WorkerInfo
 from workers.errors import UserError, first_line
 
 LEGACY_METRICS_FILE = "metrics.parquet"
@@ -84,6 +88,9 @@ class ResultsStore:
         by_run: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_run.setdefault(row.run_id, []).append(row.model_dump())
+        for run_id in by_run:
+            if self.has_row(run_id):
+                raise UserError(f"run {run_id} already has its row in {self.location}: a run has one row; nothing added")
         for run_id, records in by_run.items():
             table = pa.Table.from_pylist(records, schema=schema)
             self.root.child(METRICS_FOLDER, f"{_stamp()}-{run_id}.parquet").write_table(table)
@@ -95,6 +102,14 @@ class ResultsStore:
     def has_rows(self) -> bool:
         return bool(self.metric_files())
 
+    def has_row(self, run_id: str) -> bool:
+        """Whether the table holds the row of `run_id`: by the files' names (`<stamp>-<run id>.parquet`,
+        the stamp of fixed width), reading only an old single-file table."""
+        if any(_run_of(f.name) == run_id for f in self.root.child(METRICS_FOLDER).files(".parquet")):
+            return True
+        legacy = self.root.child(LEGACY_METRICS_FILE)
+        return legacy.exists() and run_id in legacy.read_table(["run_id"]).column("run_id").to_pylist()
+
     def read_metrics(self) -> pa.Table:
         """Every row, oldest first, in this version's schema: columns an older raybench did not
         write are null, columns a newer one added are left out."""
@@ -103,9 +118,10 @@ class ResultsStore:
         if not files:
             return schema.empty_table()
         try:
-            return ds.dataset([f.path for f in files], schema=schema, filesystem=self.root.fs, format="parquet").to_table()
+            table = ds.dataset([f.path for f in files], schema=schema, filesystem=self.root.fs, format="parquet").to_table()
         except (pa.ArrowException, OSError) as exc:
             raise UserError(f"results store {self.location}: {self._unreadable(files) or first_line(exc)}") from exc
+        return _first_row_of_each_run(table)
 
     def _unreadable(self, files: list[Location]) -> str | None:
         for f in files:
@@ -179,7 +195,8 @@ class RunFolder:
         devices = {i.worker_id: i.device for i in infos}
         rows = [
             {
-                "pass": r.pass_name, "repeat": r.repeat, "shard_id": r.shard_id, "attempt": r.attempt,
+                "pass": r.pass_name, "repeat": r.repeat, "shard_id": r.shard_id, "start": r.start, "stop": r.stop,
+                "attempt": r.attempt,
                 "worker_id": r.worker_id,
                 "node_id": r.node_id, "device": devices.get(r.worker_id, ""), "device_name": r.device_name,
                 "pid": r.pid, "examples": r.examples, "items": r.items, "scored": r.scored, "correct": r.correct,
@@ -200,6 +217,7 @@ class RunFolder:
                 "data_seconds": i.data_seconds, "build_seconds": i.build.build_seconds if i.build else None,
                 "engine_cache_hit": i.build.cache_hit if i.build else None,
                 "precision_effective": i.precision_effective, "peak_flops": i.peak_flops, "tp": i.tp,
+                "peak_flops_measured": i.peak_flops_measured,
                 "rank_nodes": [r.node_id for r in i.rank_list()], "rank_pids": [r.pid for r in i.rank_list()],
                 "rank_devices": [f"{r.device} {r.device_name}" for r in i.rank_list()],
             }
@@ -210,6 +228,21 @@ class RunFolder:
     def write_records(self, name: str, records: list[dict[str, Any]]) -> None:
         if records:
             self.file(name).write_table(pa.Table.from_pylist(records))
+
+
+STAMP_WIDTH = len("20261203T094950123456Z")  # what _stamp() writes
+
+
+def _run_of(file_name: str) -> str:
+    """The run id in a metrics file's name `<stamp>-<run id>.parquet`."""
+    return file_name[STAMP_WIDTH + 1:].removesuffix(".parquet")
+
+
+def _first_row_of_each_run(table: pa.Table) -> pa.Table:
+    """The table without the later rows of a run id seen before (two drivers that finished one run)."""
+    seen: set[str] = set()
+    keep = [i for i, run_id in enumerate(table.column("run_id").to_pylist()) if not (run_id in seen or seen.add(run_id))]
+    return table if len(keep) == table.num_rows else table.take(keep)
 
 
 class ShardSaver:
@@ -250,12 +283,17 @@ class ShardSaver:
 
 def _shard_record(result: ShardResult) -> dict[str, Any]:
     """The shard as JSON-ready data. `dataclasses.asdict` would deep-copy every list element one by one
-    (most of a save's CPU time); json reads the lists as they are, and only the error is a dataclass."""
+    (most of a save's CPU time); json reads the lists as they are, and only the error and the device
+    health are dataclasses."""
     record = dict(vars(result))
-    record["error"] = dataclasses.asdict(result.error) if result.error is not None else None
+    for name in ("error", "health"):
+        value = record[name]
+        record[name] = dataclasses.asdict(value) if value is not None else None
     return record
 
 
 def _shard_from_json(data: dict[str, Any]) -> ShardResult:
     error = data.pop("error", None)
-    return ShardResult(**data, error=WorkerError(**error) if error else None)
+    health = data.pop("health", None)  # absent in shards saved before it existed
+    return ShardResult(**data, error=WorkerError(**error) if error else None,
+                       health=DeviceHealth(**health) if health else None)

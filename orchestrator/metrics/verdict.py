@@ -9,9 +9,13 @@ Two profiles give the defaults; any rule can be overridden in the job's `verdict
 | max_latency_cv | 0.5 | 0.05 | a dedicated GPU at steady clocks jitters by ~1-2 %; 5 % means contention or throttling |
 | max_latency_shard_cv | 0.25 | 0.05 | variable-length work (mmlu), in place of max_latency_cv: see below |
 | max_acc_gap | acc_tolerance | acc_tolerance | the job's own bound on abs(acc_infer - acc_val) |
-| straggler_ratio | 0.5 | 0.9 | identical devices should agree within 10 %; quick only catches a broken worker |
+| straggler_ratio | 0.5 | 0.9 | identical devices should agree within 10 %; quick only catches a broken worker (variable-length work: speed against the cost fit, below) |
 | min_repeats | 1 | 3 | a confidence interval needs repeats; with 2 the t quantile is 12.7 and the CI is useless |
 | max_workers_lost | 0 | 0 | a worker taken out or dropped mid-run: the figures are not those of the cluster asked for |
+
+Not a bound one can set: MFU above 1 (more FLOP/s than the device's peak) is always INVALID. It
+means the peak is not the one the device ran at (fp32 computed as TF32, a misnamed device) or the
+FLOPs are miscounted; either way the row's numbers do not describe what ran.
 
 The duration is the wall span of the measured pass (first shard start to last shard end, across
 workers): the time the system was under measurement, which is what MLPerf's min_duration bounds (its
@@ -19,6 +23,11 @@ workers): the time the system was under measurement, which is what MLPerf's min_
 grow with the number of workers, so 32 workers x 20 s would pass a 600 s rule after 20 s of
 measurement; that the core figure rests on enough batches is the batch-count rule's job.
 A min rule set to 0 and straggler_ratio 0 switch those rules off; max rules take `.inf` in YAML.
+
+Incidents, in every profile (not rules with bounds: each one alone means the figures describe it):
+a GPU slowed by heat or a power brake, an XID error, an uncorrected ECC error or another process on a
+GPU while the measured pass ran (workers/device_watch.py; CPUs are not watched), and predictions that
+changed when examples of the measured pass ran again at bs 1 on one worker (`invariance_check`).
 
 Stability of variable-length work (tasks whose options say `variable_length`: mmlu). A batch of
 2,800-token prompts takes longer than one of 250-token prompts by design, also per token (attention
@@ -36,6 +45,11 @@ shard table already name.
 - figure: `latency_shard_cv`, the stdev / mean of the shards' ratios weighted by their fitted
   seconds (a one-batch tail shard weighs one batch). On fixed-shape work the fit is a constant and
   this is the CV of per-shard latency. A failing row names the shards furthest from 1.
+- stragglers: each worker's fitted / observed core seconds over its shards (1 = as fast as the fit
+  of the whole pass says its batches' shapes cost), against the median of the others. Raw items/s
+  would follow the lengths a worker drew: one given the 2,800-token prompts does fewer tokens/s on
+  a healthy device. A slow worker pulls the fit towards itself only as its share of the batches,
+  and the comparison is between workers under one fit, so a 2x slower worker reads about 0.5x.
 Bounds. A fraction p of the work at k times its cost gives about
 (k - 1) sqrt(p (1 - p)) / (1 + (k - 1) p): for k = 2, 0.25 at p = 8 % and 0.35 at p = 1/3.
 quick (0.25) flags a 2x slowdown of a tenth of the run or more, while a shard's average over its
@@ -64,6 +78,10 @@ if TYPE_CHECKING:
     from orchestrator.metrics.row import MetricsRow
 
 Profile = Literal["quick", "rigorous"]
+# NVML clock event reasons that mean the GPU was slowed by heat or a power brake (workers/device_watch.py):
+# hw_slowdown is the older GPUs' name for the HW thermal / power-brake pair. sw_power_cap (a GPU at its
+# power limit, normal under full load), sync_boost, idle and clock settings are reported, not failed.
+SLOWDOWN_REASONS = frozenset({"hw_slowdown", "hw_thermal", "hw_power_brake", "sw_thermal"})
 
 
 @dataclass(frozen=True)
@@ -92,7 +110,7 @@ PROFILES: dict[str, dict[str, float]] = {
 class VerdictSpec(StrictModel):
     """The job's `verdict:` block. Unset rules take the profile's default."""
 
-    profile: Profile = "quick"
+    profile: Profile = Field("quick", description="where unset rules take their defaults: quick or rigorous")
     min_duration_s: float | None = Field(None, ge=0, description="min wall span of the measured pass, s")
     min_batches: int | None = Field(None, ge=0, description="min measured (non-warm-up) batches of the pass")
     max_latency_cv: float | None = Field(None, gt=0, description="max stdev/mean of per-batch core latency")
@@ -139,14 +157,30 @@ class VerdictFigures:
     repeats: int = 1
     latency_shard_cv: float | None = None  # variable-length work (then latency_cv is None here)
     shard_latency_ratios: Mapping[str, float] = field(default_factory=dict)  # "shard 3 (worker 0)" -> ratio
+    mfu: float | None = None  # above 1 is impossible: the row is INVALID
+    peak_flops: float | None = None  # the denominator, for the reason
+    precision: str = ""
+    worker_rate_unit: str = "items/s"  # "x fitted speed" on variable-length work (stats.LatencyFit.worker_speeds)
+    # the GPUs during the measured pass (workers/device_watch.py); empty/None where not watched (CPUs)
+    throttle_reasons: tuple[str, ...] = ()
+    sm_clock_mhz_min: int | None = None
+    xid_errors: tuple[str, ...] = ()
+    ecc_errors: int | None = None
+    foreign_processes: int | None = None
+    foreign_pids: str = ""
+    # predictions that changed when examples of the measured pass ran again at bs 1 on one worker
+    invariance_flips: int | None = None
+    invariance_checked: int | None = None
     workers_lost: tuple[str, ...] = ()  # one line per worker lost: which, where, why
 
 
 def figures_from_row(row: "MetricsRow", worker_items_per_s: Mapping[int, float], variable_length: bool = False,
-                     shard_latency_ratios: Mapping[str, float] | None = None) -> VerdictFigures:
+                     shard_latency_ratios: Mapping[str, float] | None = None,
+                     worker_rate_unit: str = "items/s") -> VerdictFigures:
     """Figures from a MetricsRow. The span is items / p_whole, which is how p_whole was made
     (METRICS.md), so no second source of the same number is needed. Variable-length work is
-    judged on latency_shard_cv instead of latency_cv."""
+    judged on latency_shard_cv instead of latency_cv, and its workers are compared by their speed
+    against the cost fit (`worker_items_per_s` then holds those, in `worker_rate_unit`)."""
     items, whole = row.items_infer, row.p_infer_whole
     if items is None or not whole:
         items, whole = row.items_val, row.p_val_whole
@@ -159,6 +193,16 @@ def figures_from_row(row: "MetricsRow", worker_items_per_s: Mapping[int, float],
         repeats=row.repeats,
         latency_shard_cv=row.latency_shard_cv if variable_length else None,
         shard_latency_ratios=dict(shard_latency_ratios or {}),
+        mfu=row.MFU, peak_flops=row.peak_flops, precision=row.precision_effective,
+        worker_rate_unit=worker_rate_unit,
+        throttle_reasons=tuple(r for r in (row.throttle_reasons or "").split(",") if r),
+        sm_clock_mhz_min=row.sm_clock_mhz_min,
+        xid_errors=tuple(x for x in (row.xid_errors or "").split(",") if x),
+        ecc_errors=row.ecc_errors,
+        foreign_processes=row.foreign_processes,
+        foreign_pids=row.foreign_pids or "",
+        invariance_flips=row.invariance_flips,
+        invariance_checked=row.invariance_checked,
     )
 
 
@@ -177,7 +221,7 @@ class Verdict:
         return "; ".join(self.reasons)
 
 
-def _stragglers(rates: Mapping[int, float], ratio: float) -> list[str]:
+def _stragglers(rates: Mapping[int, float], ratio: float, unit: str = "items/s") -> list[str]:
     """Each worker against the median of the *other* workers: a slow worker pulls a median that
     includes it towards itself (with 2 workers the median is their mean, and ratio 0.9 would only
     fire below 0.82 x the other worker)."""
@@ -188,7 +232,7 @@ def _stragglers(rates: Mapping[int, float], ratio: float) -> list[str]:
     for w, rate in sorted(rates.items()):
         median = _median_without(ordered, rate)
         if rate < ratio * median:
-            reasons.append(f"straggler: worker {w} at {rate:.4g} items/s < {ratio:g} x "
+            reasons.append(f"straggler: worker {w} at {rate:.4g} {unit} < {ratio:g} x "
                            f"median of the others {median:.4g}")
     return reasons
 
@@ -215,6 +259,24 @@ def _off_fit(ratios: Mapping[str, float], bound: float, shown: int = 4) -> str:
     return f"off the fit: {listed}{more} (of {len(ratios)} shards)"
 
 
+def _device_incidents(f: VerdictFigures) -> list[str]:
+    """What happened to the GPUs while they were measured: each makes the figures describe the
+    incident rather than the system, whatever the profile."""
+    reasons = []
+    slowed = [r for r in f.throttle_reasons if r in SLOWDOWN_REASONS]
+    if slowed:
+        clock = f" (lowest busy SM clock {f.sm_clock_mhz_min} MHz)" if f.sm_clock_mhz_min is not None else ""
+        reasons.append(f"GPU clocks slowed during the measured pass: {', '.join(slowed)}{clock}")
+    if f.xid_errors:
+        reasons.append(f"GPU XID error(s) during the measured pass: {', '.join(f.xid_errors)}")
+    if f.ecc_errors:
+        reasons.append(f"{f.ecc_errors} uncorrected ECC error(s) on the GPU during the measured pass")
+    if f.foreign_processes:
+        reasons.append(f"{f.foreign_processes} other process(es) on the GPU(s) during the measured pass: "
+                       f"{f.foreign_pids}")
+    return reasons
+
+
 def evaluate(figures: VerdictFigures, rules: Rules) -> Verdict:
     """Every rule that fails adds one reason; a figure that could not be measured skips its rule."""
     f, r, tag = figures, rules, f"({rules.profile})"
@@ -233,7 +295,15 @@ def evaluate(figures: VerdictFigures, rules: Rules) -> Verdict:
                        + _off_fit(f.shard_latency_ratios, r.max_latency_shard_cv))
     if f.acc_gap is not None and f.acc_gap > r.max_acc_gap + 1e-12:
         reasons.append(f"accuracy gap infer vs val {f.acc_gap:.4f} > max_acc_gap {r.max_acc_gap:g}")
-    reasons += _stragglers(f.worker_items_per_s, r.straggler_ratio)
+    reasons += _stragglers(f.worker_items_per_s, r.straggler_ratio, f.worker_rate_unit)
+    if f.mfu is not None and f.mfu > 1:
+        peak = f" of {f.peak_flops / 1e12:.4g} TFLOP/s" if f.peak_flops else ""
+        reasons.append(f"MFU {f.mfu:.3g} > 1: faster than the {f.precision} peak{peak}; the peak does not match "
+                       "what ran (fp32 computed as TF32?) or the FLOPs are miscounted")
+    reasons += _device_incidents(f)
+    if f.invariance_flips:
+        reasons.append(f"invariance: {f.invariance_flips} of {f.invariance_checked} predictions changed when run again "
+                       "at bs 1 on one worker (invariance.parquet in the run folder lists them)")
     if f.repeats < r.min_repeats:
         reasons.append(f"{f.repeats} repeat(s) < min_repeats {r.min_repeats} {tag}")
     if len(f.workers_lost) > r.max_workers_lost:

@@ -12,10 +12,14 @@ The task asks for no CPU (like the weight prefetch), so it never waits behind th
 reservations, and its process exits when it is done (`max_calls=1`): a tokenizer's peak memory
 goes with it. With --no-ray the same function runs in the command's own process.
 Preparations are kept for the whole grid point, so repeats (fresh workers) reuse them.
-A worker that Ray restarts on another node (its node was lost) is handed that node's preparation
-(`handles` starts one there for node-local data): the dead node's object cannot be rebuilt, since
-its task may only run on that node. Each preparation's small `DataInfo` is read once and kept, so
-it stays readable after its node is gone.
+        self._read: dict[str, DataInfo] = {}  # the infos read so far, by node
+
+Data that needs no tokenising (synthetic data, or a table the driver's node has in its data cache,
+`dataprep.cached_here`) is not worth a process of its own: a new Ray worker process imports torch
+and transformers before it runs anything (seconds; 7-14 s on a 2-core node), and on a warm cluster
+the first worker actor is already such a process. So the first worker (on the driver's node, for a
+cache hit) prepares it, as `BenchWorker.prepare_data`, before its own setup; the table is that
+call's return value, owned by the driver like the task's, and the other workers map it as before.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from workers.contract import DataHandle, DataInfo
+from workers.dataprep import cached_here
 from workers.errors import RunFailed, UserError, first_line
 from workers.specs import WorkerConfig
 
@@ -31,8 +36,9 @@ LOCAL = "local"
 
 
 class Dataset(Protocol):
-    def handles(self, nodes: list[str]) -> list[DataHandle]:
-        """One handle per worker, for workers placed on `nodes` (in worker order)."""
+    def handles(self, nodes: list[str], workers: list[Any] | None = None) -> list[DataHandle]:
+        """One handle per worker, for workers placed on `nodes` (in worker order); `workers`, the
+        actors themselves where they exist already, may be asked to prepare the data."""
 
     def infos(self) -> list[DataInfo]:
         """Every preparation so far (waits for them); raises a preparation's user error."""
@@ -57,7 +63,7 @@ class LocalDataset:
         self._info = info
         self._handle = DataHandle(table)
 
-    def handles(self, nodes: list[str]) -> list[DataHandle]:
+    def handles(self, nodes: list[str], workers: list[Any] | None = None) -> list[DataHandle]:
         return [self._handle for _ in nodes]
 
     def infos(self) -> list[DataInfo]:
@@ -77,6 +83,11 @@ class RayDataset:
         self._remote = ray.remote(num_cpus=0, num_returns=2, max_calls=1, max_retries=1)(prepare_dataset)
         self._on_nodes = config.data.path is not None and not _exists_here(config)
         self._tasks: dict[str, tuple[Any, Any]] = {}  # node id (or LOCAL) -> (info ref, table ref)
+        self._here = ray.get_runtime_context().get_node_id()
+        self.in_worker = not self._on_nodes and (config.data.synthetic is not None or cached_here(config))
+        if not self._on_nodes and not self.in_worker:
+            self._tasks[LOCAL] = self._submit(self._here)
+
         self._read: dict[str, DataInfo] = {}  # the infos read so far, by node
         if not self._on_nodes:
             self._tasks[LOCAL] = self._submit(ray.get_runtime_context().get_node_id())
@@ -87,16 +98,29 @@ class RayDataset:
         strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
         return tuple(self._remote.options(scheduling_strategy=strategy).remote(self.config))
 
-    def handles(self, nodes: list[str]) -> list[DataHandle]:
+    def handles(self, nodes: list[str], workers: list[Any] | None = None) -> list[DataHandle]:
         if not self._on_nodes:
+            if LOCAL not in self._tasks:
+                self._tasks[LOCAL] = self._in_a_worker(nodes, workers)
             return [DataHandle(self._tasks[LOCAL][1]) for _ in nodes]
         for node in nodes:
             if node not in self._tasks:
                 self._tasks[node] = self._submit(node)
         return [DataHandle(self._tasks[node][1]) for node in nodes]
 
+    def _in_a_worker(self, nodes: list[str], workers: list[Any] | None) -> tuple[Any, Any]:
+        """The first worker prepares it (any worker for synthetic data; one on the driver's node for
+        a cache hit, since the cache checked is this node's); the task when there is none."""
+        synthetic = self.config.data.synthetic is not None
+        chosen = next((i for i, node in enumerate(nodes) if synthetic or node == self._here), None)
+        if not workers or chosen is None:
+            return self._submit(self._here)
+        return tuple(workers[chosen].prepare_data.options(num_returns=2).remote())
+
     def infos(self) -> list[DataInfo]:
         ray = self._ray
+        if not self._on_nodes and LOCAL not in self._tasks:  # asked before any worker exists: a task does it
+            self._tasks[LOCAL] = self._submit(self._here)
         infos = []
         for node, (info, _) in self._tasks.items():
             try:

@@ -18,17 +18,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from orchestrator.metrics.invariance import InvarianceCheck, compared
 from orchestrator.metrics.merge import Pause, completed, headline_records, merge
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.store import ResultsStore, RunFolder, ShardSaver
 from orchestrator.run.data import Dataset, LocalDataset, RayDataset, check_preparations_agree
 from orchestrator.run.dispatch import Dispatcher
+from orchestrator.run.invariance import run_invariance_check
 from orchestrator.run.meter import RunMeter
-from orchestrator.run.plan import plan_bounds, plan_resources, plan_shards
+from orchestrator.run.plan import make_plan, plan_resources
 from orchestrator.run.policy import broken_at_setup
 from orchestrator.run.pool import InProcessPool, Pool, RayPool
 from orchestrator.run.preflight import preflight
+from orchestrator.run.resume import PLAN_FILE, RunComplete, check_resume, save_plan
 from orchestrator.run.sessions import pauses_between, record_session
+from orchestrator.run.timeline import TIMELINE_FILE, Timeline
 from orchestrator.spec import JobSpec, dump_spec
 from workers.contract import DataInfo, ShardResult, WorkerInfo
 from workers.errors import RunFailed, UserError
@@ -44,6 +48,7 @@ class RunResult:
     data: list[DataInfo]  # the data preparation (one per node that prepared it)
     failed_attempts: list[ShardResult] = field(default_factory=list)
     predictions: list[dict] = field(default_factory=list)  # per-question records of the measured pass (mmlu)
+    timeline: dict = field(default_factory=dict)  # where the time went (orchestrator/run/timeline.py)
 
 
 class RunInterrupted(RunFailed):
@@ -154,13 +159,16 @@ def run_all(
     """Run a job, or every point of its sweep on the same cluster, one stored row per point.
 
     Raises UserError (bad input) or RunFailed (the run could not finish); on Ctrl-C,
-    RunInterrupted after the workers are stopped.
+    RunInterrupted after the workers are stopped; RunComplete for a resume of a finished run.
     """
     submitted = time.perf_counter()
     store = ResultsStore(results_dir)
     points = spec.points()
     if resume and len(points) > 1:
         raise UserError("--resume takes the run id of one point; every point of a sweep is its own run")
+    if resume and run_id and store.has_row(run_id):  # before starting Ray: nothing will run
+        raise RunComplete(f"run {run_id} is already complete (its row is in {store.location}); nothing to resume, "
+                          "nothing added")
     sweep_id = new_run_id(f"{spec.name}-sweep") if len(points) > 1 else None
     for point in points:
         preflight(point, data_on_nodes=address is not None and not in_process)
@@ -171,17 +179,20 @@ def run_all(
                             "ranks needs Ray (drop --no-ray)")
     started_ray = False
     current = run_id or ""
+    ray: tuple[float, float] | None = None  # (seconds to start or join Ray, when it was ready), for the first point
     try:
         if not in_process:
             from orchestrator.run.connect import connect
 
+            before = time.perf_counter()
             started_ray = connect(address, verbose=verbose, node_ip=node_ip)
+            ray = (time.perf_counter() - before, time.perf_counter() - submitted)
         out = []
         for point in points:
             current = run_id if run_id and len(points) == 1 else new_run_id(point.name)
             session = _open_session(store, current, resume, sweep_id, submitted)
-            out.append(_run_point(point, store, session, in_process, progress))
-            submitted = time.perf_counter()
+            out.append(_run_point(point, store, session, in_process, progress, ray))
+            submitted, ray = time.perf_counter(), None
         return out
     except KeyboardInterrupt:
         raise RunInterrupted(current, store.run(current).exists(), store.shown_uri) from None
@@ -192,12 +203,20 @@ def run_all(
             disconnect()
 
 
-def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process: bool, progress: bool) -> RunResult:
-    """One grid point: `repeats` rounds of fresh workers; the first also runs the reference pass."""
+def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process: bool, progress: bool,
+               ray: tuple[float, float] | None = None) -> RunResult:
+    """One grid point: `repeats` rounds of fresh workers; the first also runs the reference pass.
+    `ray`: how long starting or joining Ray took and when it was ready (the command's first point)."""
+    if spec.scenario != "offline":  # a LoadGen scenario: same data, workers and row, LoadGen in the middle
+        from orchestrator.loadgen.point import run_scenario_point
+
+        return run_scenario_point(spec, store, session, in_process, progress)
     from orchestrator.run.progress import RunProgress
 
     with RunProgress(enabled=progress) as bar:
         point = PointRun(spec, session, bar)
+        if ray is not None:
+            point.timeline.mark("ray_started", ray[1])
         bar.status(f"run {session.run.run_id}: preparing the data")
         data = open_dataset(spec, in_process)
         try:
@@ -215,10 +234,17 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
     row = merge(spec=spec, run_id=run.run_id, results=point.results, infos=point.infos, data=point.data,
                 e2e_seconds=e2e, retries=len(point.failed), item_unit=point.infos[0].item_unit,
                 resumed=bool(session.done), pauses=session.pauses, sweep_id=session.sweep_id,
+                ray_start_seconds=ray[0] if ray else None, invariance=point.invariance,
                 workers_lost=tuple(point.lost))
     predictions = headline_records(row, point.results)
+    if point.invariance is not None:
+        run.write_records("invariance.parquet", compared(predictions, point.invariance))
     _finish_run(store, run, spec, row, point.results, point.infos, point.failed, predictions)
-    return RunResult(run.run_id, row, run.path, point.results, point.infos, point.data, point.failed, predictions)
+    point.timeline.mark("row_written")
+    timeline = point.timeline.record(point.results)
+    run.write_text(TIMELINE_FILE, json.dumps(timeline))
+    return RunResult(run.run_id, row, run.path, point.results, point.infos, point.data, point.failed, predictions,
+                     timeline)
 
 
 class PointRun:
@@ -237,6 +263,8 @@ class PointRun:
         self.data: list[DataInfo] = []
         self.totals: dict[tuple[str, int], list[int]] = {}
         self.lost: list[str] = []  # one line per worker lost, over every repeat
+        self.timeline = Timeline(session.started, session.started_at)
+        self.invariance: InvarianceCheck | None = None  # the measured pass's examples rerun at bs 1
 
     def on_result(self, result: ShardResult) -> None:
         """Every finished attempt: saved at once if it succeeded, counted for the live metrics."""
@@ -252,8 +280,12 @@ class PointRun:
         spec, session = self.spec, self.session
         self.bar.status(f"run {self.run.run_id}: preparing the data, setting up {pool.size} worker(s) (model, engine)")
         self.data = data.infos()  # first: a preparation's user error is the one to report
+        self.timeline.mark("data_ready")
         prepared = check_preparations_agree(self.data)
+        plan = make_plan(prepared.num_examples, spec.bs, spec.shard_size, prepared.costs)
+        check_resume(self.run, prepared, plan, session.done.values())  # before any worker is set up
         infos = pool.setup()
+        self.timeline.mark("workers_ready")
         _keep_build_logs(self.run, infos)
         infos = _drop_broken(pool, infos)
         num_examples = check_workers_agree(infos, prepared)
@@ -261,11 +293,12 @@ class PointRun:
         if not self.run.exists():
             self.run.create(dump_spec(spec), started_at=session.started_at, sweep_id=session.sweep_id,
                             weights_fetched_on=pool.prefetched_nodes)  # the first session's start
-        bounds = plan_bounds(num_examples, spec.bs, spec.shard_size, prepared.costs)
+        if not self.run.has(PLAN_FILE):
+            save_plan(self.run, prepared, plan)
         dispatcher = Dispatcher(pool, spec.max_attempts, self.on_result)
         measured_pass = "infer" if "infer" in spec.passes else "val"
         for pass_name in [p for p in spec.passes if repeat == 0 or p == measured_pass]:
-            shards = plan_shards(bounds, pass_name, repeat)
+            shards = plan.shards(pass_name, repeat)
             todo = [s for s in shards if (pass_name, repeat, s.shard_id) not in session.done]
             self.totals[(pass_name, repeat)] = [len(shards) - len(todo), len(shards), 0, 0]
             label = pass_name + (f" (repeat {repeat + 1}/{spec.repeats})" if spec.repeats > 1 else "")
@@ -277,6 +310,10 @@ class PointRun:
             self.infos += dispatcher.joined  # replacements: their devices ran shards of the row
         self.data = data.infos()  # a worker restarted on another node may have had the data prepared there
         check_preparations_agree(self.data)
+
+        if repeat == 0 and spec.invariance_examples:
+            self.bar.status(f"run {self.run.run_id}: invariance check ({spec.invariance_examples} examples at bs 1)")
+            self.invariance = run_invariance_check(spec, pool, num_examples)
 
     def _count_losses(self, dispatcher: Dispatcher, infos: list[WorkerInfo], repeat: int) -> None:
         where = {i.worker_id: f" on {i.hostname} ({i.device})" for i in [*infos, *dispatcher.joined]}

@@ -8,6 +8,10 @@ the dashboard's HTTP address (`ray dashboard cluster.yaml` forwards it to localh
 token auth on, Ray's client sends `Authorization: Bearer <token>` from RAY_AUTH_TOKEN or
 ~/.ray/auth_token (RAY_AUTH_MODE=token), and we check that the dashboard takes it first (auth.py).
 
+The entrypoint is stored by the Jobs API and shown in the dashboard (and `ray job list`) to anyone
+who can reach it, so a `--results` URI that carries credentials (`s3://KEY:SECRET@bucket/...`, or
+a `secret_key=` option) is refused: the nodes use their own (environment, ~/.aws, instance role).
+
 The entrypoint runs in a copy of the working_dir that Ray unpacks under its session directory and
 deletes later, so results never go to a relative path there: `--results` is a URI or an absolute
 path, and without one the job writes to $RAYBENCH_RESULTS on the head (when the cluster's nodes
@@ -19,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import tempfile
 from pathlib import Path
 from typing import Callable
+from urllib.parse import parse_qsl, urlsplit
 
 from workers.errors import UserError, first_line
 
@@ -52,11 +58,31 @@ def client(address: str | None):
         raise UserError(f"--address {url}: cannot reach the Ray Jobs API: {first_line(exc)}") from exc
 
 
+SECRET_OPTION = re.compile(r"secret|token|password|passwd|credential|access_key", re.IGNORECASE)
+
+
+def credentials_in(uri: str) -> str | None:
+    """What in `uri` is a credential ('user:secret@', a secret_key= option), or None."""
+    parts = urlsplit(uri)
+    if parts.password is not None:
+        return "user:secret@"
+    found = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True) if SECRET_OPTION.search(name)]
+    return f"{found[0]}=" if found else None
+
+
 def job_results(results: str | None) -> str | None:
     """Where a job's results go, as the head will read it: a URI or an absolute path (None: the
-    head's default). A relative path would land in Ray's temporary copy of the working_dir."""
-    from orchestrator.metrics.location import is_uri
+    head's default). A relative path would land in Ray's temporary copy of the working_dir; a URI
+    with credentials would be shown in the dashboard."""
+    from orchestrator.metrics.location import display_uri, is_uri
 
+    if results is not None and is_uri(results):
+        secret = credentials_in(results)
+        if secret is not None:
+            raise UserError(f"--results {display_uri(results)}: the URI holds credentials ({secret}), which --as-job "
+                            "would store in the Jobs API entrypoint, visible in the dashboard; give the nodes "
+                            "credentials through their environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                            "~/.aws) or an instance role, and a URI without them")
     if results is None or is_uri(results):
         return results
     path = Path(results).expanduser()

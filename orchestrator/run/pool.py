@@ -165,14 +165,14 @@ class RayPool:
     def _start(self, spec, run_id: str, gpus: float, cpus: float, data: Dataset) -> None:
         nodes = _bundle_nodes(self.pg, self.size)
         self.prefetched_nodes = _prefetch_weights(spec.model, sorted({n for n in nodes if n}))
-        self.nodes = list(nodes)
-        self.handles = data.handles(nodes)
         addresses = _node_addresses()
         for i in range(self.size):
             slot = nodes[:i].count(nodes[i])
             where = f"{addresses.get(nodes[i], nodes[i][:8])}:{'gpu' if gpus else 'cpu'}{slot}"
             self.placements.append((self.pg, i))
             self.actors.append(self._new_actor(i, where))
+        self.nodes = list(nodes)
+        self.handles = self.data.handles(nodes, self.actors)  # the first worker may be the one to prepare it
         self._begin_setup()
 
     def _new_actor(self, worker: int, where: str):

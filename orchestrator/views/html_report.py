@@ -22,6 +22,7 @@ from orchestrator.metrics.stats import node_core_rates, percentiles, shard_rates
 from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.metrics.subjects import subject_table
 from orchestrator.views.report import SEED_LAYOUT, metrics_markdown, seed_cells
+from orchestrator.views.scenario_plots import LOADGEN, is_scenario, scenario_plots
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -149,6 +150,7 @@ def collect_plots(run: RunFolder, row: MetricsRow, sweep_rows: Sequence[MetricsR
     predictions = run.read_table("predictions.parquet")
     if predictions is not None:
         plots.append(subject_accuracy(predictions))
+    plots += scenario_plots(run, row)
     return [p for p in plots if p is not None]
 
 
@@ -170,13 +172,19 @@ def _verdict_line(row: MetricsRow) -> str | None:
     return f"{verdict}" + (f": {reasons}" if reasons else "")
 
 
+def _sections(row: MetricsRow) -> list[tuple[str, Sequence[str]]]:
+    """The key-value tables after the verdict: LoadGen's figures first for a scenario run."""
+    loadgen = [("LoadGen (latencies in s per query)", LOADGEN)] if is_scenario(row) else []
+    return loadgen + [("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)]
+
+
 def _markdown(row: MetricsRow, plots: list[Plot]) -> str:
     out = [f"# {row.job} · {row.run_id}", "",
            f"{row.task} · {row.model} · {row.data} · {row.timestamp}", "",
            "## Metrics", "", metrics_markdown([row])]
     if (line := _verdict_line(row)) is not None:
         out += ["## Verdict", "", line, ""]
-    for title, keys in (("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)):
+    for title, keys in _sections(row):
         out += [f"## {title}", "", "| | |", "|---|---|"]
         out += [f"| {k} | {v} |" for k, v in _pairs(row, keys)] + [""]
     for plot in plots:
@@ -184,14 +192,32 @@ def _markdown(row: MetricsRow, plots: list[Plot]) -> str:
     return "\n".join(out)
 
 
-def _html_table(headers: Sequence[str] | None, rows: Sequence[Sequence[str]]) -> str:
-    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in headers) + "</tr>" if headers else ""
+def _html_table(rows: Sequence[Sequence[str]]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table>{head}{body}</table>"
+    return f"<table>{body}</table>"
 
 
-STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}.INVALID{color:#b00}.VALID{color:#070}")
+# The seed's 15 columns do not fit one table row at 1280 px (the device list alone wrapped into five
+# lines), so they are label/value tiles that wrap onto as many lines as the page needs. Long values
+# without spaces (a node list, an engine hash) may break anywhere rather than push the page wider.
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}table{border-collapse:collapse}"
+         "td{border:1px solid #ccc;padding:2px 8px;text-align:right;overflow-wrap:anywhere}"
+         "td:first-child{white-space:nowrap}"
+         ".seed{display:flex;flex-wrap:wrap;gap:4px;margin:0}"
+         ".seed div{flex:none;max-width:100%;box-sizing:border-box;border:1px solid #ccc;padding:2px 8px}"
+         ".seed dt{font-weight:bold}.seed dd{margin:0;overflow-wrap:anywhere}"
+         "img{max-width:100%}.INVALID{color:#b00}.VALID{color:#070}")
+
+
+def _seed_tiles(cells: dict[str, str]) -> str:
+    """The seed's columns in its order, each a label over its value; `config` lists one device
+    kind per line ("8x NVIDIA H100 80GB HBM3" stays whole)."""
+    tiles = []
+    for column in SEED_LAYOUT:
+        lines = cells[column].split(", ") if column == "config" else [cells[column]]
+        value = "<br>".join(html.escape(line) for line in lines)
+        tiles.append(f"<div><dt>{html.escape(column)}</dt><dd>{value}</dd></div>")
+    return f"<dl class='seed'>{''.join(tiles)}</dl>"
 
 
 def _html(row: MetricsRow, plots: list[Plot]) -> str:
@@ -200,13 +226,13 @@ def _html(row: MetricsRow, plots: list[Plot]) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
              f"</head><body><h1>{title}</h1>",
              f"<p>{html.escape(' · '.join(str(getattr(row, k)) for k in ('task', 'model', 'data', 'timestamp')))}</p>",
-             "<h2>Metrics</h2>", _html_table(SEED_LAYOUT, [[cells[c] for c in SEED_LAYOUT]]),
+             "<h2>Metrics</h2>", _seed_tiles(cells),
              f"<p>p_* in {html.escape(str(cells['_unit']))}/s; acc = infer/val; mem = peak/total GiB "
              f"({html.escape(str(cells['_mem_source']))}); e2e_time in s.</p>"]
     if (line := _verdict_line(row)) is not None:
         parts.append(f"<h2>Verdict</h2><p class='{html.escape(str(row.verdict))}'>{html.escape(line)}</p>")
-    for heading, keys in (("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)):
-        parts += [f"<h2>{heading}</h2>", _html_table(None, _pairs(row, keys))]
+    for heading, keys in _sections(row):
+        parts += [f"<h2>{heading}</h2>", _html_table(_pairs(row, keys))]
     for plot in plots:
         data = base64.b64encode(plot.png).decode("ascii")
         parts.append(f"<h2>{html.escape(plot.title)}</h2><img alt='{html.escape(plot.title)}' "

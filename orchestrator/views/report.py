@@ -113,15 +113,36 @@ def print_runs(runs: list, spec, results: str, width: int | None) -> str:
             trouble.append(f"{row.run_id}: INVALID ({row.verdict_reasons})")
         if row.retries:
             console.print(f"{row.run_id}: {row.retries} failed attempt(s) re-run (see {run.run_dir}/retries.parquet)")
+        if row.scenario not in (None, "offline"):
+            console.print(f"{row.run_id}: {scenario_line(row)}", soft_wrap=True)
     if spec.task.name == "mmlu":
         _print_mmlu(console, runs)
     for line in trouble:
         console.print(f"[yellow]{line}", soft_wrap=True)
     for run in runs:
+        if run.timeline:
+            from orchestrator.run.timeline import describe
+
+            console.print(f"{run.run_id}: {describe(run.timeline)}", soft_wrap=True, markup=False)
+    for run in runs:
         console.print(f"run id: {run.run_id}", soft_wrap=True)
     console.print(f"results: {results} ({len(runs)} row(s) added); "
                   f"run folder: {runs[-1].run_dir}", soft_wrap=True)
     return "; ".join(trouble)
+
+
+def scenario_line(row: MetricsRow) -> str:
+    """A LoadGen run in one line: what was offered, what LoadGen measured, and its verdict."""
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1e3:.3g} ms"
+
+    offered = f" at {row.target_qps:g} QPS" if row.target_qps is not None else ""
+    achieved = f", achieved {row.achieved_qps:,.2f} QPS" if row.achieved_qps is not None else ""
+    bound = f" (bound {ms(row.latency_bound)})" if row.latency_bound is not None else ""
+    result = row.loadgen_result or "no verdict in accuracy mode"
+    return (f"LoadGen {row.scenario} {row.loadgen_mode}{offered}{achieved}; query latency p50 "
+            f"{ms(row.query_latency_p50)}, p90 {ms(row.query_latency_p90)}, p99 {ms(row.query_latency_p99)}{bound}; "
+            f"LoadGen {result}")
 
 
 def _print_mmlu(console, runs: list) -> None:

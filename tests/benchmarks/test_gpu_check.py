@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-GPU_ONLY = {"timer", "memory", "MFU", "energy"}
+GPU_ONLY = {"timer", "memory", "MFU", "energy", "device watch"}
 
 
 @pytest.mark.slow
@@ -45,3 +45,9 @@ def test_gpu_check_runs_on_the_cpu_without_ray(tmp_path):
         assert figures["acc_plain"] == figures["acc_infer"]  # same weights, same batches, fp32 on one CPU
     assert cases["tiny-bert/torch"]["figures"]["acc_plain"] > 0  # 4 ordinary tokens: not a trivial 0 = 0
     assert {c["name"]: c["status"] for c in cases["tiny-llama/torch"]["checks"]}["kv cache"] == "PASS"
+    for name, case in cases.items():  # MFU against the measured peak is defined on the CPU
+        checks = {c["name"]: c for c in case["checks"]}
+        assert checks["measured peak"]["status"] == "PASS" and 0 < case["figures"]["MFU_measured"] < 1, name
+    llama = {c["name"]: c for c in cases["tiny-llama/torch"]["checks"]}
+    assert llama["invariance"]["status"] == "PASS" and cases["tiny-llama/torch"]["figures"]["invariance_flips"] == 0
+    assert {c["name"]: c["status"] for c in cases["tiny-bert/torch"]["checks"]}["invariance"] == "SKIPPED"

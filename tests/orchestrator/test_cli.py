@@ -127,3 +127,43 @@ def test_accuracy_gap_is_flagged_and_strict_exits_nonzero(tmp_path):
     assert strict.stderr.startswith("error: --strict: ") and "acc infer/val differ by" in strict.stderr
     rows = stored_rows(tmp_path)
     assert [r["acc_flagged"] for r in rows] == [True, True]
+
+
+def test_validate_plan_prints_the_runs_plan_without_running_it(tmp_path):
+    """MMLU (cost plan) on the real data: one JSON object a script can read, and the table form.
+    The data is prepared here, into the job's data cache, which the run then reads."""
+    import json
+
+    from tests.builders import MMLU_DIR
+
+    sets = ["--set", f"data={MMLU_DIR}", "--set", "bs=4",
+            "--set", "task.limit=10", "--set", f"data_cache={tmp_path / 'cache'}", "--set", "workers=3"]
+    out = CliRunner().invoke(app, ["validate", "jobs/mmlu_tiny.yaml", "--plan", "--format", "json", *sets])
+    assert out.exit_code == 0, out.output
+    plan = json.loads(out.output)
+    assert plan["bs"] == 4 and plan["num_examples"] == 30 and plan["by"] == "cost"
+    assert plan["workers"]["count"] == 3 and plan["workers"]["asks"] == {"GPU": 1.0, "CPU": 1.0}
+    for pass_name in ("val", "infer"):
+        shards = [s for s in plan["shards"] if s["pass"] == pass_name]
+        assert [s["shard_id"] for s in shards] == list(range(len(shards)))
+        assert [i for s in shards for i in range(s["start"], s["stop"])] == list(range(30))
+        assert all((s["stop"] - s["start"]) % 4 == 0 for s in shards[:-1])
+        assert sum(s["share"] for s in shards) == pytest.approx(1.0)
+    assert sorted(plan["dispatch_order"]) == list(range(len(plan["shards"]) // 2))
+    assert plan["data"]["cache_hit"] is False and "first worker" in plan["data"]["where"]  # the run will hit the cache
+    shown = CliRunner().invoke(app, ["validate", "jobs/mmlu_tiny.yaml", "--plan", *sets])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0] == f"mmlu_tiny: mmlu, 30 examples (tok), bs 4, {len(plan['shards']) // 2} shards per pass by cost"
+    assert lines[1].startswith("data: read from the driver node's data cache") and "here: read from the cache" in lines[1]
+    assert lines[2] == ("workers: 3 worker(s), each asks Ray for {GPU: 1, CPU: 1} on a cluster with GPUs, "
+                        "{CPU: 1} on one without")
+    assert "│ infer │" in shown.output
+
+
+def test_validate_plan_explains_auto_workers_and_refuses_a_bad_format(tmp_path):
+    out = CliRunner().invoke(app, ["validate", "jobs/smoke.yaml", "--plan", "--set", "workers=auto"])
+    assert out.exit_code == 0, out.output
+    assert "workers: auto: one worker per 1 GPU of the cluster (on a cluster without GPUs: one CPU worker)" in out.output
+    bad = CliRunner().invoke(app, ["validate", "jobs/synthetic.yaml", "--plan", "--format", "yaml"])
+    assert bad.exit_code == 2 and "--format: 'yaml' is not one of table, json" in bad.output

@@ -99,3 +99,23 @@ def test_worker_config_carries_worker_fields_only():
     spec = validate(job(workers=3, bs=2), "x")
     config = spec.worker_config()
     assert config.bs == 2 and not hasattr(config, "workers")
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graphs_on_variable_length_work_are_refused_in_one_line(mode):
+    """torch.compile's CUDA graphs are recorded per input shape: on mmlu a new prompt length would
+    record one inside a timed batch. Fixed-length masked_lm keeps the mode."""
+    from tests.builders import mmlu_job
+
+    with pytest.raises(UserError) as err:
+        validate(mmlu_job("some/model", engine={"name": "torch_compile", "mode": mode}), "job.yaml")
+    assert str(err.value) == (f"job.yaml: engine: mode {mode} records a CUDA graph for every new input shape, and "
+                              "mmlu's inputs vary in length (graphs would be recorded inside timed batches); use mode "
+                              "default or max-autotune-no-cudagraphs")
+    assert validate(mmlu_job("some/model", engine={"name": "torch_compile", "mode": "max-autotune-no-cudagraphs"}), "j")
+    assert validate(job(engine={"name": "torch_compile", "mode": mode}), "j").engine.mode == mode
+
+
+def test_tf32_is_a_precision_of_its_own_and_fault_timeout_has_a_default():
+    spec = validate(job(precision="tf32", parallel={"tp": 1}), "j")
+    assert spec.precision == "tf32" and spec.parallel.fault_timeout_s == 60.0

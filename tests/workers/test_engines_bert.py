@@ -101,3 +101,21 @@ def test_onnxruntime_cpu_inputs_are_host_views(cache_dir):
     logits = engine.forward(fed)
     assert isinstance(logits, torch.Tensor) and logits.shape == (4, 32, 8)
     runtime.close()
+
+
+def test_onnxruntime_cuda_sessions_compute_fp32_without_tf32(monkeypatch):
+    """ORT's CUDA provider runs float matmuls as TF32 unless use_tf32 is 0: every CUDA session (the
+    engine's and the export check's) says 0, except at precision tf32."""
+    import onnxruntime as ort
+
+    from workers.engines import onnx_export
+    from workers.engines.onnxruntime import CPU, CUDA, provider_settings
+
+    gpu = torch.device("cuda:0")
+    for precision, tf32 in (("fp32", "0"), ("fp16", "0"), ("tf32", "1")):
+        (name, options), cpu = provider_settings([CUDA, CPU], gpu, precision)
+        assert (name, options["use_tf32"], options["device_id"], cpu) == (CUDA, tf32, 0, CPU)
+    assert provider_settings([CPU], gpu, "fp32") == [CPU]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 << 30, 80 << 30))
+    assert onnx_export.check_providers(gpu, 1 << 30) == [(CUDA, {"use_tf32": "0"}), CPU]

@@ -181,3 +181,53 @@ def test_changed_precision_rebuilds_the_export(tmp_path, counted):
     assert engine.forward(engine.to_device(batch.inputs)).dtype == torch.float16
     engine.close()
     runtime.close()
+
+
+def two_nodes_build_at_once(monkeypatch, tmp_path, build_of):
+    """Two nodes sharing a cache folder on NFS: the flock is per node, so both miss and both build.
+    Node a publishes first; node b finishes its build after that and must use a's entry."""
+    import contextlib
+
+    from workers import folder_cache
+
+    monkeypatch.setattr(folder_cache, "exclusive_lock", lambda path: contextlib.nullcontext())
+    both_building = threading.Barrier(2, timeout=30)
+    published = threading.Event()
+    node = threading.local()
+
+    def build(folder):
+        both_building.wait()
+        if node.name == "b":
+            assert published.wait(timeout=30)
+        build_of(folder, node.name)
+
+    out, errors = {}, []
+
+    def run(name):
+        node.name = name
+        try:
+            out[name] = EngineCache(tmp_path).get_or_build("onnx", {"a": 1}, build)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+        finally:
+            if name == "a":
+                published.set()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out, errors
+
+
+def test_the_node_that_publishes_second_uses_the_winners_entry(monkeypatch, tmp_path):
+    """Before: node b's os.replace onto a's folder failed with ENOTEMPTY and its worker failed."""
+    out, errors = two_nodes_build_at_once(monkeypatch, tmp_path,
+                                          lambda folder, name: (folder / "model.onnx").write_bytes(name.encode()))
+    assert errors == []
+    a, b = out["a"], out["b"]
+    assert a.path == b.path and (b.path / "model.onnx").read_bytes() == b"a"
+    assert b.meta == a.meta and b.build_info("onnx", 1.0).engine_hash == a.meta["sha256"]
+    assert not list(tmp_path.glob(".tmp-*"))  # the loser's copy is gone
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [a.path.name]

@@ -93,3 +93,33 @@ def test_precision_checks():
     assert check_precision(cpu, "fp16", True) == "fp32"
     with pytest.raises(UserError, match="precision: fp16"):
         check_precision(cpu, "fp16", False)
+
+
+def test_tf32_is_refused_on_a_cpu_and_has_its_own_peak():
+    with pytest.raises(UserError, match=r"^precision: tf32 is not supported on a CPU worker"):
+        check_precision(torch.device("cpu"), "tf32", fallback=False)
+    assert check_precision(torch.device("cpu"), "tf32", fallback=True) == "fp32"
+    assert peak_lookup("NVIDIA A100-SXM4-40GB", "tf32").flops == 156e12
+    assert peak_lookup("NVIDIA A100-SXM4-40GB", "fp32").flops == 19.5e12
+
+
+def test_fp32_passes_run_with_torchs_tf32_switches_off(monkeypatch):
+    """cuDNN convolutions default to TF32 in torch and a library may have turned matmul TF32 on:
+    an fp32 pass sets both off, on every engine; a tf32 pass (GPU only) sets them on."""
+    from orchestrator.spec import validate
+    from tests.builders import job, run_on, worker_runtime
+    from workers.contract import ShardTask
+    from workers.device import set_matmul_precision
+
+    set_matmul_precision("tf32")  # as a library or an earlier tf32 job in this process left them
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    runtime, _ = worker_runtime(validate(job(engine="torch", passes=["val", "infer"]), "x").worker_config())
+    seen = []
+    forward = runtime.engines["infer"].forward
+    monkeypatch.setattr(runtime.engines["infer"], "forward", lambda inputs: seen.append(
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)) or forward(inputs))
+    set_matmul_precision("tf32")
+    run_on(runtime, ShardTask(0, 0, 8, "infer"))
+    runtime.close()
+    assert seen and set(seen) == {(False, False)}
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"

@@ -162,7 +162,7 @@ def test_synthetic_data_and_a_mismatched_tokenizer_are_refused(llama, tokenizer)
 
 
 def test_run_job_accuracy_equals_the_stored_predictions(llama, tmp_path):
-    spec = validate(mmlu_job(str(llama), bs=4, shard_size=5, passes=["val", "infer"], warmup=1), "t")
+    spec = validate(mmlu_job(str(llama), bs=4, shard_size=4, passes=["val", "infer"], warmup=1), "t")
     result = run_job(spec, results_dir=tmp_path, in_process=True)
     table = pq.read_table(result.run_dir / "predictions.parquet").to_pylist()
     assert result.row.item_unit == "tok" and result.row.shards == 3

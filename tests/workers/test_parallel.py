@@ -179,3 +179,81 @@ def test_a_rank_that_never_comes_fails_the_group_in_one_line_within_the_timeout(
     message = str(err.value)
     assert message.startswith("rank 0 of 2 could not join its group at 127.0.0.2:") and "within 2 s" in message
     assert "\n" not in message
+
+
+def _silent_peer(port: int, joined) -> None:
+    """Rank 1: joins the group, then never enters a collective (a rank that failed, or an NCCL peer
+    that died: rank 0 is not told), until it is killed."""
+    import time
+
+    from workers.parallel import Rendezvous, join_group
+
+    join_group(Rendezvous("127.0.0.1", port, TP, 120.0, "test"), 1, torch.device("cpu"))
+    joined.set()
+    time.sleep(300)
+
+
+def test_abort_frees_a_rank_waiting_for_a_silent_peer_and_the_group_forms_again():
+    """What rank 0's watch does on a fault (workers/watch.py), on gloo: abort the communicator
+    (torch's abort, which NCCL needs) and stop the failed peer (which gloo needs: its abort does not
+    wake a waiting collective). The all-reduce returns an error at once instead of after
+    timeout_s (120 s here), the group is gone, and a new one forms in the same process. The group
+    itself is formed after a failed formation, as rank 0 does when it restarts its group."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import torch.distributed as dist
+
+    from workers.parallel import GroupJoinFailed, Rendezvous, abort_group, join_group, leave_group
+    from workers.watch import process_state
+
+    with pytest.raises(GroupJoinFailed):  # rank 0's last formation failed (a peer never came) ...
+        join_group(Rendezvous("127.0.0.1", free_port(), TP, 1.0, "failed"), 0, torch.device("cpu"))
+    context = multiprocessing.get_context("spawn")  # ... and the next one meets a fresh process
+    port = free_port()
+    joined = context.Event()
+    peer = context.Process(target=_silent_peer, args=(port, joined))
+    peer.start()
+    try:
+        join_group(Rendezvous("127.0.0.1", port, TP, 120.0, "test"), 0, torch.device("cpu"))
+        assert joined.wait(60) and process_state(peer.pid) == "running"
+        os.kill(peer.pid, signal.SIGSTOP)  # what NCCL's silence looks like to gloo: the connection stays open
+        deadline = time.monotonic() + 10
+        while process_state(peer.pid) != "stopped" and time.monotonic() < deadline:  # signals arrive a bit later
+            time.sleep(0.01)
+        assert process_state(peer.pid) == "stopped"
+
+        def watch() -> None:
+            time.sleep(1.0)
+            abort_group()
+            os.kill(peer.pid, signal.SIGKILL)
+
+        threading.Thread(target=watch, daemon=True).start()
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError):
+            dist.all_reduce(torch.ones(4))
+        assert time.monotonic() - t0 < 30  # not the 120 s timeout
+        assert not dist.is_initialized()
+        peer.join(10)
+        assert process_state(peer.pid) == "gone"
+        join_group(Rendezvous("127.0.0.1", free_port(), 1, 30.0, "again"), 0, torch.device("cpu"))
+        ones = torch.ones(2)
+        dist.all_reduce(ones)
+        assert ones.tolist() == [1.0, 1.0]
+    finally:
+        leave_group()
+        if peer.is_alive():
+            peer.kill()
+
+
+def test_the_rendezvous_listens_on_loopback_only():
+    """Every rank shares rank 0's node (STRICT_PACK): the group's store is never on the network."""
+    from orchestrator.spec import validate
+    from tests.builders import job
+    from workers.rank import RankWorker
+
+    config = validate(job(parallel={"tp": 2}, gpus_per_worker=0), "x").worker_config()
+    rendezvous = RankWorker(config, rank=0, follower_names=["follower"])._new_rendezvous()
+    assert rendezvous.address == "127.0.0.1" and rendezvous.world_size == 2 and rendezvous.port > 0

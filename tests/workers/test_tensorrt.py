@@ -372,3 +372,22 @@ def test_unreadable_cached_engine_names_the_folder(monkeypatch, fake_gpu, tmp_pa
     (tmp_path / f"tensorrt-{info.cache_key}" / "engine.plan").write_bytes(b"not a plan")
     with pytest.raises(BuildFailed, match=f"could not load the cached engine .*tensorrt-{info.cache_key}"):
         build(ctx)
+
+
+def test_mmlu_profile_is_tuned_for_the_median_prompt_and_recorded(monkeypatch, fake_gpu, tmp_path):
+    """MMLU prompts run from a few hundred tokens to the cap: `opt` is the prepared prompts' median
+    length, not seq_len (the longest), and the build reports the profile for the row."""
+    from tests.builders import save_bpe_tokenizer, tp_llama_job
+
+    raw = tp_llama_job(save_bpe_tokenizer(tmp_path / "tokenizer"), tp=1, bs=2, seq_len=2048, passes=["val"],
+                       engine_cache=str(tmp_path / "cache"))
+    runtime, _ = worker_runtime(validate(raw, "x").worker_config())
+    fake = install(monkeypatch)  # after torch._dynamo's import, which inspects every module loaded
+    lengths = sorted(runtime.task.length(i) for i in range(runtime.task.num_examples()))
+    middle = lengths[(len(lengths) - 1) // 2: len(lengths) // 2 + 1]
+    engine, info = build(runtime.build_context("fp16"))
+    (opt_len,) = {shapes[1][1] for shapes in fake.builders[0].config.profiles[0].shapes.values()}
+    assert middle[0] <= opt_len <= middle[-1] < max(lengths) < 2048
+    assert info.profile == {name: {"min": [1, 1], "opt": [2, opt_len], "max": [2, 2048]}
+                            for name in ("input_ids", "attention_mask")}
+    runtime.close()

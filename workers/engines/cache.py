@@ -6,10 +6,9 @@ profile (min/opt/max per input), the task's input signature, the engine's name a
 versions of the libraries that produced it and the device it was built for. Any change in these
 gives another key, hence a rebuild; nothing is ever invalidated in place.
 
-Entries are built in a temporary folder beside the root and published with one `os.replace`, so a
-reader sees a complete entry or none. Builders of the same key on one node (several worker actors
-sharing a cache folder) serialise on an `flock` of `<kind>-<key>.lock`: the first builds, the others
-wait, then load. The lock dies with its process, so a crashed builder never blocks the next one.
+Entries are looked up, built once per node and published whole by the generic folder cache
+(`workers/folder_cache.py`, shared with the data cache), which also says what happens when two
+nodes sharing a cache on NFS build one entry at once.
 
 `build_seconds` in a BuildInfo is the time spent building on a miss and 0.0 on a hit (what
 `MetricsRow.build_time` documents); the time to load a hit goes in the BuildInfo's `log`.
@@ -17,25 +16,14 @@ wait, then load. The lock dies with its process, so a crashed builder never bloc
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
-import time
-from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from workers.contract import BuildInfo
 from workers.device import cpu_name
-from workers.files import exclusive_lock, update_digest
+from workers.folder_cache import META, Entry, FolderCache, cache_key  # noqa: F401 - the engines' names for them
 
-META = "meta.json"
-_NOT_ARTIFACTS = (".json", ".log")  # an entry's notes (metadata, builder and check logs)
 Profile = dict[str, dict[str, list[int]]]  # input name -> {"min"|"opt"|"max": shape}
 
 
@@ -54,21 +42,26 @@ def device_name(device: torch.device) -> str:
     return cpu_name()
 
 
-def shape_profile(signature: Any, bs: int, seq_len: int, min_bs: int = 1, min_seq_len: int = 1) -> Profile:
+def shape_profile(signature: Any, bs: int, seq_len: int, min_bs: int = 1, min_seq_len: int = 1,
+                  opt_seq_len: int | None = None) -> Profile:
     """min/opt/max shape per input; axes named 'batch' follow bs, every other dynamic axis seq_len.
 
-    opt = max = the job's (bs, seq_len): the infer pass runs full batches at that shape except for
-    a shard's last batch (and MMLU's shorter buckets), so that is the shape worth tuning for.
+    max = the job's (bs, seq_len). opt, the shape the kernels are tuned for, is bs and
+    `opt_seq_len`: the prepared data's median length (a batch's padded length is about its
+    prompts' length, MMLU's batches being length-sorted), which for fixed-length work is seq_len.
+    Tuning for the longest prompt (4,096 tokens) would serve MMLU's median prompt (~540) badly.
     """
     profile: Profile = {}
     for name, axes in signature.inputs.items():
         rank = max(axes) + 1 if axes else 0
-        low, high = [0] * rank, [0] * rank
+        low, opt, high = [0] * rank, [0] * rank, [0] * rank
         for axis in range(rank):
             batch = axes.get(axis) == "batch"
             low[axis] = min(min_bs, bs) if batch else min(min_seq_len, seq_len)
             high[axis] = bs if batch else seq_len
-        profile[name] = {"min": low, "opt": list(high), "max": high}
+            typical = seq_len if opt_seq_len is None else opt_seq_len
+            opt[axis] = bs if batch else max(low[axis], min(typical, seq_len))
+        profile[name] = {"min": low, "opt": opt, "max": high}
     return profile
 
 
@@ -88,77 +81,4 @@ def key_fields(ctx: Any, engine: str, options: Any, libraries: dict[str, str], *
     return fields
 
 
-def cache_key(fields: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A published cache entry: its folder, whether it was found (not built), and its metadata."""
-
-    path: Path
-    hit: bool
-    key: str
-    meta: dict[str, Any]
-
-    def build_info(self, engine: str, seconds: float) -> BuildInfo:
-        """BuildInfo for an engine made from this entry; `seconds` is the build (miss) or load (hit) time."""
-        log = f"loaded from cache {self.path} in {seconds:.3f} s" if self.hit else f"built into cache {self.path}"
-        return BuildInfo(
-            engine=engine, build_seconds=0.0 if self.hit else seconds, cache_hit=self.hit,
-            engine_bytes=self.meta["bytes"], engine_hash=self.meta["sha256"], cache_key=self.key, log=log,
-        )
-
-
-def _digest(folder: Path) -> tuple[int, str, list[str]]:
-    """(bytes, sha256 prefix, names) of an entry's artifact files, in name order."""
-    total, digest, names = 0, hashlib.sha256(), []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.endswith(_NOT_ARTIFACTS)):
-        names.append(path.name)
-        total += path.stat().st_size
-        update_digest(digest, path)
-    return total, digest.hexdigest()[:16], names
-
-
-class EngineCache:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root).expanduser()
-
-    def path(self, kind: str, key: str) -> Path:
-        return self.root / f"{kind}-{key}"
-
-    def lookup(self, kind: str, key: str) -> Entry | None:
-        folder = self.path(kind, key)
-        try:
-            meta = json.loads((folder / META).read_text())
-        except (OSError, ValueError):
-            return None
-        return Entry(folder, True, key, meta)
-
-    def get_or_build(self, kind: str, fields: dict[str, Any], build: Callable[[Path], None]) -> Entry:
-        """The entry for `fields`, built by `build(folder)` (which writes its files there) if absent."""
-        key = cache_key(fields)
-        found = self.lookup(kind, key)
-        if found is not None:
-            return found
-        with exclusive_lock(self.root / f"{kind}-{key}.lock"):
-            found = self.lookup(kind, key)  # another worker may have built it while we waited
-            if found is not None:
-                return found
-            return self._publish(kind, key, fields, build)
-
-    def _publish(self, kind: str, key: str, fields: dict[str, Any], build: Callable[[Path], None]) -> Entry:
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{kind}-{key}-", dir=self.root))
-        tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
-        try:
-            t0 = time.perf_counter()
-            build(tmp)
-            size, sha, names = _digest(tmp)
-            meta = {"key": key, "fields": fields, "files": names, "bytes": size, "sha256": sha,
-                    "built_at": time.time(), "build_seconds": time.perf_counter() - t0}
-            (tmp / META).write_text(json.dumps(meta, indent=1, default=str))
-            os.replace(tmp, self.path(kind, key))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return Entry(self.path(kind, key), False, key, meta)
+EngineCache = FolderCache  # the engine cache is the generic folder cache under engine keys

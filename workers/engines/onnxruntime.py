@@ -14,6 +14,9 @@ Providers: `options.providers` when given; else CUDA (onnxruntime-gpu) on a GPU 
   session run is all that core time holds and logits stay on the GPU for scoring. ORT runs on
   the engine's own CUDA stream (`user_compute_stream`), ordered with torch's (`EngineStream`).
   (Written to the documented API; not run here: this machine has no GPU.)
+- fp32 means fp32: ORT's CUDA provider runs float matmuls and convolutions as TF32 unless its
+  `use_tf32` option is 0, while MFU divides by the plain FP32 peak. Every CUDA session here sets
+  `use_tf32` 0, except for precision `tf32`, whose MFU divides by the TF32 peak.
 """
 
 from __future__ import annotations
@@ -57,11 +60,14 @@ def choose_providers(requested: list[str] | None, device: torch.device, availabl
     return [CPU]
 
 
-def provider_settings(providers: list[str], device: torch.device, stream: int | None = None) -> list[Any]:
-    """Providers as ORT takes them: CUDA on this device, and on `stream` when one is given."""
+def provider_settings(providers: list[str], device: torch.device, precision: str,
+                      stream: int | None = None) -> list[Any]:
+    """Providers as ORT takes them: CUDA on this device, TF32 only for precision tf32, and on
+    `stream` when one is given."""
     if CUDA not in providers:
         return list(providers)
-    settings: dict[str, Any] = {"device_id": device.index if device.index is not None else torch.cuda.current_device()}
+    settings: dict[str, Any] = {"device_id": device.index if device.index is not None else torch.cuda.current_device(),
+                                "use_tf32": "1" if precision == "tf32" else "0"}
     if stream:
         settings["user_compute_stream"] = str(stream)
     return [(CUDA, settings) if p == CUDA else p for p in providers]
@@ -86,12 +92,13 @@ class OnnxRuntime(EngineBase):
 
     def _optimise(self, ctx: BuildContext, folder: Any) -> None:
         """Build step: export (or reuse the export), then save ORT's optimised graph into `folder`."""
-        onnx_path, _ = exported_onnx(ctx, EngineCache(ctx.cache_dir), ctx.precision, self.options.opset)
+        export = "fp32" if ctx.precision == "tf32" else ctx.precision  # tf32 computes on an fp32 graph
+        onnx_path, _ = exported_onnx(ctx, EngineCache(ctx.cache_dir), export, self.options.opset)
         so = self._session_options(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         so.optimized_model_filepath = str(folder / OPTIMISED)
         so.add_session_config_entry("session.optimized_model_external_initializers_file_name", OPTIMISED + ".data")
         so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-        ort.InferenceSession(str(onnx_path), so, providers=provider_settings(self.providers, ctx.device))
+        ort.InferenceSession(str(onnx_path), so, providers=provider_settings(self.providers, ctx.device, ctx.precision))
 
     def build(self, ctx: BuildContext) -> BuildInfo:
         if ctx.precision == "bf16":
@@ -106,7 +113,7 @@ class OnnxRuntime(EngineBase):
         self.stream = EngineStream(ctx.device) if CUDA in self.providers else None
         self.session = ort.InferenceSession(
             str(entry.path / OPTIMISED), self._session_options(ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
-            providers=provider_settings(self.providers, ctx.device, self.stream and self.stream.handle),
+            providers=provider_settings(self.providers, ctx.device, ctx.precision, self.stream and self.stream.handle),
         )
         self.output = ctx.signature.output
         if self.bound:

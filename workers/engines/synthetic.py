@@ -46,4 +46,8 @@ class Synthetic(EngineBase):
         ids = device_inputs["input_ids"]
         positions = torch.arange(ids.shape[1], device=ids.device)
         hot = (ids * 7 + positions) % self.vocab_size
-        return torch.nn.functional.one_hot(hot, self.vocab_size).to(torch.float32)
+        logits = torch.nn.functional.one_hot(hot, self.vocab_size).to(torch.float32)
+        if self.options.batch_dependent:
+            sign = 1.0 if ids.shape[0] % 2 == 0 else -1.0
+            logits += sign * 1e-3 * torch.linspace(0.0, 1.0, self.vocab_size, device=ids.device)
+        return logits

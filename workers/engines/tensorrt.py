@@ -8,8 +8,9 @@ Build. The shared export (workers/engines/onnx_export.py) is parsed into an expl
 the export is fp32 and FP16/BF16 flags let the builder pick reduced-precision kernels layer by
 layer, as the seed's TensorRT 8.5 engines did; TensorRT 11 removed those flags, so there the
 export is at the job's precision and the network is strongly typed. fp32 clears the TF32 flag so
-an fp32 engine is fp32. One optimisation profile: min = (engine.min_bs, engine.min_seq_len),
-opt = max = (bs, seq_len) (see `cache.shape_profile`). The serialized engine goes into the engine
+an fp32 engine is fp32 (the `tf32` precision keeps it). One optimisation profile: min =
+(engine.min_bs, engine.min_seq_len), opt = (bs, the prepared data's median length), max = (bs,
+seq_len) (see `cache.shape_profile`); the row records it (`engine_profile`). The serialized engine goes into the engine
 cache with the builder's log beside it; a failed build raises `BuildFailed` with that log.
 
 Run. `to_device` copies inputs to the GPU in the dtypes the engine declares (timed as h2d);
@@ -89,7 +90,9 @@ def set_precision(trt: Any, config: Any, precision: str) -> None:
     flags = trt.BuilderFlag
     if hasattr(flags, "TF32") and precision == "fp32":
         config.clear_flag(flags.TF32)
-    if not weakly_typed(trt) or precision == "fp32":
+    if hasattr(flags, "TF32") and precision == "tf32":
+        config.set_flag(flags.TF32)
+    if not weakly_typed(trt) or precision in ("fp32", "tf32"):
         return
     flag = {"fp16": "FP16", "bf16": "BF16"}[precision]
     if not hasattr(flags, flag):
@@ -159,8 +162,8 @@ class TensorRT(EngineBase):
         self.stream = EngineStream(ctx.device)
         t0 = time.perf_counter()
         opts = self.options
-        profile = shape_profile(ctx.signature, ctx.bs, ctx.seq_len, opts.min_bs, opts.min_seq_len)
-        export_precision = "fp32" if weakly_typed(trt) else ctx.precision
+        profile = shape_profile(ctx.signature, ctx.bs, ctx.seq_len, opts.min_bs, opts.min_seq_len, ctx.opt_seq_len)
+        export_precision = "fp32" if weakly_typed(trt) or ctx.precision == "tf32" else ctx.precision
         cache = EngineCache(ctx.cache_dir)
         fields = key_fields(ctx, self.name, opts, {"tensorrt": str(trt.__version__)}, shapes=profile,
                             export_precision=export_precision)
@@ -174,7 +177,9 @@ class TensorRT(EngineBase):
 
         entry = cache.get_or_build(self.name, fields, build)
         self._load(trt, entry.path / PLAN, profile, ctx.signature.output)
-        return entry.build_info(self.name, time.perf_counter() - t0)
+        info = entry.build_info(self.name, time.perf_counter() - t0)
+        info.profile = profile
+        return info
 
     def _load(self, trt: Any, plan: Path, profile: Profile, output: str) -> None:
         """Deserialize the engine, make its context and allocate output buffers once, by tensor name."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -52,6 +52,7 @@ class Task(Protocol):
     `model_kind` picks the transformers auto class ("masked_lm" or "causal_lm"). Examples are the
     unit of sharding (sequences, questions); items are the unit of throughput (sequences, tokens).
     `costs` gives each example's relative cost for the shard plan, or None when all cost the same.
+    `median_length` is the length engines with shape profiles tune for (TensorRT's `opt`).
     """
 
     model_kind: str
@@ -70,7 +71,14 @@ class Task(Protocol):
 
     def fingerprint(self) -> str: ...
 
+    def median_length(self) -> int:
+        """Median example length in tokens over the prepared set (fixed-length tasks: seq_len)."""
+        ...
+
     def batches(self, start: int, stop: int, bs: int) -> Iterator[Batch]: ...
+
+    def batch_of(self, examples: Sequence[int]) -> Batch:
+        """One batch of any examples (the samples of LoadGen queries), scored like `batches`' batches."""
 
     def score(self, batch: Batch, logits: torch.Tensor) -> BatchScore: ...
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -155,16 +155,26 @@ class MaskedLM:
     def fingerprint(self) -> str:
         return self._fingerprint
 
+    def median_length(self) -> int:
+        """Every window is seq_len tokens."""
+        return self.seq_len
+
     def batches(self, start: int, stop: int, bs: int) -> Iterator[Batch]:
         for lo in range(start, stop, bs):
             hi = min(lo + bs, stop)
             ids = torch.from_numpy(self.inputs[lo:hi].copy())  # a batch of its own: the shared rows are read-only
             yield Batch({"input_ids": ids}, items=hi - lo, lengths=[self.seq_len] * (hi - lo), payload=(lo, hi))
 
+    def batch_of(self, examples: Sequence[int]) -> Batch:
+        rows = np.asarray(examples, dtype=np.int64)
+        ids = torch.from_numpy(self.inputs[rows])  # fancy indexing copies: the batch is writable
+        return Batch({"input_ids": ids}, items=len(rows), lengths=[self.seq_len] * len(rows), payload=rows)
+
     def score(self, batch: Batch, logits: torch.Tensor) -> BatchScore:
-        lo, hi = batch.payload
+        # (lo, hi) of a contiguous batch, or the row numbers of a `batch_of` batch
+        rows = slice(*batch.payload) if isinstance(batch.payload, tuple) else batch.payload
         pred = logits.argmax(dim=-1).cpu().numpy()
-        scored, correct = score_masked(pred, self.inputs[lo:hi], self.labels[lo:hi], self.mask_id)
+        scored, correct = score_masked(pred, self.inputs[rows], self.labels[rows], self.mask_id)
         return BatchScore(scored, correct)
 
     def sample_inputs(self, bs: int, seq_len: int) -> dict[str, torch.Tensor]:

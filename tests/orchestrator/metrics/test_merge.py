@@ -195,3 +195,105 @@ def test_the_printed_table_says_why_mfu_is_blank():
                 data=[data_info()], e2e_seconds=1.0,
                 retries=0, item_unit="seq")
     assert "MFU -: 'NVIDIA A10G' is not in the peak FLOP/s table" in metrics_markdown([row])
+
+
+# ---------------------------------------------------------- physical devices, counted once (issue 20)
+def on_gpu(worker_info, node, uuid, rank_uuids=()):
+    """`worker_info` on GPU `uuid` of `node` (a TP worker: its ranks on `rank_uuids`)."""
+    from workers.contract import RankInfo
+
+    ranks = [RankInfo(r, node, 200 + r, f"cuda:{r}", worker_info.device_name, worker_info.peak_flops, u)
+             for r, u in enumerate(rank_uuids)]
+    return dataclasses.replace(worker_info, node_id=node, device_uuid=uuid, ranks=ranks)
+
+
+def test_two_workers_on_half_a_gpu_each_count_its_peak_and_its_energy_once():
+    """gpus_per_worker 0.5: workers 0 and 1 share GPU-A of node n. Both read the whole GPU's counter
+    over overlapping spans: w0 shards 0 (110-111) and 2 (111-113), w1 shard 1 (110-112). The GPU's
+    counter reads 1000 J at 110, 1100 at 111, 1200 at 112, 1300 at 113: 300 J over 3 s, once."""
+    counter = {110: 1000.0, 111: 1100.0, 112: 1200.0, 113: 1300.0}
+    results = [dataclasses.replace(r, node_id="n", energy_joules=counter[r.end_ts] - counter[r.start_ts],
+                                   energy_counters={"n/GPU-A": [counter[r.start_ts], counter[r.end_ts]]})
+               if r.pass_name == "infer" and r.error is None else r for r in RESULTS]
+    results = [dataclasses.replace(r, start_ts=110, end_ts=112) if (r.pass_name, r.shard_id) == ("infer", 1) else r
+               for r in results]
+    shared = [on_gpu(info(0), "n", "GPU-A"), on_gpu(info(1), "n", "GPU-A")]
+    row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=shared, data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert row.peak_flops == pytest.approx(100e9)  # one GPU: one peak (two workers used to make it 200e9)
+    assert row.MFU == pytest.approx(1e9 * 60 / 100e9)
+    assert row.energy_per_item == pytest.approx(300 / 60)  # not 100 + 200 + 200 = 500 J
+    assert row.mean_power == pytest.approx(300 / 3)
+    assert row.devices == "1x NVIDIA A100-SXM4-40GB"
+    apart = [on_gpu(info(0), "n", "GPU-A"), on_gpu(info(1), "n", "GPU-B")]  # the same UUIDs on two GPUs
+    row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=apart, data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert row.peak_flops == pytest.approx(200e9)
+
+
+def test_tensor_parallel_groups_count_each_rank_gpu_once_and_the_same_uuid_on_two_nodes_twice():
+    groups = [on_gpu(info(0), "n1", "GPU-A", ("GPU-A", "GPU-B")), on_gpu(info(1), "n2", "GPU-A", ("GPU-A", "GPU-B"))]
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=groups, data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert row.peak_flops == pytest.approx(4 * 100e9) and row.devices == "4x NVIDIA A100-SXM4-40GB"
+
+
+def test_byte_per_batch_is_the_measured_passs():
+    """The val pass (eager, int64 ids) fed 8192-byte batches, the engine (int32 ids) 4096."""
+    results = [dataclasses.replace(r, bytes_per_batch=8192 if r.pass_name == "val" else 4096) for r in RESULTS]
+    row = merge(spec=validate(job(), "x"), run_id="r", results=results, infos=[info(0), info(1)], data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert row.byte_per_batch == 4096
+
+
+def test_the_engines_optimisation_profile_is_in_the_row():
+    import json
+
+    profile = {"input_ids": {"min": [1, 1], "opt": [8, 540], "max": [8, 4096]}}
+    built = [dataclasses.replace(info(w), build=BuildInfo("tensorrt", profile=profile)) for w in (0, 1)]
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=built, data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert json.loads(row.engine_profile) == profile
+# ------------------------------------------------- MFU_measured: against the devices' measured matmul peak
+
+
+def measured(worker, flops, datasheet=100e9, **fields):
+    return dataclasses.replace(info(worker, peak=datasheet), peak_flops_measured=flops, **fields)
+
+
+def test_mfu_measured_divides_by_the_summed_measured_peaks_of_the_infer_devices():
+    """Same FLOPs and throughput as MFU (1e9 FLOP/item x 60 items/s); the peaks are the measured ones,
+    and an idle worker's device is left out as MFU leaves it out."""
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS,
+                infos=[measured(0, 40e9), measured(1, 20e9), measured(2, 1e15)], data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert row.peak_flops_measured == pytest.approx(60e9)
+    assert row.MFU_measured == pytest.approx(1e9 * 60 / 60e9) and row.mfu_measured_note is None
+    assert row.MFU == pytest.approx(1e9 * 60 / 200e9)  # the datasheet figure is still its own column
+
+
+def test_mfu_measured_is_defined_where_the_datasheet_knows_no_peak():
+    """A CPU: no datasheet peak, so MFU is blank with its note; MFU_measured is not."""
+    cpu = [measured(w, 50e9, datasheet=None, peak_flops_reason="no peak FLOP/s for CPUs") for w in (0, 1)]
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS, infos=cpu, data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert row.MFU is None and row.mfu_note == "no peak FLOP/s for CPUs"
+    assert row.MFU_measured == pytest.approx(1e9 * 60 / 100e9)
+
+
+def test_mfu_measured_sums_every_rank_of_a_tensor_parallel_worker():
+    from workers.contract import RankInfo
+
+    ranks = [RankInfo(r, "node0", 200 + r, f"cuda:{r}", "NVIDIA A100-SXM4-40GB", 100e9, f"GPU-{r}", 30e9) for r in range(2)]
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS,
+                infos=[measured(0, 30e9, ranks=ranks), measured(1, 60e9)], data=[data_info()],
+                e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert row.peak_flops_measured == pytest.approx(120e9)
+    assert row.MFU_measured == pytest.approx(1e9 * 60 / 120e9)
+
+
+def test_mfu_measured_is_blank_with_the_reason_when_a_device_was_not_measured():
+    row = merge(spec=validate(job(), "x"), run_id="r", results=RESULTS,
+                infos=[measured(0, 40e9), measured(1, None, peak_flops_measured_reason="no infer pass")],
+                data=[data_info()], e2e_seconds=1.0, retries=0, item_unit="seq")
+    assert (row.MFU_measured, row.peak_flops_measured, row.mfu_measured_note) == (None, None, "no infer pass")

@@ -172,3 +172,37 @@ def test_the_endpoint_can_travel_in_the_uri(moto_s3, monkeypatch):
     store.append_rows([metrics_row(run_id="via-uri")])
     assert store.location.startswith("s3://") and "endpoint_override" not in store.location
     assert [r["run_id"] for r in ResultsStore(uri).read_metrics().to_pylist()] == ["via-uri"]
+
+
+def test_the_table_never_holds_two_rows_of_one_run(tmp_path):
+    """A second append of a run's row is refused; two drivers of one run that both got their row
+    onto an object store (no lock there) still read back as one row, the first written."""
+    store = ResultsStore(tmp_path)
+    store.append_rows([metrics_row(run_id="run-a", bs=8)])
+    with pytest.raises(UserError, match="run run-a already has its row in .*: a run has one row; nothing added"):
+        store.append_rows([metrics_row(run_id="run-a", bs=16), metrics_row(run_id="run-b")])
+    assert store.read_metrics().column("run_id").to_pylist() == ["run-a"]  # run-b was not half-added either
+    assert store.has_row("run-a") and not store.has_row("run") and not store.has_row("a")
+    race = tmp_path / "metrics" / "29991231T235959000000Z-run-a.parquet"  # the other driver's file, written later
+    pq.write_table(pa.Table.from_pylist([metrics_row(run_id="run-a", bs=16).model_dump()], schema=row_schema()), race)
+    store.append_rows([metrics_row(run_id="run-b")])
+    table = store.read_metrics()
+    assert table.column("run_id").to_pylist() == ["run-a", "run-b"] and table.column("bs").to_pylist()[0] == 8
+def test_a_saved_shard_comes_back_with_its_gpu_figures_and_old_shards_without_them(tmp_path):
+    """What a resumed run merges: the NVML figures of each saved shard (workers/device_watch.py), and
+    shards saved before those figures existed load with none."""
+    import dataclasses
+
+    from workers.contract import DeviceHealth, ShardResult
+
+    run = ResultsStore(tmp_path).run("r")
+    health = DeviceHealth(samples=4, sm_clock_mhz_min=1410, clock_events=["hw_thermal"], xid_errors=[79],
+                          ecc_errors=0, other_pids=[4242], note="power: Not Supported")
+    shard = ShardResult(shard_id=3, pass_name="infer", attempt=1, worker_id=0, node_id="n", device_name="d", pid=1,
+                        health=health)
+    run.save_shard(shard)
+    old = dataclasses.asdict(dataclasses.replace(shard, shard_id=4, health=None))
+    del old["health"]
+    run.file("shards/infer-00004.json").write_text(json.dumps(old))
+    loaded = {r.shard_id: r for r in run.load_shards()}
+    assert loaded[3].health == health and loaded[4].health is None

@@ -183,13 +183,16 @@ def test_driver_killed_then_resumed_reruns_only_missing_shards(ray_cluster, tmp_
     folder = tmp_path / "runs" / run_id / "shards"
     before = {p.name: p.read_bytes() for p in folder.glob("*.json")}
     assert 10 <= len(before) < SYNTHETIC_3200_SHARDS
-    resumed = bench(ray_cluster, "submit", "--resume", run_id, *args)
+    resumed = bench(ray_cluster, "submit", "--resume", run_id, *args, "--workers", "2")  # the cluster came back smaller
     assert resumed.returncode == 0, resumed.stderr
     after = {p.name: p.read_bytes() for p in folder.glob("*.json")}
     assert len(after) == SYNTHETIC_3200_SHARDS
     assert all(after[name] == data for name, data in before.items())  # finished shards were not re-run
     (row,) = rows(tmp_path)
     assert row["run_id"] == run_id and row["resumed"] and row["items_infer"] == 3200
+    again = bench(ray_cluster, "submit", "--resume", run_id, *args)
+    assert again.returncode == 0 and f"run {run_id} is already complete" in again.stdout, again.stderr
+    assert len(rows(tmp_path)) == 1  # a resume of a complete run adds nothing
     reference = bench(ray_cluster, "submit", "jobs/synthetic.yaml", *args, "--workers", "2",
                       "--set", "data.synthetic.size=3200", "--set", "engine.latency_ms=1")
     assert reference.returncode == 0, reference.stderr
@@ -384,7 +387,7 @@ def test_two_tensor_parallel_groups_each_on_one_node(ray_cluster, tmp_path):
     assert out.returncode == 0, out.stderr
     (row,) = rows(tmp_path)
     assert (row["workers"], row["tp"], row["nodes"], row["items_infer"] > 0) == (2, 2, 2, True)
-    assert row["devices"].startswith("4x CPU")
+    assert row["devices"].startswith("2x CPU")  # 4 CPU ranks on fake GPUs: each node's one CPU, counted once
     groups = pq.read_table(tmp_path / "runs" / row["run_id"] / "workers.parquet").to_pylist()
     assert [len(set(g["rank_nodes"])) for g in groups] == [1, 1]  # each group on one node
     assert len({g["rank_nodes"][0] for g in groups}) == 2  # the groups on different nodes

@@ -102,3 +102,55 @@ def test_preparations_on_several_nodes_must_agree():
     assert check_preparations_agree(same) is same[0]
     with pytest.raises(RunFailed, match="the nodes prepared different datasets .*10.0.0.2: 11 examples"):
         check_preparations_agree([same[0], data_info(num_examples=11, where="10.0.0.2")])
+
+
+@pytest.mark.slow
+def test_synthetic_data_and_a_cache_hit_are_prepared_by_the_first_worker_not_a_new_process(ray_local, tmp_path):
+    """A new Ray worker process costs seconds of imports before it runs anything (the startup
+    benchmark waited 8.5 s for one); data that needs no tokenising is prepared by the first worker
+    (on the driver's node, for a cache hit), which is such a process already. A miss still gets a
+    preparation process of its own, which exits with the tokenizer's memory."""
+    from workers.actor import BenchWorker
+
+    node = ray_local.get_runtime_context().get_node_id()
+    remote = ray_local.remote(num_cpus=0)(BenchWorker)
+
+    def prepared_by(config) -> tuple:
+        workers = [remote.remote(config, i) for i in range(2)]
+        data = RayDataset(config)
+        handles = data.handles([node, node], workers)
+        (info,) = data.infos()
+        first = ray_local.get(workers[0].pid.remote())
+        ray_local.get([w.setup.remote(h) for w, h in zip(workers, handles)])  # the handles work for every worker
+        for w in workers:
+            ray_local.kill(w)
+        return info, info.pid == first
+
+    synthetic = validate(job(data={"synthetic": {"seed": 0, "size": 64}}), "t").worker_config()
+    info, by_worker = prepared_by(synthetic)
+    assert by_worker and info.num_examples == 64 and info.cache_hit is None
+    config = wikitext_config(tmp_path / "cache", task={"name": "masked_lm", "limit": 40})
+    info, by_worker = prepared_by(config)  # a miss: tokenising, in a process of its own
+    assert not by_worker and info.cache_hit is False and info.pid > 0
+    info, by_worker = prepared_by(config)  # now in the cache
+    assert by_worker and info.cache_hit is True and info.num_examples == 40
+
+
+def test_whether_the_cache_has_the_data_is_known_without_torch_or_transformers(tmp_path):
+    """The driver asks before it decides who prepares the data; torch and transformers cost it seconds."""
+    import subprocess
+    import sys
+
+    from workers.dataprep import cached_here, prepare_dataset
+
+    config = wikitext_config(tmp_path / "cache", task={"name": "masked_lm", "limit": 8})
+    assert not cached_here(config)
+    prepare_dataset(config)
+    assert cached_here(config)
+    assert not cached_here(wikitext_config(tmp_path / "cache", task={"name": "masked_lm", "limit": 8}, seq_len=64))
+    assert not cached_here(validate(job(), "t").worker_config())  # synthetic data is never cached
+    code = ("import sys, json; from workers.specs import WorkerConfig; from workers.dataprep import cached_here; "
+            f"hit = cached_here(WorkerConfig.model_validate_json({config.model_dump_json()!r})); "
+            "print(hit, sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "[]"]

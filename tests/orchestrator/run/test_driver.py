@@ -1,5 +1,7 @@
 """The driver on a real local Ray that pretends to have 3 GPUs."""
 
+import json
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -42,6 +44,25 @@ def test_too_many_workers_is_a_user_error(ray_local, tmp_path):
     assert stored_rows(tmp_path) == []
 
 
+def test_a_worker_ray_gave_a_gpu_it_cannot_see_fails_in_one_line(ray_local, tmp_path):
+    """Ray assigns a GPU (this machine has none: torch sees no CUDA); without the test cluster's
+    RAYBENCH_FAKE_GPUS the worker refuses instead of running the GPU job on the CPU, and the run
+    stops with that line, writing no row."""
+    from workers.actor import BenchWorker
+    from workers.device import FAKE_GPUS_ENV
+
+    config = validate(job(), "x").worker_config()
+    real = ray_local.remote(num_gpus=1, runtime_env={"env_vars": {FAKE_GPUS_ENV: "0"}})(BenchWorker).remote(config)
+    info = ray_local.get(real.setup.remote())
+    assert info.error is not None and info.error.kind == "user", info.error
+    assert info.error.message.startswith("gpus_per_worker: Ray gave this worker GPU ")
+    assert "but torch sees no CUDA device" in info.error.message and "\n" not in info.error.message
+    ray_local.kill(real)
+    fake = ray_local.remote(num_gpus=1)(BenchWorker).remote(config)  # the test cluster's declared GPUs
+    assert ray_local.get(fake.setup.remote()).error is None
+    ray_local.kill(fake)
+
+
 def test_repeats_run_on_fresh_workers(ray_local, tmp_path):
     spec = validate(job(engine={"name": "synthetic", "latency_ms": 1}, passes=["infer"], workers=2, repeats=2), "x")
     result = run_job(spec, results_dir=tmp_path)
@@ -49,6 +70,16 @@ def test_repeats_run_on_fresh_workers(ray_local, tmp_path):
     pids = {r: {s["pid"] for s in shards if s["repeat"] == r} for r in (0, 1)}
     assert pids[0] and pids[1] and not pids[0] & pids[1]  # new actor processes for the second repeat
     assert result.row.repeats == 2 and result.row.p_infer_core_ci_low is not None
+    # synthetic data: prepared by repeat 0's first worker, no process of its own; repeat 1's fresh
+    # workers still map it (the driver owns the object, not the actor that made it)
+    assert result.data[0].pid in pids[0]
+    # where the time went: Ray joined, data, workers, the passes, the row (timeline.json and the row)
+    assert result.row.ray_start_time is not None and result.row.ray_start_time >= 0
+    timeline = json.loads((result.run_dir / "timeline.json").read_text())
+    steps, passes = timeline["steps"], timeline["passes"]
+    assert list(steps) == ["ray_started", "data_ready", "workers_ready", "row_written"]
+    assert steps["ray_started"] <= steps["data_ready"] <= steps["workers_ready"] <= passes["infer"][0]
+    assert passes["infer"][1] <= passes["infer-r1"][0] <= passes["infer-r1"][1] <= steps["row_written"]
 
 
 # ------------------------------------------- data prepared once: the same results on any layout

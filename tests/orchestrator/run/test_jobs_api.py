@@ -37,3 +37,16 @@ def test_a_relative_results_path_is_refused_for_a_job(results):
     assert out.stderr.strip().splitlines() == [
         f"error: --results {results}: with --as-job give a URI (s3://bucket/prefix) or an absolute path on the head, "
         "or leave it out for $RAYBENCH_RESULTS or ~/raybench-results on the head"]
+
+
+@pytest.mark.parametrize("results, what", [("s3://AKIAEXAMPLE:wJalrSECRET@bench/runs", "user:secret@"),
+                                           ("s3://bench/runs?secret_key=wJalrSECRET&region=x", "secret_key=")])
+def test_credentials_in_the_results_uri_are_refused_for_a_job(results, what):
+    """The entrypoint (with --results) is stored by the Jobs API and shown in the dashboard: one
+    line, exit 2, before anything is submitted, and the secret is not echoed."""
+    out = CliRunner().invoke(app, ["submit", "jobs/smoke.yaml", "--as-job", "--results", results,
+                                   "--address", "http://127.0.0.2:9"])
+    assert out.exit_code == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: --results s3://") and f"the URI holds credentials ({what})" in line
+    assert "environment" in line and "instance role" in line and "wJalrSECRET" not in line

@@ -257,3 +257,52 @@ def test_killing_a_non_zero_rank_restarts_its_group_and_loses_nothing(ray_local,
     assert sorted(s["shard_id"] for s in shards) == list(range(result.row.shards))  # each shard exactly once
     assert {r["example"]: r["predicted"] for r in result.predictions} == \
            {r["example"]: r["predicted"] for r in fault_free.predictions}
+
+
+def signal_rank_when(run_root, min_shards: int, rank: int, sig: int, sent: list[int]) -> threading.Thread:
+    """Once enough shards finished, send `sig` to rank `rank` of group 0 (found by its actor name)."""
+    import ray
+
+    def watch() -> None:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if len(list(run_root.glob("runs/*/shards/*.json"))) >= min_shards:
+                name = next(n for n in ray.util.list_named_actors() if f":w0r{rank}@" in n)
+                pid = ray.get(ray.get_actor(name).pid.remote())  # answered between two shards
+                os.kill(pid, sig)
+                sent.append(pid)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_silent_rank_is_aborted_within_fault_timeout_not_timeout(ray_local, tmp_path):
+    """NCCL's case on gloo: rank 1 stops (SIGSTOP) with its connections open, so rank 0's next
+    collective would wait parallel.timeout_s (300 s here). Rank 0's watch sees the stopped rank,
+    aborts the communicator and has Ray restart it: the shard is retried at once and the counts
+    are those of a fault-free run."""
+    from orchestrator.spec import validate
+    from tests.builders import save_bpe_tokenizer, tp_llama_job
+
+    task = {"name": "mmlu", "subjects": ["abstract_algebra", "anatomy", "virology"], "limit": 12}
+    raw = tp_llama_job(save_bpe_tokenizer(tmp_path / "tokenizer"), task=task, bs=2, passes=["infer"],
+                       gpus_per_worker=0, workers=1, parallel={"tp": 2, "timeout_s": 300, "fault_timeout_s": 4})
+    stopped: list[int] = []
+    watcher = signal_rank_when(tmp_path / "results", min_shards=3, rank=1, sig=signal.SIGSTOP, sent=stopped)
+    t0 = time.monotonic()
+    result = run_job(validate(raw, "t"), results_dir=tmp_path / "results")
+    elapsed = time.monotonic() - t0
+    watcher.join(timeout=5)
+    assert stopped, "rank 1 was never stopped"
+    assert elapsed < 150, elapsed  # today's code waited the 300 s timeout_s in a collective
+    retries = pq.read_table(result.run_dir / "retries.parquet").to_pylist()
+    assert retries and any(f"rank 1 (pid {stopped[0]}) is stopped" in r["message"]
+                           and "rank 0 aborted the group's communicator" in r["message"] for r in retries), retries
+    fault_free = run_job(validate(dict(raw, parallel={"tp": 1}), "t"), results_dir=tmp_path / "ref", in_process=True)
+    keys = ("examples", "items_infer", "scored_infer", "correct_infer", "acc_infer", "acc", "shards")
+    assert {k: getattr(result.row, k) for k in keys} == {k: getattr(fault_free.row, k) for k in keys}
+    shards = pq.read_table(result.run_dir / "shards.parquet").to_pylist()
+    assert sorted(s["shard_id"] for s in shards) == list(range(result.row.shards))

