@@ -184,7 +184,7 @@ class Dispatcher:
             self._make_ready(worker)
             return
         self.live.discard(worker)
-        self.lost[worker] = "its process died and Ray did not restart it (max_restarts spent, or its node is gone)"
+        self._lose(worker, "its process died and Ray did not restart it (max_restarts spent, or its node is gone)")
 
     def _take_out(self, worker: int, why: str) -> None:
         """Kill a worker that keeps failing, and ask for a replacement on resources the run does not hold."""
@@ -192,7 +192,7 @@ class Dispatcher:
             self._unready(worker)
         self.suspect.discard(worker)
         self.live.discard(worker)
-        self.lost[worker] = why
+        self._lose(worker, why)
         self.pool.retire(worker)
         if self.replacements_left > 0:
             handle = self.pool.replace(worker)
@@ -206,7 +206,7 @@ class Dispatcher:
             return
         if out.died or info is None or info.error is not None:
             why = "died while loading" if out.died or info is None else info.error.message
-            self.lost[worker] = f"replacement for worker {replaced}: {why}"
+            self._lose(worker, f"replacement for worker {replaced}: {why}")
             self.pool.retire(worker)
             return
         self.joined.append(info)
@@ -215,6 +215,11 @@ class Dispatcher:
         self.streak[worker] = 0
         self.free[0][worker] = None
         self.ready_count += 1
+
+    def _lose(self, worker: int, why: str) -> None:
+        """Recorded in the pool too: a later dispatcher on it (the invariance check) skips the worker."""
+        self.lost[worker] = why
+        self.pool.lost[worker] = why
 
     def _lost_text(self) -> str:
         return "; ".join(f"worker {w}: {why}" for w, why in sorted(self.lost.items())) or "none"

@@ -198,8 +198,10 @@ class RayPool:
     def setup(self) -> list[WorkerInfo]:
         """Every worker's setup; one that died is asked again (a restarted process), then dropped."""
         infos, died = self._collect(dict(enumerate(self._setups)))
-        if died:
-            again = {w: self.actors[w].setup.remote(self.handles[w]) for w in died}
+        stale = self._refresh_handles()
+        failed_on_stale_data = {w for w in stale if w in infos and infos[w].error is not None}
+        if died or failed_on_stale_data:
+            again = {w: self.actors[w].setup.remote(self.handles[w]) for w in sorted({*died, *failed_on_stale_data})}
             more, died = self._collect(again)
             infos.update(more)
         for worker, why in died.items():
@@ -208,6 +210,15 @@ class RayPool:
         if not infos:
             raise RunFailed(f"every worker died while loading its model or engine: {next(iter(died.values()))}")
         return [infos[w] for w in sorted(infos)]
+
+    def _refresh_handles(self) -> set[int]:
+        """Workers whose data handle changed since they were handed it: the worker preparing the data
+        died, and a task prepared it again (data.py, `RayDataset.infos`)."""
+        fresh = self.data.handles(self.nodes)
+        stale = {w for w, (old, new) in enumerate(zip(self.handles, fresh)) if old.ref != new.ref}
+        for w in stale:
+            self.handles[w] = fresh[w]
+        return stale
 
     def _collect(self, refs: dict[int, Any]) -> tuple[dict[int, WorkerInfo], dict[int, str]]:
         ray = self._ray

@@ -182,6 +182,27 @@ def test_a_worker_killed_while_it_loads_is_restarted_or_dropped_and_the_run_goes
         assert "died while loading its model or engine" in row.verdict_reasons
 
 
+def test_data_prepared_by_a_worker_that_dies_is_prepared_again_in_a_task(ray_local):
+    """Synthetic data is prepared by the first worker (data.py); if that worker dies while it
+    prepares it, a task prepares it again and the handles name the new table."""
+    import ray
+
+    from orchestrator.run.data import RayDataset
+
+    @ray.remote(max_restarts=0)
+    class DiesPreparing:
+        def prepare_data(self):
+            os._exit(1)
+
+    data = RayDataset(load_spec("jobs/synthetic.yaml", ["data.synthetic.size=64"]).worker_config())
+    node = ray.get_runtime_context().get_node_id()
+    (old,) = data.handles([node], [DiesPreparing.remote()])
+    assert data.in_worker
+    (info,) = data.infos()
+    (new,) = data.handles([node])
+    assert info.num_examples == 64 and new.ref != old.ref and new.table().num_rows == 64
+
+
 def test_out_of_memory_becomes_one_line_suggesting_a_smaller_bs(tmp_path, monkeypatch):
     error = classify(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore text"), bs=32)
     assert error.kind == "oom" and "bs=32" in error.message and "smaller bs" in error.message
