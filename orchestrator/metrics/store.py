@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 import types
@@ -39,6 +40,8 @@ from orchestrator.metrics.location import Location, is_uri, open_location, redac
 from orchestrator.metrics.row import MetricsRow
 from workers.contract import DeviceHealth, ShardResult, WorkerError, WorkerInfo
 from workers.errors import UserError, first_line
+
+log = logging.getLogger(__name__)
 
 LEGACY_METRICS_FILE = "metrics.parquet"
 METRICS_FOLDER = "metrics"
@@ -185,10 +188,21 @@ class RunFolder:
 
     # -- shard results, one file each, as they finish
     def save_shard(self, result: ShardResult) -> None:
-        self.file(f"shards/{result.key}.json").write_text(json.dumps(_shard_record(result)))
+        """Not synced (durable=False): a shard file is work a resume would otherwise redo, and it
+        survives the driver's death; syncing each one would cap a driver at a few hundred shards a
+        second (benchmarks/dispatch_scale.py). A file a machine crash left empty is redone."""
+        self.file(f"shards/{result.key}.json").write_bytes(json.dumps(_shard_record(result)).encode(), durable=False)
 
     def load_shards(self) -> list[ShardResult]:
-        return [_shard_from_json(json.loads(f.read_text())) for f in self.root.child("shards").files(".json")]
+        """The saved shards; one whose file cannot be read (a machine crash right after it was
+        written) is left out, so a resume runs it again."""
+        loaded = []
+        for f in self.root.child("shards").files(".json"):
+            try:
+                loaded.append(_shard_from_json(json.loads(f.read_text())))
+            except (ValueError, TypeError) as exc:
+                log.warning("shard file %s cannot be read (%s): its shard runs again", f.path, first_line(exc))
+        return loaded
 
     # -- tables written when the run completes
     def write_shards_table(self, results: list[ShardResult], infos: list[WorkerInfo]) -> None:
