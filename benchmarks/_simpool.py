@@ -94,7 +94,10 @@ class SimulatedPool:
         self.workers += 1
         return self._event(self.now, "added", self.workers - 1)
 
-    def wait(self, timeout_s: float) -> list[Outcome]:
+    def wait(self, timeout_s, *older: float) -> list[Outcome]:
+        """`wait(handles, timeout_s)` too: the call of the dispatcher before issue 21, whose cost
+        dispatch_scale.py can then measure on the same pool (the handles are not needed here)."""
+        timeout_s = older[0] if older else timeout_s
         t0 = time.perf_counter()
         if not self.heap:
             time.sleep(timeout_s)
