@@ -93,12 +93,13 @@ class Location:
         with self.fs.open_input_stream(self.path) as stream:
             return stream.read()
 
-    def write_bytes(self, data: bytes) -> None:
-        """The whole file at once (see the module docstring for why each store is safe)."""
+    def write_bytes(self, data: bytes, durable: bool = True) -> None:
+        """The whole file at once (see the module docstring for why each store is safe). `durable`:
+        synced to a local disk before the rename (workers.storage.files.write_atomic)."""
         if self.is_local:
             target = Path(self.path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(target, data)
+            write_atomic(target, data, durable)
         elif self.fs.type_name in _RENAMES:
             parent, _, name = self.path.rpartition("/")
             tmp = f"{parent}/.{name}.{os.getpid()}.tmp"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
+from dataclasses import replace as replace_fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -490,9 +491,11 @@ def merge(
     timestamp: datetime | None = None,
     ray_start_seconds: float | None = None,
     invariance: InvarianceCheck | None = None,
+    workers_lost: tuple[str, ...] = (),
 ) -> MetricsRow:
     """The row of one run. `pauses`: when no driver was running (a resumed run), cut out of the spans.
-    `invariance`: the measured pass's examples run again at bs 1 (orchestrator/metrics/invariance.py)."""
+    `invariance`: the measured pass's examples run again at bs 1 (orchestrator/metrics/invariance.py).
+    `workers_lost`: one line per worker the run lost (which, where, why), for the row and its verdict."""
     final = completed(results)
     by_pass: dict[str, dict[int, list[ShardResult]]] = {"val": defaultdict(list), "infer": defaultdict(list)}
     for (pass_name, repeat, _), r in sorted(final.items()):
@@ -521,6 +524,7 @@ def merge(
         shards=len({shard for (_, repeat, shard) in final if repeat == 0}),
         retries=retries,
         resumed=resumed,
+        workers_lost=len(workers_lost),
         **throughput,
         **accuracy_columns(val, infer, spec.acc_tolerance),
         **memory_columns(list(final.values())),
@@ -536,6 +540,7 @@ def merge(
     )
     rates, unit = worker_rates(spec, head, fit)
     figures = figures_from_row(row, rates, spec.task.variable_length, shard_labels(fit), unit)
+    figures = replace_fields(figures, workers_lost=tuple(workers_lost))
     verdict = evaluate(figures, spec.verdict.rules(spec.acc_tolerance))
     return row.model_copy(update={"verdict": verdict.label, "verdict_reasons": verdict.reasons_text,
                                   "verdict_profile": spec.verdict.profile})

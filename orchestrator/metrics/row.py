@@ -91,6 +91,9 @@ class MetricsRow(BaseModel):
     shards: int = column("shards of the plan")
     retries: int = column("failed attempts that were re-run (runs/<id>/retries.parquet says where)")
     resumed: bool = column("finished by `bench submit --resume` after the first driver stopped")
+    workers_lost: int = column("workers dropped (died while loading, not restarted) or taken out (failed shards in a "
+                               "row); the verdict names them (max_workers_lost); `workers` counts the replacements "
+                               "that set up", default=0)
     # timings beside the pass figures
     load_time: float = column("model + tokenizer load (slowest worker)", "s")
     data_time: float = column("dataset preparation, once per run (the slowest node when prepared per node)", "s")

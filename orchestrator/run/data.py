@@ -12,6 +12,10 @@ The task asks for no CPU (like the weight prefetch), so it never waits behind th
 reservations, and its process exits when it is done (`max_calls=1`): a tokenizer's peak memory
 goes with it. With --no-ray the same function runs in the command's own process.
 Preparations are kept for the whole grid point, so repeats (fresh workers) reuse them.
+A worker that Ray restarts on another node (its node was lost) is handed that node's preparation
+(`handles` starts one there for node-local data): the dead node's object cannot be rebuilt, since
+its task may only run on that node. Each preparation's small `DataInfo` is read once and kept, so
+it stays readable after its node is gone.
 
 Data that needs no tokenising (synthetic data, or a table the driver's node has in its data cache,
 `dataprep.cached_here`) is not worth a process of its own: a new Ray worker process imports torch
@@ -23,6 +27,7 @@ call's return value, owned by the driver like the task's, and the other workers 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +37,7 @@ from workers.errors import RunFailed, UserError, first_line
 from workers.specs import WorkerConfig
 
 LOCAL = "local"
+log = logging.getLogger(__name__)
 
 
 class Dataset(Protocol):
@@ -86,6 +92,8 @@ class RayDataset:
         self.in_worker = not self._on_nodes and (config.data.synthetic is not None or cached_here(config))
         if not self._on_nodes and not self.in_worker:
             self._tasks[LOCAL] = self._submit(self._here)
+        self._read: dict[str, DataInfo] = {}  # the infos read so far, by node
+        self._by_worker = False  # the LOCAL preparation runs in a worker actor (`_in_a_worker`)
 
     def _submit(self, node_id: str) -> tuple[Any, Any]:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -110,6 +118,7 @@ class RayDataset:
         chosen = next((i for i, node in enumerate(nodes) if synthetic or node == self._here), None)
         if not workers or chosen is None:
             return self._submit(self._here)
+        self._by_worker = True
         return tuple(workers[chosen].prepare_data.options(num_returns=2).remote())
 
     def infos(self) -> list[DataInfo]:
@@ -119,7 +128,9 @@ class RayDataset:
         infos = []
         for node, (info, _) in self._tasks.items():
             try:
-                infos.append(ray.get(info))
+                if node not in self._read:
+                    self._read[node] = self._read_info(node, info)
+                infos.append(self._read[node])
             except ray.exceptions.RayError as exc:
                 where = "" if node == LOCAL else f" [node {_address(node)}]"
                 cause = getattr(exc, "cause", None)
@@ -127,6 +138,21 @@ class RayDataset:
                     raise UserError(f"{first_line(cause)}{where}") from exc
                 raise RunFailed(f"preparing the data failed{where}: {first_line(exc)}") from exc
         return infos
+
+    def _read_info(self, node: str, info: Any) -> DataInfo:
+        """The preparation's info. A worker that died while it prepared the data (killed, its node
+        lost) took the preparation with it: a task prepares it again, and the workers' handles
+        (`handles`) name the new table from then on (RayPool.setup hands it to them)."""
+        ray = self._ray
+        try:
+            return ray.get(info)
+        except ray.exceptions.RayActorError as exc:
+            if node != LOCAL or not self._by_worker:
+                raise
+            log.warning("the worker preparing the data died (%s): preparing it again in a task", first_line(exc))
+            self._by_worker = False
+            self._tasks[LOCAL] = self._submit(self._here)
+            return ray.get(self._tasks[LOCAL][0])
 
 
 def _exists_here(config: WorkerConfig) -> bool:

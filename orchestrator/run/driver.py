@@ -19,12 +19,13 @@ from pathlib import Path
 
 from orchestrator.metrics.invariance import InvarianceCheck, compared
 from orchestrator.metrics.merge import Pause, completed, headline_records, merge
-from orchestrator.metrics.store import ResultsStore, RunFolder
+from orchestrator.metrics.store import ResultsStore, RunFolder, ShardSaver
 from orchestrator.run.data import Dataset, check_preparations_agree
 from orchestrator.run.dispatch import Dispatcher
 from orchestrator.run.invariance import run_invariance_check
 from orchestrator.run.meter import RunMeter
 from orchestrator.run.plan import make_plan
+from orchestrator.run.policy import broken_at_setup
 from orchestrator.run.pool import Pool
 from orchestrator.run.preflight import preflight
 from orchestrator.run.resume import PLAN_FILE, RunComplete, check_resume, save_plan
@@ -166,18 +167,23 @@ def _run_point(spec: JobSpec, store: ResultsStore, session: Session, in_process:
             point.timeline.mark("ray_started", ray[1])
         bar.status(f"run {session.run.run_id}: preparing the data")
         data = open_dataset(spec, in_process)
-        for repeat in range(spec.repeats):
-            pool = open_pool(spec, session.run.run_id, in_process, data)
-            try:
-                point.run_repeat(pool, repeat, data)
-            finally:
-                pool.shutdown()
+        try:
+            for repeat in range(spec.repeats):
+                pool = open_pool(spec, session.run.run_id, in_process, data)
+                try:
+                    point.run_repeat(pool, repeat, data)
+                finally:
+                    pool.shutdown()
+        finally:
+            point.saver.close()  # every finished shard is on disk before the row or the error
+        point.saver.check()
     run = session.run
     e2e = session.prior_seconds + time.perf_counter() - session.started
     row = merge(spec=spec, run_id=run.run_id, results=point.results, infos=point.infos, data=point.data,
                 e2e_seconds=e2e, retries=len(point.failed), item_unit=point.infos[0].item_unit,
                 resumed=bool(session.done), pauses=session.pauses, sweep_id=session.sweep_id,
-                ray_start_seconds=ray[0] if ray else None, invariance=point.invariance)
+                ray_start_seconds=ray[0] if ray else None, invariance=point.invariance,
+                workers_lost=tuple(point.lost))
     predictions = headline_records(row, point.results)
     if point.invariance is not None:
         run.write_records("invariance.parquet", compared(predictions, point.invariance))
@@ -198,18 +204,20 @@ class PointRun:
         self.run = session.run
         self.bar = bar
         self.meter = RunMeter(self.run.run_id)
+        self.saver = ShardSaver(self.run)
         self.results: list[ShardResult] = list(session.done.values())
         self.failed: list[ShardResult] = []
         self.infos: list[WorkerInfo] = []  # the first repeat's workers describe the row
         self.data: list[DataInfo] = []
         self.totals: dict[tuple[str, int], list[int]] = {}
+        self.lost: list[str] = []  # one line per worker lost, over every repeat
         self.timeline = Timeline(session.started, session.started_at)
         self.invariance: InvarianceCheck | None = None  # the measured pass's examples rerun at bs 1
 
     def on_result(self, result: ShardResult) -> None:
         """Every finished attempt: saved at once if it succeeded, counted for the live metrics."""
         if result.error is None:
-            self.run.save_shard(result)
+            self.saver.save(result)
             key = (result.pass_name, result.repeat)
             done, total, scored, correct = self.totals[key]
             self.totals[key] = [done + 1, total, scored + result.scored, correct + result.correct]
@@ -227,6 +235,7 @@ class PointRun:
         infos = pool.setup()
         self.timeline.mark("workers_ready")
         keep_build_logs(self.run, infos)
+        infos = _drop_broken(pool, infos)
         num_examples = check_workers_agree(infos, prepared)
         self.infos = self.infos or infos
         if not self.run.exists():
@@ -244,6 +253,26 @@ class PointRun:
             self.bar.start_pass(pass_name, label, num_examples, done=sum(s.stop - s.start for s in shards if s not in todo))
             self.results += dispatcher.run(todo)
         self.failed += dispatcher.failed_attempts
+        self._count_losses(dispatcher, infos, repeat)
+        if repeat == 0:
+            self.infos += dispatcher.joined  # replacements: their devices ran shards of the row
+        self.data = data.infos()  # a worker restarted on another node may have had the data prepared there
+        check_preparations_agree(self.data)
+
         if repeat == 0 and spec.invariance_examples:
             self.bar.status(f"run {self.run.run_id}: invariance check ({spec.invariance_examples} examples at bs 1)")
             self.invariance = run_invariance_check(spec, pool, num_examples)
+
+    def _count_losses(self, dispatcher: Dispatcher, infos: list[WorkerInfo], repeat: int) -> None:
+        where = {i.worker_id: f" on {i.hostname} ({i.device})" for i in [*infos, *dispatcher.joined]}
+        when = f" in repeat {repeat + 1}" if self.spec.repeats > 1 else ""
+        self.lost += [f"worker {w}{where.get(w, '')}{when}: {why}" for w, why in sorted(dispatcher.lost.items())]
+
+
+def _drop_broken(pool: Pool, infos: list[WorkerInfo]) -> list[WorkerInfo]:
+    """Workers whose setup crashed are dropped while others set up (policy.broken_at_setup)."""
+    broken = broken_at_setup(infos)
+    for worker, why in broken.items():
+        pool.retire(worker)
+        pool.lost[worker] = f"setup failed: {why}"
+    return [i for i in infos if i.worker_id not in broken]

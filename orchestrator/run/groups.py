@@ -125,7 +125,8 @@ class GroupPool(RayPool):
         self.actors: list[Any] = []  # rank 0 of each group: the workers the driver talks to
         self.followers: list[Any] = []
         self.prefetched_nodes: list[str] = []
-        self._kinds: dict[Any, tuple[str, int, Any]] = {}
+        self.lost: dict[int, str] = {}
+        self._init_tracking(spec, run_id, data)
         try:
             self.pgs = _reserve_groups(run_id, plan)
             self._start_groups(spec, run_id, data)
@@ -138,6 +139,8 @@ class GroupPool(RayPool):
 
         nodes = [_group_node(pg) for pg in self.pgs]
         self.prefetched_nodes = _prefetch_weights(spec.model, sorted(set(nodes)))
+        self.nodes = list(nodes)
+        self.placements = [(pg, 0) for pg in self.pgs]
         self.handles = data.handles(nodes)  # rank 0 hands its group's followers the same
         addresses = _node_addresses()
         remote = self._ray.remote(RankWorker)
@@ -160,6 +163,19 @@ class GroupPool(RayPool):
             max_task_retries=0,  # the driver re-queues shards itself, counting attempts
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
         ).remote(spec.worker_config(), group, run_id, rank, follower_names)
+
+    def retire(self, worker: int) -> None:
+        """The whole group goes: rank 0 and its followers."""
+        ranks = self.plan.tp - 1
+        for actor in [self.actors[worker], *self.followers[worker * ranks:(worker + 1) * ranks]]:
+            try:
+                self._ray.kill(actor, no_restart=True)
+            except self._ray.exceptions.RayError:  # the cluster lost it already: nothing left to stop
+                pass
+
+    def replace(self, worker: int) -> None:
+        """Groups are not replaced: a group needs `tp` devices on one node, rarely free mid-run."""
+        return None
 
     def shutdown(self) -> None:
         from ray.util.placement_group import remove_placement_group

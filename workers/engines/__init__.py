@@ -48,6 +48,7 @@ class BuildContext:
     cache_dir: Path
     causal: bool
     opt_seq_len: int | None = None  # the prepared data's median length (Task.median_length); None: seq_len
+    worker_id: int = 0  # which worker builds it (the synthetic engine's fault injection reads it)
 
 
 class Engine(Protocol):

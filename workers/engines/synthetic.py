@@ -17,7 +17,8 @@ from workers.specs import SyntheticEngineOptions
 
 
 class InjectedFailure(RuntimeError):
-    """Raised for shards listed in `fail_shards`, to test bounded retries."""
+    """Raised for shards listed in `fail_shards` and on workers listed in `fail_workers`, to test
+    bounded retries and taking a bad worker out."""
 
 
 class Synthetic(EngineBase):
@@ -27,12 +28,16 @@ class Synthetic(EngineBase):
     def __init__(self, options: SyntheticEngineOptions) -> None:
         self.options = options
         self.vocab_size = 0
+        self.worker_id = 0
 
     def build(self, ctx: BuildContext) -> BuildInfo:
         self.vocab_size = int(ctx.config.vocab_size)
+        self.worker_id = ctx.worker_id
         return BuildInfo(engine=self.name)
 
     def before_shard(self, shard: ShardTask) -> None:
+        if self.worker_id in self.options.fail_workers:
+            raise InjectedFailure(f"injected failure on worker {self.worker_id} (engine.fail_workers)")
         if shard.shard_id in self.options.fail_shards:
             raise InjectedFailure(f"injected failure on shard {shard.shard_id} (engine.fail_shards)")
 

@@ -45,6 +45,7 @@ class WorkerRuntime:
         self.memory = MemoryProbe(device)
         self.energy = EnergyCounter.for_device(device, physical_device(info.node_id, info.device_uuid, info.device))
         self.engines: dict[str, Engine] = {}
+        self.worker_id = info.worker_id
         self._model: torch.nn.Module | None = None
         self._load_seconds = 0.0
         self._warm: set[str] = set()
@@ -157,6 +158,7 @@ class WorkerRuntime:
             seq_len=cfg.seq_len, precision=precision, device=self.device,
             cache_dir=Path(cfg.engine_cache or DEFAULT_ENGINE_CACHE).expanduser(), causal=self.causal,
             opt_seq_len=min(cfg.seq_len, self.task.median_length()),
+            worker_id=self.worker_id,
         )
 
     def run(self, shard: ShardTask, result: ShardResult) -> ShardResult:

@@ -42,8 +42,9 @@ class RayWorkers:
         import ray
 
         self._ray = ray
-        self.actors, self.handles = pool.actors, pool.handles
-        self.size = pool.size
+        kept = [w for w in range(pool.size) if w not in pool.lost]  # setup dropped the others (pool.py)
+        self.actors, self.handles = [pool.actors[w] for w in kept], [pool.handles[w] for w in kept]
+        self.size = len(kept)
         self._needs_data: set[int] = set()
 
     def warm_up(self, pass_name: str) -> list[int]:

@@ -206,3 +206,16 @@ def test_a_saved_shard_comes_back_with_its_gpu_figures_and_old_shards_without_th
     run.file("shards/infer-00004.json").write_text(json.dumps(old))
     loaded = {r.shard_id: r for r in run.load_shards()}
     assert loaded[3].health == health and loaded[4].health is None
+
+
+def test_a_shard_file_a_crash_left_empty_is_left_out_so_a_resume_runs_it_again(tmp_path):
+    """Shard files are not synced (the driver keeps up with thousands a second); after a machine
+    crash one may read empty: loading leaves it out instead of failing the resume."""
+    from workers.contract import ShardResult
+
+    run = ResultsStore(tmp_path).run("r")
+    for shard_id in (1, 2):
+        run.save_shard(ShardResult(shard_id=shard_id, pass_name="infer", attempt=1, worker_id=0, node_id="n",
+                                   device_name="d", pid=1))
+    (tmp_path / "runs" / "r" / "shards" / "infer-00002.json").write_text("")
+    assert [r.shard_id for r in run.load_shards()] == [1]

@@ -166,6 +166,30 @@ def test_profiles_bound_the_shard_spread():
     assert VerdictSpec(max_latency_shard_cv=0.3).rules(0.01).max_latency_shard_cv == 0.3
 
 
+def test_max_workers_lost():
+    lost = ("worker 1 on host1 (sim:1): 3 failed shards in a row, the last: injected failure on worker 1",)
+    check(replace(GOOD, workers_lost=()), replace(GOOD, workers_lost=lost),
+          "1 worker(s) lost > max_workers_lost 0: worker 1 on host1 (sim:1): 3 failed shards in a row")
+    assert evaluate(replace(GOOD, workers_lost=lost), replace(RULES, max_workers_lost=1)).valid
+    assert VerdictSpec(max_workers_lost=2).rules(0.01).max_workers_lost == 2
+    assert VerdictSpec(profile="rigorous").rules(0.01).max_workers_lost == 0
+
+
+def test_stragglers_among_many_workers_are_judged_against_the_median_of_the_others():
+    """The median of the others comes from one sorted list (4,096 workers merge in milliseconds);
+    it must equal the median taken over each worker's others, ties and even counts included."""
+    import statistics
+
+    from orchestrator.metrics.verdict import _median_without
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 4, 5, 64, 65):
+        rates = [float(x) for x in rng.choice([50.0, 80.0, 100.0, 101.0], n)] + list(rng.uniform(40, 110, n))
+        ordered = sorted(rates)
+        assert [_median_without(ordered, r) for r in rates] == \
+               [statistics.median(rates[:i] + rates[i + 1:]) for i in range(len(rates))]
+
+
 # ------------------------------------------------- variable-length work: stragglers against the fit
 A, B, C = 2e-3, 1e-5, 1e-8  # s per batch, per token, per token x length (attention)
 

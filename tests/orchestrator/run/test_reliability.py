@@ -84,6 +84,125 @@ def test_a_shard_that_always_fails_ends_the_run_with_no_row(ray_local, tmp_path)
     assert kept and all("00003" not in p.name for p in kept)  # finished shards stay on disk
 
 
+@pytest.fixture(scope="module")
+def fault_free(tmp_path_factory):
+    """COUNTS of jobs/synthetic.yaml at a given size without faults (one in-process worker), by size."""
+    known: dict[int, dict] = {}
+
+    def counts(size: int) -> dict:
+        if size not in known:
+            spec = load_spec("jobs/synthetic.yaml", ["workers=1", "engine.latency_ms=0", f"data.synthetic.size={size}"])
+            row = run_job(spec, results_dir=tmp_path_factory.mktemp(f"fault-free-{size}"), in_process=True).row
+            known[size] = {k: getattr(row, k) for k in COUNTS}
+        return known[size]
+
+    return counts
+
+
+def test_a_worker_that_fails_every_shard_is_taken_out_and_the_run_goes_on(ray_local, tmp_path, fault_free):
+    """Worker 1 fails every shard at once (a bad GPU). Its failed shards are retried on the others,
+    never on it; after 3 failures in a row it is killed and replaced; the row is exact, says a
+    worker was lost, and its verdict names which and why."""
+    sets = ["engine.fail_workers=[1]", "engine.latency_ms=40", "data.synthetic.size=3200"]  # ~15 s to run
+    result = run_job(load_spec("jobs/synthetic.yaml", sets), results_dir=tmp_path)
+    row = result.row
+    assert {k: getattr(row, k) for k in COUNTS} == fault_free(3200)
+    assert row.workers_lost == 1 and row.verdict == "INVALID"
+    assert "1 worker(s) lost > max_workers_lost 0: worker 1 on " in row.verdict_reasons
+    assert "3 failed shards in a row, the last: InjectedFailure: injected failure on worker 1" in row.verdict_reasons
+    retries = pq.read_table(result.run_dir / "retries.parquet").to_pylist()
+    assert retries and {r["worker_id"] for r in retries} == {1}
+    shards = pq.read_table(result.run_dir / "shards.parquet").to_pylist()
+    assert sorted(s["shard_id"] for s in shards) == list(range(row.shards))  # each shard exactly once
+    assert 1 not in {s["worker_id"] for s in shards}
+    # the replacement (worker 4, its own placement group) set up in ~5 s and took shards
+    assert 4 in {s["worker_id"] for s in shards} and row.workers == 5
+    assert all(s["attempt"] == 2 for s in shards if s["shard_id"] in {r["shard_id"] for r in retries})
+    assert len(stored_rows(tmp_path)) == 1
+
+
+def benchworker_processes(since: float) -> list:
+    """This test process's Ray worker processes running BenchWorker (their title says so), started since."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            title = " ".join(proc.cmdline())
+            if title.startswith("ray::BenchWorker") and proc.create_time() >= since:
+                found.append((proc, title))
+        except psutil.Error:
+            continue
+    return found
+
+
+def kill_a_worker_while_it_loads(killed: list) -> threading.Thread:
+    """As soon as four BenchWorker processes are alive (loading), SIGKILL one, loading if its title says so."""
+    since = time.time() - 1
+
+    def watch() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            procs = benchworker_processes(since)
+            if len(procs) >= 4:
+                proc, title = next(((p, t) for p, t in procs if ".setup" in t), procs[0])
+                proc.kill()
+                killed.append((proc.pid, title))
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("max_restarts", [2, 0])
+def test_a_worker_killed_while_it_loads_is_restarted_or_dropped_and_the_run_goes_on(ray_local, tmp_path, fault_free,
+                                                                                   max_restarts):
+    """jobs/synthetic.yaml on 4 workers, one worker process SIGKILLed as soon as four are alive: Ray
+    restarts it (max_restarts 2, the default) and it loads again, or (max_restarts 0) it is dropped
+    like a worker that dies mid-run; either way the row is exact."""
+    killed: list[tuple[int, str]] = []
+    watcher = kill_a_worker_while_it_loads(killed)
+    sets = ["engine.latency_ms=5", "data.synthetic.size=1600", f"max_restarts={max_restarts}"]
+    result = run_job(load_spec("jobs/synthetic.yaml", sets), results_dir=tmp_path)
+    watcher.join(timeout=5)
+    assert killed, "the watcher never killed a worker"
+    pid, title = killed[0]
+    assert ".setup" in title, title  # it was loading
+    row = result.row
+    assert {k: getattr(row, k) for k in COUNTS} == fault_free(1600)
+    shards = pq.read_table(result.run_dir / "shards.parquet").to_pylist()
+    assert pid not in {s["pid"] for s in shards}
+    assert sorted(s["shard_id"] for s in shards) == list(range(row.shards))
+    if max_restarts:
+        assert (row.workers, row.workers_lost, len({s["worker_id"] for s in shards})) == (4, 0, 4)
+    else:
+        assert (row.workers, row.workers_lost, len({s["worker_id"] for s in shards})) == (3, 1, 3)
+        assert "died while loading its model or engine" in row.verdict_reasons
+
+
+def test_data_prepared_by_a_worker_that_dies_is_prepared_again_in_a_task(ray_local):
+    """Synthetic data is prepared by the first worker (data.py); if that worker dies while it
+    prepares it, a task prepares it again and the handles name the new table."""
+    import ray
+
+    from orchestrator.run.data import RayDataset
+
+    @ray.remote(max_restarts=0)
+    class DiesPreparing:
+        def prepare_data(self):
+            os._exit(1)
+
+    data = RayDataset(load_spec("jobs/synthetic.yaml", ["data.synthetic.size=64"]).worker_config())
+    node = ray.get_runtime_context().get_node_id()
+    (old,) = data.handles([node], [DiesPreparing.remote()])
+    assert data.in_worker
+    (info,) = data.infos()
+    (new,) = data.handles([node])
+    assert info.num_examples == 64 and new.ref != old.ref and new.table().num_rows == 64
+
+
 def test_out_of_memory_becomes_one_line_suggesting_a_smaller_bs(tmp_path, monkeypatch):
     error = classify(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore text"), bs=32)
     assert error.kind == "oom" and "bs=32" in error.message and "smaller bs" in error.message
