@@ -16,7 +16,7 @@ def ray_local():
     workers are told the GPUs are fake, as a worker given a GPU without CUDA otherwise fails)."""
     import ray
 
-    from workers.device import FAKE_GPUS_ENV
+    from workers.measure.device import FAKE_GPUS_ENV
 
     ray.init(num_cpus=4, num_gpus=3, _node_ip_address=LOOPBACK, include_dashboard=False,
              log_to_driver=False, logging_level="warning", runtime_env={"env_vars": {FAKE_GPUS_ENV: "1"}})
