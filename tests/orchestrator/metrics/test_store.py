@@ -145,7 +145,7 @@ def test_a_killed_run_on_s3_leaves_no_row_and_resumes_from_s3(s3, tmp_path):
     env = dict(os.environ)
     run_id = "s3-killed"
     proc = subprocess.Popen([*BENCH, "submit", "jobs/synthetic.yaml", "--no-ray", "--workers", "1", "--results", uri,
-                             "--run-id", run_id, "--set", "data.synthetic.size=3200", "--set", "engine.latency_ms=20"],
+                             "--run-id", run_id, "--set", "data.synthetic.size=3200", "--set", "engine.latency_ms=5"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
     while len(_s3_names(uri, f"runs/{run_id}/shards")) < 3 and time.time() < deadline:
