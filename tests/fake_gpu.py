@@ -1,30 +1,58 @@
 """A GPU at the libraries' lowest layer, for machines without one: NVML's C functions and torch's
-CUDA device properties.
+CUDA device properties. The suite's one fake of either; a test stages what the GPU reports by
+changing its `FakeGpu` (clocks, throttle reasons, processes, energy, XIDs, ...), even mid-pass.
 
-`FakeNvml` stands for `libnvidia-ml.so`: pynvml's own ctypes wrappers run unchanged and call these
-functions with the C arguments they build, and each function checks those the way the C library
-would use them. A `char *` must point at a string: a `c_char_p` made from an integer (pynvml turns
-`nvmlDeviceGetHandleByPciBusId(7)` into a pointer to address 7) is recorded in `faults` as the
-segmentation fault it would be on a real machine, and answered with NVML_ERROR_INVALID_ARGUMENT.
+`FakeNvmlLib` stands for `libnvidia-ml.so`, not for pynvml: pynvml's own ctypes wrappers
+(`nvmlDeviceGetHandleByPciBusId`, `nvmlDeviceGetComputeRunningProcesses`, `nvmlEventSetWait`, ...)
+run unchanged, build their C arguments and call the functions here, which check that each argument
+has the exact C type the real function takes (a `c_uint` by value, a pointer made with `byref` to a
+`c_ulonglong`, a `c_nvmlDevice_t` this library handed out, ...) and write their results through
+the pointers, as the driver does. A wrong type fails the test at once (an `AssertionError`), because
+the real library would read garbage. A `char *` must point at a string: a `c_char_p` made from an
+integer (pynvml turns `nvmlDeviceGetHandleByPciBusId(7)` into a pointer to address 7) is recorded
+in `faults` as the segmentation fault it would be on a real machine, and answered with
+NVML_ERROR_INVALID_ARGUMENT, so the test can show what the code under test then does.
 
 `FakeProperties` has the fields torch 2.13's `torch.cuda.get_device_properties` returns
 (`torch._C._CudaDeviceProperties`), `uuid` included as torch prints it (`_CUuuid`: CUDA's format,
 without NVML's "GPU-" prefix).
+
+`install` puts both in place for one test (monkeypatch undoes it); `handle_of` gives the handle
+pynvml returns for a `FakeGpu`, for code that takes a handle.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pynvml
 
-SUCCESS, INVALID_ARGUMENT, NOT_SUPPORTED, NOT_FOUND, INSUFFICIENT_SIZE = 0, 2, 3, 6, 7
+SUCCESS, INVALID_ARGUMENT, NOT_SUPPORTED, NOT_FOUND, INSUFFICIENT_SIZE, TIMEOUT = (
+    pynvml.NVML_SUCCESS, pynvml.NVML_ERROR_INVALID_ARGUMENT, pynvml.NVML_ERROR_NOT_SUPPORTED,
+    pynvml.NVML_ERROR_NOT_FOUND, pynvml.NVML_ERROR_INSUFFICIENT_SIZE, pynvml.NVML_ERROR_TIMEOUT)
 LOWEST_VALID_ADDRESS = 4096  # the first page is never mapped: reading below it is SIGSEGV
 
 
+# -- C argument checks: what the real function would take, exactly (subclasses and look-alikes fail)
+def out(arg: Any, ctype: type) -> Any:
+    """The object behind a `byref(...)` argument, which must point at a `ctype`."""
+    assert type(arg).__name__ == "CArgObject", f"expected a pointer made with byref, got {type(arg).__name__}"
+    assert type(arg._obj) is ctype, f"expected a pointer to {ctype.__name__}, got one to {type(arg._obj).__name__}"
+    return arg._obj
+
+
+def by_value(arg: Any, ctype: type) -> int:
+    """The value of an argument passed by value, which must be a `ctype` (ctypes would otherwise pass
+    a Python int as a C int, whatever width the function takes)."""
+    assert type(arg) is ctype, f"expected a {ctype.__name__} by value, got {type(arg).__name__}"
+    return arg.value
+
+
+# -- torch's side
 class CUuuid:
     """torch's `_CUuuid`: 16 bytes, printed in CUDA's 8-4-4-4-12 form."""
 
@@ -41,6 +69,8 @@ class CUuuid:
 
 @dataclass
 class FakeProperties:
+    """torch's `_CudaDeviceProperties`, field for field (the fields raybench reads and their neighbours)."""
+
     name: str
     uuid: CUuuid
     pci_bus_id: int
@@ -58,18 +88,27 @@ class FakeProperties:
     gcnArchName: str = "NVIDIA H100 80GB HBM3"
 
 
+# -- the GPU
 @dataclass
 class FakeGpu:
-    """One GPU: what torch says of it and what NVML knows of it."""
+    """One GPU: what torch says of it and what NVML reports of it now. Tests change the NVML
+    figures while a pass runs; `processes`, `energy_mj` and the sensors are read at each call."""
 
-    uuid: str  # CUDA's form, no prefix
-    bus: int
+    uuid: str = "5d6b0a1e-0000-0000-0000-000000000007"  # CUDA's form, no prefix (NVML's: `nvml_uuid`)
+    bus: int = 0x07  # PCI bus; DGX/HGX boards put GPUs on 0x07, 0x0f, 0x47, ...
     domain: int = 0
     device: int = 0
     name: str = "NVIDIA H100 80GB HBM3"
-    major: int = 9
-    processes: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, used bytes)
-    energy_mj: list[int] | None = field(default_factory=lambda: [1_000_000])  # None: NotSupported
+    major: int = 9  # compute capability: 9 Hopper, 7 Volta (the first with an energy counter), 6 Pascal
+    processes: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, used bytes; None: N/A)
+    energy_mj: list[int] = field(default_factory=lambda: [1_000_000])  # read in turn, the last one repeats
+    sm_clock_mhz: int = 1980
+    clock_events: int = 0  # nvmlClocksEventReason* bits
+    temperature_c: int = 45
+    power_mw: int = 350_000
+    ecc_uncorrected: int = 0
+    unsupported: set[str] = field(default_factory=set)  # C functions that answer NOT_SUPPORTED for it
+    struct: Any = field(default_factory=pynvml.struct_c_nvmlDevice_t)  # what its handle points at
 
     @property
     def nvml_uuid(self) -> str:
@@ -77,103 +116,211 @@ class FakeGpu:
 
     @property
     def bus_id(self) -> str:
+        """NVML's bus id string, the form `nvmlDeviceGetHandleByPciBusId` takes."""
         return f"{self.domain:08x}:{self.bus:02x}:{self.device:02x}.0"
 
     def properties(self) -> FakeProperties:
         return FakeProperties(self.name, CUuuid(self.uuid), self.bus, self.domain, self.device, self.major)
 
 
-class FakeNvml:
-    """libnvidia-ml's functions that raybench reaches through pynvml, checking their C arguments."""
+# -- NVML's side
+class FakeNvmlLib:
+    """libnvidia-ml's functions that raybench reaches through pynvml, checking their C arguments.
 
-    def __init__(self, gpus: list[FakeGpu]) -> None:
+    `calls` lists every C function called, by name, in order; `lookups` the strings the handle
+    lookups read ("ByUUID(GPU-...)", "ByPciBusId(0000...)"); `faults` the reads a real NVML would
+    have crashed on. `missing` names C functions this "driver" does not have (an older one): pynvml
+    gets NVML_ERROR_FUNCTION_NOT_FOUND for them, as for any function not written here.
+    """
+
+    def __init__(self, gpus: list[FakeGpu], missing: set[str] | None = None,
+                 driver_version: str = "580.65.06") -> None:
         self.gpus = gpus
-        self.handles = {0x10000 + 0x100 * i: gpu for i, gpu in enumerate(gpus)}  # fake device pointers
-        self.faults: list[str] = []
+        self.missing = set(missing or ())
+        self.driver_version = driver_version
         self.calls: list[str] = []
+        self.lookups: list[str] = []
+        self.faults: list[str] = []
+        self._xids: list[tuple[FakeGpu, int]] = []
+        self._arrived = threading.Condition()
+        self._sets: list[Any] = []
+        self._registered: dict[int, set[int]] = {}  # event set address -> device addresses
 
-    # -- argument checks, as the C side would see them
+    def function(self, name: str) -> Callable[..., int]:
+        """What `pynvml._nvmlGetFunctionPointer` returns: the C function `name`."""
+        if name in self.missing or not hasattr(self, name) or not name.startswith("nvml"):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+        method = getattr(self, name)
+
+        def call(*args: Any) -> int:
+            self.calls.append(name)
+            gpu = self._gpu(args[0]) if args and isinstance(args[0], pynvml.c_nvmlDevice_t) else None
+            if gpu is not None and name in gpu.unsupported:
+                return NOT_SUPPORTED
+            return method(*args)
+
+        return call
+
+    def raise_xid(self, gpu: FakeGpu, xid: int) -> None:
+        """The driver reports an XID critical error on `gpu` (delivered to event sets registered for it)."""
+        with self._arrived:
+            self._xids.append((gpu, xid))
+            self._arrived.notify_all()
+
+    # -- checks of the pointers NVML itself hands out and reads
+    def _gpu(self, handle: Any) -> FakeGpu:
+        assert isinstance(handle, pynvml.c_nvmlDevice_t) and handle, f"not a device handle: {handle!r}"
+        address = ctypes.addressof(handle.contents)
+        found = [g for g in self.gpus if ctypes.addressof(g.struct) == address]
+        assert found, "a handle this library never handed out"
+        return found[0]
+
     def _string(self, arg: Any, what: str) -> str | None:
-        assert isinstance(arg, ctypes.c_char_p), f"{what}: expected char *, got {type(arg).__name__}"
+        """A `const char *` argument's text; None (and a fault) where NVML would read unmapped memory."""
+        assert type(arg) is ctypes.c_char_p, f"{what}: expected char *, got {type(arg).__name__}"
         address = ctypes.cast(arg, ctypes.c_void_p).value
         if address is None or address < LOWEST_VALID_ADDRESS:
             self.faults.append(f"{what}: NVML would read a string at address {address!r} (SIGSEGV)")
             return None
         return arg.value.decode()
 
-    @staticmethod
-    def _out(arg: Any, ctype: type) -> Any:
-        assert type(arg).__name__ == "CArgObject" and isinstance(arg._obj, ctype), f"expected {ctype.__name__} *"
-        return arg._obj
+    def _set_address(self, event_set: Any) -> int:
+        assert isinstance(event_set, pynvml.c_nvmlEventSet_t) and event_set, f"not an event set: {event_set!r}"
+        address = ctypes.addressof(event_set.contents)
+        assert address in self._registered, "an event set this library never made (or freed)"
+        return address
 
-    def _gpu(self, handle: Any) -> FakeGpu:
-        assert isinstance(handle, pynvml.c_nvmlDevice_t), f"expected nvmlDevice_t, got {type(handle).__name__}"
-        return self.handles[ctypes.cast(handle, ctypes.c_void_p).value]
-
-    def _give_handle(self, out: Any, gpu: FakeGpu) -> int:
-        device = self._out(out, pynvml.c_nvmlDevice_t)
-        address = next(a for a, g in self.handles.items() if g is gpu)
-        ctypes.memmove(ctypes.addressof(device), ctypes.byref(ctypes.c_void_p(address)), ctypes.sizeof(ctypes.c_void_p))
+    def _hand_out(self, device: Any, gpu: FakeGpu | None) -> int:
+        target = out(device, pynvml.c_nvmlDevice_t)
+        if gpu is None:
+            return NOT_FOUND
+        target.contents = gpu.struct
         return SUCCESS
 
-    # -- the library's functions
-    def nvmlInitWithFlags(self, flags: int) -> int:  # noqa: N802 - NVML's names
-        assert isinstance(flags, int)
-        self.calls.append("nvmlInitWithFlags")
+    # -- the C functions (names and argument types as in nvml.h)
+    def nvmlInitWithFlags(self, flags: Any) -> int:  # noqa: N802 - NVML's names
+        assert isinstance(flags, int), type(flags)
         return SUCCESS
 
     def nvmlShutdown(self) -> int:  # noqa: N802
         return SUCCESS
 
-    def nvmlDeviceGetHandleByUUID(self, uuid: Any, out: Any) -> int:  # noqa: N802
-        text = self._string(uuid, "nvmlDeviceGetHandleByUUID")
-        self.calls.append(f"ByUUID({text})")
-        if text is None:
-            return INVALID_ARGUMENT
-        gpu = next((g for g in self.gpus if g.nvml_uuid == text), None)
-        return self._give_handle(out, gpu) if gpu else NOT_FOUND
-
-    def nvmlDeviceGetHandleByPciBusId_v2(self, bus_id: Any, out: Any) -> int:  # noqa: N802
-        text = self._string(bus_id, "nvmlDeviceGetHandleByPciBusId_v2")
-        self.calls.append(f"ByPciBusId({text})")
-        if text is None:
-            return INVALID_ARGUMENT
-        gpu = next((g for g in self.gpus if g.bus_id == text.lower()), None)
-        return self._give_handle(out, gpu) if gpu else NOT_FOUND
-
-    def nvmlDeviceGetComputeRunningProcesses_v3(self, handle: Any, count: Any, infos: Any) -> int:  # noqa: N802
-        gpu = self._gpu(handle)
-        capacity = self._out(count, ctypes.c_uint)
-        if infos is None or capacity.value < len(gpu.processes):
-            capacity.value = len(gpu.processes)
-            return SUCCESS if not gpu.processes else INSUFFICIENT_SIZE
-        for slot, (pid, used) in zip(infos, gpu.processes):
-            slot.pid = pid
-            slot.usedGpuMemory = used if used is not None else pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value
-        capacity.value = len(gpu.processes)
-        return SUCCESS
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any, out: Any) -> int:  # noqa: N802
-        gpu = self._gpu(handle)
-        millijoules = self._out(out, ctypes.c_uint64)
-        if gpu.energy_mj is None:
-            return NOT_SUPPORTED
-        millijoules.value = gpu.energy_mj.pop(0) if len(gpu.energy_mj) > 1 else gpu.energy_mj[0]
-        return SUCCESS
+    def nvmlErrorString(self, result: Any) -> bytes:  # noqa: N802
+        return f"fake NVML error {result}".encode()
 
     def nvmlSystemGetDriverVersion(self, buffer: Any, size: Any) -> int:  # noqa: N802
-        buffer.value = b"570.86.15"
+        assert isinstance(buffer, ctypes.Array) and buffer._type_ is ctypes.c_char, type(buffer)
+        assert by_value(size, ctypes.c_uint) <= len(buffer)
+        buffer.value = self.driver_version.encode()
+        return SUCCESS
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: Any, device: Any) -> int:  # noqa: N802
+        text = self._string(uuid, "nvmlDeviceGetHandleByUUID")
+        self.lookups.append(f"ByUUID({text})")
+        if text is None:
+            return INVALID_ARGUMENT
+        return self._hand_out(device, next((g for g in self.gpus if g.nvml_uuid == text), None))
+
+    def nvmlDeviceGetHandleByPciBusId_v2(self, bus_id: Any, device: Any) -> int:  # noqa: N802
+        text = self._string(bus_id, "nvmlDeviceGetHandleByPciBusId_v2")
+        self.lookups.append(f"ByPciBusId({text})")
+        if text is None:
+            return INVALID_ARGUMENT
+        return self._hand_out(device, next((g for g in self.gpus if g.bus_id == text.lower()), None))
+
+    def nvmlDeviceGetClockInfo(self, handle: Any, clock: Any, mhz: Any) -> int:  # noqa: N802
+        assert by_value(clock, ctypes.c_uint) == pynvml.NVML_CLOCK_SM
+        out(mhz, ctypes.c_uint).value = self._gpu(handle).sm_clock_mhz
+        return SUCCESS
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any, reasons: Any) -> int:  # noqa: N802
+        out(reasons, ctypes.c_ulonglong).value = self._gpu(handle).clock_events
+        return SUCCESS
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any, reasons: Any) -> int:  # noqa: N802
+        """The older driver's name for the same bits."""
+        return self.nvmlDeviceGetCurrentClocksEventReasons(handle, reasons)
+
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: Any, celsius: Any) -> int:  # noqa: N802
+        assert by_value(sensor, ctypes.c_uint) == pynvml.NVML_TEMPERATURE_GPU
+        out(celsius, ctypes.c_uint).value = self._gpu(handle).temperature_c
+        return SUCCESS
+
+    def nvmlDeviceGetPowerUsage(self, handle: Any, milliwatts: Any) -> int:  # noqa: N802
+        out(milliwatts, ctypes.c_uint).value = self._gpu(handle).power_mw
+        return SUCCESS
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any, millijoules: Any) -> int:  # noqa: N802
+        """Millijoules since the driver loaded; each call reads the next of `energy_mj`."""
+        target, gpu = out(millijoules, ctypes.c_ulonglong), self._gpu(handle)
+        target.value = gpu.energy_mj.pop(0) if len(gpu.energy_mj) > 1 else gpu.energy_mj[0]
+        return SUCCESS
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: Any, counter: Any, count: Any) -> int:  # noqa: N802
+        assert by_value(error_type, ctypes.c_uint) == pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+        assert by_value(counter, ctypes.c_uint) == pynvml.NVML_VOLATILE_ECC
+        out(count, ctypes.c_ulonglong).value = self._gpu(handle).ecc_uncorrected
+        return SUCCESS
+
+    def nvmlDeviceGetComputeRunningProcesses_v3(self, handle: Any, count: Any, infos: Any) -> int:  # noqa: N802
+        """The two-call protocol: a size query (no array), then an array of at least `count` slots."""
+        processes = list(self._gpu(handle).processes)
+        room = out(count, ctypes.c_uint)
+        if infos is None:  # the size query
+            room.value = len(processes)
+            return INSUFFICIENT_SIZE if processes else SUCCESS
+        assert isinstance(infos, ctypes.Array) and infos._type_ is pynvml.c_nvmlProcessInfo_v3_t, type(infos)
+        assert room.value <= len(infos)
+        if len(processes) > room.value:
+            room.value = len(processes)
+            return INSUFFICIENT_SIZE
+        for slot, (pid, used) in zip(infos, processes):
+            slot.pid = pid
+            slot.usedGpuMemory = used if used is not None else pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value
+        room.value = len(processes)
+        return SUCCESS
+
+    def nvmlEventSetCreate(self, event_set: Any) -> int:  # noqa: N802
+        target = out(event_set, pynvml.c_nvmlEventSet_t)
+        self._sets.append(pynvml.struct_c_nvmlEventSet_t())
+        target.contents = self._sets[-1]
+        self._registered[ctypes.addressof(self._sets[-1])] = set()
+        return SUCCESS
+
+    def nvmlDeviceRegisterEvents(self, handle: Any, types: Any, event_set: Any) -> int:  # noqa: N802
+        assert by_value(types, ctypes.c_ulonglong) == pynvml.nvmlEventTypeXidCriticalError
+        self._registered[self._set_address(event_set)].add(ctypes.addressof(self._gpu(handle).struct))
+        return SUCCESS
+
+    def nvmlEventSetWait_v2(self, event_set: Any, data: Any, timeout_ms: Any) -> int:  # noqa: N802
+        devices = self._registered[self._set_address(event_set)]
+        event = out(data, pynvml.c_nvmlEventData_t)
+        wait_s = by_value(timeout_ms, ctypes.c_uint) / 1e3
+        with self._arrived:
+            self._arrived.wait_for(lambda: any(ctypes.addressof(g.struct) in devices for g, _ in self._xids), wait_s)
+            for i, (gpu, xid) in enumerate(self._xids):
+                if ctypes.addressof(gpu.struct) in devices:
+                    del self._xids[i]
+                    event.device = ctypes.pointer(gpu.struct)
+                    event.eventType, event.eventData = pynvml.nvmlEventTypeXidCriticalError, xid
+                    return SUCCESS
+        return TIMEOUT
+
+    def nvmlEventSetFree(self, event_set: Any) -> int:  # noqa: N802
+        del self._registered[self._set_address(event_set)]
         return SUCCESS
 
 
-def install(monkeypatch, gpus: list[FakeGpu], visible: list[int] | None = None) -> FakeNvml:
+def install(monkeypatch, gpus: list[FakeGpu], visible: list[int] | None = None,
+            missing: set[str] | None = None) -> FakeNvmlLib:
     """Fake NVML (pynvml's library and its function lookup) and torch's CUDA device properties:
-    torch's `cuda:i` is `gpus[visible[i]]` (CUDA_VISIBLE_DEVICES renumbers torch's devices)."""
+    torch's `cuda:i` is `gpus[visible[i]]` (CUDA_VISIBLE_DEVICES renumbers torch's devices, NVML
+    sees them all). monkeypatch undoes both after the test."""
     import torch
 
-    nvml = FakeNvml(gpus)
+    nvml = FakeNvmlLib(gpus, missing)
     monkeypatch.setattr(pynvml, "nvmlLib", nvml)
-    monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer", lambda name: getattr(nvml, name))
+    monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer", nvml.function)
     order = [gpus[i] for i in (visible if visible is not None else range(len(gpus)))]
 
     def properties(device: Any = None) -> FakeProperties:
@@ -182,3 +329,9 @@ def install(monkeypatch, gpus: list[FakeGpu], visible: list[int] | None = None) 
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
     return nvml
+
+
+def handle_of(gpu: FakeGpu) -> Any:
+    """The handle pynvml returns for `gpu`, looked up by UUID through its real wrapper."""
+    pynvml.nvmlInit()
+    return pynvml.nvmlDeviceGetHandleByUUID(gpu.nvml_uuid)

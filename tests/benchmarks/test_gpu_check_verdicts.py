@@ -19,8 +19,7 @@ FALLBACK = metrics_row(mem=2.0, mem_source="torch-cuda-reserved-peak")  # NVML g
 
 
 def gpu(processes, major: int = 9, energy_mj=(1_000_000,)) -> FakeGpu:
-    return FakeGpu(UUID, bus=0x07, processes=list(processes), major=major,
-                   energy_mj=list(energy_mj) if energy_mj is not None else None)
+    return FakeGpu(UUID, bus=0x07, processes=list(processes), major=major, energy_mj=list(energy_mj))
 
 
 def test_nvml_that_cannot_find_the_gpu_fails():

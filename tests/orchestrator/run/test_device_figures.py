@@ -1,5 +1,5 @@
 """A real run's row (tiny BERT, in-process, on this CPU): MFU against the measured matmul peak, and
-the GPU watch's figures and verdict, with NVML faked at the C library (tests/nvml_c_fake.py)."""
+the GPU watch's figures and verdict, with NVML faked at the C library (tests/fake_gpu.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from orchestrator.run.driver import run_job
 from orchestrator.spec import validate
 from tests.builders import job, stored_rows
-from tests.nvml_c_fake import FakeGpu, FakeNvmlLib, handle_of, install
+from tests.fake_gpu import FakeGpu, handle_of, install
 from workers.measure.device_watch import DeviceWatch
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def test_a_gpu_that_throttles_and_is_shared_makes_the_row_invalid(tmp_path, monk
     the figures and the verdict names both."""
     gpu = FakeGpu(processes=[(os.getpid(), 1 << 30), (4242, 1 << 30)], sm_clock_mhz=1185,
                   clock_events=pynvml.nvmlClocksEventReasonHwThermalSlowdown | pynvml.nvmlClocksEventReasonSwPowerCap)
-    install(monkeypatch, FakeNvmlLib([gpu]))
+    install(monkeypatch, [gpu])
     monkeypatch.setattr(DeviceWatch, "for_device", classmethod(lambda cls, device: cls(handle_of(gpu))))
     row = run_job(validate(job(engine_cache=str(tmp_path / "engines")), "x"), results_dir=tmp_path, in_process=True).row
     assert (row.sm_clock_mhz_min, row.throttle_reasons, row.temperature_c_max) == (1185, "hw_thermal,sw_power_cap", 45)

@@ -41,7 +41,9 @@ def test_the_gpu_is_found_for_memory_and_energy_wherever_its_bus_is(monkeypatch,
     assert counter.note == ""
     assert counter.read_joules() == pytest.approx(5_000.0) and counter.read_joules() == pytest.approx(5_250.0)
     assert nvml.faults == []
-    assert nvml.calls[1] == f"ByUUID(GPU-{H100_UUID})"  # by UUID first: what both torch and NVML name
+    # by UUID first: what both torch and NVML name
+    assert nvml.calls[:2] == ["nvmlInitWithFlags", "nvmlDeviceGetHandleByUUID"]
+    assert nvml.lookups[0] == f"ByUUID(GPU-{H100_UUID})"
 
 
 def test_the_full_bus_id_string_is_the_fallback(monkeypatch):
