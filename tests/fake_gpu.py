@@ -26,8 +26,9 @@ from __future__ import annotations
 import ctypes
 import threading
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pynvml
 
@@ -198,71 +199,71 @@ class FakeNvmlLib:
         return SUCCESS
 
     # -- the C functions (names and argument types as in nvml.h)
-    def nvmlInitWithFlags(self, flags: Any) -> int:  # noqa: N802 - NVML's names
+    def nvmlInitWithFlags(self, flags: Any) -> int:
         assert isinstance(flags, int), type(flags)
         return SUCCESS
 
-    def nvmlShutdown(self) -> int:  # noqa: N802
+    def nvmlShutdown(self) -> int:
         return SUCCESS
 
-    def nvmlErrorString(self, result: Any) -> bytes:  # noqa: N802
+    def nvmlErrorString(self, result: Any) -> bytes:
         return f"fake NVML error {result}".encode()
 
-    def nvmlSystemGetDriverVersion(self, buffer: Any, size: Any) -> int:  # noqa: N802
+    def nvmlSystemGetDriverVersion(self, buffer: Any, size: Any) -> int:
         assert isinstance(buffer, ctypes.Array) and buffer._type_ is ctypes.c_char, type(buffer)
         assert by_value(size, ctypes.c_uint) <= len(buffer)
         buffer.value = self.driver_version.encode()
         return SUCCESS
 
-    def nvmlDeviceGetHandleByUUID(self, uuid: Any, device: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetHandleByUUID(self, uuid: Any, device: Any) -> int:
         text = self._string(uuid, "nvmlDeviceGetHandleByUUID")
         self.lookups.append(f"ByUUID({text})")
         if text is None:
             return INVALID_ARGUMENT
         return self._hand_out(device, next((g for g in self.gpus if g.nvml_uuid == text), None))
 
-    def nvmlDeviceGetHandleByPciBusId_v2(self, bus_id: Any, device: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetHandleByPciBusId_v2(self, bus_id: Any, device: Any) -> int:
         text = self._string(bus_id, "nvmlDeviceGetHandleByPciBusId_v2")
         self.lookups.append(f"ByPciBusId({text})")
         if text is None:
             return INVALID_ARGUMENT
         return self._hand_out(device, next((g for g in self.gpus if g.bus_id == text.lower()), None))
 
-    def nvmlDeviceGetClockInfo(self, handle: Any, clock: Any, mhz: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetClockInfo(self, handle: Any, clock: Any, mhz: Any) -> int:
         assert by_value(clock, ctypes.c_uint) == pynvml.NVML_CLOCK_SM
         out(mhz, ctypes.c_uint).value = self._gpu(handle).sm_clock_mhz
         return SUCCESS
 
-    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any, reasons: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any, reasons: Any) -> int:
         out(reasons, ctypes.c_ulonglong).value = self._gpu(handle).clock_events
         return SUCCESS
 
-    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any, reasons: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any, reasons: Any) -> int:
         """The older driver's name for the same bits."""
         return self.nvmlDeviceGetCurrentClocksEventReasons(handle, reasons)
 
-    def nvmlDeviceGetTemperature(self, handle: Any, sensor: Any, celsius: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: Any, celsius: Any) -> int:
         assert by_value(sensor, ctypes.c_uint) == pynvml.NVML_TEMPERATURE_GPU
         out(celsius, ctypes.c_uint).value = self._gpu(handle).temperature_c
         return SUCCESS
 
-    def nvmlDeviceGetPowerUsage(self, handle: Any, milliwatts: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetPowerUsage(self, handle: Any, milliwatts: Any) -> int:
         out(milliwatts, ctypes.c_uint).value = self._gpu(handle).power_mw
         return SUCCESS
 
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any, millijoules: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any, millijoules: Any) -> int:
         """Millijoules since the driver loaded; each call reads the next of `energy_mj`."""
         target, gpu = out(millijoules, ctypes.c_ulonglong), self._gpu(handle)
         target.value = gpu.energy_mj.pop(0) if len(gpu.energy_mj) > 1 else gpu.energy_mj[0]
         return SUCCESS
 
-    def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: Any, counter: Any, count: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: Any, counter: Any, count: Any) -> int:
         assert by_value(error_type, ctypes.c_uint) == pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
         assert by_value(counter, ctypes.c_uint) == pynvml.NVML_VOLATILE_ECC
         out(count, ctypes.c_ulonglong).value = self._gpu(handle).ecc_uncorrected
         return SUCCESS
 
-    def nvmlDeviceGetComputeRunningProcesses_v3(self, handle: Any, count: Any, infos: Any) -> int:  # noqa: N802
+    def nvmlDeviceGetComputeRunningProcesses_v3(self, handle: Any, count: Any, infos: Any) -> int:
         """The two-call protocol: a size query (no array), then an array of at least `count` slots."""
         processes = list(self._gpu(handle).processes)
         room = out(count, ctypes.c_uint)
@@ -280,19 +281,19 @@ class FakeNvmlLib:
         room.value = len(processes)
         return SUCCESS
 
-    def nvmlEventSetCreate(self, event_set: Any) -> int:  # noqa: N802
+    def nvmlEventSetCreate(self, event_set: Any) -> int:
         target = out(event_set, pynvml.c_nvmlEventSet_t)
         self._sets.append(pynvml.struct_c_nvmlEventSet_t())
         target.contents = self._sets[-1]
         self._registered[ctypes.addressof(self._sets[-1])] = set()
         return SUCCESS
 
-    def nvmlDeviceRegisterEvents(self, handle: Any, types: Any, event_set: Any) -> int:  # noqa: N802
+    def nvmlDeviceRegisterEvents(self, handle: Any, types: Any, event_set: Any) -> int:
         assert by_value(types, ctypes.c_ulonglong) == pynvml.nvmlEventTypeXidCriticalError
         self._registered[self._set_address(event_set)].add(ctypes.addressof(self._gpu(handle).struct))
         return SUCCESS
 
-    def nvmlEventSetWait_v2(self, event_set: Any, data: Any, timeout_ms: Any) -> int:  # noqa: N802
+    def nvmlEventSetWait_v2(self, event_set: Any, data: Any, timeout_ms: Any) -> int:
         devices = self._registered[self._set_address(event_set)]
         event = out(data, pynvml.c_nvmlEventData_t)
         wait_s = by_value(timeout_ms, ctypes.c_uint) / 1e3
@@ -306,7 +307,7 @@ class FakeNvmlLib:
                     return SUCCESS
         return TIMEOUT
 
-    def nvmlEventSetFree(self, event_set: Any) -> int:  # noqa: N802
+    def nvmlEventSetFree(self, event_set: Any) -> int:
         del self._registered[self._set_address(event_set)]
         return SUCCESS
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from tests.fake_gpu import FakeGpu, handle_of, install
 from workers.contract import ShardResult, ShardTask
 from workers.engines import EngineBase
 from workers.measure.device import MemoryProbe
@@ -58,33 +58,18 @@ def test_byte_per_batch_counts_the_tensors_the_engine_receives():
     assert one_pass(NumpyEngine()).bytes_per_batch == BS * SEQ * np.dtype(np.int64).itemsize
 
 
-class FakeNVML:
-    """Stands for `pynvml` at the NVML boundary: a total-energy counter in mJ that reads as scripted."""
-
-    class NVMLError(Exception):
-        pass
-
-    def __init__(self, readings_mj) -> None:
-        self.readings = list(readings_mj)
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle):  # noqa: N802 - NVML's name
-        value = self.readings.pop(0)
-        if isinstance(value, Exception):
-            raise value
-        return value
-
-
 def test_energy_is_read_around_the_pass(monkeypatch):
-    nvml = FakeNVML([1_000_000, 1_002_500])  # mJ since the driver loaded, before and after
-    monkeypatch.setitem(sys.modules, "pynvml", nvml)
-    result = one_pass(Int32Engine(), energy=EnergyCounter("gpu0"))
+    gpu = FakeGpu(energy_mj=[1_000_000, 1_002_500])  # mJ since the driver loaded, before and after
+    nvml = install(monkeypatch, [gpu])
+    result = one_pass(Int32Engine(), energy=EnergyCounter(handle_of(gpu)))
     assert result.energy_joules == pytest.approx(2.5) and result.energy_note == ""
-    assert nvml.readings == []  # read exactly twice: once before, once after
+    assert nvml.calls.count("nvmlDeviceGetTotalEnergyConsumption") == 2  # once before, once after
 
 
 def test_no_energy_counter_leaves_a_reason(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pynvml", FakeNVML([FakeNVML.NVMLError("Not Supported")]))
-    result = one_pass(Int32Engine(), energy=EnergyCounter("old-gpu"))
+    gpu = FakeGpu(unsupported={"nvmlDeviceGetTotalEnergyConsumption"})  # a GPU before Volta, some VMs
+    install(monkeypatch, [gpu])
+    result = one_pass(Int32Engine(), energy=EnergyCounter(handle_of(gpu)))
     assert result.energy_joules is None and "no energy counter" in result.energy_note and "Not Supported" in result.energy_note
     cpu = one_pass(Int32Engine(), energy=EnergyCounter.for_device(torch.device("cpu")))
     assert cpu.energy_joules is None and cpu.energy_note == "no energy counter on a CPU"
