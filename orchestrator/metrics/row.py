@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
 
 SEED_COLUMNS = (
     "precision", "bs", "byte_per_batch", "mem", "e2e_time", "p_val_whole", "p_val_core",
@@ -24,6 +25,11 @@ def column(meaning: str, unit: str = "", default: Any = ...) -> Any:
     return Field(default, description=meaning, json_schema_extra={"unit": unit} if unit else None)
 
 
+def _has_default(field: FieldInfo) -> bool:
+    """A column with a default other than None: a null read for it means "not written then"."""
+    return not field.is_required() and field.default is not None
+
+
 class MetricsRow(BaseModel):
     """Everything reads rows as this type: the merge makes one, the store writes it, and rows read
     back from the table come through `from_record`. A column added later needs a default, so rows
@@ -34,8 +40,11 @@ class MetricsRow(BaseModel):
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> "MetricsRow":
         """A row read back from the table (`Table.to_pylist()`); columns this version does not know
-        (a newer raybench wrote them) are left out."""
-        return cls.model_validate({k: v for k, v in record.items() if k in cls.model_fields})
+        (a newer raybench wrote them) are left out. A column an older raybench did not write reads
+        back null; where the column cannot be null (`workers_lost`) it takes its default."""
+        fields = cls.model_fields
+        return cls.model_validate({k: v for k, v in record.items()
+                                   if k in fields and not (v is None and _has_default(fields[k]))})
 
     # identity
     run_id: str = column("the run: `<UTC time>-<job>-<6 hex>`; its files are under `runs/<run_id>/`")

@@ -68,6 +68,21 @@ def test_an_old_metrics_parquet_is_read_as_the_first_fragment_and_never_rewritte
     assert listed.exit_code == 0 and listed.stdout.split()[1:3] == ['"old-0"', '"old-1"']
 
 
+def test_a_row_an_older_raybench_wrote_reads_back_with_the_defaults_of_later_columns(tmp_path):
+    """An older version's row lacks columns added since (here `workers_lost`, which cannot be null):
+    the table reads it back with their defaults, so `bench results/compare/report` still work."""
+    from orchestrator.metrics.row import MetricsRow
+    from orchestrator.views.query import find_row
+
+    store = ResultsStore(tmp_path)
+    store.append_rows([metrics_row(run_id="new")])
+    old = pa.Table.from_pylist([metrics_row(run_id="old").model_dump()], schema=row_schema())
+    pq.write_table(old.drop_columns(["workers_lost"]), tmp_path / "metrics" / "20250101T000000000000Z-old.parquet")
+    rows = {r["run_id"]: MetricsRow.from_record(r) for r in store.read_metrics().to_pylist()}
+    assert rows["old"].workers_lost == 0 and rows["new"].workers_lost == 0
+    assert find_row(store, "old").run_id == "old"
+
+
 def test_a_file_that_is_not_parquet_in_the_table_is_named_in_one_line(tmp_path):
     ResultsStore(tmp_path).append_rows([metrics_row(run_id="good")])
     (tmp_path / "metrics" / "stray.parquet").write_bytes(b"not parquet")
