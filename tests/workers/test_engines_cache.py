@@ -186,39 +186,15 @@ def test_changed_precision_rebuilds_the_export(tmp_path, counted):
 def two_nodes_build_at_once(monkeypatch, tmp_path, build_of):
     """Two nodes sharing a cache folder on NFS: the flock is per node, so both miss and both build.
     Node a publishes first; node b finishes its build after that and must use a's entry."""
-    import contextlib
+    from tests.two_nodes import TwoNodes
 
-    from workers.storage import folder_cache
-
-    monkeypatch.setattr(folder_cache, "exclusive_lock", lambda path: contextlib.nullcontext())
-    both_building = threading.Barrier(2, timeout=30)
-    published = threading.Event()
-    node = threading.local()
+    nodes = TwoNodes(monkeypatch, timeout_s=30)
 
     def build(folder):
-        both_building.wait()
-        if node.name == "b":
-            assert published.wait(timeout=30)
-        build_of(folder, node.name)
+        nodes.gate()
+        build_of(folder, nodes.name)
 
-    out, errors = {}, []
-
-    def run(name):
-        node.name = name
-        try:
-            out[name] = EngineCache(tmp_path).get_or_build("onnx", {"a": 1}, build)
-        except BaseException as exc:  # noqa: BLE001 - the test reports it
-            errors.append(exc)
-        finally:
-            if name == "a":
-                published.set()
-
-    threads = [threading.Thread(target=run, args=(name,)) for name in "ab"]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out, errors
+    return nodes.run(lambda: EngineCache(tmp_path).get_or_build("onnx", {"a": 1}, build))
 
 
 def test_the_node_that_publishes_second_uses_the_winners_entry(monkeypatch, tmp_path):

@@ -181,13 +181,10 @@ def test_mmlu_with_smollm2s_tokenizer_prepared_and_cached_equals_the_per_worker_
 def test_two_nodes_preparing_one_entry_of_a_shared_cache_both_get_it(monkeypatch, tmp_path):
     """A data cache on NFS: the flock holds on one node only, so two nodes can prepare the same
     entry at once. The one that publishes second uses the first one's entry (before: ENOTEMPTY)."""
-    import contextlib
-    import threading
-
+    from tests.two_nodes import TwoNodes
     from workers.data import dataprep
-    from workers.storage import folder_cache
 
-    monkeypatch.setattr(folder_cache, "exclusive_lock", lambda path: contextlib.nullcontext())
+    nodes = TwoNodes(monkeypatch)  # the flock taken away: both nodes miss and prepare
     text = tmp_path / "text.txt"
     text.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
     raw = job(model={"random": BERT_30522, "tokenizer": str(bert_vocab())}, data=str(text), seq_len=32,
@@ -195,33 +192,14 @@ def test_two_nodes_preparing_one_entry_of_a_shared_cache_both_get_it(monkeypatch
     config = validate(raw, "t").worker_config()
     load_config(config.model), load_tokenizer(config.model)  # transformers' lazy imports are not thread-safe
     (tmp_path / "cache").mkdir()  # (the real lock would have made it)
-    both_building, published, node = threading.Barrier(2, timeout=60), threading.Event(), threading.local()
     real_write = dataprep.write_table
 
     def write_table(path, table):
-        both_building.wait()
-        if node.name == "b":
-            assert published.wait(timeout=60)
+        nodes.gate()
         real_write(path, table)
 
     monkeypatch.setattr(dataprep, "write_table", write_table)
-    out, errors = {}, []
-
-    def run(name):
-        node.name = name
-        try:
-            out[name] = prepare_dataset(config)
-        except BaseException as exc:  # noqa: BLE001 - the test reports it
-            errors.append(exc)
-        finally:
-            if name == "a":
-                published.set()
-
-    threads = [threading.Thread(target=run, args=(name,)) for name in "ab"]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    out, errors = nodes.run(lambda: prepare_dataset(config))
     assert errors == []
     (info_a, table_a), (info_b, table_b) = out["a"], out["b"]
     assert info_a.cache_key == info_b.cache_key and info_a.fingerprint == info_b.fingerprint
