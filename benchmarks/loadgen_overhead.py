@@ -5,13 +5,14 @@ measured two ways in one run:
   plain:    a LoadGen SUT in this process whose one thread calls a BenchWorker directly (the same
             engine, timing loop and scorer), no Ray, no dispatcher: the reference;
   raybench: `run_job` with scenario single_stream on 1, 2 and 8 Ray worker actors (LoadGen in the
-            driver, the bridge's dispatcher thread, an actor call per query, completions back).
+            driver, the bridge's dispatcher thread, each batch over the worker's direct lane, or
+            with --hand-over actor_call as a Ray actor call; completions back).
 Figures are LoadGen's own p90 query latency (mlperf_log_summary.txt). Printed per worker count: the
 p90, what raybench adds (p90 - 20 ms; target <= 5 ms on the 2-core VM), and p90 / plain p90. Each
 side runs ROUNDS times, alternating, and the best round of each is kept (interference on a shared
 machine only ever adds latency). Last line: the worst ratio over the worker counts.
 
-    python benchmarks/loadgen_overhead.py [--queries N] [--rounds R]
+    python benchmarks/loadgen_overhead.py [--queries N] [--rounds R] [--hand-over direct|actor_call]
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ JOB = {
 }
 
 
-def spec_for(workers: int, queries: int):
+def spec_for(workers: int, queries: int, hand_over: str = "direct"):
     from orchestrator.spec import validate
 
-    return validate({**JOB, "workers": workers, "loadgen": {"min_queries": queries}}, "loadgen_overhead")
+    return validate({**JOB, "workers": workers, "loadgen": {"min_queries": queries, "hand_over": hand_over}},
+                    "loadgen_overhead")
 
 
 def plain_p90_s(queries: int) -> float:
@@ -111,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=300, help="queries per LoadGen test (>= 64)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--hand-over", default="direct", choices=("direct", "actor_call"))
     args = parser.parse_args()
     from orchestrator.run.driver import run_job
 
@@ -122,10 +125,11 @@ def main() -> None:
             plain.append(plain_p90_s(args.queries))
             calls.append(ray_call_p90_s())
             for n in WORKERS:
-                ray_p90[n].append(run_job(spec_for(n, args.queries), results_dir=results).row.query_latency_p90)
+                row = run_job(spec_for(n, args.queries, args.hand_over), results_dir=results).row
+                ray_p90[n].append(row.query_latency_p90)
     ms = lambda values: ", ".join(f"{v * 1e3:.2f}" for v in values)  # noqa: E731
     print(f"engine: synthetic, {ENGINE_MS:g} ms per batch; SingleStream, {args.queries} queries per test, "
-          f"{args.rounds} rounds")
+          f"{args.rounds} rounds; hand-over {args.hand_over}")
     best_plain = min(plain)
     print(f"plain LoadGen SUT, in process: p90 {ms(plain)} ms (best {best_plain * 1e3:.2f}; adds "
           f"{best_plain * 1e3 - ENGINE_MS:.2f} ms)")

@@ -48,6 +48,7 @@ class BenchWorker:
         self._info: WorkerInfo | None = None
         self._runtime = None
         self._data: DataHandle | None = None  # the last handle a call brought (kept for a rebuild)
+        self._lane = None  # the driver's direct connection for LoadGen batches (open_lane)
 
     def setup(self, data: DataHandle | None = None) -> WorkerInfo:
         """Map the prepared data, load the model, build the engines (once). Returns where this worker runs."""
@@ -140,6 +141,16 @@ class BenchWorker:
             return self._runtime.run_samples(batch, ShardResult(**identity))
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             return ShardResult(**identity, error=classify(exc, self.config.bs))
+
+    def open_lane(self, authkey: bytes) -> tuple[str, int]:
+        """Listen for the driver's direct connection (workers/lane.py), which then hands LoadGen's
+        batches to `run_samples` without a Ray call each; the address to connect to."""
+        import ray
+
+        from workers.lane import LaneServer
+
+        self._lane = LaneServer(ray.util.get_node_ip_address(), authkey, self.run_samples)
+        return self._lane.address
 
     def pid(self) -> int:
         return os.getpid()

@@ -196,7 +196,8 @@ class MetricsRow(BaseModel):
                                          "s", default=None)
     loadgen_result: str | None = column("VALID | INVALID as LoadGen said (blank in accuracy mode: it says nothing)",
                                         default=None)
-    loadgen_settings: str | None = column("JSON: LoadGen's \"Test Parameters Used\" and the rules", default=None)
+    loadgen_settings: str | None = column("JSON: LoadGen's \"Test Parameters Used\", the rules and the hand-over",
+                                           default=None)
     # software
     torch_version: str = column("torch on the workers")
     ray_version: str = column("ray on the workers")

@@ -194,7 +194,7 @@ class WorkerRuntime:
         self.engines[batch.pass_name].before_shard(batch.as_shard())
         run_batches(self.engines[batch.pass_name], self.task, [self.task.batch_of(batch.indices)], self.timer,
                     self.memory, self.flops.sequence_flops, result, self.energy)
-        self.meter.shard(result)
+        self.meter.shard_later(result)
         return result
 
     def close(self) -> None:

@@ -7,6 +7,8 @@
   (a query is one sample), per query for MultiStream.
 - `latency_bound`: the server bound LoadGen enforced; for the streams, the job's bound, which the
   scenario's headline percentile (p90 single_stream, p99 multi_stream) is held to.
+- `loadgen_settings`: LoadGen's "Test Parameters Used", the rules, and how batches reached the
+  workers (`hand_over`: direct, actor_call or in_process).
 - `verdict`: INVALID when LoadGen says INVALID (its reasons, in its words), when a stream's headline
   percentile is above the job's bound, or when an accuracy run did not score every sample once.
 """
@@ -34,6 +36,7 @@ class ScenarioFigures:
     examples: int  # the dataset's size (accuracy mode must score each once)
     scored_examples: int  # examples the accepted batches ran
     note: str = ""  # a reason of raybench's own (find_peak found no VALID rate)
+    hand_over: str = ""  # how batches reached the workers (SampleWorkers.hand_over)
 
 
 def _seconds(summary: LoadGenSummary, percentile: float) -> float | None:
@@ -64,7 +67,7 @@ def verdict(f: ScenarioFigures) -> tuple[str, list[str]]:
 
 def scenario_columns(f: ScenarioFigures) -> dict[str, Any]:
     label, reasons = verdict(f)
-    settings = {"rules": f.rules, **f.summary.parameters}
+    settings = {"rules": f.rules, "hand_over": f.hand_over, **f.summary.parameters}
     return {
         "scenario": f.scenario,
         "loadgen_mode": f.mode,

@@ -66,7 +66,8 @@ def run_scenario_point(spec: JobSpec, store: ResultsStore, session, in_process: 
             _check_dataset(spec, examples)
             run.create(dump_spec(spec), started_at=session.started_at, sweep_id=session.sweep_id,
                        weights_fetched_on=pool.prefetched_nodes)
-            head, tests, warmed = _serve(spec, sample_workers(pool), examples, logs, bar, run.run_id)
+            workers = sample_workers(pool, spec.loadgen.hand_over)
+            head, tests, warmed = _serve(spec, workers, examples, logs, bar, run.run_id)
         except KeyboardInterrupt:
             interrupted = RunInterrupted(run.run_id, False, store.shown_uri)  # exit 130, as Offline's
             interrupted.args = (f"interrupted: run {run.run_id}; workers stopped; a LoadGen run cannot be resumed "
@@ -80,7 +81,7 @@ def run_scenario_point(spec: JobSpec, store: ResultsStore, session, in_process: 
     row = merge(spec=spec, run_id=run.run_id, results=head.results, infos=infos, data=data_infos,
                 e2e_seconds=session.prior_seconds + time.perf_counter() - session.started, retries=len(failed),
                 item_unit=infos[0].item_unit, sweep_id=session.sweep_id)
-    columns = scenario_columns(_figures(spec, head, examples, tests))
+    columns = scenario_columns(_figures(spec, head, examples, tests, workers.hand_over))
     # the warm-up before LoadGen's first query happened outside the measured batches: count it as Offline does
     row = row.model_copy(update={**columns, "warmup_batches": row.warmup_batches + sum(warmed)})
     predictions = headline_records(row, head.results)
@@ -126,7 +127,7 @@ def _check_dataset(spec: JobSpec, examples: int) -> None:
 
 
 def _figures(spec: JobSpec, test: LoadGenTest, examples: int,
-             tests: list[LoadGenTest] | None = None) -> ScenarioFigures:
+             tests: list[LoadGenTest] | None = None, hand_over: str = "") -> ScenarioFigures:
     """The figures of one test; `tests`: every test of a find_peak search, when `test` is its headline."""
     options = spec.loadgen
     note = ""
@@ -135,7 +136,7 @@ def _figures(spec: JobSpec, test: LoadGenTest, examples: int,
     return ScenarioFigures(
         scenario=spec.scenario, mode=options.mode, rules=options.rules, summary=test.summary,
         target_qps=test.target_qps, latency_bound_s=latency_bound_s(spec.scenario, options, test.settings),
-        examples=examples, scored_examples=sum(r.examples for r in test.results), note=note,
+        examples=examples, scored_examples=sum(r.examples for r in test.results), note=note, hand_over=hand_over,
     )
 
 

@@ -1,24 +1,38 @@
 """The run's workers as the LoadGen bridge sees them: calls that return futures.
 
 A batch handed to a worker comes back as a `concurrent.futures.Future`, whichever way the worker
-runs: a Ray actor call (`ObjectRef.future()`: Ray's own thread completes it) or the in-process
-worker of `--no-ray` (a one-thread executor per worker). The bridge adds a done-callback that puts
-the future on its inbox, so its one thread sleeps on one queue and wakes for arrivals and
-completions alike, instead of polling `ray.wait`.
+runs: over its direct lane (`loadgen.hand_over: direct`, the default; lane.py), as a Ray actor call
+(`actor_call`: `ObjectRef.future()`, which Ray's own thread completes) or in this process
+(`--no-ray`: a one-thread executor per worker). The bridge adds a done-callback that puts the
+future on its inbox, so its one thread sleeps on one queue and wakes for arrivals and completions
+alike, instead of polling `ray.wait`.
+
+The lanes open after the warm-up, one per worker. A worker whose lane breaks is a dead worker to
+the bridge; once Ray has restarted it, it is called as an actor for the rest of the run (the
+first call carries the data handle its rebuild needs). Where the lanes cannot be opened (a node
+whose free ports the driver cannot reach) the run says so in one warning and uses actor calls.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
-from orchestrator.run.pool import InProcessPool, Pool, RayPool
+from orchestrator.run.loadgen.lane import DirectLane, LaneLost
+from orchestrator.run.pool import REPING_S, InProcessPool, Pool, RayPool
 from workers.contract import DataHandle, SampleBatch, ShardResult
 from workers.errors import RunFailed, UserError, first_line
+
+log = logging.getLogger(__name__)
 
 
 class SampleWorkers(Protocol):
     size: int
+    hand_over: str  # how batches reach the workers, for the row: direct, actor_call or in_process
 
     def warm_up(self, pass_name: str) -> list[int]:
         """Warm every worker's engine for the pass; the warm-up batches each ran."""
@@ -38,41 +52,97 @@ class RayWorkers:
     restart (a restarted actor rebuilds from it), not with every batch: an argument holding an
     ObjectRef costs about a millisecond per call in Ray's reference counting, on every query."""
 
-    def __init__(self, pool: RayPool) -> None:
+    def __init__(self, pool: RayPool, hand_over: str = "direct") -> None:
         import ray
 
         self._ray = ray
         kept = [w for w in range(pool.size) if w not in pool.lost]  # setup dropped the others (pool.py)
         self.actors, self.handles = [pool.actors[w] for w in kept], [pool.handles[w] for w in kept]
         self.size = len(kept)
+        self.hand_over = hand_over  # actor_call once the lanes could not be opened
+        self.lanes: list[DirectLane | None] = [None] * self.size
         self._needs_data: set[int] = set()
 
     def warm_up(self, pass_name: str) -> list[int]:
         try:
-            return self._ray.get([a.warm_up.remote(pass_name, h) for a, h in zip(self.actors, self.handles)])
+            warmed = self._ray.get([a.warm_up.remote(pass_name, h) for a, h in zip(self.actors, self.handles)])
         except self._ray.exceptions.RayActorError as exc:
             raise RunFailed(f"a worker died while warming up: {first_line(exc)}") from exc
+        if self.hand_over == "direct":
+            self._open_lanes()
+        return warmed
+
+    def _open_lanes(self) -> None:
+        keys = [os.urandom(32) for _ in self.actors]  # each sent through Ray, behind its token
+        try:
+            addresses = self._ray.get([a.open_lane.remote(k) for a, k in zip(self.actors, keys)], timeout=60)
+        except Exception as exc:  # noqa: BLE001 - actor calls still work
+            return self._without_lanes(f"the workers could not listen ({first_line(exc)})")
+        for worker, ((host, port), key) in enumerate(zip(addresses, keys)):
+            try:
+                self.lanes[worker] = DirectLane((host, port), key, worker)
+            except Exception as exc:  # noqa: BLE001 - actor calls still work
+                return self._without_lanes(f"no direct connection to worker {worker} at {host}:{port} "
+                                           f"({type(exc).__name__}: {first_line(exc)})")
+        return None
+
+    def _without_lanes(self, why: str) -> None:
+        """Say once why, and hand every batch over as an actor call."""
+        log.warning("loadgen.hand_over: %s; batches go as actor calls", why)
+        self.close()
+        self.hand_over = "actor_call"
 
     def run(self, worker: int, batch: SampleBatch) -> Future:
+        lane = self.lanes[worker]
+        if lane is not None:
+            return lane.run(batch)
         data = self.handles[worker] if worker in self._needs_data else None
         self._needs_data.discard(worker)
         return self.actors[worker].run_samples.remote(batch, data).future()
 
     def ping(self, worker: int) -> Future:
-        """Asked after the worker died: when it answers, Ray has restarted it, empty."""
+        """Asked after the worker died: answers once Ray has restarted it (empty, and without a lane),
+        or fails once Ray has given up on it."""
         self._needs_data.add(worker)
-        return self.actors[worker].pid.remote().future()
+        lane, self.lanes[worker] = self.lanes[worker], None
+        if lane is not None:
+            lane.close()  # broken: nothing is in flight on it
+        answer: Future = Future()
+        threading.Thread(target=self._ping_until_known, args=(worker, answer), name=f"raybench-ping-w{worker}",
+                         daemon=True).start()
+        return answer
+
+    def _ping_until_known(self, worker: int, answer: Future) -> None:
+        """A broken lane tells of a death before Ray knows of it, and a call then meets the process
+        mid-restart (ActorUnavailableError): ask again, as the Offline pool does (pool.py), since only
+        ActorDiedError means Ray gave up."""
+        errors = self._ray.exceptions
+        while True:
+            try:
+                answer.set_result(self._ray.get(self.actors[worker].pid.remote()))
+                return
+            except errors.ActorUnavailableError:
+                time.sleep(REPING_S)
+            except Exception as exc:  # noqa: BLE001 - gone for good: the bridge decides
+                answer.set_exception(exc)
+                return
 
     def is_death(self, exc: BaseException) -> bool:
-        return isinstance(exc, (self._ray.exceptions.RayActorError, self._ray.exceptions.WorkerCrashedError))
+        errors = self._ray.exceptions
+        return isinstance(exc, (errors.RayActorError, errors.WorkerCrashedError, LaneLost))
 
     def close(self) -> None:
-        return None
+        lanes, self.lanes = self.lanes, [None] * self.size
+        for lane in lanes:
+            if lane is not None:
+                lane.close()
 
 
 class LocalWorkers:
     """BenchWorkers in this process, each behind a one-thread executor (the GIL is released while
     an engine computes or the synthetic engine sleeps). They cannot die apart from the process."""
+
+    hand_over = "in_process"
 
     def __init__(self, workers: list[Any], data: list[DataHandle | None]) -> None:
         self.workers, self.data = workers, data
@@ -96,9 +166,9 @@ class LocalWorkers:
             executor.shutdown(wait=True)
 
 
-def sample_workers(pool: Pool) -> SampleWorkers:
+def sample_workers(pool: Pool, hand_over: str = "direct") -> SampleWorkers:
     if isinstance(pool, InProcessPool):
         return LocalWorkers([pool.worker], [pool.data])
     if isinstance(pool, RayPool):
-        return RayWorkers(pool)
+        return RayWorkers(pool, hand_over)
     raise UserError(f"scenario: LoadGen scenarios run on single-device workers, not {type(pool).__name__}")

@@ -90,11 +90,30 @@ def test_server_far_above_capacity_is_invalid_with_loadgens_reason(ray_local, tm
     assert row.query_latency_p99 > 0.1 and row.achieved_qps < 100
 
 
-def test_single_stream_issues_the_next_query_when_the_last_is_done(ray_local, tmp_path):
-    row = run_job(validate(synthetic("single_stream", {}, workers=1, latency_ms=20, bs=4), "x"),
+@pytest.mark.parametrize("hand_over", ["direct", "actor_call"])
+def test_single_stream_issues_the_next_query_when_the_last_is_done(ray_local, tmp_path, hand_over):
+    row = run_job(validate(synthetic("single_stream", {"hand_over": hand_over}, workers=1, latency_ms=20, bs=4), "x"),
                   results_dir=tmp_path).row
     assert row.loadgen_result == "VALID" and row.items_infer == row.measured_batches >= 64  # one sample per batch
     assert row.query_latency_p90 >= 0.020 and row.achieved_qps * row.query_latency_p50 <= 1.0
+    assert json.loads(row.loadgen_settings)["hand_over"] == hand_over
+
+
+def test_a_worker_the_driver_cannot_reach_directly_leaves_the_run_on_actor_calls(ray_local, tmp_path, monkeypatch,
+                                                                              caplog):
+    """A node whose free ports the driver cannot reach (a firewall refusing the connection) costs the
+    run its direct hand-over, not the run: one warning naming the worker, actor calls, and the row says so."""
+    from orchestrator.run.loadgen import lane
+
+    def refused(address, authkey=None):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(lane, "Client", refused)  # multiprocessing.connection.Client, as lane.py calls it
+    row = run_job(validate(synthetic("single_stream", {"min_queries": 64}, workers=2, latency_ms=5, bs=4), "x"),
+                  results_dir=tmp_path).row
+    assert row.loadgen_result == "VALID" and json.loads(row.loadgen_settings)["hand_over"] == "actor_call"
+    warned = [r.getMessage() for r in caplog.records if "loadgen.hand_over" in r.getMessage()]
+    assert len(warned) == 1 and "worker 0" in warned[0] and "Connection refused" in warned[0]
 
 
 def kill_worker_during_run(results, after_s: float, killed: list[int]) -> threading.Thread:
@@ -121,17 +140,20 @@ def kill_worker_during_run(results, after_s: float, killed: list[int]) -> thread
 def test_a_killed_worker_loses_no_sample_and_completes_none_twice(ray_local, tmp_path):
     """Accuracy mode: LoadGen issues every sample once; worker 1 dies mid-run and is restarted by Ray.
     Its in-flight samples are re-issued; LoadGen's accuracy log and the row count each sample once."""
-    loadgen = {"target_qps": 150, "mode": "accuracy"}
+    loadgen = {"target_qps": 150, "mode": "accuracy"}  # 900 samples: 6 s, time for Ray to restart worker 1
     killed: list[int] = []
     watcher = kill_worker_during_run(tmp_path, 0.5, killed)
     # 2 workers x bs 2 x 20 ms take 200 QPS at most: at 150 both are busy most of the time
-    result = run_job(validate(synthetic("server", loadgen, workers=2, latency_ms=20, bs=2, size=300), "x"),
+    result = run_job(validate(synthetic("server", loadgen, workers=2, latency_ms=20, bs=2, size=900), "x"),
                      results_dir=tmp_path)
     watcher.join(timeout=5)
     assert killed, "the watcher never killed a worker"
     row = result.row
     logged = json.loads((result.run_dir / "loadgen" / "mlperf_log_accuracy.json").read_text())
-    assert sorted(e["qsl_idx"] for e in logged) == list(range(300))
-    assert row.examples == 300 and row.verdict == "VALID" and row.retries >= 1
+    assert sorted(e["qsl_idx"] for e in logged) == list(range(900))
+    assert row.examples == 900 and row.verdict == "VALID" and row.retries >= 1
     retries = pq.read_table(result.run_dir / "retries.parquet").to_pylist()
     assert all(r["worker_id"] == 1 and "died" in r["message"] for r in retries)
+    # the batches went over direct lanes; once restarted, worker 1 went on as actor calls
+    assert json.loads(row.loadgen_settings)["hand_over"] == "direct"
+    assert any(r.worker_id == 1 and r.pid not in (0, killed[0]) for r in result.results)

@@ -1,0 +1,94 @@
+"""The driver's end of a direct connection to one worker (workers/lane.py has the why and the worker's end).
+
+`run` sends the batch on the bridge's own thread (a small message into the socket's buffer; a
+worker holds one batch at a time) and returns a future; a thread per lane sleeps in `recv` and
+completes the futures in order. A connection that breaks (the worker's process died, its node
+went away) fails the batch in flight, and every later one, with `LaneLost`, which the bridge
+treats as a dead worker: its samples are re-issued and Ray is asked whether it restarted it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from multiprocessing.connection import Client, Connection
+
+from workers.contract import SampleBatch
+from workers.lane import FAILED, no_delay
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+class LaneLost(ConnectionError):
+    """The connection to a worker broke: as a dead worker for the bridge."""
+
+
+class LaneFailed(RuntimeError):
+    """The worker's end raised outside `run_samples`' own error handling (a bug): fails the run."""
+
+
+def connect(address: tuple[str, int], authkey: bytes, timeout_s: float = CONNECT_TIMEOUT_S) -> Connection:
+    """`Client` with a deadline: its connect has none, and a firewalled port would hang for minutes."""
+    box: dict[str, object] = {}
+
+    def dial() -> None:
+        try:
+            box["conn"] = Client(address, authkey=authkey)
+        except BaseException as exc:  # noqa: BLE001 - raised below, on the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=dial, name="raybench-lane-connect", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if "conn" in box:
+        return box["conn"]  # type: ignore[return-value]
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    raise TimeoutError(f"no answer from {address[0]}:{address[1]} within {timeout_s:g} s")
+
+
+class DirectLane:
+    def __init__(self, address: tuple[str, int], authkey: bytes, worker: int) -> None:
+        self.worker = worker
+        self._conn = connect(address, authkey)
+        no_delay(self._conn)
+        self._sent: queue.SimpleQueue = queue.SimpleQueue()  # futures of batches sent, in order
+        self._broken: LaneLost | None = None
+        self._thread = threading.Thread(target=self._receive, name=f"raybench-lane-w{worker}", daemon=True)
+        self._thread.start()
+
+    def run(self, batch: SampleBatch) -> Future:
+        future: Future = Future()
+        if self._broken is not None:
+            future.set_exception(self._broken)
+            return future
+        try:
+            self._conn.send(batch)
+        except (OSError, ValueError) as exc:  # ValueError: the connection was closed here
+            future.set_exception(LaneLost(f"worker {self.worker}'s connection broke: {exc}"))
+            return future
+        self._sent.put(future)  # after the send: the reply waits in the socket until the thread reads it
+        return future
+
+    def _receive(self) -> None:
+        while (future := self._sent.get()) is not None:
+            if self._broken is not None:
+                future.set_exception(self._broken)
+                continue
+            try:
+                kind, value = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                self._broken = LaneLost(f"worker {self.worker}'s connection broke: {type(exc).__name__} {exc}")
+                future.set_exception(self._broken)
+                continue
+            if kind == FAILED:
+                future.set_exception(LaneFailed(value))
+            else:
+                future.set_result(value)
+
+    def close(self) -> None:
+        """Wait for a batch still in flight, then close: the worker's end sees EOF and stops."""
+        self._sent.put(None)
+        self._thread.join()
+        self._conn.close()

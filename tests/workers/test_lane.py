@@ -1,0 +1,83 @@
+"""The direct lane between the driver and a worker (workers/lane.py, orchestrator/run/loadgen/lane.py),
+over real sockets on loopback, without Ray: replies in order, the key's challenge, errors, a worker
+process killed mid-batch, a port that never answers."""
+
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from multiprocessing import AuthenticationError
+
+import pytest
+
+from orchestrator.run.loadgen.lane import DirectLane, LaneFailed, LaneLost, connect
+from workers.lane import LaneServer
+
+KEY = b"k" * 32
+
+
+def double(x):
+    if x == "boom":
+        raise ValueError("bad batch\nsecond line")
+    return x * 2
+
+
+def test_batches_come_back_in_order_and_closing_ends_the_workers_end():
+    server = LaneServer("127.0.0.1", KEY, double)
+    lane = DirectLane(server.address, KEY, 0)
+    assert [lane.run(n).result(timeout=5) for n in range(20)] == [2 * n for n in range(20)]
+    lane.close()
+    server._thread.join(timeout=5)
+    assert not server._thread.is_alive()
+
+
+def test_a_wrong_key_is_refused_and_the_worker_waits_for_the_right_one():
+    server = LaneServer("127.0.0.1", KEY, double)
+    with pytest.raises(AuthenticationError):
+        connect(server.address, b"x" * 32)
+    lane = DirectLane(server.address, KEY, 0)
+    assert lane.run(4).result(timeout=5) == 8
+    lane.close()
+
+
+def test_an_error_outside_run_samples_fails_the_batch_with_its_first_line_and_the_lane_goes_on():
+    server = LaneServer("127.0.0.1", KEY, double)
+    lane = DirectLane(server.address, KEY, 0)
+    with pytest.raises(LaneFailed, match="^ValueError: bad batch$"):
+        lane.run("boom").result(timeout=5)
+    assert lane.run(1).result(timeout=5) == 2
+    lane.close()
+
+
+def serve_slowly(address_out) -> None:
+    server = LaneServer("127.0.0.1", KEY, lambda x: time.sleep(30))
+    address_out.put(server.address)
+    server._thread.join()
+
+
+def test_a_worker_process_killed_mid_batch_loses_the_lane_for_that_batch_and_every_later_one():
+    ctx = multiprocessing.get_context("spawn")
+    address_out = ctx.Queue()
+    worker = ctx.Process(target=serve_slowly, args=(address_out,), daemon=True)
+    worker.start()
+    lane = DirectLane(address_out.get(timeout=60), KEY, 3)
+    in_flight = lane.run("batch")
+    time.sleep(0.2)
+    os.kill(worker.pid, signal.SIGKILL)
+    with pytest.raises(LaneLost, match="worker 3's connection broke"):
+        in_flight.result(timeout=10)
+    with pytest.raises(LaneLost):
+        lane.run("next").result(timeout=10)
+    lane.close()
+    worker.join(timeout=10)
+
+
+def test_a_port_that_never_answers_the_challenge_times_out_instead_of_hanging():
+    with socket.socket() as silent:  # accepts TCP connections (the kernel does) but never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="no answer from 127.0.0.1"):
+            connect(silent.getsockname(), KEY, timeout_s=0.5)
+        assert time.monotonic() - started < 5

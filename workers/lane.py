@@ -1,0 +1,90 @@
+"""A direct connection from the driver to one worker, for LoadGen's batches: the worker's end.
+
+Why not a Ray actor call per batch: on the project's 2-core VM a call costs about 2.5 ms more than
+the work (its submission, its scheduling on the actor, the result through the object store), and
+LoadGen bills every query for it. Ray Compiled Graphs' shared-memory channels cost about 0.9 ms,
+but their readers spin: an idle actor and a driver waiting on a result each burn a whole core
+(measured: 1.0 CPU-second per second), which starves a CPU engine's own threads, LoadGen's and
+the other workers'. A socket costs about 0.5 ms here and sleeps while it waits (docs/BENCHMARKS.md).
+
+How: the worker listens on its node's address (the one Ray knows the node by; the driver reaches
+Ray's nodes there already) at a free port, with a key the driver sent through Ray (itself behind
+Ray's token): `multiprocessing.connection`'s HMAC challenge runs on every connection, and one that
+fails it is closed and the next awaited. One thread serves the connection: receive a
+`SampleBatch`, run it (`BenchWorker.run_samples`, which returns errors as values), send the
+`ShardResult` back. The driver closing the connection ends the thread and the listener; a lane the
+driver never reached (it fell back to actor calls) waits until the actor's process ends.
+A batch runs on this thread instead of Ray's: the engines keep their state per process and mark
+inference mode per call, so the same engine serves both.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Connection, Listener
+from typing import Any, Callable
+
+from workers.errors import first_line
+
+log = logging.getLogger(__name__)
+
+OK, FAILED = "ok", "failed"  # a reply: (OK, result) or (FAILED, the exception's first line)
+
+
+def no_delay(conn: Connection) -> None:
+    """Send each message at once: a reply must not wait on Nagle's algorithm for an ACK."""
+    with socket.socket(fileno=conn.fileno()) as sock:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        finally:
+            sock.detach()  # the Connection owns the descriptor
+
+
+class LaneServer:
+    """Listens on (host, a free port) and serves one authenticated connection at a time."""
+
+    def __init__(self, host: str, authkey: bytes, serve: Callable[[Any], Any]) -> None:
+        self._listener = Listener((host, 0), authkey=authkey)
+        self._serve = serve
+        self.address: tuple[str, int] = self._listener.address
+        self._thread = threading.Thread(target=self._run, name="raybench-lane", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with self._listener:
+            while True:
+                with self._accept() as conn:
+                    if self._answer(conn):
+                        return  # the driver closed the lane: it will not connect again
+
+    def _accept(self) -> Connection:
+        """The next connection that passes the challenge."""
+        while True:
+            try:
+                conn = self._listener.accept()
+            except (AuthenticationError, OSError, EOFError) as exc:  # a stranger, or the wrong key
+                log.warning("lane %s: refused a connection: %s", self.address, first_line(exc))
+                continue
+            no_delay(conn)
+            return conn
+
+    def _answer(self, conn: Connection) -> bool:
+        """Serve batches until the driver closes the connection (True) or it breaks (False)."""
+        while True:
+            try:
+                batch = conn.recv()
+            except EOFError:
+                return True
+            except OSError:
+                return False
+            try:
+                reply = (OK, self._serve(batch))
+            except Exception as exc:  # noqa: BLE001 - told to the driver, which fails the run in one line
+                reply = (FAILED, first_line(exc))
+            try:
+                conn.send(reply)
+            except OSError:
+                return False
