@@ -143,13 +143,14 @@ class BenchWorker:
             return ShardResult(**identity, error=classify(exc, self.config.bs))
 
     def open_lane(self, authkey: bytes) -> tuple[str, int]:
-        """Listen for the driver's direct connection (workers/lane.py), which then hands LoadGen's
-        batches to `run_samples` without a Ray call each; the address to connect to."""
+        """Listen for the driver's direct connection (workers/lane.py), over which it then warms
+        this worker and hands it LoadGen's batches without a Ray call each; the address to connect to."""
         import ray
 
         from workers.lane import LaneServer
 
-        self._lane = LaneServer(ray.util.get_node_ip_address(), authkey, self.run_samples)
+        self._lane = LaneServer(ray.util.get_node_ip_address(), authkey,
+                                {"warm_up": self.warm_up, "run_samples": self.run_samples})
         return self._lane.address
 
     def pid(self) -> int:

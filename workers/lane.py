@@ -10,12 +10,15 @@ the other workers'. A socket costs about 0.5 ms here and sleeps while it waits (
 How: the worker listens on its node's address (the one Ray knows the node by; the driver reaches
 Ray's nodes there already) at a free port, with a key the driver sent through Ray (itself behind
 Ray's token): `multiprocessing.connection`'s HMAC challenge runs on every connection, and one that
-fails it is closed and the next awaited. One thread serves the connection: receive a
-`SampleBatch`, run it (`BenchWorker.run_samples`, which returns errors as values), send the
-`ShardResult` back. The driver closing the connection ends the thread and the listener; a lane the
-driver never reached (it fell back to actor calls) waits until the actor's process ends.
-A batch runs on this thread instead of Ray's: the engines keep their state per process and mark
-inference mode per call, so the same engine serves both.
+fails it is closed and the next awaited. One thread serves the connection: receive a call (a name
+the worker offers and its arguments: `warm_up`, then `run_samples`, which return errors as
+values), make it, send the reply back. The driver closing the connection ends the thread and the
+listener; a lane the driver never reached (it fell back to actor calls) waits until the actor's
+process ends.
+
+The warm-up goes over the lane too, so the engine is warmed on the thread that then runs the
+batches: some engine state is per thread (torch.compile's CUDA graph trees record their graphs per
+thread; warmed on Ray's thread, the first queries would record them again).
 """
 
 from __future__ import annotations
@@ -46,9 +49,9 @@ def no_delay(conn: Connection) -> None:
 class LaneServer:
     """Listens on (host, a free port) and serves one authenticated connection at a time."""
 
-    def __init__(self, host: str, authkey: bytes, serve: Callable[[Any], Any]) -> None:
+    def __init__(self, host: str, authkey: bytes, calls: dict[str, Callable[..., Any]]) -> None:
         self._listener = Listener((host, 0), authkey=authkey)
-        self._serve = serve
+        self._calls = calls
         self.address: tuple[str, int] = self._listener.address
         self._thread = threading.Thread(target=self._run, name="raybench-lane", daemon=True)
         self._thread.start()
@@ -72,16 +75,16 @@ class LaneServer:
             return conn
 
     def _answer(self, conn: Connection) -> bool:
-        """Serve batches until the driver closes the connection (True) or it breaks (False)."""
+        """Serve calls until the driver closes the connection (True) or it breaks (False)."""
         while True:
             try:
-                batch = conn.recv()
+                name, args = conn.recv()
             except EOFError:
                 return True
             except OSError:
                 return False
             try:
-                reply = (OK, self._serve(batch))
+                reply = (OK, self._calls[name](*args))
             except Exception as exc:  # noqa: BLE001 - told to the driver, which fails the run in one line
                 reply = (FAILED, first_line(exc))
             try:

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
 from multiprocessing import AuthenticationError
 
@@ -24,7 +25,7 @@ def double(x):
 
 
 def test_batches_come_back_in_order_and_closing_ends_the_workers_end():
-    server = LaneServer("127.0.0.1", KEY, double)
+    server = LaneServer("127.0.0.1", KEY, {"run_samples": double})
     lane = DirectLane(server.address, KEY, 0)
     assert [lane.run(n).result(timeout=5) for n in range(20)] == [2 * n for n in range(20)]
     lane.close()
@@ -33,7 +34,7 @@ def test_batches_come_back_in_order_and_closing_ends_the_workers_end():
 
 
 def test_a_wrong_key_is_refused_and_the_worker_waits_for_the_right_one():
-    server = LaneServer("127.0.0.1", KEY, double)
+    server = LaneServer("127.0.0.1", KEY, {"run_samples": double})
     with pytest.raises(AuthenticationError):
         connect(server.address, b"x" * 32)
     lane = DirectLane(server.address, KEY, 0)
@@ -41,17 +42,32 @@ def test_a_wrong_key_is_refused_and_the_worker_waits_for_the_right_one():
     lane.close()
 
 
-def test_an_error_outside_run_samples_fails_the_batch_with_its_first_line_and_the_lane_goes_on():
-    server = LaneServer("127.0.0.1", KEY, double)
+def test_an_error_outside_run_samples_fails_the_call_with_its_first_line_and_the_lane_goes_on():
+    server = LaneServer("127.0.0.1", KEY, {"run_samples": double})
     lane = DirectLane(server.address, KEY, 0)
     with pytest.raises(LaneFailed, match="^ValueError: bad batch$"):
         lane.run("boom").result(timeout=5)
+    with pytest.raises(LaneFailed, match="KeyError: 'open_shell'"):  # only what the worker offers
+        lane.call("open_shell", "rm").result(timeout=5)
     assert lane.run(1).result(timeout=5) == 2
     lane.close()
 
 
+def test_the_warm_up_and_the_batches_run_on_the_same_thread_of_the_worker():
+    """Engine state kept per thread (CUDA graph trees) must be warmed where the batches run."""
+    threads = []
+    server = LaneServer("127.0.0.1", KEY, {"warm_up": lambda pass_name: threads.append(threading.get_ident()) or 2,
+                                          "run_samples": lambda batch: threads.append(threading.get_ident())})
+    lane = DirectLane(server.address, KEY, 0)
+    assert lane.call("warm_up", "infer").result(timeout=5) == 2
+    lane.run("batch").result(timeout=5)
+    lane.run("batch").result(timeout=5)
+    lane.close()
+    assert len(set(threads)) == 1 and threads[0] != threading.get_ident()
+
+
 def serve_slowly(address_out) -> None:
-    server = LaneServer("127.0.0.1", KEY, lambda x: time.sleep(30))
+    server = LaneServer("127.0.0.1", KEY, {"run_samples": lambda x: time.sleep(30)})
     address_out.put(server.address)
     server._thread.join()
 

@@ -1,8 +1,8 @@
 """The driver's end of a direct connection to one worker (workers/lane.py has the why and the worker's end).
 
-`run` sends the batch on the bridge's own thread (a small message into the socket's buffer; a
-worker holds one batch at a time) and returns a future; a thread per lane sleeps in `recv` and
-completes the futures in order. A connection that breaks (the worker's process died, its node
+`run` (a `call` of the worker's `run_samples`) sends the batch on the bridge's own thread (a small
+message into the socket's buffer; a worker holds one batch at a time) and returns a future; a
+thread per lane sleeps in `recv` and completes the futures in order. A connection that breaks (the worker's process died, its node
 went away) fails the batch in flight, and every later one, with `LaneLost`, which the bridge
 treats as a dead worker: its samples are re-issued and Ray is asked whether it restarted it.
 """
@@ -13,6 +13,7 @@ import queue
 import threading
 from concurrent.futures import Future
 from multiprocessing.connection import Client, Connection
+from typing import Any
 
 from workers.contract import SampleBatch
 from workers.lane import FAILED, no_delay
@@ -59,12 +60,16 @@ class DirectLane:
         self._thread.start()
 
     def run(self, batch: SampleBatch) -> Future:
+        return self.call("run_samples", batch)
+
+    def call(self, name: str, *args: Any) -> Future:
+        """Call the worker's `name` (one it offers: workers/lane.py) on the lane's thread there."""
         future: Future = Future()
         if self._broken is not None:
             future.set_exception(self._broken)
             return future
         try:
-            self._conn.send(batch)
+            self._conn.send((name, args))
         except (OSError, ValueError) as exc:  # ValueError: the connection was closed here
             future.set_exception(LaneLost(f"worker {self.worker}'s connection broke: {exc}"))
             return future

@@ -7,9 +7,9 @@ runs: over its direct lane (`loadgen.hand_over: direct`, the default; lane.py), 
 future on its inbox, so its one thread sleeps on one queue and wakes for arrivals and completions
 alike, instead of polling `ray.wait`.
 
-The lanes open after the warm-up, one per worker. A worker whose lane breaks is a dead worker to
-the bridge; once Ray has restarted it, it is called as an actor for the rest of the run (the
-first call carries the data handle its rebuild needs). Where the lanes cannot be opened (a node
+The lanes open before the warm-up, one per worker, and the warm-up goes over them. A worker whose
+lane breaks is a dead worker to the bridge; once Ray has restarted it, it is called as an actor
+for the rest of the run (the first call carries the data handle its rebuild needs). Where the lanes cannot be opened (a node
 whose free ports the driver cannot reach) the run says so in one warning and uses actor calls.
 """
 
@@ -64,13 +64,16 @@ class RayWorkers:
         self._needs_data: set[int] = set()
 
     def warm_up(self, pass_name: str) -> list[int]:
-        try:
-            warmed = self._ray.get([a.warm_up.remote(pass_name, h) for a, h in zip(self.actors, self.handles)])
-        except self._ray.exceptions.RayActorError as exc:
-            raise RunFailed(f"a worker died while warming up: {first_line(exc)}") from exc
+        """Open the lanes, then warm each worker over its lane (on the thread that will run its
+        batches: workers/lane.py says why), or as an actor call without lanes."""
         if self.hand_over == "direct":
             self._open_lanes()
-        return warmed
+        try:
+            if self.hand_over == "direct":
+                return [f.result() for f in [lane.call("warm_up", pass_name) for lane in self.lanes]]
+            return self._ray.get([a.warm_up.remote(pass_name, h) for a, h in zip(self.actors, self.handles)])
+        except (self._ray.exceptions.RayActorError, LaneLost) as exc:
+            raise RunFailed(f"a worker died while warming up: {first_line(exc)}") from exc
 
     def _open_lanes(self) -> None:
         keys = [os.urandom(32) for _ in self.actors]  # each sent through Ray, behind its token
