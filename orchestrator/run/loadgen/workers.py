@@ -9,8 +9,9 @@ alike, instead of polling `ray.wait`.
 
 The lanes open before the warm-up, one per worker, and the warm-up goes over them. A worker whose
 lane breaks is a dead worker to the bridge; once Ray has restarted it, it is called as an actor
-for the rest of the run (the first call carries the data handle its rebuild needs). Where the lanes cannot be opened (a node
-whose free ports the driver cannot reach) the run says so in one warning and uses actor calls.
+for the rest of the run (the first call carries the data handle its rebuild needs). Where the
+lanes cannot be opened (a node whose free ports the driver cannot reach) the run says so in one
+warning and uses actor calls.
 """
 
 from __future__ import annotations
