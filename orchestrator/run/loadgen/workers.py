@@ -23,7 +23,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
-from orchestrator.run.loadgen.lane import DirectLane, LaneLost
+from orchestrator.run.loadgen.lane import DirectLane, LaneFailed, LaneLost
 from orchestrator.run.pool import REPING_S, InProcessPool, Pool, RayPool
 from workers.contract import DataHandle, SampleBatch, ShardResult
 from workers.errors import RunFailed, UserError, first_line
@@ -75,6 +75,9 @@ class RayWorkers:
             return self._ray.get([a.warm_up.remote(pass_name, h) for a, h in zip(self.actors, self.handles)])
         except (self._ray.exceptions.RayActorError, LaneLost) as exc:
             raise RunFailed(f"a worker died while warming up: {first_line(exc)}") from exc
+        except (self._ray.exceptions.RayTaskError, LaneFailed) as exc:  # the engine failed on its warm-up batches
+            why = str(exc) if isinstance(exc, LaneFailed) else first_line(exc)  # LaneFailed: the worker's line
+            raise RunFailed(f"a worker failed while warming up: {why}") from exc
 
     def _open_lanes(self) -> None:
         keys = [os.urandom(32) for _ in self.actors]  # each sent through Ray, behind its token
