@@ -2,9 +2,10 @@
 
 `run` (a `call` of the worker's `run_samples`) sends the batch on the bridge's own thread (a small
 message into the socket's buffer; a worker holds one batch at a time) and returns a future; a
-thread per lane sleeps in `recv` and completes the futures in order. A connection that breaks (the worker's process died, its node
-went away) fails the batch in flight, and every later one, with `LaneLost`, which the bridge
-treats as a dead worker: its samples are re-issued and Ray is asked whether it restarted it.
+thread per lane sleeps in `recv` and completes the futures in order. A connection that breaks
+(the worker's process died, its node went away) fails the batch in flight, and every later one,
+with `LaneLost`, which the bridge treats as a dead worker: its samples are re-issued and Ray is
+asked whether it restarted it.
 """
 
 from __future__ import annotations

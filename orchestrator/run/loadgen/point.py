@@ -82,8 +82,10 @@ def run_scenario_point(spec: JobSpec, store: ResultsStore, session, in_process: 
                 e2e_seconds=session.prior_seconds + time.perf_counter() - session.started, retries=len(failed),
                 item_unit=infos[0].item_unit, sweep_id=session.sweep_id)
     columns = scenario_columns(_figures(spec, head, examples, tests, workers.hand_over))
-    # the warm-up before LoadGen's first query happened outside the measured batches: count it as Offline does
-    row = row.model_copy(update={**columns, "warmup_batches": row.warmup_batches + sum(warmed)})
+    # the warm-ups before LoadGen's first query, and of restarted workers, happened outside the measured
+    # batches: count them as Offline does
+    warmups = row.warmup_batches + sum(warmed) + workers.warmed_again
+    row = row.model_copy(update={**columns, "warmup_batches": warmups})
     predictions = headline_records(row, head.results)
     finish_run(store, run, spec, row, head.results, infos, failed, predictions)
     return RunResult(run.run_id, row, run.path, head.results, infos, data_infos, failed, predictions)

@@ -8,10 +8,9 @@ future on its inbox, so its one thread sleeps on one queue and wakes for arrival
 alike, instead of polling `ray.wait`.
 
 The lanes open before the warm-up, one per worker, and the warm-up goes over them. A worker whose
-lane breaks is a dead worker to the bridge; once Ray has restarted it, it is called as an actor
-for the rest of the run (the first call carries the data handle its rebuild needs). Where the
-lanes cannot be opened (a node whose free ports the driver cannot reach) the run says so in one
-warning and uses actor calls.
+lane breaks is a dead worker to the bridge; once Ray has restarted it, it is set up and warmed
+again, over a new lane, before it takes samples. Where the lanes cannot be opened (a node whose
+free ports the driver cannot reach) the run says so in one warning and uses actor calls.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ log = logging.getLogger(__name__)
 class SampleWorkers(Protocol):
     size: int
     hand_over: str  # how batches reach the workers, for the row: direct, actor_call or in_process
+    warmed_again: int  # warm-up batches of workers restarted during the run (after `warm_up`)
 
     def warm_up(self, pass_name: str) -> list[int]:
         """Warm every worker's engine for the pass; the warm-up batches each ran."""
@@ -62,11 +62,14 @@ class RayWorkers:
         self.size = len(kept)
         self.hand_over = hand_over  # actor_call once the lanes could not be opened
         self.lanes: list[DirectLane | None] = [None] * self.size
-        self._needs_data: set[int] = set()
+        self._needs_data: set[int] = set()  # restarted workers whose rebuild failed: the next call carries data
+        self._pass_name = ""
+        self.warmed_again = 0  # warm-up batches of restarted workers
 
     def warm_up(self, pass_name: str) -> list[int]:
         """Open the lanes, then warm each worker over its lane (on the thread that will run its
         batches: workers/lane.py says why), or as an actor call without lanes."""
+        self._pass_name = pass_name
         if self.hand_over == "direct":
             self._open_lanes()
         try:
@@ -108,31 +111,55 @@ class RayWorkers:
         return self.actors[worker].run_samples.remote(batch, data).future()
 
     def ping(self, worker: int) -> Future:
-        """Asked after the worker died: answers once Ray has restarted it (empty, and without a lane),
-        or fails once Ray has given up on it."""
-        self._needs_data.add(worker)
+        """Asked after the worker died: answers once Ray has restarted it and it is set up and warm
+        again (over a new lane where the run has lanes), or fails once Ray has given up on it."""
         lane, self.lanes[worker] = self.lanes[worker], None
         if lane is not None:
             lane.close()  # broken: nothing is in flight on it
         answer: Future = Future()
-        threading.Thread(target=self._ping_until_known, args=(worker, answer), name=f"raybench-ping-w{worker}",
+        threading.Thread(target=self._bring_back, args=(worker, answer), name=f"raybench-ping-w{worker}",
                          daemon=True).start()
         return answer
 
-    def _ping_until_known(self, worker: int, answer: Future) -> None:
-        """A broken lane tells of a death before Ray knows of it, and a call then meets the process
-        mid-restart (ActorUnavailableError): ask again, as the Offline pool does (pool.py), since only
-        ActorDiedError means Ray gave up."""
-        errors = self._ray.exceptions
+    def _bring_back(self, worker: int, answer: Future) -> None:
+        """Wait for Ray's restart, then rebuild and warm the worker before it gets samples again, so no
+        query pays for that. A broken lane tells of a death before Ray knows of it, and a call then
+        meets the process mid-restart (ActorUnavailableError): ask again, as the Offline pool does
+        (pool.py); only ActorDiedError means Ray gave up. The worker answers by its pid; the bridge
+        makes it idle again (the lane is in place before the answer)."""
+        errors, actor = self._ray.exceptions, self.actors[worker]
         while True:
             try:
-                answer.set_result(self._ray.get(self.actors[worker].pid.remote()))
+                self._ray.get(actor.setup.remote(self.handles[worker]))  # the restarted process has nothing
+                warmed = self._reopen_lane(worker) if self.hand_over == "direct" else None
+                if warmed is None:
+                    warmed = self._ray.get(actor.warm_up.remote(self._pass_name, self.handles[worker]))
+                self.warmed_again += warmed
+                answer.set_result(self._ray.get(actor.pid.remote()))
                 return
             except errors.ActorUnavailableError:
                 time.sleep(REPING_S)
-            except Exception as exc:  # noqa: BLE001 - gone for good: the bridge decides
+            except Exception as exc:  # noqa: BLE001 - gone for good, or cannot be rebuilt: the bridge decides
+                self._needs_data.add(worker)  # in case it answers later: its first batch carries the data
                 answer.set_exception(exc)
                 return
+
+    def _reopen_lane(self, worker: int) -> int | None:
+        """A new lane to the restarted worker, warmed over it (the warm-up batches); None (and actor
+        calls) where that fails."""
+        key = os.urandom(32)
+        try:
+            host, port = self._ray.get(self.actors[worker].open_lane.remote(key))
+            lane = DirectLane((host, port), key, worker)
+            warmed = lane.call("warm_up", self._pass_name).result()
+        except self._ray.exceptions.RayActorError:
+            raise  # died again: _bring_back waits for the next restart or gives up
+        except Exception as exc:  # noqa: BLE001 - the worker still takes actor calls
+            log.warning("loadgen.hand_over: no new lane to restarted worker %d (%s); it gets actor calls",
+                        worker, first_line(exc))
+            return None
+        self.lanes[worker] = lane
+        return warmed
 
     def is_death(self, exc: BaseException) -> bool:
         errors = self._ray.exceptions
@@ -150,6 +177,7 @@ class LocalWorkers:
     an engine computes or the synthetic engine sleeps). They cannot die apart from the process."""
 
     hand_over = "in_process"
+    warmed_again = 0  # an in-process worker is never restarted
 
     def __init__(self, workers: list[Any], data: list[DataHandle | None]) -> None:
         self.workers, self.data = workers, data

@@ -10,7 +10,7 @@ same merge and verdict code again.
 
 The first test needs a steady machine: a run that another process slows down in stretches is
 INVALID, rightly (that is the rule working), so run it under the shared lock, as the suite is; a
-disturbed first run is followed by a second, and the steadier is judged.
+disturbed run is followed by another (up to three), and the steadiest is judged.
 """
 
 import copy
@@ -37,11 +37,12 @@ def run(tmp_path_factory):
         # invariance_check=0: the bs-1 rerun is not judged here (tests/orchestrator/run/test_invariance.py is its test)
         spec = load_spec("jobs/mmlu_tiny.yaml", [subjects, "task.limit=40", "passes=[infer]", "shard_size=12",
                                                  "invariance_check=0"])
-        # A machine disturbed in stretches during the run (another process on a 2-core VM) makes it
-        # INVALID, rightly; then one more run, and the steadier of the two is judged. A verdict that
-        # is wrong for steady runs fails both.
+        # A machine disturbed in stretches during the run (another process on a 2-core VM, or the
+        # VM's host: a CI run met two disturbed runs in a row, 45 s each instead of 30) makes it
+        # INVALID, rightly; then another run, up to three, and the steadiest is judged. A verdict
+        # that is wrong for steady runs fails all three.
         runs = []
-        for _ in range(2):
+        for _ in range(3):
             runs.append(run_job(spec, results_dir=tmp_path_factory.mktemp("results"), in_process=True))
             if runs[-1].row.verdict == "VALID":
                 break

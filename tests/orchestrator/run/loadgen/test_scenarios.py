@@ -137,9 +137,10 @@ def kill_worker_during_run(results, after_s: float, killed: list[int]) -> thread
     return thread
 
 
-def test_a_killed_worker_loses_no_sample_and_completes_none_twice(ray_local, tmp_path):
+def test_a_killed_worker_loses_no_sample_and_completes_none_twice(ray_local, tmp_path, caplog):
     """Accuracy mode: LoadGen issues every sample once; worker 1 dies mid-run and is restarted by Ray.
-    Its in-flight samples are re-issued; LoadGen's accuracy log and the row count each sample once."""
+    Its in-flight samples are re-issued; LoadGen's accuracy log and the row count each sample once.
+    The restarted worker is rebuilt and warmed over a new lane before it takes samples again."""
     loadgen = {"target_qps": 150, "mode": "accuracy"}  # 900 samples: 6 s, time for Ray to restart worker 1
     killed: list[int] = []
     watcher = kill_worker_during_run(tmp_path, 0.5, killed)
@@ -154,6 +155,8 @@ def test_a_killed_worker_loses_no_sample_and_completes_none_twice(ray_local, tmp
     assert row.examples == 900 and row.verdict == "VALID" and row.retries >= 1
     retries = pq.read_table(result.run_dir / "retries.parquet").to_pylist()
     assert all(r["worker_id"] == 1 and "died" in r["message"] for r in retries)
-    # the batches went over direct lanes; once restarted, worker 1 went on as actor calls
     assert json.loads(row.loadgen_settings)["hand_over"] == "direct"
-    assert any(r.worker_id == 1 and r.pid not in (0, killed[0]) for r in result.results)
+    restarted = [r for r in result.results if r.worker_id == 1 and r.pid not in (0, killed[0])]
+    assert restarted and not any("loadgen.hand_over" in r.getMessage() for r in caplog.records)
+    # warm before its first batch: no measured batch of the restarted worker warmed it, the row counts it
+    assert all(r.warmup_batches == 0 for r in restarted) and row.warmup_batches == 3  # warmup 1 x (2 + 1 restart)
