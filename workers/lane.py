@@ -37,11 +37,27 @@ log = logging.getLogger(__name__)
 OK, FAILED = "ok", "failed"  # a reply: (OK, result) or (FAILED, the exception's first line)
 
 
-def no_delay(conn: Connection) -> None:
-    """Send each message at once: a reply must not wait on Nagle's algorithm for an ACK."""
+# A peer that stops answering (its node lost power or its network) leaves no FIN behind: without
+# keepalive a lane would wait on it for hours (Linux's default idle time before probing is 2 h).
+# Probing after 5 s of silence, every 2 s, gives it up after 5 unanswered probes: about 15 s, as
+# long as Ray's own health check takes to call a node dead (5 checks 3 s apart). Probes are
+# answered by the peer's kernel, so a batch that is merely slow keeps its lane.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 5, 2, 5
+
+
+def tune(conn: Connection) -> None:
+    """Send each message at once (a reply must not wait on Nagle's algorithm for an ACK), and give
+    the connection up once the peer's machine stops answering (above)."""
+    give_up_ms = 1000 * (KEEPALIVE_IDLE_S + KEEPALIVE_INTERVAL_S * KEEPALIVE_PROBES)
     with socket.socket(fileno=conn.fileno()) as sock:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+                                  ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+                                  ("TCP_USER_TIMEOUT", give_up_ms)):  # also bounds a send left unacknowledged
+                if hasattr(socket, option):  # Linux has all four; elsewhere the system's defaults stand
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
         finally:
             sock.detach()  # the Connection owns the descriptor
 
@@ -71,7 +87,7 @@ class LaneServer:
             except (AuthenticationError, OSError, EOFError) as exc:  # a stranger, or the wrong key
                 log.warning("lane %s: refused a connection: %s", self.address, first_line(exc))
                 continue
-            no_delay(conn)
+            tune(conn)
             return conn
 
     def _answer(self, conn: Connection) -> bool:

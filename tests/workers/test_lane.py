@@ -1,14 +1,19 @@
 """The direct lane between the driver and a worker (workers/lane.py, orchestrator/run/loadgen/lane.py),
 over real sockets on loopback, without Ray: replies in order, the key's challenge, errors, a worker
-process killed mid-batch, a port that never answers."""
+process killed mid-batch, a port that never answers, a worker's machine gone silent."""
 
+import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from multiprocessing import AuthenticationError
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +102,28 @@ def test_a_port_that_never_answers_the_challenge_times_out_instead_of_hanging():
         with pytest.raises(TimeoutError, match="no answer from 127.0.0.1"):
             connect(silent.getsockname(), KEY, timeout_s=0.5)
         assert time.monotonic() - started < 5
+
+
+def namespaces_missing() -> str | None:
+    """Why the silent-machine test cannot run here (it needs root and Linux network namespaces), or None."""
+    missing = [tool for tool in ("unshare", "nsenter", "ip", "tc") if shutil.which(tool) is None]
+    if missing:
+        return f"needs {', '.join(missing)} (util-linux, iproute2)"
+    if os.geteuid() != 0 or subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode != 0:
+        return "needs root and network namespaces (unshare --net)"
+    return None
+
+
+@pytest.mark.skipif(namespaces_missing() is not None, reason=str(namespaces_missing()))
+def test_a_worker_whose_machine_goes_silent_loses_the_lane_within_the_keepalive_span():
+    """A node that loses power sends no FIN: without keepalive the batch in flight would wait for
+    hours. Here the worker's end sits in a namespace of its own and its link stops sending
+    (tests/workers/silent_peer.py); keepalive set to give up after 3 s. A batch slower than that
+    span, the peer alive, still comes back: the kernel answers the probes, not the worker."""
+    done = subprocess.run(["unshare", "--net", sys.executable, "-m", "tests.workers.silent_peer", "near"],
+                          cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["slow_batch"] == "came back"
+    assert seen["silent"].startswith("LaneLost: worker 0's connection broke") and "timed out" in seen["silent"]
+    assert seen["after_s"] < 10  # 3 s of probes, and the 0.3 s before the link went silent

@@ -3,7 +3,8 @@
 `run` (a `call` of the worker's `run_samples`) sends the batch on the bridge's own thread (a small
 message into the socket's buffer; a worker holds one batch at a time) and returns a future; a
 thread per lane sleeps in `recv` and completes the futures in order. A connection that breaks
-(the worker's process died, its node went away) fails the batch in flight, and every later one,
+(the worker's process died; its node went silent, which keepalive finds: workers/lane.py's
+`tune`) fails the batch in flight, and every later one,
 with `LaneLost`, which the bridge treats as a dead worker: its samples are re-issued and Ray is
 asked whether it restarted it.
 """
@@ -17,7 +18,7 @@ from multiprocessing.connection import Client, Connection
 from typing import Any
 
 from workers.contract import SampleBatch
-from workers.lane import FAILED, no_delay
+from workers.lane import FAILED, tune
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -54,7 +55,7 @@ class DirectLane:
     def __init__(self, address: tuple[str, int], authkey: bytes, worker: int) -> None:
         self.worker = worker
         self._conn = connect(address, authkey)
-        no_delay(self._conn)
+        tune(self._conn)
         self._sent: queue.SimpleQueue = queue.SimpleQueue()  # futures of batches sent, in order
         self._broken: LaneLost | None = None
         self._thread = threading.Thread(target=self._receive, name=f"raybench-lane-w{worker}", daemon=True)
