@@ -12,9 +12,10 @@ Ray's nodes there already) at a free port, with a key the driver sent through Ra
 Ray's token): `multiprocessing.connection`'s HMAC challenge runs on every connection, and one that
 fails it is closed and the next awaited. One thread serves the connection: receive a call (a name
 the worker offers and its arguments: `warm_up`, then `run_samples`, which return errors as
-values), make it, send the reply back. The driver closing the connection ends the thread and the
-listener; a lane the driver never reached (it fell back to actor calls) waits until the actor's
-process ends.
+values), make it, send the reply back. The connection ending, closed by the driver or broken,
+ends the thread and the listener: the driver never dials a listener twice, it asks the worker for
+a new lane (`BenchWorker.open_lane`). A lane the driver never reached (it fell back to actor
+calls) waits until the actor's process ends.
 
 The warm-up goes over the lane too, so the engine is warmed on the thread that then runs the
 batches: some engine state is per thread (torch.compile's CUDA graph trees record their graphs per
@@ -63,7 +64,7 @@ def tune(conn: Connection) -> None:
 
 
 class LaneServer:
-    """Listens on (host, a free port) and serves one authenticated connection at a time."""
+    """Listens on (host, a free port) and serves the first authenticated connection, until it ends."""
 
     def __init__(self, host: str, authkey: bytes, calls: dict[str, Callable[..., Any]]) -> None:
         self._listener = Listener((host, 0), authkey=authkey)
@@ -73,11 +74,8 @@ class LaneServer:
         self._thread.start()
 
     def _run(self) -> None:
-        with self._listener:
-            while True:
-                with self._accept() as conn:
-                    if self._answer(conn):
-                        return  # the driver closed the lane: it will not connect again
+        with self._listener, self._accept() as conn:
+            self._answer(conn)
 
     def _accept(self) -> Connection:
         """The next connection that passes the challenge."""
@@ -90,15 +88,13 @@ class LaneServer:
             tune(conn)
             return conn
 
-    def _answer(self, conn: Connection) -> bool:
-        """Serve calls until the driver closes the connection (True) or it breaks (False)."""
+    def _answer(self, conn: Connection) -> None:
+        """Serve calls until the driver closes the connection or it breaks."""
         while True:
             try:
                 name, args = conn.recv()
-            except EOFError:
-                return True
-            except OSError:
-                return False
+            except (EOFError, OSError):
+                return
             try:
                 reply = (OK, self._calls[name](*args))
             except Exception as exc:  # noqa: BLE001 - told to the driver, which fails the run in one line
@@ -106,4 +102,4 @@ class LaneServer:
             try:
                 conn.send(reply)
             except OSError:
-                return False
+                return

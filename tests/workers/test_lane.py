@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -69,6 +70,22 @@ def test_the_warm_up_and_the_batches_run_on_the_same_thread_of_the_worker():
     lane.run("batch").result(timeout=5)
     lane.close()
     assert len(set(threads)) == 1 and threads[0] != threading.get_ident()
+
+
+def test_a_connection_that_breaks_ends_the_workers_end_too():
+    """The driver never dials a listener twice (it asks for a new lane): a broken connection, here
+    reset by the driver's side, must not leave the worker listening with a thread for good."""
+    server = LaneServer("127.0.0.1", KEY, {"run_samples": double})
+    lane = DirectLane(server.address, KEY, 0)
+    assert lane.run(1).result(timeout=5) == 2
+    sock = socket.socket(fileno=lane._conn.fileno())
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # closing sends a reset
+    sock.detach()
+    lane._conn.close()
+    server._thread.join(timeout=5)
+    assert not server._thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        connect(server.address, KEY)
 
 
 def serve_slowly(address_out) -> None:

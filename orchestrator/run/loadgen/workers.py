@@ -147,7 +147,7 @@ class RayWorkers:
     def _reopen_lane(self, worker: int) -> int | None:
         """A new lane to the restarted worker, warmed over it (the warm-up batches); None (and actor
         calls) where that fails."""
-        key = os.urandom(32)
+        key, lane = os.urandom(32), None
         try:
             host, port = self._ray.get(self.actors[worker].open_lane.remote(key))
             lane = DirectLane((host, port), key, worker)
@@ -155,6 +155,8 @@ class RayWorkers:
         except self._ray.exceptions.RayActorError:
             raise  # died again: _bring_back waits for the next restart or gives up
         except Exception as exc:  # noqa: BLE001 - the worker still takes actor calls
+            if lane is not None:
+                lane.close()  # its warm-up failed: the worker's end stops listening too
             log.warning("loadgen.hand_over: no new lane to restarted worker %d (%s); it gets actor calls",
                         worker, first_line(exc))
             return None
