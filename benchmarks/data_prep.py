@@ -128,7 +128,7 @@ def worker_peaks(run_dir: Path) -> dict[int, int]:
 
 
 def run_one(spec: dict, results: Path, log: Path) -> dict:
-    from orchestrator.run.driver import run_job
+    from orchestrator.driver import run_job
     from orchestrator.spec import validate
 
     for path in log.glob("*.jsonl"):

@@ -1,8 +1,8 @@
 """dispatch_scale: the driver's own cost per shard at 64, 512 and 4,096 workers, by simulation.
 
 A real cluster has 512 to 4,096 GPUs; this machine has 2 cores. The driver's part does not need
-them: the real `Dispatcher` (orchestrator/run/dispatch.py) hands 64 shards per worker to a
-simulated pool (benchmarks/_simpool.py) whose workers answer on a simulated clock, and every
+them: the real `Dispatcher` (orchestrator/modes/offline/dispatch.py) hands 64 shards per worker to a
+simulated pool (tests/fakes/simulated_pool.py) whose workers answer on a simulated clock, and every
 finished shard goes through the driver's real callback (`PointRun.on_result`: the shard's file in
 the run folder, the live totals, the progress bar). Then the 4,096-worker run is merged
 (`merge`, METRICS.md's rules and the verdict) and stored (`_finish_run`: shard and worker tables,
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._simpool import SimulatedPool  # noqa: E402
+from tests.fakes.simulated_pool import SimulatedPool  # noqa: E402
 
 MODELS = {"instant": lambda rng: 0.0, "drawn": lambda rng: rng.lognormvariate(0.0, 0.3)}
 RUNS = {"instant": ("instant", True), "drawn": ("drawn", True), "drawn-nostore": ("drawn", False)}
@@ -44,9 +44,10 @@ def spec_for(workers: int):
 def one_run(spec, store, workers: int, per_worker: int, model: str, saving: bool = True):
     """Dispatch workers x per_worker shards; returns (driver s, pool s, results, infos, point, run).
     Without `saving`, finished shards go nowhere: the dispatcher's own cost."""
-    from orchestrator.run.dispatch import Dispatcher
-    from orchestrator.run.driver import PointRun, Session
-    from orchestrator.run.progress import RunProgress
+    from orchestrator.modes.offline.dispatch import Dispatcher
+    from orchestrator.driver import PointRun
+    from orchestrator.session import Session
+    from orchestrator.cluster.progress import RunProgress
     from workers.contract import ShardTask
 
     run = store.run(f"scale-{model}-{workers}")
@@ -70,7 +71,7 @@ def one_run(spec, store, workers: int, per_worker: int, model: str, saving: bool
 
 def merge_and_store(spec, store, run, results, infos, point) -> tuple[float, float]:
     from orchestrator.metrics.merge import merge
-    from orchestrator.run.driver import _finish_run
+    from orchestrator.driver import _finish_run
     from workers.contract import DataInfo
 
     data = [DataInfo(len(results) * 4, "sim", "sequences", None, None, None, 0.0, 0.0, 0, "node0", "sim")]

@@ -7,7 +7,7 @@
 # Both folders are git-ignored. On the GPU machine (the device tool: carry [".whl", ".gpu_data"]):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 #   PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --mmlu .gpu_data/mmlu
-#   python3 -m pytest -q -rs tests/gpu tests/workers/test_onnx_export.py
+#   python3 -m pytest -q -rs tests/gpu tests/workers/engines/test_onnx_export.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

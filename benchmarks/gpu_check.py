@@ -143,7 +143,7 @@ def cases(gpu: bool, names: list[str], mmlu: Path, work: Path) -> list[tuple[str
 
 
 def run_case(name: str, raw: dict[str, Any], work: Path, gpu: bool) -> tuple[dict[str, Any], list[Check]]:
-    from orchestrator.run.driver import run_all
+    from orchestrator.driver import run_all
     from orchestrator.spec import validate
     from workers.measure.device import DTYPES
     from workers.models import load_config, load_tokenizer

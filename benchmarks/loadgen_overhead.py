@@ -58,8 +58,8 @@ def plain_p90_s(queries: int) -> float:
     """LoadGen's p90 against the simplest SUT that runs the same worker code in this process."""
     import mlperf_loadgen as lg
 
-    from orchestrator.run.loadgen.settings import build_test_settings
-    from orchestrator.run.loadgen.summary import parse_summary
+    from orchestrator.modes.loadgen.settings import build_test_settings
+    from orchestrator.modes.loadgen.summary import parse_summary
     from workers.actor import BenchWorker
     from workers.contract import SampleBatch
 
@@ -81,7 +81,7 @@ def plain_p90_s(queries: int) -> float:
         examples = 512
         sut = lg.ConstructSUT(pending.put, lambda: None)
         qsl = lg.ConstructQSL(examples, examples, lambda x: None, lambda x: None)
-        lg.StartTestWithLogSettings(sut, qsl, build_test_settings("single_stream", spec.loadgen, examples), log)
+        lg.StartTestWithLogSettings(sut, qsl, build_test_settings("single_stream", spec.load, examples), log)
         pending.put(None)
         server.join()
         lg.DestroyQSL(qsl)
@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--hand-over", default="direct", choices=("direct", "actor_call"))
     args = parser.parse_args()
-    from orchestrator.run.driver import run_job
+    from orchestrator.driver import run_job
 
     plain: list[float] = []
     calls: list[float] = []

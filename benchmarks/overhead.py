@@ -67,7 +67,7 @@ def plain_loop(spec) -> float:
 
 
 def main() -> None:
-    from orchestrator.run.driver import run_job
+    from orchestrator.driver import run_job
     from orchestrator.spec import validate
 
     spec = validate(JOB, "overhead")

@@ -54,14 +54,14 @@ def busy(costs: np.ndarray, bounds: list[tuple[int, int]], workers: int) -> floa
 def in_dispatch_order(bounds, costs):
     """The order the driver hands shards out (a raybench without dispatch_order: by id)."""
     try:
-        from orchestrator.run.plan import dispatch_order
+        from orchestrator.modes.offline.plan import dispatch_order
     except ImportError:
         return bounds
     return [bounds[i] for i in dispatch_order(bounds, costs)]
 
 
 def main() -> None:
-    from orchestrator.run.plan import cost_bounds
+    from orchestrator.modes.offline.plan import cost_bounds
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--bs", type=int, nargs="+", default=[32, 8, 1])

@@ -44,7 +44,7 @@ def job(workers: int) -> dict:
 
 
 def main() -> None:
-    from orchestrator.run.driver import run_job
+    from orchestrator.driver import run_job
     from orchestrator.spec import validate
 
     parser = argparse.ArgumentParser()

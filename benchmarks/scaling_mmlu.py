@@ -57,7 +57,7 @@ def job(workers: int, limit: int, cache: Path) -> dict:
 
 
 def main() -> None:
-    from orchestrator.run.driver import run_job
+    from orchestrator.driver import run_job
     from orchestrator.spec import JobSpec, validate
 
     parser = argparse.ArgumentParser()

@@ -11,7 +11,7 @@ Ray prestarts as many idle worker processes as the node has CPUs when the first 
 and those serve any job; a process that served a job exits with it, and Ray does not start new
 idle ones for later jobs. So once the first jobs on a node have used them up, every new worker
 actor is a cold process (importing torch and transformers: 7-14 s on a 2-core node). `--submits N`
-measures N submits after the fill and prints each with its timeline (orchestrator/run/timeline.py);
+measures N submits after the fill and prints each with its timeline (orchestrator/timeline.py);
 the headline stays the first, as it always was (the 2-CPU node here has one prestarted process left
 for it, after the fill's actor).
 

@@ -39,12 +39,14 @@ def fail(message: str, code: int) -> None:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    from workers.errors import RunFailed, UserError
+    from workers.errors import RunFailed, RunInterrupted, UserError
 
     try:
         yield
+    except RunInterrupted as exc:
+        fail(str(exc), 130)
     except RunFailed as exc:
-        fail(str(exc), 130 if type(exc).__name__ == "RunInterrupted" else 1)
+        fail(str(exc), 1)
     except UserError as exc:
         fail(str(exc), 2)
 
@@ -99,18 +101,18 @@ def submit(
         if as_job:
             return _submit_as_job(spec, address, results, verbose)
         from orchestrator.metrics.store import ResultsStore
-        from orchestrator.run.driver import run_all
+        from orchestrator.driver import run_all
 
         store = ResultsStore(results or LOCAL_RESULTS)
         if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # Ray sets it (by that name) for a job's entrypoint
-            from orchestrator.run.jobs_api import RESULTS_LINE
+            from orchestrator.cluster.jobs_api import RESULTS_LINE
 
             typer.echo(f"{RESULTS_LINE}{store.location}")
         if address == "auto":
-            from orchestrator.run.connect import resolve_address
+            from orchestrator.cluster.connect import resolve_address
 
             address = resolve_address(address, temp_dir)
-        from orchestrator.run.resume import RunComplete
+        from workers.errors import RunComplete
 
         try:
             runs = run_all(spec, results_dir=store.uri, address=address, in_process=no_ray,
@@ -128,8 +130,8 @@ def submit(
 
 def _submit_as_job(spec, address: str | None, results: str | None, verbose: bool) -> None:
     from orchestrator.metrics.location import display_uri, is_uri
-    from orchestrator.run.driver import new_run_id
-    from orchestrator.run.jobs_api import HEAD_RESULTS_SHOWN, announced_results, job_results, submit_as_job
+    from orchestrator.driver import new_run_id
+    from orchestrator.cluster.jobs_api import HEAD_RESULTS_SHOWN, announced_results, job_results, submit_as_job
     from orchestrator.spec import dump_spec
 
     run_id = new_run_id(spec.name)
@@ -149,7 +151,7 @@ def _submit_as_job(spec, address: str | None, results: str | None, verbose: bool
 def status(run: RunArg, address: DashboardOpt = None) -> None:
     """Status of a run submitted with --as-job."""
     with user_errors():
-        from orchestrator.run.jobs_api import status as job_status
+        from orchestrator.cluster.jobs_api import status as job_status
 
         state, message = job_status(run, address)
     typer.echo(f"{run}: {state}" + (f" ({message})" if message else ""))
@@ -160,7 +162,7 @@ def logs(run: RunArg, address: DashboardOpt = None,
          follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the run ends")] = False) -> None:
     """Logs of a run submitted with --as-job."""
     with user_errors():
-        from orchestrator.run.jobs_api import logs as job_logs
+        from orchestrator.cluster.jobs_api import logs as job_logs
 
         job_logs(run, address, follow, lambda text: typer.echo(text, nl=False))
 
@@ -174,7 +176,7 @@ def validate(
 ) -> None:
     """Check a job spec without running it; with --plan, print what the run would do."""
     with user_errors():
-        from orchestrator.run.preflight import preflight
+        from orchestrator.preflight import preflight
         from orchestrator.spec import load_spec
         from workers.errors import UserError
 
@@ -182,7 +184,7 @@ def validate(
             raise UserError(f"--format: '{fmt}' is not one of table, json")
         spec = load_spec(job, _overrides(sets, None))
         if plan:
-            from orchestrator.run.preview import preview
+            from orchestrator.modes.offline.preview import preview
 
             shown = preview(spec)
         else:

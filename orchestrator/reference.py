@@ -62,7 +62,7 @@ def job_schema() -> dict[str, Any]:
         full = props[key]
         kept = {k: full.pop(k) for k in ("title", "description", "default") if k in full}
         props[key] = {**kept, "anyOf": [shorthand[key], full]}
-    for union in (props["engine"]["anyOf"][1], props["task"]["anyOf"][1]):
+    for union in (props["engine"]["anyOf"][1], props["task"]["anyOf"][1], props["load"]):
         tag = union["discriminator"]["propertyName"]  # pydantic needs the tag written out; so does the schema
         for ref in union["discriminator"]["mapping"].values():
             schema["$defs"][ref.rsplit("/", 1)[1]]["required"] = [tag]
@@ -132,7 +132,8 @@ def _sections(schema: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]],
         for name, prop in node.get("properties", {}).items():
             for ref in (r for r in _refs(prop) if r not in labels):
                 target = defs[ref.rsplit("/", 1)[1]]
-                tag = target["properties"].get("name", {}).get("const")
+                tag = next((target["properties"][key].get("const") for key in ("name", "kind")
+                            if key in target.get("properties", {})), None)
                 labels[ref] = f"{path}{name}" + (f": {tag}" if tag else "")
                 sections.append((labels[ref], target))
                 visit(f"{path}{name}.", target)
@@ -162,14 +163,14 @@ def _field_table(node: dict[str, Any], labels: dict[str, str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- pages
 def job_spec_markdown(schema: dict[str, Any] | None = None) -> str:
-    from orchestrator.metrics.verdict import PROFILES
+    from orchestrator.spec.verdict import PROFILES
 
     schema = schema or job_schema()
     sections, labels = _sections(schema)
     out = [HEADER, "# Job spec reference", "",
-           "Every field of a job file: the models in `orchestrator/spec.py` (`JobSpec`), `workers/specs.py` "
-           "(`WorkerConfig`: model, data, task, engine, parallel) and `orchestrator/metrics/verdict.py` "
-           "(`VerdictSpec`). `model`, `data`, `task` and `engine` also take a string (shorthand): "
+           "Every field of a job file: the models in `orchestrator/spec/` (`EngineJob`: what every job has, "
+           "`load:` in `load.py`, `verdict:` in `verdict.py`) and `workers/specs.py` (`WorkerConfig`: model, data, "
+           "task, engine, parallel). `model`, `data`, `task` and `engine` also take a string (shorthand): "
            "`model: bert-large-uncased`, `data: synthetic`, `data: path/to/file`, `task: mmlu`, `engine: torch`.",
            "",
            "Editors that speak the YAML language server validate and complete job files against "
@@ -184,7 +185,7 @@ def job_spec_markdown(schema: dict[str, Any] | None = None) -> str:
         out += _field_table(node, labels) + [""]
         if label == "verdict":
             rules = list(next(iter(PROFILES.values())))
-            out += ["Profiles (`orchestrator/metrics/verdict.py` says where each default comes from):", "",
+            out += ["Profiles ([measurement.md](measurement.md) says where each default comes from):", "",
                     "| profile | " + " | ".join(rules) + " |", "|---|" + "---|" * len(rules)]
             out += [f"| `{name}` | " + " | ".join(f"{values[r]:g}" for r in rules) + " |"
                     for name, values in PROFILES.items()] + [""]

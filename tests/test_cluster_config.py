@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from workers.shard.live_metrics import METRICS
+from workers.metric_names import METRICS
 
 
 def ray_validate(config: dict) -> None:

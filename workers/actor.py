@@ -1,6 +1,6 @@
 """BenchWorker: one per device; builds its model and engine once, then runs the shards it is given.
 
-A plain class: `orchestrator.run.pool` wraps it with `ray.remote(...)`, and tests (or a GPU box
+A plain class: `orchestrator.cluster.pool` wraps it with `ray.remote(...)`, and tests (or a GPU box
 without Ray) call it in-process. Setup is lazy and idempotent because Ray re-runs `__init__` when it
 restarts a dead actor: the next `run_shard` rebuilds what the restart lost. Errors come back as
 values (`error` fields), so the driver alone decides to retry or fail.
@@ -33,7 +33,7 @@ def classify(exc: BaseException, bs: int) -> WorkerError:
 
 
 class BenchWorker:
-    """`data`, passed with every call, is the run's prepared dataset (orchestrator/run/data.py).
+    """`data`, passed with every call, is the run's prepared dataset (orchestrator/cluster/data.py).
 
     It travels with the calls, not in the constructor: Ray cannot always restart an actor whose
     constructor arguments live in the object store (ray-project/ray#53727), and a restarted worker
@@ -94,7 +94,7 @@ class BenchWorker:
         return WorkerRuntime(self.config, device, info, WorkerMeter(self.run_id, self.worker_id), self._data)
 
     def prepare_data(self) -> tuple[DataInfo, Any]:
-        """The run's data, prepared once in this process for every worker (orchestrator/run/data.py
+        """The run's data, prepared once in this process for every worker (orchestrator/cluster/data.py
         asks the first worker for it when the data needs no tokenising: synthetic, or a cache hit).
         This process imports what the preparation needs anyway, and on a cluster configured like
         cluster.yaml it already has, so no new process has to start for it. Under Ray the table is
@@ -130,7 +130,7 @@ class BenchWorker:
         return self._runtime.warm(pass_name)
 
     def run_samples(self, batch: SampleBatch, data: DataHandle | None = None) -> ShardResult:
-        """One batch of LoadGen samples (orchestrator/run/loadgen/), as a result with the batch's id as shard id.
+        """One batch of LoadGen samples (orchestrator/modes/loadgen/), as a result with the batch's id as shard id.
         Errors come back as values, as for shards; the driver re-issues the samples or fails the run."""
         info = self.setup(data)
         identity = dict(shard_id=batch.batch_id, pass_name=batch.pass_name, attempt=batch.attempt,
@@ -142,12 +142,29 @@ class BenchWorker:
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             return ShardResult(**identity, error=classify(exc, self.config.bs))
 
+    def begin_watch(self, pass_name: str, data: DataHandle | None = None) -> None:
+        """A LoadGen test starts: watch the device and read its energy counter until `end_watch`."""
+        if self.setup(data).error is None:
+            self._runtime.begin_watch()
+
+    def end_watch(self, pass_name: str) -> ShardResult:
+        """What the device watch and the energy counter saw since `begin_watch` (errors as values)."""
+        info = self._info or self.setup()
+        identity = dict(shard_id=-1, pass_name=pass_name, attempt=1, worker_id=self.worker_id, node_id=info.node_id,
+                        device_name=info.device_name, pid=info.pid)
+        if info.error is not None:
+            return ShardResult(**identity, error=info.error)
+        try:
+            return self._runtime.end_watch(ShardResult(**identity))
+        except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
+            return ShardResult(**identity, error=classify(exc, self.config.bs))
+
     def open_lane(self, authkey: bytes) -> tuple[str, int]:
-        """Listen for the driver's direct connection (workers/lane.py), over which it then warms
+        """Listen for the driver's direct connection (workers/lane_server.py), over which it then warms
         this worker and hands it LoadGen's batches without a Ray call each; the address to connect to."""
         import ray
 
-        from workers.lane import LaneServer
+        from workers.lane_server import LaneServer
 
         self._lane = LaneServer(ray.util.get_node_ip_address(), authkey,
                                 {"warm_up": self.warm_up, "run_samples": self.run_samples})

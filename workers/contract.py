@@ -15,7 +15,7 @@ ErrorKind = Literal["user", "oom", "crash"]
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One pass over one contiguous range of examples. Made by `orchestrator.run.plan`."""
+    """One pass over one contiguous range of examples. Made by `orchestrator.modes.offline.plan`."""
 
     shard_id: int
     start: int
@@ -34,7 +34,7 @@ class ShardTask:
 
 @dataclass(frozen=True)
 class SampleBatch:
-    """Samples of LoadGen queries that the driver batched for one worker (orchestrator/run/loadgen/):
+    """Samples of LoadGen queries that the driver batched for one worker (orchestrator/modes/loadgen/):
     run as one batch of these examples, in this order. `batch_id` numbers the batches of a LoadGen
     test; a batch re-issued after its worker died gets a new id and `attempt` + 1."""
 

@@ -1,13 +1,18 @@
-"""The one exception type users see, and the two ways errors are shortened for them.
+"""The ways a run ends other than a stored row, each its own type, and how errors are shortened for users.
 
-A `UserError` carries a message that names the field, file or library at fault and what to do
-about it. The CLI prints it on one line and exits 2; programming errors keep their tracebacks.
-It lives in `workers` because both sides raise it and dependencies only flow driver -> worker.
+- `UserError`: a problem the user can fix (bad spec, missing file or library, impossible request);
+  its message names the field, file or library at fault and what to do. Exit 2.
+- `RunFailed`: the run could not finish (a shard failed for good, every worker died). Exit 1.
+- `RunInterrupted` (a `RunFailed`): Ctrl-C; the workers were stopped. Exit 130.
+- `RunComplete`: `--resume` of a run whose row is stored already: nothing to do. Exit 0.
+The CLI tells them apart by type and prints one line; programming errors keep their tracebacks.
+They live in `workers` because both sides raise them and dependencies only flow driver -> worker.
 """
 
 from __future__ import annotations
 
 import difflib
+import shlex
 from typing import Iterable
 
 
@@ -18,19 +23,40 @@ class UserError(Exception):
         super().__init__(" ".join(message.split()))
 
 
-class RunFailed(UserError):
+class RunFailed(Exception):
     """The run could not finish (a shard failed for good, every worker died): exit 1, not 2."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+
+class RunInterrupted(RunFailed):
+    """Ctrl-C: the workers were stopped; the run folder keeps every finished shard."""
+
+    def __init__(self, run_id: str, resumable: bool, results: str, why: str = "") -> None:
+        self.run_id = run_id
+        self.resumable = resumable
+        how = (f"; workers stopped, finished shards kept: bench submit --resume {run_id} --results {shlex.quote(results)}"
+               if resumable else "; workers stopped before any shard finished (nothing to resume)")
+        super().__init__(f"interrupted: run {run_id}{why or how}")
+
+
+class RunComplete(Exception):
+    """`--resume` of a run whose row is already in the table: nothing to do, nothing added."""
+
+
+SPEAKS_TO_USERS = (UserError, RunFailed)  # messages written for the user: shown without a type name
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first non-empty line of an exception, at most `limit` characters, for one-line errors.
 
-    A UserError already speaks to the user; any other exception keeps its type name in front
+    A UserError or RunFailed already speaks to the user; any other exception keeps its type name in front
     ("OSError: ..."), because a bare library message rarely says what kind of failure it was.
     """
     text = str(exc).strip()
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    if not isinstance(exc, UserError):
+    if not isinstance(exc, SPEAKS_TO_USERS):
         first = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return first if len(first) <= limit else first[: limit - 3] + "..."
 

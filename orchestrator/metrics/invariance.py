@@ -5,7 +5,7 @@ token: workers/tasks/mmlu.py). On a GPU, fp16/bf16 kernels are chosen by shape, 
 in a batch of 8 and alone can round differently, and a near-tie between two choices can flip: the
 accuracy then depends on bs, which a benchmark must not hide. After the measured pass, N of its
 examples, spread evenly over the data, run again one at a time (bs 1) on one worker through the
-infer engine (job field `invariance_check`, orchestrator/run/invariance.py); each whose prediction
+infer engine (job field `invariance_check`, orchestrator/modes/offline/invariance_check.py); each whose prediction
 differs from the measured pass's is a flip. Any flip makes the row INVALID
 (orchestrator/metrics/verdict.py); `invariance.parquet` in the run folder lists every checked example.
 """

@@ -141,7 +141,9 @@ class MetricsRow(BaseModel):
     p_infer_whole_ci_high: float | None = column("as p_infer_core_ci_high, for p_infer_whole", "items/s")
     verdict: str = column("VALID or INVALID (orchestrator/metrics/verdict.py)", default="")
     verdict_reasons: str = column('the failed rules, "; "-joined; empty when VALID', default="")
-    verdict_profile: str = column("the rules' profile: quick or rigorous", default="")
+    verdict_profile: str = column("the rule sets that judged the row, \"+\"-joined: the pass rules' profile (quick or "
+                                  "rigorous) for offline rows; quick+loadgen-quick or quick+loadgen-mlperf for LoadGen "
+                                  "rows (the incident rules apply to every row)", default="")
     flops_per_item: float | None = column("forward-pass FLOPs per item, counted from the model (workers/measure/flops.py)",
                                           "FLOP/item")
     # mmlu only (None for other tasks)
@@ -181,8 +183,11 @@ class MetricsRow(BaseModel):
                                             "invariance_check); blank: not checked, see invariance_note", default=None)
     invariance_flips: int | None = column("of those, predictions that changed", default=None)
     invariance_note: str | None = column("why the invariance check did not run", default=None)
+    load: str = column("how the work arrived (the job's load.kind): offline (raybench's sharded Offline: every "
+                       "example as fast as possible) or loadgen (MLPerf LoadGen, scenario in `scenario`)",
+                       default="offline")
     scenario: str | None = column("offline | server | single_stream | multi_stream (LoadGen scenarios: "
-                                  "orchestrator/run/loadgen/); rows stored before scenarios existed read empty (offline)",
+                                  "orchestrator/modes/loadgen/); rows stored before scenarios existed read empty (offline)",
                                   default="offline")
     loadgen_mode: str | None = column("performance | accuracy | find_peak", default=None)
     target_qps: float | None = column("server: queries offered per second (find_peak: the highest VALID rate found)",

@@ -1,148 +1,32 @@
-"""VALID / INVALID: whether a row's numbers deserve trust, by rules a reviewer can read in the spec.
+"""VALID / INVALID: whether a row's numbers deserve trust. One evaluation for every way to run.
 
-Two profiles give the defaults; any rule can be overridden in the job's `verdict:` block.
-
-| rule | quick | rigorous | why |
-|---|---|---|---|
-| min_duration_s | 1 | 600 | MLPerf inference: `*.Offline.min_duration = 600000` ms (loadgen/mlperf.conf) |
-| min_batches | 10 | 1000 | p90 needs >= 10 batches to rest on data; with 1000 the p99 rests on 10 tail batches |
-| max_latency_cv | 0.5 | 0.05 | a dedicated GPU at steady clocks jitters by ~1-2 %; 5 % means contention or throttling |
-| max_latency_shard_cv | 0.25 | 0.05 | variable-length work (mmlu), in place of max_latency_cv: see below |
-| max_acc_gap | acc_tolerance | acc_tolerance | the job's own bound on abs(acc_infer - acc_val) |
-| straggler_ratio | 0.5 | 0.9 | identical devices should agree within 10 %; quick only catches a broken worker (variable-length work: speed against the cost fit, below) |
-| min_repeats | 1 | 3 | a confidence interval needs repeats; with 2 the t quantile is 12.7 and the CI is useless |
-| max_workers_lost | 0 | 0 | a worker taken out or dropped mid-run: the figures are not those of the cluster asked for |
-
-Not a bound one can set: MFU above 1 (more FLOP/s than the device's peak) is always INVALID. It
-means the peak is not the one the device ran at (fp32 computed as TF32, a misnamed device) or the
-FLOPs are miscounted; either way the row's numbers do not describe what ran.
-
-The duration is the wall span of the measured pass (first shard start to last shard end, across
-workers): the time the system was under measurement, which is what MLPerf's min_duration bounds (its
-"test duration" runs from the first query issued to the last completed). Summed core seconds would
-grow with the number of workers, so 32 workers x 20 s would pass a 600 s rule after 20 s of
-measurement; that the core figure rests on enough batches is the batch-count rule's job.
-A min rule set to 0 and straggler_ratio 0 switch those rules off; max rules take `.inf` in YAML.
-
-Incidents, in every profile (not rules with bounds: each one alone means the figures describe it):
-a GPU slowed by heat or a power brake, an XID error, an uncorrected ECC error or another process on a
-GPU while the measured pass ran (workers/measure/device_watch.py; CPUs are not watched), and predictions that
-changed when examples of the measured pass ran again at bs 1 on one worker (`invariance_check`).
-
-Stability of variable-length work (tasks whose options say `variable_length`: mmlu). A batch of
-2,800-token prompts takes longer than one of 250-token prompts by design, also per token (attention
-grows with the square of the length, and a batch has fixed costs), so the CV of batch latency, or
-of latency per token, follows the mix of lengths, not the system. What is steady when the system
-is: the time the work takes *relative to what its shapes cost*, compared across measurement
-windows (perf_analyzer's test: throughput in consecutive windows agrees within a bound). The
-windows are the shards: consecutive work on one worker, and the unit the plan, retries and the
-shard table already name.
-- measured: each batch's rows x padded length and its core seconds;
-- fitted: seconds ~ a + b x tokens + c x tokens x length (per batch, per token, attention), a, b,
-  c >= 0, least squares on relative error, over all batches of the pass (stats.fit_cost);
-- per shard: observed / fitted core seconds, scaled so the worker's median shard is 1 (a worker
-  slow throughout is a straggler, judged by its own rule);
-- figure: `latency_shard_cv`, the stdev / mean of the shards' ratios weighted by their fitted
-  seconds (a one-batch tail shard weighs one batch). On fixed-shape work the fit is a constant and
-  this is the CV of per-shard latency. A failing row names the shards furthest from 1.
-- stragglers: each worker's fitted / observed core seconds over its shards (1 = as fast as the fit
-  of the whole pass says its batches' shapes cost), against the median of the others. Raw items/s
-  would follow the lengths a worker drew: one given the 2,800-token prompts does fewer tokens/s on
-  a healthy device. A slow worker pulls the fit towards itself only as its share of the batches,
-  and the comparison is between workers under one fit, so a 2x slower worker reads about 0.5x.
-Bounds. A fraction p of the work at k times its cost gives about
-(k - 1) sqrt(p (1 - p)) / (1 + (k - 1) p): for k = 2, 0.25 at p = 8 % and 0.35 at p = 1/3.
-quick (0.25) flags a 2x slowdown of a tenth of the run or more, while a shard's average over its
-batches keeps the per-batch noise of a CPU shared with other processes below it (steady rounds of
-MMLU jobs on this project's 2-core VM: 0.07 to 0.12; busy ones 0.26 to 0.43: docs/BENCHMARKS.md).
-rigorous (0.05) is max_latency_cv's bound: shards of 50+ batches average out both a GPU's 1-2 %
-jitter and the fit's error on single shapes (kernels cost steps in the length, not a smooth
-curve); it has not been measured on a GPU yet. The limit: a slowdown confined to one range of
-lengths (only the shards of the subject with the longest prompts) looks like what those prompts
-cost, and the fit takes it in; a slowdown that spans lengths does not. Fixed-shape tasks
-(masked_lm) keep the strict max_latency_cv rule, and `latency_cv` stays in every row as a
-description of the pass.
+A row's verdict joins two kinds of reason, and nothing replaces another:
+- incidents, in every mode and profile: a GPU slowed by heat or a power brake, an XID or an
+  uncorrected ECC error, another process on a GPU while it was measured (workers/measure/device_watch.py),
+  MFU above 1, predictions that changed at bs 1 (`invariance_check`), more workers lost than
+  `max_workers_lost`;
+- the rule set of the mode that made the row (`RuleSet`): Offline's pass rules (`pass_rules`:
+  duration, batches, latency CV or shard CV, accuracy gap, stragglers, repeats), LoadGen's
+  (orchestrator/modes/loadgen/columns.py), and whatever a later mode brings.
+The row's `verdict_profile` names the rule sets, "+"-joined. Why each bound is what it is, and how
+variable-length work is judged against a cost fit: docs/measurement.md.
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-from pydantic import Field
-
-from workers.specs import StrictModel
+from orchestrator.spec.verdict import Rules
 
 if TYPE_CHECKING:
     from orchestrator.metrics.row import MetricsRow
 
-Profile = Literal["quick", "rigorous"]
 # NVML clock event reasons that mean the GPU was slowed by heat or a power brake (workers/measure/device_watch.py):
 # hw_slowdown is the older GPUs' name for the HW thermal / power-brake pair. sw_power_cap (a GPU at its
 # power limit, normal under full load), sync_boost, idle and clock settings are reported, not failed.
 SLOWDOWN_REASONS = frozenset({"hw_slowdown", "hw_thermal", "hw_power_brake", "sw_thermal"})
-
-
-@dataclass(frozen=True)
-class Rules:
-    """Resolved bounds: the profile's defaults with the spec's overrides applied."""
-
-    profile: Profile
-    min_duration_s: float
-    min_batches: int
-    max_latency_cv: float
-    max_acc_gap: float
-    straggler_ratio: float
-    min_repeats: int
-    max_latency_shard_cv: float = float("inf")  # variable-length work only
-    max_workers_lost: int = 0
-
-
-PROFILES: dict[str, dict[str, float]] = {
-    "quick": {"min_duration_s": 1.0, "min_batches": 10, "max_latency_cv": 0.5, "max_latency_shard_cv": 0.25,
-              "straggler_ratio": 0.5, "min_repeats": 1, "max_workers_lost": 0},
-    "rigorous": {"min_duration_s": 600.0, "min_batches": 1000, "max_latency_cv": 0.05,
-                 "max_latency_shard_cv": 0.05, "straggler_ratio": 0.9, "min_repeats": 3, "max_workers_lost": 0},
-}
-
-
-class VerdictSpec(StrictModel):
-    """The job's `verdict:` block. Unset rules take the profile's default."""
-
-    profile: Profile = Field("quick", description="where unset rules take their defaults: quick or rigorous")
-    min_duration_s: float | None = Field(None, ge=0, description="min wall span of the measured pass, s")
-    min_batches: int | None = Field(None, ge=0, description="min measured (non-warm-up) batches of the pass")
-    max_latency_cv: float | None = Field(None, gt=0, description="max stdev/mean of per-batch core latency")
-    max_latency_shard_cv: float | None = Field(
-        None, gt=0, description="variable-length work: max stdev/mean of observed / fitted core time per shard"
-    )
-    max_acc_gap: float | None = Field(None, ge=0, description="max abs(acc_infer - acc_val); default: acc_tolerance")
-    straggler_ratio: float | None = Field(
-        None, ge=0, le=1, description="a worker below this x the median worker's core items/s is a straggler"
-    )
-    min_repeats: int | None = Field(None, ge=1, description="min repeats of the measured pass")
-    max_workers_lost: int | None = Field(
-        None, ge=0, description="workers the run may lose (taken out after failures, or died for good) and stay VALID"
-    )
-
-    def rules(self, acc_tolerance: float) -> Rules:
-        """The job's acc_tolerance is the accuracy bound unless max_acc_gap overrides it."""
-        def pick(name: str) -> float:
-            value = getattr(self, name)
-            return PROFILES[self.profile][name] if value is None else value
-
-        return Rules(
-            profile=self.profile,
-            min_duration_s=float(pick("min_duration_s")),
-            min_batches=int(pick("min_batches")),
-            max_latency_cv=float(pick("max_latency_cv")),
-            max_latency_shard_cv=float(pick("max_latency_shard_cv")),
-            max_acc_gap=acc_tolerance if self.max_acc_gap is None else self.max_acc_gap,
-            straggler_ratio=float(pick("straggler_ratio")),
-            min_repeats=int(pick("min_repeats")),
-            max_workers_lost=int(pick("max_workers_lost")),
-        )
 
 
 @dataclass(frozen=True)
@@ -207,9 +91,18 @@ def figures_from_row(row: "MetricsRow", worker_items_per_s: Mapping[int, float],
 
 
 @dataclass(frozen=True)
+class RuleSet:
+    """What one mode's own rules found: its name (for `verdict_profile`) and the reasons they failed."""
+
+    name: str
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Verdict:
     valid: bool
     reasons: list[str]
+    profile: str = ""  # the rule sets that judged the row, "+"-joined
 
     @property
     def label(self) -> str:
@@ -277,8 +170,9 @@ def _device_incidents(f: VerdictFigures) -> list[str]:
     return reasons
 
 
-def evaluate(figures: VerdictFigures, rules: Rules) -> Verdict:
-    """Every rule that fails adds one reason; a figure that could not be measured skips its rule."""
+def pass_rules(figures: VerdictFigures, rules: Rules) -> RuleSet:
+    """Offline's rules for a measured pass: long enough, enough batches, steady, accurate, no
+    straggler, enough repeats. A figure that could not be measured skips its rule."""
     f, r, tag = figures, rules, f"({rules.profile})"
     reasons: list[str] = []
     if f.measured_seconds is not None and f.measured_seconds < r.min_duration_s:
@@ -296,6 +190,15 @@ def evaluate(figures: VerdictFigures, rules: Rules) -> Verdict:
     if f.acc_gap is not None and f.acc_gap > r.max_acc_gap + 1e-12:
         reasons.append(f"accuracy gap infer vs val {f.acc_gap:.4f} > max_acc_gap {r.max_acc_gap:g}")
     reasons += _stragglers(f.worker_items_per_s, r.straggler_ratio, f.worker_rate_unit)
+    if f.repeats < r.min_repeats:
+        reasons.append(f"{f.repeats} repeat(s) < min_repeats {r.min_repeats} {tag}")
+    return RuleSet(r.profile, tuple(reasons))
+
+
+def incidents(figures: VerdictFigures, rules: Rules) -> list[str]:
+    """What invalidates a row in every mode and profile: the figures describe the incident, not the system."""
+    f = figures
+    reasons: list[str] = []
     if f.mfu is not None and f.mfu > 1:
         peak = f" of {f.peak_flops / 1e12:.4g} TFLOP/s" if f.peak_flops else ""
         reasons.append(f"MFU {f.mfu:.3g} > 1: faster than the {f.precision} peak{peak}; the peak does not match "
@@ -304,9 +207,17 @@ def evaluate(figures: VerdictFigures, rules: Rules) -> Verdict:
     if f.invariance_flips:
         reasons.append(f"invariance: {f.invariance_flips} of {f.invariance_checked} predictions changed when run again "
                        "at bs 1 on one worker (invariance.parquet in the run folder lists them)")
-    if f.repeats < r.min_repeats:
-        reasons.append(f"{f.repeats} repeat(s) < min_repeats {r.min_repeats} {tag}")
-    if len(f.workers_lost) > r.max_workers_lost:
-        reasons.append(f"{len(f.workers_lost)} worker(s) lost > max_workers_lost {r.max_workers_lost}: "
+    if len(f.workers_lost) > rules.max_workers_lost:
+        reasons.append(f"{len(f.workers_lost)} worker(s) lost > max_workers_lost {rules.max_workers_lost}: "
                        + "; ".join(f.workers_lost))
-    return Verdict(valid=not reasons, reasons=reasons)
+    return reasons
+
+
+def evaluate(figures: VerdictFigures, rules: Rules, rule_sets: Sequence[RuleSet]) -> Verdict:
+    """The row's verdict: the reasons of the mode's rule sets, then the incidents (every failed rule
+    adds one). Offline passes `[pass_rules(figures, rules)]`; LoadGen its own set. The profile names
+    the verdict profile (whose bounds the incidents use) and each rule set: "quick",
+    "quick+loadgen-mlperf"."""
+    reasons = [reason for s in rule_sets for reason in s.reasons] + incidents(figures, rules)
+    names = dict.fromkeys([rules.profile, *(s.name for s in rule_sets)])
+    return Verdict(valid=not reasons, reasons=reasons, profile="+".join(names))

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import pyarrow as pa
 
 from orchestrator.metrics.row import MetricsRow
-from orchestrator.metrics.stats import node_core_rates, percentiles, shard_rates_from_records, worker_core_rates
+from orchestrator.metrics.cost_fit import node_core_rates, shard_rates_from_records, worker_core_rates
+from orchestrator.metrics.stats import percentiles
 from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.metrics.subjects import subject_table
 from orchestrator.views.plots import Plot, new_figure, png_bytes

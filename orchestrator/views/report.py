@@ -157,7 +157,7 @@ def _print_mmlu(console, runs: list) -> None:
 
 
 def describe_timeline(record: dict) -> str:
-    """A run's timeline.json (orchestrator/run/timeline.py) in one line: each step's end and each pass's span, in seconds since the start."""
+    """A run's timeline.json (orchestrator/timeline.py) in one line: each step's end and each pass's span, in seconds since the start."""
     steps = record.get("steps", {})
     parts = [f"{name.replace('_', ' ')} {seconds:.1f} s" for name, seconds in steps.items() if name != "row_written"]
     parts += [f"{name} {low:.1f}-{high:.1f} s" for name, (low, high) in record.get("passes", {}).items()]

@@ -1,6 +1,6 @@
 """`bench report` for a LoadGen scenario run: the per-query latency distribution and, for find_peak,
 the QPS searched against p99. Read from the run folder's queries.parquet and find_peak.parquet
-(orchestrator/run/loadgen/point.py writes them); the lines drawn are the row's figures, LoadGen's own.
+(orchestrator/modes/loadgen/point.py writes them); the lines drawn are the row's figures, LoadGen's own.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """gpu_check's GPU-only checks on a GPU that NVML lets down, with NVML and CUDA faked at their lowest
-layer (tests/fake_gpu.py): a missing handle, process memory or energy counter is a FAIL; SKIPPED
+layer (tests/fakes/fake_gpu.py): a missing handle, process memory or energy counter is a FAIL; SKIPPED
 only for a cause detected and named (a container's PID namespace; a GPU before Volta).
 """
 
@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks import gpu_check
 from tests.builders import metrics_row
-from tests.fake_gpu import FakeGpu, install
+from tests.fakes.fake_gpu import FakeGpu, install
 
 GIB = 1 << 30
 UUID = "8b0b6d9e-2c3f-4a1e-9d7c-5b6a4f3e2d1c"

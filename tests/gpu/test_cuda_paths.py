@@ -122,7 +122,7 @@ def test_peak_of_this_gpu_is_known_or_says_why():
 def test_export_adds_no_copy_of_the_weights_on_the_gpu(tmp_path):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from tests.workers.test_engines_llama import SIGNATURE, right_padded
+    from tests.workers.engines.test_engines_llama import SIGNATURE, right_padded
     from workers.engines import BuildContext, onnx_export
 
     config = AutoConfig.for_model("llama", vocab_size=32000, hidden_size=512, intermediate_size=1024,
@@ -146,7 +146,7 @@ def test_onnxruntime_io_binding_matches_eager(tmp_path):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDA provider here (pip install onnxruntime-gpu)")
     from tests.builders import run_on, worker_runtime
-    from tests.workers.test_engines_bert import config, top1_agreement
+    from tests.workers.engines.test_engines_bert import config, top1_agreement
     from workers.contract import ShardTask
 
     runtime, _ = worker_runtime(config(tmp_path, engine="onnxruntime"))

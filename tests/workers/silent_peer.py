@@ -1,4 +1,4 @@
-"""A worker whose machine stops answering, for tests/workers/test_lane.py: two network namespaces.
+"""A worker whose machine stops answering, for tests/workers/test_lane_server.py: two network namespaces.
 
 A killed process leaves a FIN or a RST behind; a node that loses power or its link leaves nothing,
 and only TCP keepalive tells the driver. Dropping packets on the driver's own machine does not
@@ -20,10 +20,10 @@ import subprocess
 import sys
 import time
 
-import workers.lane as lane_end
+import workers.lane_server as lane_end
 
 FAR_ADDRESS = "10.213.0.2"
-IDLE_S, INTERVAL_S, PROBES = 1, 1, 2  # the lane gives a silent peer up after 3 s (workers/lane.py)
+IDLE_S, INTERVAL_S, PROBES = 1, 1, 2  # the lane gives a silent peer up after 3 s (workers/lane_server.py)
 
 
 def sh(command: str) -> None:
@@ -45,7 +45,7 @@ def far() -> None:
 
 def near() -> None:
     lane_end.KEEPALIVE_IDLE_S, lane_end.KEEPALIVE_INTERVAL_S, lane_end.KEEPALIVE_PROBES = IDLE_S, INTERVAL_S, PROBES
-    from orchestrator.run.loadgen.lane import DirectLane
+    from orchestrator.targets.lane_client import DirectLane
 
     sh("ip link set lo up && ip link add near0 type veth peer name far0 && "
        "ip addr add 10.213.0.1/24 dev near0 && ip link set near0 up")

@@ -1,7 +1,7 @@
 """Data preparation: read, tokenise, mask, build prompts, once per run and version of the inputs.
 
 `prepare_dataset` runs the task's pure `prepare` (one Arrow table, one row per example) once, where
-the driver puts it (orchestrator/run/data.py: a Ray task on the node that has the data, or the
+the driver puts it (orchestrator/cluster/data.py: a Ray task on the node that has the data, or the
 command's own process with --no-ray), and the workers get the table by reference.
 
 The table is cached on disk beside the engine cache (`data_cache`, default ~/.cache/raybench/data),

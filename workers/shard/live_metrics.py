@@ -1,9 +1,6 @@
-"""Live metrics through `ray.util.metrics`, for the Ray dashboard's Grafana panels.
-
-Ray exports them on every node's metrics endpoint with a `ray_` prefix (so `raybench_items_total`
-is scraped as `ray_raybench_items_total`), tagged by run, worker and pass. Outside Ray (a worker
-run in-process on a lone GPU box) every call is a no-op. The names here are the contract with
-`grafana/raybench.json`; a test checks that the dashboard queries only these.
+"""What a worker reports to Ray's metrics while it runs (`ray.util.metrics`, the dashboard's Grafana
+panels), tagged by run, worker and pass; names from workers/metric_names.py. Outside Ray (a worker
+run in-process on a lone GPU box) every call is a no-op.
 """
 
 from __future__ import annotations
@@ -12,35 +9,7 @@ import queue
 import threading
 from typing import Any
 
-TAGS = ("run_id", "worker", "pass")
-# Batch latency buckets from 0.5 ms to 60 s, roughly x2 apart.
-LATENCY_BOUNDARIES = [0.0005 * 2**i for i in range(17)]
-
-METRICS = {
-    "raybench_items_total": "Items (sequences or tokens) finished, by run, worker and pass",
-    "raybench_shards_done_total": "Shards finished, by run, worker and pass",
-    "raybench_core_items_per_second": "Core throughput of the worker's last shard (items per second of model time)",
-    "raybench_whole_items_per_second": "Whole throughput of the worker's last shard (items per wall second)",
-    "raybench_batch_latency_seconds": "Core time of each measured batch",
-    "raybench_accuracy": "Accuracy so far (correct / scored) of the worker in this pass",
-    "raybench_device_memory_bytes": "Peak device memory of the worker (NVML per process on GPUs, RSS on CPUs)",
-    "raybench_run_progress": "Fraction of the pass's shards finished in the run (driver)",
-    "raybench_run_accuracy": "Accuracy so far of the whole run in this pass (driver)",
-    "raybench_queries_issued_total": "LoadGen queries issued to the system under test, by run (driver)",
-    "raybench_queries_completed_total": "LoadGen queries whose every sample completed, by run (driver)",
-    "raybench_samples_waiting": "LoadGen samples waiting in the driver for an idle worker, by run (driver)",
-    "raybench_worker_queue_depth": "LoadGen samples a worker holds, not yet completed, by run and worker (driver)",
-    "raybench_query_latency_seconds": "LoadGen query latency from issue to its last sample's completion (driver clock)",
-}
-
-
-def ray_metrics() -> Any | None:
-    try:
-        import ray
-        from ray.util import metrics
-    except ImportError:
-        return None
-    return metrics if ray.is_initialized() else None
+from workers.metric_names import LATENCY_BOUNDARIES, METRICS, TAGS, ray_metrics
 
 
 class WorkerMeter:

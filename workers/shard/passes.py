@@ -8,6 +8,7 @@ Warm-up batches run before the stopwatch starts and are neither timed nor counte
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from workers.contract import ShardResult, ShardTask
@@ -69,9 +70,7 @@ def run_batches(
 ) -> ShardResult:
     """The loop itself, over any batches: a shard's, or the one batch of LoadGen samples a worker
     is handed (`WorkerRuntime.run_samples`), so both are timed and scored alike."""
-    joules_before = energy.read_joules() if energy else None
-    if device_watch is not None:
-        device_watch.start()
+    span = begin_span(energy, device_watch)
     with Stopwatch() as watch:
         for batch in batches:
             device_inputs, h2d_s = timer.time(lambda: engine.to_device(batch.inputs))
@@ -91,15 +90,39 @@ def run_batches(
             result.bytes_per_batch = max(result.bytes_per_batch, input_bytes(device_inputs))
             result.records.extend(score.records)
     result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts
-    joules_after = energy.read_joules() if energy else None
-    result.energy_joules = energy_between(joules_before, joules_after)
-    result.health = device_watch.stop() if device_watch is not None else None
-    result.energy_note = "" if result.energy_joules is not None else (energy.note if energy else "not measured")
-    if result.energy_joules is not None:
-        result.energy_counters = {energy.device_key: [joules_before, joules_after]}
+    end_span(span, energy, device_watch, result)
     result.peak_mem_bytes = memory.sample()
     result.mem_total_bytes = memory.total_bytes()
     result.mem_source = memory.source
+    return result
+
+
+@dataclass(frozen=True)
+class SpanStart:
+    """Where a watched span began: the energy counter's reading (J) and whether the watch runs."""
+
+    joules: float | None
+    watching: bool
+
+
+def begin_span(energy: EnergyCounter | None, device_watch: DeviceWatch | None) -> SpanStart:
+    """Read the energy counter and start the device watch: the start of a pass (Offline) or of a
+    whole LoadGen test (orchestrator/modes/loadgen/), never inside a timed call."""
+    joules = energy.read_joules() if energy else None
+    if device_watch is not None:
+        device_watch.start()
+    return SpanStart(joules, device_watch is not None)
+
+
+def end_span(start: SpanStart, energy: EnergyCounter | None, device_watch: DeviceWatch | None,
+             result: ShardResult) -> ShardResult:
+    """The span's energy (the counter's rise, by physical device) and what the watch saw, into `result`."""
+    joules_after = energy.read_joules() if energy else None
+    result.energy_joules = energy_between(start.joules, joules_after)
+    result.health = device_watch.stop() if device_watch is not None and start.watching else None
+    result.energy_note = "" if result.energy_joules is not None else (energy.note if energy else "not measured")
+    if result.energy_joules is not None:
+        result.energy_counters = {energy.device_key: [start.joules, joules_after]}
     return result
 
 

@@ -27,7 +27,7 @@ from workers.measure.peaks import peak_lookup
 from workers.measure.timing import CoreTimer
 from workers.models import load_config, load_model, max_positions
 from workers.shard.live_metrics import WorkerMeter
-from workers.shard.passes import run_batches, run_examples, run_pass, warm_up
+from workers.shard.passes import SpanStart, begin_span, end_span, run_batches, run_examples, run_pass, warm_up
 from workers.specs import WorkerConfig
 from workers.tasks import Task, task_class
 
@@ -49,6 +49,7 @@ class WorkerRuntime:
         self._model: torch.nn.Module | None = None
         self._load_seconds = 0.0
         self._warm: set[str] = set()
+        self._span: tuple[float, SpanStart] | None = None  # a LoadGen test's watched span, while it runs
         info.mem_total_bytes = self.memory.total_bytes()
         precision = check_precision(device, config.precision, config.precision_fallback)
         self.val_precision = check_precision(device, config.val_dtype_name, config.precision_fallback)
@@ -189,13 +190,31 @@ class WorkerRuntime:
         return done
 
     def run_samples(self, batch: SampleBatch, result: ShardResult) -> ShardResult:
-        """The batch of LoadGen samples through the same loop as a shard (a restarted worker warms up first)."""
+        """The batch of LoadGen samples through the same loop as a shard (a restarted worker warms up
+        first). The device watch and the energy counter span the whole test (`begin_watch`), not each
+        batch: no NVML call on a query's path."""
         result.warmup_batches = self.warm(batch.pass_name)
         self.engines[batch.pass_name].before_shard(batch.as_shard())
         run_batches(self.engines[batch.pass_name], self.task, [self.task.batch_of(batch.indices)], self.timer,
-                    self.memory, self.flops.sequence_flops, result, self.energy)
+                    self.memory, self.flops.sequence_flops, result)
+        result.energy_note = "read over the LoadGen test (the run's watched spans), not per batch"
         self.meter.shard_later(result)
         return result
+
+    def begin_watch(self) -> None:
+        """A LoadGen test starts: read the energy counter and start the device watch (the span its
+        batches run in; Offline reads both around each pass instead)."""
+        self._span = (time.time(), begin_span(self.energy, self.device_watch))
+
+    def end_watch(self, result: ShardResult) -> ShardResult:
+        """The test's span into `result`: its energy and what the watch saw. A worker restarted during
+        the test never began one: blank, with the reason."""
+        if self._span is None:
+            result.energy_note = "this worker was restarted during the test: its span was not watched"
+            return result
+        (result.start_ts, start), self._span = self._span, None
+        result.end_ts = time.time()
+        return end_span(start, self.energy, self.device_watch, result)
 
     def close(self) -> None:
         for engine in self.engines.values():

@@ -14,7 +14,7 @@ on different nodes sharing a cache on NFS are not serialised (the lock is per no
 the first to publish wins, and the other drops its copy and uses the winner's entry.
 
 Light on purpose (no torch): the driver looks entries up to know whether a run's data is already
-prepared (orchestrator/run/data.py).
+prepared (orchestrator/cluster/data.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ of `bs`, so padding stays small. Padding is on the right: under a causal mask a 
 attends to the pad tokens after it and keeps positions 0..n-1, so its logits are those of the
 unpadded prompt whatever the batch holds. (Left padding would need position ids derived from the
 mask, an input the engines' exported graphs do not have.) A question's prediction therefore does
-not depend on bs or on how its range is split into shards; tests/workers/test_mmlu.py checks it.
+not depend on bs or on how its range is split into shards; tests/workers/tasks/test_mmlu.py checks it.
 
 Variants (`task.scoring`): each is one harness's prompt and scoring, stored in every record
 (`scoring`, and `prompt_format`, the versioned name of the prompt; workers/tasks/mmlu_data.py):

@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from orchestrator.metrics.merge import completed, driver_span, merge
+from orchestrator.metrics.merge import completed, merge
+from orchestrator.metrics.passes import driver_span
 from orchestrator.spec import validate
 from tests.builders import data_info, job
 from workers.contract import BuildInfo, ShardResult, WorkerError, WorkerInfo

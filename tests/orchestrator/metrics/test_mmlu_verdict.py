@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from orchestrator.metrics.merge import merge
-from orchestrator.run.driver import run_job
+from orchestrator.driver import run_job
 from orchestrator.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def run(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         subjects = "task.subjects=[abstract_algebra,high_school_european_history,world_religions]"
-        # invariance_check=0: the bs-1 rerun is not judged here (tests/orchestrator/run/test_invariance.py is its test)
+        # invariance_check=0: the bs-1 rerun is not judged here (tests/orchestrator/modes/offline/test_invariance_check.py is its test)
         spec = load_spec("jobs/mmlu_tiny.yaml", [subjects, "task.limit=40", "passes=[infer]", "shard_size=12",
                                                  "invariance_check=0"])
         # A machine disturbed in stretches during the run (another process on a 2-core VM, or the

@@ -5,19 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.metrics.stats import (
-    ShardRate,
-    coefficient_of_variation,
-    intervals_overlap,
-    latency_shift,
-    mean_ci,
-    node_core_rates,
-    percentiles,
-    relative_change,
-    shard_rates_from_records,
-    summarize_latencies,
-    worker_core_rates,
-)
+from orchestrator.metrics.cost_fit import node_core_rates, shard_rates_from_records, ShardRate, worker_core_rates
+from orchestrator.metrics.stats import coefficient_of_variation, intervals_overlap, latency_shift, mean_ci, percentiles, relative_change, summarize_latencies
 
 # Sorted: 2 4 4 4 5 5 7 9 (ms). Mean 5; squared deviations 9+1+1+1+0+0+4+16 = 32.
 LATENCIES = [4, 2, 5, 4, 9, 4, 7, 5]

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.metrics.store import ResultsStore, row_schema
-from orchestrator.run.plan import shard_bounds
+from orchestrator.modes.offline.plan import shard_bounds
 from tests.builders import metrics_row, stored_rows, write_run
 from workers.errors import UserError
 

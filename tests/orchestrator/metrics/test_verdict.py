@@ -7,9 +7,16 @@ import pytest
 from pydantic import ValidationError
 
 from orchestrator.metrics.merge import merge
-from orchestrator.metrics.verdict import Rules, VerdictFigures, VerdictSpec, evaluate, figures_from_row
+from orchestrator.metrics.verdict import VerdictFigures, evaluate, figures_from_row, pass_rules
+from orchestrator.spec.verdict import Rules, VerdictSpec
 from orchestrator.spec import validate
 from tests.builders import data_info, job, metrics_row, mmlu_job, shard_results, worker_info
+
+
+def offline(figures: VerdictFigures, rules: Rules):
+    """The verdict of an Offline row: its pass rules, joined with the incidents."""
+    return evaluate(figures, rules, [pass_rules(figures, rules)])
+
 
 RULES = Rules(profile="quick", min_duration_s=10.0, min_batches=100, max_latency_cv=0.1, max_acc_gap=0.01,
               straggler_ratio=0.8, min_repeats=3)
@@ -18,14 +25,14 @@ GOOD = VerdictFigures(measured_seconds=20.0, measured_batches=200, latency_cv=0.
 
 
 def check(inside: VerdictFigures, outside: VerdictFigures, reason_part: str) -> None:
-    assert evaluate(inside, RULES).valid, evaluate(inside, RULES).reasons
-    verdict = evaluate(outside, RULES)
+    assert offline(inside, RULES).valid, offline(inside, RULES).reasons
+    verdict = offline(outside, RULES)
     assert (verdict.valid, verdict.label) == (False, "INVALID")
     assert len(verdict.reasons) == 1 and reason_part in verdict.reasons[0], verdict.reasons
 
 
 def test_all_good_is_valid():
-    verdict = evaluate(GOOD, RULES)
+    verdict = offline(GOOD, RULES)
     assert (verdict.valid, verdict.label, verdict.reasons, verdict.reasons_text) == (True, "VALID", [], "")
 
 
@@ -64,12 +71,12 @@ def test_min_repeats():
 def test_every_failing_rule_is_a_reason():
     bad = VerdictFigures(measured_seconds=1.0, measured_batches=5, latency_cv=0.5, acc_gap=0.2,
                          worker_items_per_s={0: 100.0, 1: 10.0, 2: 100.0}, repeats=1)
-    assert len(evaluate(bad, RULES).reasons) == 6
+    assert len(offline(bad, RULES).reasons) == 6
 
 
 def test_unmeasurable_figures_skip_their_rule():
     figures = replace(GOOD, latency_cv=None, acc_gap=None, worker_items_per_s={0: 5.0})
-    assert evaluate(figures, RULES).valid
+    assert offline(figures, RULES).valid
 
 
 def test_profiles_and_overrides_resolve():
@@ -84,8 +91,8 @@ def test_profiles_and_overrides_resolve():
 
 def test_same_figures_valid_under_quick_invalid_under_rigorous():
     figures = replace(GOOD, measured_seconds=30.0, repeats=1)
-    assert evaluate(figures, VerdictSpec().rules(0.01)).valid
-    reasons = evaluate(figures, VerdictSpec(profile="rigorous").rules(0.01)).reasons
+    assert offline(figures, VerdictSpec().rules(0.01)).valid
+    reasons = offline(figures, VerdictSpec(profile="rigorous").rules(0.01)).reasons
     assert any("min_duration_s 600 (rigorous)" in r for r in reasons)
 
 
@@ -104,7 +111,7 @@ def test_mfu_above_one_is_invalid_with_the_reason():
           replace(GOOD, mfu=1.37, peak_flops=19.5e12, precision="fp32"),
           "MFU 1.37 > 1: faster than the fp32 peak of 19.5 TFLOP/s")
     row = metrics_row(MFU=2.5, peak_flops=19.5e12, precision_effective="fp32", measured_batches=64, repeats=1)
-    verdict = evaluate(figures_from_row(row, {}), RULES)
+    verdict = offline(figures_from_row(row, {}), RULES)
     assert any(r.startswith("MFU 2.5 > 1") for r in verdict.reasons), verdict.reasons
 
 
@@ -139,14 +146,14 @@ def test_merge_fills_the_verdict_columns_and_finds_the_straggler():
 def test_shard_rule_replaces_the_latency_cv_rule_for_variable_length_work():
     rules = replace(RULES, max_latency_shard_cv=0.2)
     variable = replace(GOOD, latency_cv=None, latency_shard_cv=0.2)
-    assert evaluate(variable, rules).valid, evaluate(variable, rules).reasons
+    assert offline(variable, rules).valid, offline(variable, rules).reasons
     ratios = {"shard 0 (worker 0)": 1.0, "shard 2 (worker 0)": 2.0, "shard 4 (worker 1)": 0.7}
-    outside = evaluate(replace(variable, latency_shard_cv=0.2001, shard_latency_ratios=ratios), rules)
+    outside = offline(replace(variable, latency_shard_cv=0.2001, shard_latency_ratios=ratios), rules)
     assert not outside.valid and len(outside.reasons) == 1
     assert outside.reasons[0] == ("core time off its fitted token cost: shard CV 0.2 > max_latency_shard_cv 0.2 "
                                   "(quick); off the fit: shard 2 (worker 0) at 2.00x, shard 4 (worker 1) at "
                                   "0.70x (of 3 shards)")
-    spread = evaluate(replace(variable, latency_shard_cv=0.3), rules).reasons[0]
+    spread = offline(replace(variable, latency_shard_cv=0.3), rules).reasons[0]
     assert spread.endswith("no shard is off by more than the bound on its own")
 
 
@@ -170,7 +177,7 @@ def test_max_workers_lost():
     lost = ("worker 1 on host1 (sim:1): 3 failed shards in a row, the last: injected failure on worker 1",)
     check(replace(GOOD, workers_lost=()), replace(GOOD, workers_lost=lost),
           "1 worker(s) lost > max_workers_lost 0: worker 1 on host1 (sim:1): 3 failed shards in a row")
-    assert evaluate(replace(GOOD, workers_lost=lost), replace(RULES, max_workers_lost=1)).valid
+    assert offline(replace(GOOD, workers_lost=lost), replace(RULES, max_workers_lost=1)).valid
     assert VerdictSpec(max_workers_lost=2).rules(0.01).max_workers_lost == 2
     assert VerdictSpec(profile="rigorous").rules(0.01).max_workers_lost == 0
 
@@ -252,7 +259,7 @@ def test_a_gpu_slowed_by_heat_or_a_power_brake_is_invalid_a_gpu_at_its_power_cap
           replace(GOOD, throttle_reasons=("sw_power_cap", "hw_thermal"), sm_clock_mhz_min=1245),
           "GPU clocks slowed during the measured pass: hw_thermal (lowest busy SM clock 1245 MHz)")
     for reason in ("hw_slowdown", "hw_power_brake", "sw_thermal"):
-        assert reason in evaluate(replace(GOOD, throttle_reasons=(reason,)), RULES).reasons_text
+        assert reason in offline(replace(GOOD, throttle_reasons=(reason,)), RULES).reasons_text
 
 
 def test_xid_ecc_and_other_processes_are_each_invalid():

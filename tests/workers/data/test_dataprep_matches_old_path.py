@@ -3,7 +3,7 @@
 The expected values were printed by the per-worker path itself, main at 16d6cd6 (each worker read,
 tokenised, masked and built prompts in its constructor), from `BenchWorker(config).setup()` and an
 in-process run. Here the same jobs go through the shared preparation (workers/data/dataprep.py, and
-the in-process dataset of orchestrator/run/data.py): same example counts, same fingerprints (a digest of every masked window and label, or of every
+the in-process dataset of orchestrator/cluster/data.py): same example counts, same fingerprints (a digest of every masked window and label, or of every
 prompt's token ids, choice ids and gold letters) and, for MMLU, the same predictions.
 """
 
@@ -11,7 +11,7 @@ import hashlib
 
 import pytest
 
-from orchestrator.run.driver import run_all
+from orchestrator.driver import run_all
 from orchestrator.spec import load_spec, validate
 from tests.builders import MMLU_DIR, SMOLLM2_GGUF, WIKITEXT, bert_vocab, smollm2_package_dir
 from workers.actor import BenchWorker
@@ -60,7 +60,7 @@ def test_shared_preparation_gives_the_per_worker_paths_examples_and_fingerprints
 
 @pytest.mark.slow
 def test_mmlu_predictions_equal_the_per_worker_paths(tmp_path):
-    # invariance_check=0: the bs-1 rerun is not what this test compares (tests/orchestrator/run/test_invariance.py)
+    # invariance_check=0: the bs-1 rerun is not what this test compares (tests/orchestrator/modes/offline/test_invariance_check.py)
     spec = specs(tmp_path / "cache")["mmlu-lm-eval"].model_copy(update={"invariance_check": 0})
     (run,) = run_all(spec, results_dir=tmp_path / "results", in_process=True)
     predictions = sorted((p["example"], p["predicted"]) for p in run.predictions)

@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.run.preflight import preflight
+from orchestrator.preflight import preflight
 from orchestrator.spec import dump_spec, load_spec, validate
 from tests.builders import SMOLLM2_GGUF, mmlu_job
 from workers.data.package_files import on_this_machine, resolve

@@ -1,5 +1,5 @@
 """What NVML sees while a pass runs (workers/measure/device_watch.py), against a fake libnvidia-ml under
-pynvml's real ctypes wrappers (tests/fake_gpu.py): clocks, throttle reasons, XID and ECC errors,
+pynvml's real ctypes wrappers (tests/fakes/fake_gpu.py): clocks, throttle reasons, XID and ECC errors,
 other processes; then the same figures through a real pass of a tiny model and into the row."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator.spec import validate
 from tests.builders import job, run_on, worker_runtime
-from tests.fake_gpu import FakeGpu, FakeNvmlLib, handle_of, install
+from tests.fakes.fake_gpu import FakeGpu, FakeNvmlLib, handle_of, install
 from workers.contract import ShardTask
 from workers.measure.device_watch import DeviceWatch
 

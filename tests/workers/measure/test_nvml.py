@@ -1,7 +1,7 @@
 """Finding the worker's GPU in NVML, through pynvml's real ctypes wrappers and a fake libnvidia-ml.
 
 DGX/HGX servers put their GPUs on PCI buses 0x07, 0x0f, 0x47, ...: torch's `pci_bus_id` is that
-bus number, an integer, and NVML takes a bus id *string*. The fake library (tests/fake_gpu.py)
+bus number, an integer, and NVML takes a bus id *string*. The fake library (tests/fakes/fake_gpu.py)
 checks the C arguments pynvml builds, so an integer passed where NVML reads a `char *` shows up as
 the segmentation fault it would be.
 """
@@ -13,7 +13,7 @@ import os
 import pytest
 import torch
 
-from tests.fake_gpu import FakeGpu, install
+from tests.fakes.fake_gpu import FakeGpu, install
 from workers.measure.device import MemoryProbe
 from workers.measure.energy import EnergyCounter
 from workers.measure.nvml import gpu_identity, nvml_lookup, process_memory

@@ -4,7 +4,7 @@ The logits of the sharded model must equal the single-process model's within fp3
 real MMLU prompts (5-shot, right-padded batches), for both ways a model is loaded: random weights
 (built under the seed, then sharded by transformers' `maybe_distribute_model`) and a saved folder
 (`from_pretrained` with a `DistributedConfig`). Ray's part (placement, restarts) is tested in
-tests/orchestrator/run/test_groups.py.
+tests/orchestrator/cluster/test_groups.py.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fake_gpu import FakeGpu, handle_of, install
+from tests.fakes.fake_gpu import FakeGpu, handle_of, install
 from workers.contract import ShardResult, ShardTask
 from workers.engines import EngineBase
 from workers.measure.device import MemoryProbe

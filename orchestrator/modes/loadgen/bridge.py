@@ -1,0 +1,270 @@
+"""The system under test LoadGen sees: its queries in, batches on the workers, completions back.
+
+Threads:
+- LoadGen's threads call `issue_query` (one query: its samples) and `flush_queries`. They only put
+  the query on `inbox` and return: LoadGen times from its schedule, so a callback that blocked
+  would delay the queries behind it and bill that to the system.
+- One dispatcher thread owns every piece of state. It drains the inbox (so a burst of arrivals
+  becomes one batch), hands an idle worker what is waiting (up to bs samples, or once the oldest
+  has waited `max_batch_wait_ms`), and sleeps on the inbox. A batch's future puts itself on the same
+  inbox when it completes (on Ray's or the executor's thread), so arrivals and completions both
+  wake it at once, with no polling.
+- `QuerySamplesComplete` is called by the dispatcher; LoadGen accepts it from any thread.
+
+Faults, as in Offline (orchestrator/modes/offline/dispatch.py, the same `policy.decide`): a worker whose
+process died is suspect until a ping answers (Ray restarted it) or fails (gone for good); its
+batch's samples go back to the front of the queue with attempt + 1. A crash reported as a value is
+retried the same way up to max_attempts; user and out-of-memory errors fail the run. LoadGen gets
+exactly one completion per sample: `outstanding` holds what it still waits for, and a sample no
+longer there is never completed again. A run that cannot go on completes everything outstanding
+(and every later query) with an empty response, so LoadGen's test ends, and the caller raises `error`.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.cluster.live import ScenarioMeter
+from orchestrator.targets.base import Target
+from orchestrator.cluster.policy import RESTART_WAIT_S, decide
+from orchestrator.cluster.pool import died_result
+from workers.contract import SampleBatch, ShardResult
+from workers.errors import RunFailed, UserError, first_line
+
+ISSUE, DONE, PING, STOP, ABORT = "issue", "done", "ping", "stop", "abort"
+
+
+@dataclass
+class Query:
+    issued_ns: int  # time.monotonic_ns() when LoadGen issued it
+    remaining: int  # samples not completed yet
+
+
+@dataclass
+class Sample:
+    response_id: int  # LoadGen's QuerySample.id
+    index: int  # the example in the prepared data (QuerySample.index)
+    query: Query
+    attempt: int = 1
+
+
+@dataclass
+class BridgeOptions:
+    pass_name: str
+    bs: int
+    max_batch_wait_s: float
+    max_attempts: int
+    keep_data: bool  # accuracy mode: each sample's record goes to LoadGen's accuracy log
+
+
+@dataclass
+class Bridge:
+    workers: Target
+    options: BridgeOptions
+    meter: ScenarioMeter
+    inbox: "queue.SimpleQueue[tuple]" = field(default_factory=queue.SimpleQueue)
+    results: list[ShardResult] = field(default_factory=list)  # accepted batches
+    failed: list[ShardResult] = field(default_factory=list)  # attempts that failed (re-issued or fatal)
+    error: UserError | RunFailed | None = None
+    crash: Exception | None = None  # a bug in the dispatcher
+    aborted: bool = False
+
+    def __post_init__(self) -> None:
+        self.waiting: deque[Sample] = deque()
+        self.outstanding: dict[int, Sample] = {}
+        self.inflight: dict[int, tuple[int, list[Sample]]] = {}  # batch id -> (worker, samples)
+        # Idle workers, the most recently busy last: it gets the next batch (its process, caches and
+        # device clocks are warm); the others take what arrives while it is busy.
+        self.idle: deque[int] = deque(range(self.workers.size))
+        self.live = set(range(self.workers.size))
+        self.suspect: set[int] = set()
+        self._starved_since: float | None = None
+        self._next_batch = 0
+        self._arrived = 0  # queries issued since the live metrics last heard
+        self._thread = threading.Thread(target=self._loop, name="raybench-loadgen-dispatch", daemon=True)
+
+    # ------------------------------------------------------------------ LoadGen's callbacks
+    def issue_query(self, samples: list) -> None:
+        self.inbox.put((ISSUE, [(s.id, s.index) for s in samples], time.monotonic_ns()))
+
+    def flush_queries(self) -> None:
+        """LoadGen's hint that no more queries come soon: nothing is held back here."""
+
+    # ------------------------------------------------------------------ the caller's side
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.inbox.put((STOP,))
+        self._thread.join()
+
+    def abort(self) -> None:
+        """Ctrl-C: complete everything at once so LoadGen can end."""
+        self.inbox.put((ABORT,))
+
+    # ------------------------------------------------------------------ the dispatcher thread
+    def _loop(self) -> None:
+        while True:
+            timeout = self._dispatch()
+            if self._arrived:  # the live metrics once the new samples are on their way, not before
+                self.meter.query_issued(self._arrived, len(self.waiting))
+                self._arrived = 0
+            try:
+                message = self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            while True:
+                if message[0] == STOP:
+                    return
+                try:
+                    self._handle(message)
+                except Exception as exc:  # noqa: BLE001 - a bug here must not leave LoadGen waiting forever
+                    self.crash = self.crash or exc  # re-raised, with its traceback, once LoadGen has returned
+                    self._fail(RunFailed(f"the LoadGen dispatcher failed: {first_line(exc)}"))
+                try:
+                    message = self.inbox.get_nowait()
+                except queue.Empty:
+                    break
+
+    def _handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == ISSUE:
+            self._arrive(message[1], message[2])
+        elif kind == DONE:
+            self._settle(*message[1:])
+        elif kind == PING:
+            self._answer_ping(*message[1:])
+        elif kind == ABORT:
+            self.aborted = True
+            self._fail(RunFailed("interrupted"))
+
+    def _arrive(self, samples: list[tuple[int, int]], issued_ns: int) -> None:
+        query = Query(issued_ns, len(samples))
+        for response_id, index in samples:
+            sample = Sample(response_id, index, query)
+            self.outstanding[response_id] = sample
+            self.waiting.append(sample)
+        self._arrived += 1
+        if self.error is not None:
+            self._complete(list(self.waiting), {})
+            self.waiting.clear()
+
+    def _dispatch(self) -> float | None:
+        """Hand waiting samples to idle workers; the seconds until a partial batch is due, if any."""
+        while self.waiting and self.idle and self.error is None:
+            if len(self.waiting) < self.options.bs and self.options.max_batch_wait_s > 0:
+                waited = (time.monotonic_ns() - self.waiting[0].query.issued_ns) / 1e9
+                if waited < self.options.max_batch_wait_s:
+                    return self.options.max_batch_wait_s - waited
+            take = [self.waiting.popleft() for _ in range(min(self.options.bs, len(self.waiting)))]
+            self._submit(self.idle.pop(), take)
+        return self._starvation_check()
+
+    def _submit(self, worker: int, samples: list[Sample]) -> None:
+        batch = SampleBatch(self._next_batch, tuple(s.index for s in samples), self.options.pass_name,
+                            max(s.attempt for s in samples))
+        self._next_batch += 1
+        self.inflight[batch.batch_id] = (worker, samples)
+        future = self.workers.run(worker, batch)
+        future.add_done_callback(lambda f, b=batch: self.inbox.put((DONE, b, worker, f)))
+        self.meter.queue_depth(worker, len(samples), len(self.waiting))  # after the hand-over: not on its path
+
+    def _settle(self, batch: SampleBatch, worker: int, future: Future) -> None:
+        _, samples = self.inflight.pop(batch.batch_id)
+        self.meter.queue_depth(worker, 0, len(self.waiting))
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001 - a dead worker, or a bug: both end in a decision below
+            if not self.workers.is_death(exc):
+                self._fail(RunFailed(f"worker {worker}: {first_line(exc)}"))
+                return
+            result = died_result(batch.as_shard(), worker, f"worker {worker} died: {first_line(exc)}")
+            self._suspect(worker)
+        else:
+            self.idle.append(worker)
+        if result.error is None:
+            self.results.append(result)
+            self._complete(samples, _records_by_example(result) if self.options.keep_data else {})
+            return
+        self.failed.append(result)
+        if decide(result, self.options.max_attempts) == "retry":
+            for sample in samples:
+                sample.attempt = batch.attempt + 1
+            self.waiting.extendleft(reversed([s for s in samples if s.response_id in self.outstanding]))
+            return
+        self._fail(RunFailed(f"LoadGen samples {list(batch.indices)[:8]} failed on attempt {batch.attempt}/"
+                             f"{self.options.max_attempts} on worker {worker}: {result.error.message}"))
+
+    def _suspect(self, worker: int) -> None:
+        if worker not in self.suspect:
+            self.suspect.add(worker)
+            future = self.workers.ping(worker)
+            future.add_done_callback(lambda f: self.inbox.put((PING, worker, f)))
+
+    def _answer_ping(self, worker: int, future: Future) -> None:
+        self.suspect.discard(worker)
+        try:
+            future.result()
+        except Exception as exc:  # noqa: BLE001 - the actor is gone for good (no restarts left)
+            self.live.discard(worker)
+            self.workers.forget(worker, f"died and could not be restarted: {first_line(exc)}")
+            if not self.live:
+                self._fail(RunFailed("every worker died and none could be restarted"))
+            return
+        self.idle.append(worker)
+
+    def _starvation_check(self) -> float | None:
+        """Fail when no worker has been usable for RESTART_WAIT_S; else how long to sleep (None: until woken)."""
+        if self.error is not None or not self.live or self.live - self.suspect:
+            self._starved_since = None
+            return None
+        now = time.monotonic()
+        self._starved_since = self._starved_since or now
+        if now - self._starved_since > RESTART_WAIT_S:
+            self._fail(RunFailed(f"no worker came back within {RESTART_WAIT_S:.0f} s after failures"))
+            return None
+        return 1.0
+
+    def _fail(self, error: UserError | RunFailed) -> None:
+        """The run cannot finish: say why once, and let LoadGen end by completing all it waits for."""
+        if self.error is None:
+            self.error = error
+        self.waiting.clear()
+        self._complete(list(self.outstanding.values()), {})
+
+    def _complete(self, samples: list[Sample], records: dict[int, dict[str, Any]]) -> None:
+        import mlperf_loadgen as lg
+
+        responses, buffers = [], []  # the buffers stay alive until LoadGen has copied them
+        done: list[Query] = []
+        for sample in samples:
+            if self.outstanding.pop(sample.response_id, None) is None:
+                continue  # completed before (a late result after the run failed)
+            record = records.get(sample.index)
+            if record is not None:
+                buffers.append(array.array("B", json.dumps(record, sort_keys=True, default=str).encode()))
+                address, length = buffers[-1].buffer_info()
+                responses.append(lg.QuerySampleResponse(sample.response_id, address, length))
+            else:
+                responses.append(lg.QuerySampleResponse(sample.response_id, 0, 0))
+            sample.query.remaining -= 1
+            if sample.query.remaining == 0:
+                done.append(sample.query)
+        if responses:
+            lg.QuerySamplesComplete(responses)
+        now = time.monotonic_ns()  # the live metrics after LoadGen has its completions, not before
+        for query in done:
+            self.meter.query_completed((now - query.issued_ns) / 1e9)
+
+
+def _records_by_example(result: ShardResult) -> dict[int, dict[str, Any]]:
+    """Per-example records of the batch (MMLU's predictions), for LoadGen's accuracy log."""
+    return {int(r["example"]): r for r in result.records if "example" in r}

@@ -1,0 +1,186 @@
+"""LoadGen's point: MLPerf LoadGen decides when queries arrive; the workers answer them in batches.
+
+    bring-up (as every mode) -> workers warmed -> LoadGen test(s), the devices watched over each ->
+    the row: every shared section (the batches the workers ran read as a pass: core throughput,
+    batch latencies, memory, MFU, energy and health over the test), LoadGen's columns, and one
+    verdict joining LoadGen's rule set with the incidents every row is judged on -> finish
+Written to the run folder besides Offline's files:
+    loadgen/                 LoadGen's logs (mlperf_log_summary.txt, _detail.txt, _accuracy.json, _trace.json)
+    loadgen/qps-<rate>/      find_peak: the logs of each rate tried
+    queries.parquet          the headline test's per-query latencies, read from LoadGen's trace
+    find_peak.parquet        find_peak: each rate tried, LoadGen's verdict, achieved QPS and p99
+A LoadGen test cannot be resumed (LoadGen owns the schedule), so `--resume` of such a run is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from orchestrator.cluster.bring_up import bring_up, open_dataset, open_pool
+from orchestrator.cluster.live import ScenarioMeter
+from orchestrator.metrics.merge import assemble, judge
+from orchestrator.metrics.passes import headline_records
+from orchestrator.metrics.store import RunFolder
+from orchestrator.modes.loadgen.bridge import BridgeOptions
+from orchestrator.modes.loadgen.columns import ScenarioFigures, loadgen_rules, scenario_columns
+from orchestrator.modes.loadgen.runner import LoadGenTest, find_peak, run_test
+from orchestrator.modes.loadgen.settings import build_test_settings, latency_bound_s
+from orchestrator.modes.loadgen.summary import query_latencies_ns
+from orchestrator.point import Point, finish
+from orchestrator.session import RunResult
+from orchestrator.spec import EngineJob
+from orchestrator.targets.base import Target
+from orchestrator.targets.engines import engine_target
+from workers.errors import RunInterrupted, UserError
+
+
+def run_point(point: Point) -> RunResult:
+    """One LoadGen grid point: bring-up, warm-up, the mode's test(s), the row (module docstring)."""
+    spec, run = point.spec, point.run
+    load = spec.load
+    if run.exists():
+        raise UserError(f"--resume {run.run_id}: a LoadGen {load.scenario} run cannot be resumed (LoadGen owns the "
+                        "schedule); submit the job again")
+    with _log_root(run) as logs:
+        data = open_dataset(spec, point.in_process)
+        pool = open_pool(spec, run.run_id, point.in_process, data)
+        try:
+            ready = bring_up(point, pool, data, check=lambda prepared: _check_dataset(spec, prepared.num_examples))
+            target = engine_target(pool, load.hand_over)
+            head, tests, warmed = _serve(point, target, ready.prepared.num_examples, logs)
+        except KeyboardInterrupt:
+            raise RunInterrupted(run.run_id, False, point.store.shown_uri,
+                                 why="; workers stopped; a LoadGen run cannot be resumed (submit the job again)") from None
+        finally:
+            pool.shutdown()
+        _keep_logs(run, logs)
+        _write_tables(run, spec, head, tests, ready.prepared.num_examples)
+    failed = [r for test in tests for r in test.failed]
+    lost = _lost(pool.lost, target.lost, ready.infos)
+    merged = assemble(spec=spec, run_id=run.run_id, results=head.results, infos=ready.infos, data=ready.data,
+                      e2e_seconds=point.session.e2e_seconds(), retries=len(failed), item_unit=ready.infos[0].item_unit,
+                      sweep_id=point.session.sweep_id, ray_start_seconds=point.ray_start_seconds,
+                      workers_lost=lost, watched=head.watched)
+    figures = _figures(spec, head, ready.prepared.num_examples, tests, target.hand_over)
+    # the warm-ups before LoadGen's first query, and of restarted workers, happened outside the measured
+    # batches: count them as Offline does
+    warmups = merged.row.warmup_batches + sum(warmed) + target.warmed_again
+    row = judge(merged, spec, [loadgen_rules(figures)], {**scenario_columns(figures), "warmup_batches": warmups})
+    predictions = headline_records(row, head.results)
+    return finish(point, row, head.results, ready.infos, ready.data, failed, predictions)
+
+
+def _lost(dropped: dict[int, str], gone: dict[int, str], infos: list) -> tuple[str, ...]:
+    """One line per worker the run lost: dropped at bring-up, or gone for good during the test
+    (`gone` counts the target's places: the workers that set up, in order)."""
+    where = {i.worker_id: f" on {i.hostname} ({i.device})" for i in infos}
+    kept = [i.worker_id for i in infos]
+    lines = [f"worker {w}: {why}" for w, why in sorted(dropped.items())]
+    lines += [f"worker {kept[p]}{where.get(kept[p], '')}: {why}" for p, why in sorted(gone.items())]
+    return tuple(lines)
+
+
+def _serve(point: Point, workers: Target, examples: int, logs: Path) -> tuple[LoadGenTest, list[LoadGenTest], list[int]]:
+    """Warm the workers, then run the mode's LoadGen test(s): the headline test, every test, warm-ups."""
+    spec = point.spec
+    options = spec.load
+    bridge = BridgeOptions(spec.measured_pass, spec.bs, options.max_batch_wait_ms / 1e3, spec.max_attempts,
+                           keep_data=options.mode == "accuracy")
+    meter = ScenarioMeter(point.run_id)
+
+    def probe(qps: float | None, folder: Path) -> LoadGenTest:
+        settings = build_test_settings(options.scenario, options, examples, accuracy=options.mode == "accuracy",
+                                       target_qps=qps)
+        rate = f" at {qps:g} QPS" if qps else ""
+        point.status(f"LoadGen {options.scenario} {options.mode}{rate}")
+        return run_test(settings, workers, bridge, examples, folder, meter, options.trace, target_qps=qps)
+
+    try:
+        point.status(f"warming up {workers.size} worker(s)")
+        warmed = workers.warm_up(spec.measured_pass)
+        if options.mode == "find_peak":
+            head, tests = find_peak(lambda qps: probe(qps, logs / f"qps-{qps:.6g}"), options.target_qps,
+                                    options.find_peak_tolerance, options.find_peak_max_runs)
+        else:
+            head = probe(options.target_qps, logs)
+            tests = [head]
+    finally:
+        workers.close()
+    return head, tests, warmed
+
+
+def _check_dataset(spec: EngineJob, examples: int) -> None:
+    """What only the prepared data can tell, checked before any worker is set up."""
+    if spec.load.scenario == "multi_stream" and spec.load.samples_per_query > examples:
+        raise UserError(f"load.samples_per_query: {spec.load.samples_per_query} is more than the dataset's "
+                        f"{examples} examples")
+
+
+def _figures(spec: EngineJob, test: LoadGenTest, examples: int,
+             tests: list[LoadGenTest] | None = None, hand_over: str = "") -> ScenarioFigures:
+    """The figures of one test; `tests`: every test of a find_peak search, when `test` is its headline."""
+    options = spec.load
+    note = ""
+    if tests and options.mode == "find_peak" and not test.valid:
+        note = f"find_peak: no rate tried was VALID (lowest {test.target_qps:g} QPS, {len(tests)} LoadGen runs)"
+    return ScenarioFigures(
+        scenario=options.scenario, mode=options.mode, rules=options.rules, summary=test.summary,
+        target_qps=test.target_qps, latency_bound_s=latency_bound_s(options.scenario, options, test.settings),
+        examples=examples, scored_examples=sum(r.examples for r in test.results), note=note, hand_over=hand_over,
+    )
+
+
+def _write_tables(run: RunFolder, spec: EngineJob, head: LoadGenTest, tests: list[LoadGenTest], examples: int) -> None:
+    queries = _queries_table(head.log_dir)
+    if queries is not None:
+        run.file("queries.parquet").write_table(queries)
+    if spec.load.mode == "find_peak":
+        keep = ("target_qps", "loadgen_result", "achieved_qps", "query_latency_p99", "latency_bound")
+        rows = []
+        for order, test in enumerate(tests):
+            figures = _figures(spec, test, examples)
+            columns = scenario_columns(figures)
+            rows.append({"run": order, **{k: columns[k] for k in keep},
+                         "verdict_reasons": "; ".join(loadgen_rules(figures).reasons)})
+        run.file("find_peak.parquet").write_table(pa.Table.from_pylist(rows))
+
+
+def _queries_table(log_dir: Path) -> pa.Table | None:
+    """Per-query latency (s) and sample count of one test, from LoadGen's trace (None without a trace)."""
+    trace = log_dir / "mlperf_log_trace.json"
+    if not trace.exists():
+        return None
+    with trace.open(encoding="utf-8", errors="replace") as lines:
+        queries = query_latencies_ns(lines)
+    order = sorted(queries)
+    return pa.table({"query": pa.array(order, pa.int64()),
+                     "samples": pa.array([queries[q][0] for q in order], pa.int32()),
+                     "latency_s": pa.array([queries[q][1] / 1e9 for q in order], pa.float64())})
+
+
+@contextlib.contextmanager
+def _log_root(run: RunFolder) -> Iterator[Path]:
+    """Where LoadGen writes its logs: the run folder when it is local, else a temporary folder that
+    `_keep_logs` copies into the results store."""
+    local = run.root.local_path
+    if local is not None:
+        yield Path(local) / "loadgen"
+        return
+    folder = Path(tempfile.mkdtemp(prefix="raybench-loadgen-"))
+    try:
+        yield folder / "loadgen"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _keep_logs(run: RunFolder, logs: Path) -> None:
+    if run.root.local_path is not None or not logs.exists():
+        return
+    for path in sorted(p for p in logs.rglob("*") if p.is_file()):
+        run.file(f"loadgen/{path.relative_to(logs).as_posix()}").write_bytes(path.read_bytes())

@@ -1,0 +1,230 @@
+"""Engines on worker actors as a Target (orchestrator/targets/base.py): calls that return futures.
+
+A batch handed to a worker comes back as a `concurrent.futures.Future`, whichever way the worker
+runs: over its direct lane (`loadgen.hand_over: direct`, the default; lane.py), as a Ray actor call
+(`actor_call`: `ObjectRef.future()`, which Ray's own thread completes) or in this process
+(`--no-ray`: a one-thread executor per worker). The bridge adds a done-callback that puts the
+future on its inbox, so its one thread sleeps on one queue and wakes for arrivals and completions
+alike, instead of polling `ray.wait`.
+
+The lanes open before the warm-up, one per worker, and the warm-up goes over them. A worker whose
+lane breaks is a dead worker to the bridge; once Ray has restarted it, it is set up and warmed
+again, over a new lane, before it takes samples. Where the lanes cannot be opened (a node whose
+free ports the driver cannot reach) the run says so in one warning and uses actor calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+from orchestrator.cluster.policy import REPING_S
+from orchestrator.cluster.pool import InProcessPool, Pool
+from orchestrator.targets.base import Event, Target
+from orchestrator.targets.lane_client import DirectLane, LaneFailed, LaneLost
+from workers.contract import DataHandle, SampleBatch, ShardResult
+from workers.errors import RunFailed, first_line
+
+log = logging.getLogger(__name__)
+
+
+class RayWorkers:
+    """The pool's actors. The data handle goes with the warm-up and with the first batch after a
+    restart (a restarted actor rebuilds from it), not with every batch: an argument holding an
+    ObjectRef costs about a millisecond per call in Ray's reference counting, on every query."""
+
+    def __init__(self, pool: Any, hand_over: str = "direct") -> None:
+        import ray
+
+        self._ray = ray
+        kept = [w for w in range(pool.size) if w not in pool.lost]  # bring-up dropped the others
+        self.actors, self.handles = [pool.actors[w] for w in kept], [pool.handles[w] for w in kept]
+        self.size = len(kept)
+        self.hand_over = hand_over  # actor_call once the lanes could not be opened
+        self.lanes: list[DirectLane | None] = [None] * self.size
+        self._needs_data: set[int] = set()  # restarted workers whose rebuild failed: the next call carries data
+        self._pass_name = ""
+        self.warmed_again = 0  # warm-up batches of restarted workers
+        self.lost: dict[int, str] = {}  # workers gone for good during the run (their ping failed)
+
+    def warm_up(self, pass_name: str) -> list[int]:
+        """Open the lanes, then warm each worker over its lane (on the thread that will run its
+        batches: workers/lane_server.py says why), or as an actor call without lanes."""
+        self._pass_name = pass_name
+        if self.hand_over == "direct":
+            self._open_lanes()
+        try:
+            if self.hand_over == "direct":
+                return [f.result() for f in [lane.call("warm_up", pass_name) for lane in self.lanes]]
+            return self._ray.get([a.warm_up.remote(pass_name, h) for a, h in zip(self.actors, self.handles)])
+        except (self._ray.exceptions.RayActorError, LaneLost) as exc:
+            raise RunFailed(f"a worker died while warming up: {first_line(exc)}") from exc
+        except (self._ray.exceptions.RayTaskError, LaneFailed) as exc:  # the engine failed on its warm-up batches
+            why = str(exc) if isinstance(exc, LaneFailed) else first_line(exc)  # LaneFailed: the worker's line
+            raise RunFailed(f"a worker failed while warming up: {why}") from exc
+
+    def _open_lanes(self) -> None:
+        keys = [os.urandom(32) for _ in self.actors]  # each sent through Ray, behind its token
+        try:
+            addresses = self._ray.get([a.open_lane.remote(k) for a, k in zip(self.actors, keys)], timeout=60)
+        except Exception as exc:  # noqa: BLE001 - actor calls still work
+            return self._without_lanes(f"the workers could not listen ({first_line(exc)})")
+        for worker, ((host, port), key) in enumerate(zip(addresses, keys)):
+            try:
+                self.lanes[worker] = DirectLane((host, port), key, worker)
+            except Exception as exc:  # noqa: BLE001 - actor calls still work
+                return self._without_lanes(f"no direct connection to worker {worker} at {host}:{port} "
+                                           f"({type(exc).__name__}: {first_line(exc)})")
+        return None
+
+    def _without_lanes(self, why: str) -> None:
+        """Say once why, and hand every batch over as an actor call."""
+        log.warning("loadgen.hand_over: %s; batches go as actor calls", why)
+        self.close()
+        self.hand_over = "actor_call"
+
+    def run(self, worker: int, batch: SampleBatch, on_event: Callable[[Event], None] | None = None) -> Future:
+        lane = self.lanes[worker]
+        if lane is not None:
+            return lane.run(batch, on_event)
+        data = self.handles[worker] if worker in self._needs_data else None
+        self._needs_data.discard(worker)
+        return self.actors[worker].run_samples.remote(batch, data).future()
+
+    def begin_watch(self, pass_name: str) -> None:
+        """Actor calls (Ray's thread; the lanes keep their own): the watch runs beside the batches."""
+        self._ray.get([a.begin_watch.remote(pass_name, h) for a, h in zip(self.actors, self.handles)])
+
+    def end_watch(self) -> list[ShardResult]:
+        """Each worker's watched span; a worker gone for good gives none."""
+        refs = {w: a.end_watch.remote(self._pass_name) for w, a in enumerate(self.actors) if w not in self.lost}
+        out = []
+        for worker, ref in refs.items():
+            try:
+                out.append(self._ray.get(ref))
+            except self._ray.exceptions.RayActorError as exc:
+                log.warning("worker %d: its watched span is lost (%s)", worker, first_line(exc))
+        return out
+
+    def ping(self, worker: int) -> Future:
+        """Asked after the worker died: answers once Ray has restarted it and it is set up and warm
+        again (over a new lane where the run has lanes), or fails once Ray has given up on it."""
+        lane, self.lanes[worker] = self.lanes[worker], None
+        if lane is not None:
+            lane.close()  # broken: nothing is in flight on it
+        answer: Future = Future()
+        threading.Thread(target=self._bring_back, args=(worker, answer), name=f"raybench-ping-w{worker}",
+                         daemon=True).start()
+        return answer
+
+    def _bring_back(self, worker: int, answer: Future) -> None:
+        """Wait for Ray's restart, then rebuild and warm the worker before it gets samples again, so no
+        query pays for that. A broken lane tells of a death before Ray knows of it, and a call then
+        meets the process mid-restart (ActorUnavailableError): ask again, as the Offline pool does
+        (pool.py); only ActorDiedError means Ray gave up. The worker answers by its pid; the bridge
+        makes it idle again (the lane is in place before the answer)."""
+        errors, actor = self._ray.exceptions, self.actors[worker]
+        while True:
+            try:
+                self._ray.get(actor.setup.remote(self.handles[worker]))  # the restarted process has nothing
+                warmed = self._reopen_lane(worker) if self.hand_over == "direct" else None
+                if warmed is None:
+                    warmed = self._ray.get(actor.warm_up.remote(self._pass_name, self.handles[worker]))
+                self.warmed_again += warmed
+                answer.set_result(self._ray.get(actor.pid.remote()))
+                return
+            except errors.ActorUnavailableError:
+                time.sleep(REPING_S)
+            except Exception as exc:  # noqa: BLE001 - gone for good, or cannot be rebuilt: the bridge decides
+                self._needs_data.add(worker)  # in case it answers later: its first batch carries the data
+                answer.set_exception(exc)
+                return
+
+    def _reopen_lane(self, worker: int) -> int | None:
+        """A new lane to the restarted worker, warmed over it (the warm-up batches); None (and actor
+        calls) where that fails."""
+        key, lane = os.urandom(32), None
+        try:
+            host, port = self._ray.get(self.actors[worker].open_lane.remote(key))
+            lane = DirectLane((host, port), key, worker)
+            warmed = lane.call("warm_up", self._pass_name).result()
+        except self._ray.exceptions.RayActorError:
+            raise  # died again: _bring_back waits for the next restart or gives up
+        except Exception as exc:  # noqa: BLE001 - the worker still takes actor calls
+            if lane is not None:
+                lane.close()  # its warm-up failed: the worker's end stops listening too
+            log.warning("loadgen.hand_over: no new lane to restarted worker %d (%s); it gets actor calls",
+                        worker, first_line(exc))
+            return None
+        self.lanes[worker] = lane
+        return warmed
+
+    def is_death(self, exc: BaseException) -> bool:
+        errors = self._ray.exceptions
+        return isinstance(exc, (errors.RayActorError, errors.WorkerCrashedError, LaneLost))
+
+    def forget(self, worker: int, why: str) -> None:
+        """The worker is gone for good (its ping failed): the row names it."""
+        self.lost[worker] = why
+
+    def close(self) -> None:
+        lanes, self.lanes = self.lanes, [None] * self.size
+        for lane in lanes:
+            if lane is not None:
+                lane.close()
+
+
+class LocalWorkers:
+    """BenchWorkers in this process, each behind a one-thread executor (the GIL is released while
+    an engine computes or the synthetic engine sleeps). They cannot die apart from the process."""
+
+    hand_over = "in_process"
+    warmed_again = 0  # an in-process worker is never restarted
+
+    def __init__(self, workers: list[Any], data: list[DataHandle | None]) -> None:
+        self.workers, self.data = workers, data
+        self.size = len(workers)
+        self.lost: dict[int, str] = {}
+        self._executors = [ThreadPoolExecutor(1, thread_name_prefix=f"raybench-w{i}") for i in range(self.size)]
+        self._pass_name = ""
+
+    def warm_up(self, pass_name: str) -> list[int]:
+        """On each worker's executor thread, the one its batches run on (per-thread engine state)."""
+        self._pass_name = pass_name
+        return [self._executors[i].submit(w.warm_up, pass_name, d).result()
+                for i, (w, d) in enumerate(zip(self.workers, self.data))]
+
+    def run(self, worker: int, batch: SampleBatch, on_event: Callable[[Event], None] | None = None) -> Future:
+        return self._executors[worker].submit(self.workers[worker].run_samples, batch, self.data[worker])
+
+    def begin_watch(self, pass_name: str) -> None:
+        for w, d in zip(self.workers, self.data):
+            w.begin_watch(pass_name, d)
+
+    def end_watch(self) -> list[ShardResult]:
+        return [w.end_watch(self._pass_name) for w in self.workers]
+
+    def forget(self, worker: int, why: str) -> None:
+        self.lost[worker] = why
+
+    def ping(self, worker: int) -> Future:
+        return self._executors[worker].submit(self.workers[worker].pid)
+
+    def is_death(self, exc: BaseException) -> bool:
+        return False
+
+    def close(self) -> None:
+        for executor in self._executors:
+            executor.shutdown(wait=True)
+
+
+def engine_target(pool: Pool, hand_over: str = "direct") -> Target:
+    """The pool's workers as a Target: in this process, or Ray actors (single-device workers:
+    the job's checks refuse tensor-parallel groups under a LoadGen load)."""
+    if isinstance(pool, InProcessPool):
+        return LocalWorkers([pool.worker], [pool.data])
+    return RayWorkers(pool, hand_over)
