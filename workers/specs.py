@@ -247,6 +247,10 @@ class SyntheticEngineOptions(Registered):
     fail_workers: list[int] = Field(
         default_factory=list, description="fault injection: these worker ids fail every shard at once (a bad device)"
     )
+    fail_setup_workers: list[int] = Field(
+        default_factory=list, description="fault injection: these worker ids fail their setup (a bad device found "
+        "while loading: the worker is dropped and the others go on)"
+    )
     batch_dependent: bool = Field(
         False, description="fault injection: logits tilted by 1e-3 across the vocabulary, the tilt's sign following "
         "the parity of the batch's row count, so near-ties rank differently at bs 1 than at bs 2, as a kernel "

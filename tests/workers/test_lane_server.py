@@ -39,6 +39,52 @@ def test_batches_come_back_in_order_and_closing_ends_the_workers_end():
     assert not server._thread.is_alive()
 
 
+def generate(n, emit):
+    """A streaming call: a first token, then the rest, each told before the reply (a generation's shape)."""
+    for token in range(n):
+        emit(("token", token, time.perf_counter()))
+        time.sleep(0.05 if token == 0 else 0)
+    return {"tokens": n}
+
+
+def test_a_call_streams_its_events_before_its_reply_and_the_next_call_keeps_its_own():
+    """The first event reaches the driver while the call still runs (a first token before its batch
+    ends); every event reaches the call that told it, in order; a plain call between is unaffected."""
+    server = LaneServer("127.0.0.1", KEY, {"generate": generate, "run_samples": double},
+                        streaming=frozenset({"generate"}))
+    lane = DirectLane(server.address, KEY, 0)
+    seen: list[tuple] = []
+    first = threading.Event()
+
+    def on_event(event):
+        seen.append(event)
+        first.set()
+
+    future = lane.call("generate", 3, on_event=on_event)
+    assert first.wait(timeout=5) and not future.done()  # the first token is here; the call is not over
+    assert future.result(timeout=5) == {"tokens": 3}
+    assert [e[:2] for e in seen] == [("token", 0), ("token", 1), ("token", 2)]
+    assert lane.run(5).result(timeout=5) == 10
+    later: list = []
+    assert lane.call("generate", 2, on_event=later.append).result(timeout=5) == {"tokens": 2}
+    assert [e[1] for e in later] == [0, 1] and len(seen) == 3
+    lane.close()
+
+
+def test_a_listener_that_raises_fails_its_own_call_and_the_lane_stays_in_step():
+    server = LaneServer("127.0.0.1", KEY, {"generate": generate, "run_samples": double},
+                        streaming=frozenset({"generate"}))
+    lane = DirectLane(server.address, KEY, 0)
+
+    def broken(event):
+        raise RuntimeError("a bug in the listener")
+
+    with pytest.raises(RuntimeError, match="a bug in the listener"):
+        lane.call("generate", 3, on_event=broken).result(timeout=5)
+    assert lane.run(2).result(timeout=5) == 4  # the reply and the other events were still read
+    lane.close()
+
+
 def test_a_wrong_key_is_refused_and_the_worker_waits_for_the_right_one():
     server = LaneServer("127.0.0.1", KEY, {"run_samples": double})
     with pytest.raises(AuthenticationError):

@@ -17,8 +17,9 @@ from workers.specs import SyntheticEngineOptions
 
 
 class InjectedFailure(RuntimeError):
-    """Raised for shards listed in `fail_shards` and on workers listed in `fail_workers`, to test
-    bounded retries and taking a bad worker out."""
+    """Raised for shards listed in `fail_shards`, on workers listed in `fail_workers` and at the
+    setup of workers listed in `fail_setup_workers`, to test bounded retries and dropping or taking
+    out a bad worker."""
 
 
 class Synthetic(EngineBase):
@@ -33,6 +34,8 @@ class Synthetic(EngineBase):
     def build(self, ctx: BuildContext) -> BuildInfo:
         self.vocab_size = int(ctx.config.vocab_size)
         self.worker_id = ctx.worker_id
+        if self.worker_id in self.options.fail_setup_workers:
+            raise InjectedFailure(f"injected failure at setup on worker {self.worker_id} (engine.fail_setup_workers)")
         return BuildInfo(engine=self.name)
 
     def before_shard(self, shard: ShardTask) -> None:

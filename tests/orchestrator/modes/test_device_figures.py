@@ -29,14 +29,19 @@ def test_a_cpu_run_has_an_mfu_against_its_measured_peak_and_blank_gpu_figures(tm
     assert stored["MFU_measured"] == row.MFU_measured and stored["peak_flops_measured"] == row.peak_flops_measured
 
 
-def test_a_gpu_that_throttles_and_is_shared_makes_the_row_invalid(tmp_path, monkeypatch):
+LOADS = {"offline": {}, "loadgen single_stream": {"load": {"kind": "loadgen", "scenario": "single_stream"}}}
+
+
+@pytest.mark.parametrize("load", sorted(LOADS))
+def test_a_gpu_that_throttles_and_is_shared_makes_the_row_invalid_in_every_mode(tmp_path, monkeypatch, load):
     """The worker's watch on a (fake) GPU slowed by heat, with another process on it: the row carries
-    the figures and the verdict names both."""
+    the figures and the verdict names both, whichever mode ran the job (one watch, one verdict)."""
     gpu = FakeGpu(processes=[(os.getpid(), 1 << 30), (4242, 1 << 30)], sm_clock_mhz=1185,
                   clock_events=pynvml.nvmlClocksEventReasonHwThermalSlowdown | pynvml.nvmlClocksEventReasonSwPowerCap)
     install(monkeypatch, [gpu])
     monkeypatch.setattr(DeviceWatch, "for_device", classmethod(lambda cls, device: cls(handle_of(gpu))))
-    row = run_job(validate(job(engine_cache=str(tmp_path / "engines")), "x"), results_dir=tmp_path, in_process=True).row
+    raw = job(engine_cache=str(tmp_path / "engines"), **LOADS[load])
+    row = run_job(validate(raw, "x"), results_dir=tmp_path, in_process=True).row
     assert (row.sm_clock_mhz_min, row.throttle_reasons, row.temperature_c_max) == (1185, "hw_thermal,sw_power_cap", 45)
     host = os.uname()[1]
     assert (row.foreign_processes, row.foreign_pids, row.xid_errors, row.ecc_errors) == (1, f"4242@{host}", "", 0)
@@ -44,3 +49,5 @@ def test_a_gpu_that_throttles_and_is_shared_makes_the_row_invalid(tmp_path, monk
     slowed = "GPU clocks slowed during the measured pass: hw_thermal (lowest busy SM clock 1185 MHz)"
     assert slowed in row.verdict_reasons
     assert "1 other process(es) on the GPU(s) during the measured pass: 4242@" in row.verdict_reasons
+    if load != "offline":
+        assert row.loadgen_result == "VALID" and row.verdict_profile == "quick+loadgen-quick"  # LoadGen's own verdict stands beside

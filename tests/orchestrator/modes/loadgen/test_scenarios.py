@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 def synthetic(scenario: str, loadgen: dict, *, workers: int, latency_ms: float, bs: int, size: int = 256) -> dict:
     """The null SUT: a fixed wait per batch, no device and no core needed."""
     return job(engine={"name": "synthetic", "latency_ms": latency_ms}, passes=["infer"],
-               load={"kind": "loadgen", "scenario": scenario, **loadgen}, workers=workers, gpus_per_worker=0, cpus_per_worker=0, bs=bs,
-               data={"synthetic": {"seed": 1, "size": size}})
+               load={"kind": "loadgen", "scenario": scenario, **loadgen}, workers=workers, gpus_per_worker=0,
+               cpus_per_worker=0, bs=bs, data={"synthetic": {"seed": 1, "size": size}})
 
 
 def summary_figures(run_dir) -> dict:
@@ -160,3 +160,32 @@ def test_a_killed_worker_loses_no_sample_and_completes_none_twice(ray_local, tmp
     assert restarted and not any("loadgen.hand_over" in r.getMessage() for r in caplog.records)
     # warm before its first batch: no measured batch of the restarted worker warmed it, the row counts it
     assert all(r.warmup_batches == 0 for r in restarted) and row.warmup_batches == 3  # warmup 1 x (2 + 1 restart)
+
+
+@pytest.mark.parametrize("how", ["crash at setup", "killed while loading"])
+def test_a_worker_lost_at_setup_is_dropped_and_the_loadgen_run_finishes(ray_local, tmp_path, how):
+    """The bring-up every mode shares: a worker whose setup crashed (an error as a value) or whose
+    process was killed while it loaded (no restarts left) is dropped, the LoadGen test runs on the
+    others, and the row says so (workers_lost, and the verdict names it) as an Offline row does."""
+    raw = synthetic("server", {"target_qps": 200, "latency_bound_ms": 500}, workers=3, latency_ms=2, bs=4)
+    killed: list = []
+    if how == "crash at setup":
+        raw["engine"]["fail_setup_workers"] = [1]
+    else:
+        from tests.orchestrator.modes.offline.test_reliability import kill_a_worker_while_it_loads
+
+        raw["max_restarts"] = 0
+        watcher = kill_a_worker_while_it_loads(killed, count=3)
+    result = run_job(validate(raw, "x"), results_dir=tmp_path)
+    row = result.row
+    if how == "killed while loading":
+        watcher.join(timeout=5)
+        assert killed and ".setup" in killed[0][1], killed
+    assert (row.workers, row.workers_lost, row.loadgen_result) == (2, 1, "VALID")
+    assert row.verdict == "INVALID" and "1 worker(s) lost > max_workers_lost 0: worker " in row.verdict_reasons
+    assert row.verdict_profile == "quick+loadgen-quick"
+    expected = "setup failed: InjectedFailure" if how == "crash at setup" else "died while loading"
+    assert expected in row.verdict_reasons, row.verdict_reasons
+    assert len({r.worker_id for r in result.results}) == 2 and row.items_infer >= 459
+    assert row.ray_start_time is None or row.ray_start_time >= 0
+    assert {"data_ready", "workers_ready", "row_written"} <= set(result.timeline["steps"])

@@ -136,15 +136,15 @@ def benchworker_processes(since: float) -> list:
     return found
 
 
-def kill_a_worker_while_it_loads(killed: list) -> threading.Thread:
-    """As soon as four BenchWorker processes are alive (loading), SIGKILL one, loading if its title says so."""
+def kill_a_worker_while_it_loads(killed: list, count: int = 4) -> threading.Thread:
+    """As soon as `count` BenchWorker processes are alive (loading), SIGKILL one, loading if its title says so."""
     since = time.time() - 1
 
     def watch() -> None:
         deadline = time.time() + 120
         while time.time() < deadline:
             procs = benchworker_processes(since)
-            if len(procs) >= 4:
+            if len(procs) >= count:
                 proc, title = next(((p, t) for p, t in procs if ".setup" in t), procs[0])
                 proc.kill()
                 killed.append((proc.pid, title))
