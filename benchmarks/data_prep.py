@@ -140,11 +140,14 @@ def run_one(spec: dict, results: Path, log: Path) -> dict:
     return {"cpu": cpu, "calls": calls, "e2e": result.row.e2e_time, "peaks": peaks, "row": result.row}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=float, default=5.0, help="size of the text in MB")
     parser.add_argument("--counts", default="1,4,8")
-    args = parser.parse_args()
+    parser.add_argument("--tiny", action="store_true", help="0.1 MB, 1 and 2 workers: seconds")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.mb, args.counts = 0.1, "1,2"
     counts = [int(c) for c in args.counts.split(",")]
     import workers
     from orchestrator.spec import JobSpec

@@ -3,10 +3,10 @@
 A real cluster has 512 to 4,096 GPUs; this machine has 2 cores. The driver's part does not need
 them: the real `Dispatcher` (orchestrator/modes/offline/dispatch.py) hands 64 shards per worker to a
 simulated pool (tests/fakes/simulated_pool.py) whose workers answer on a simulated clock, and every
-finished shard goes through the driver's real callback (`PointRun.on_result`: the shard's file in
+finished shard goes through Offline's real callback (`OfflineRun.on_result`: the shard's file in
 the run folder, the live totals, the progress bar). Then the 4,096-worker run is merged
-(`merge`, METRICS.md's rules and the verdict) and stored (`_finish_run`: shard and worker tables,
-metrics.md, the row).
+(`merge`, METRICS.md's rules and the verdict) and stored (`point.finish`: shard and worker tables,
+metrics.md, the timeline, the row).
 
 Two latency models: `instant` (every shard answers at once: the loop gets many results per wait)
 and `drawn` (each shard takes a lognormal time around 1 s, so results arrive one by one, the
@@ -18,6 +18,7 @@ Headline: drawn-latency cost per shard at 4,096 workers over that at 64. Target:
 under 1 ms per shard at every size.
 
     python benchmarks/dispatch_scale.py [--sizes 64,512,4096] [--per-worker 64] [--runs instant,drawn,drawn-nostore]
+    python benchmarks/dispatch_scale.py --tiny      seconds: 8 and 16 workers, 4 shards each (the suite runs it)
 """
 
 from __future__ import annotations
@@ -42,56 +43,60 @@ def spec_for(workers: int):
 
 
 def one_run(spec, store, workers: int, per_worker: int, model: str, saving: bool = True):
-    """Dispatch workers x per_worker shards; returns (driver s, pool s, results, infos, point, run).
+    """Dispatch workers x per_worker shards; returns (driver s, pool s, results, infos, state, point).
     Without `saving`, finished shards go nowhere: the dispatcher's own cost."""
-    from orchestrator.modes.offline.dispatch import Dispatcher
-    from orchestrator.driver import PointRun
-    from orchestrator.session import Session
     from orchestrator.cluster.progress import RunProgress
+    from orchestrator.modes.offline.dispatch import Dispatcher
+    from orchestrator.modes.offline.point import OfflineRun
+    from orchestrator.point import Point
+    from orchestrator.session import Session
+    from orchestrator.timeline import Timeline
     from workers.contract import ShardTask
 
-    run = store.run(f"scale-{model}-{workers}")
-    session = Session(run, time.perf_counter(), {}, 0.0, None)
-    point = PointRun(spec, session, RunProgress(enabled=False))
+    session = Session(store.run(f"scale-{model}-{workers}"), time.perf_counter(), {}, 0.0, None)
+    point = Point(spec, store, session, False, RunProgress(enabled=False),
+                  Timeline(session.started, session.started_at))
+    state = OfflineRun(point)
     shards = [ShardTask(i, 4 * i, 4 * i + 4, "infer") for i in range(workers * per_worker)]
-    point.totals[("infer", 0)] = [0, len(shards), 0, 0]
+    state.totals[("infer", 0)] = [0, len(shards), 0, 0]
     pool = SimulatedPool(workers, MODELS[model], seed=workers)
     infos = pool.setup()
-    dispatcher = Dispatcher(pool, spec.max_attempts, point.on_result if saving else lambda result: None)
+    dispatcher = Dispatcher(pool, spec.max_attempts, state.on_result if saving else lambda result: None)
     t0 = time.perf_counter()
     results = dispatcher.run(shards)
-    saver = getattr(point, "saver", None)  # (code before the saver saved in the loop)
-    if saver is not None:
-        saver.close()  # the shards are all on disk: the saves count, wherever they ran
-        saver.check()
+    state.saver.close()  # the shards are all on disk: the saves count, wherever they ran
+    state.saver.check()
     wall = time.perf_counter() - t0
     assert len(results) == len(shards) and len({r.shard_id for r in results}) == len(shards)
-    return wall - pool.pool_seconds, pool.pool_seconds, results, infos, point, run
+    return wall - pool.pool_seconds, pool.pool_seconds, results, infos, state, point
 
 
-def merge_and_store(spec, store, run, results, infos, point) -> tuple[float, float]:
+def merge_and_store(spec, results, infos, state, point) -> tuple[float, float]:
     from orchestrator.metrics.merge import merge
-    from orchestrator.driver import _finish_run
+    from orchestrator.point import finish
     from workers.contract import DataInfo
 
     data = [DataInfo(len(results) * 4, "sim", "sequences", None, None, None, 0.0, 0.0, 0, "node0", "sim")]
     t0 = time.perf_counter()
-    row = merge(spec=spec, run_id=run.run_id, results=results, infos=infos, data=data, e2e_seconds=1.0,
+    row = merge(spec=spec, run_id=point.run_id, results=results, infos=infos, data=data, e2e_seconds=1.0,
                 retries=0, item_unit="sequences")
     merged = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _finish_run(store, run, spec, row, results, infos, point.failed, [])
+    finish(point, row, results, infos, data, state.failed, [])
     return merged, time.perf_counter() - t0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from orchestrator.metrics.store import ResultsStore
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="64,512,4096")
     parser.add_argument("--per-worker", type=int, default=64)
     parser.add_argument("--runs", default=",".join(RUNS), help=f"which of {', '.join(RUNS)}")
-    args = parser.parse_args()
+    parser.add_argument("--tiny", action="store_true", help="8 and 16 workers, 4 shards each: seconds")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.sizes, args.per_worker = "8,16", 4
     sizes = [int(s) for s in args.sizes.split(",")]
     runs = args.runs.split(",")
     per_shard: dict[tuple[str, int], float] = {}
@@ -102,13 +107,13 @@ def main() -> None:
             spec = spec_for(workers)
             for name in runs:
                 model, saving = RUNS[name]
-                driver_s, pool_s, results, infos, point, run = one_run(spec, store, workers, args.per_worker, model,
-                                                                       saving)
+                driver_s, pool_s, results, infos, state, point = one_run(spec, store, workers, args.per_worker,
+                                                                         model, saving)
                 n = len(results)
                 per_shard[(name, workers)] = driver_s / n * 1e6
                 print(f"{name:14} {workers:>7} {n:>8} {driver_s / n * 1e6:>16.1f} {pool_s / n * 1e6:>14.1f}", flush=True)
                 if workers == sizes[-1] and name == "drawn":
-                    merged, stored = merge_and_store(spec, store, run, results, infos, point)
+                    merged, stored = merge_and_store(spec, results, infos, state, point)
                     print(f"merge of the {workers}-worker run ({n} shards): {merged:.2f} s; store: {stored:.2f} s",
                           flush=True)
     print(f"worst driver cost per shard: {max(per_shard.values()):.1f} us (target < 1000)")

@@ -38,10 +38,11 @@ def first_submit(results: Path) -> tuple[float, dict, dict]:
     return wall, row, json.loads(path.read_text()) if path.exists() else {}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=1)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--tiny", action="store_true", help="one round (what it always is, by default)")
+    rounds = parser.parse_args(argv).rounds
     walls = []
     for i in range(rounds):
         with tempfile.TemporaryDirectory(prefix="rb-first-") as tmp:

@@ -43,15 +43,14 @@ JOB = {
     "gpus_per_worker": 0,
     "cpus_per_worker": 0,
     "warmup": 1,
-    "scenario": "single_stream",
 }
 
 
 def spec_for(workers: int, queries: int, hand_over: str = "direct"):
     from orchestrator.spec import validate
 
-    return validate({**JOB, "workers": workers, "loadgen": {"min_queries": queries, "hand_over": hand_over}},
-                    "loadgen_overhead")
+    load = {"kind": "loadgen", "scenario": "single_stream", "min_queries": queries, "hand_over": hand_over}
+    return validate({**JOB, "workers": workers, "load": load}, "loadgen_overhead")
 
 
 def plain_p90_s(queries: int) -> float:
@@ -109,22 +108,27 @@ def ray_call_p90_s(calls: int = 300) -> float:
     return sorted(seconds)[int(0.9 * calls)]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=300, help="queries per LoadGen test (>= 64)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--hand-over", default="direct", choices=("direct", "actor_call"))
-    args = parser.parse_args()
+    parser.add_argument("--workers", default=",".join(map(str, WORKERS)))
+    parser.add_argument("--tiny", action="store_true", help="64 queries, one round, 1 worker: seconds")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.queries, args.rounds, args.workers = 64, 1, "1"
+    counts = [int(n) for n in args.workers.split(",")]
     from orchestrator.driver import run_job
 
     plain: list[float] = []
     calls: list[float] = []
-    ray_p90: dict[int, list[float]] = {n: [] for n in WORKERS}
+    ray_p90: dict[int, list[float]] = {n: [] for n in counts}
     with local_ray(num_cpus=2, _node_ip_address="127.0.0.2"), tempfile.TemporaryDirectory() as results:
         for _ in range(args.rounds):
             plain.append(plain_p90_s(args.queries))
             calls.append(ray_call_p90_s())
-            for n in WORKERS:
+            for n in counts:
                 row = run_job(spec_for(n, args.queries, args.hand_over), results_dir=results).row
                 ray_p90[n].append(row.query_latency_p90)
     ms = lambda values: ", ".join(f"{v * 1e3:.2f}" for v in values)  # noqa: E731
@@ -135,7 +139,7 @@ def main() -> None:
           f"{best_plain * 1e3 - ENGINE_MS:.2f} ms)")
     print(f"a no-op Ray actor call, round trip: p90 {ms(calls)} ms (best {min(calls) * 1e3:.2f})")
     ratios = {}
-    for n in WORKERS:
+    for n in counts:
         best = min(ray_p90[n])
         ratios[n] = best / best_plain
         print(f"raybench, {n} worker(s): p90 {ms(ray_p90[n])} ms (best {best * 1e3:.2f}; adds "

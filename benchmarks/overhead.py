@@ -66,18 +66,26 @@ def plain_loop(spec) -> float:
         return n / (time.perf_counter() - t0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
     from orchestrator.driver import run_job
     from orchestrator.spec import validate
 
-    spec = validate(JOB, "overhead")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--tiny", action="store_true", help="one round on 128 sequences: seconds")
+    args = parser.parse_args(argv)
+    rounds = 1 if args.tiny else args.rounds
+    size = 128 if args.tiny else JOB["data"]["synthetic"]["size"]
+    spec = validate({**JOB, "data": {"synthetic": {"seed": 0, "size": size}}}, "overhead")
     plain, bench = [], []
     with local_ray(num_cpus=THREADS), tempfile.TemporaryDirectory() as results:
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             plain.append(plain_loop(spec))
             bench.append(run_job(spec, results_dir=results).row.p_infer_whole)
-    print(f"plain loop, {ROUNDS} rounds: {', '.join(f'{p:,.1f}' for p in plain)} seq/s")
-    print(f"run_job with 1 Ray worker, {ROUNDS} rounds: p_infer_whole {', '.join(f'{b:,.1f}' for b in bench)} seq/s")
+    print(f"plain loop, {rounds} rounds: {', '.join(f'{p:,.1f}' for p in plain)} seq/s")
+    print(f"run_job with 1 Ray worker, {rounds} rounds: p_infer_whole {', '.join(f'{b:,.1f}' for b in bench)} seq/s")
     print(f"overhead_ratio: {max(bench) / max(plain):.3f}")
 
 

@@ -30,13 +30,13 @@ MODEL_7B = {"model_type": "llama", "vocab_size": 49152, "hidden_size": 4096, "in
             "max_position_embeddings": 4096}
 
 
-def prepared(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+def prepared(cache: Path, subjects: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(costs, prompt tokens) of every question, in plan order."""
     from orchestrator.spec import validate
     from tests.builders import MMLU_DIR, SMOLLM2_GGUF, SMOLLM2_PKG
     from workers.data.dataprep import prepare_dataset
 
-    raw = {"name": "plan_mmlu", "task": {"name": "mmlu", "shots": 5},
+    raw = {"name": "plan_mmlu", "task": {"name": "mmlu", "shots": 5, "subjects": subjects},
            "model": {"random": MODEL_7B, "tokenizer": f"{SMOLLM2_PKG}/{SMOLLM2_GGUF}"}, "data": str(MMLU_DIR),
            "bs": 32, "seq_len": 4096, "engine": "torch", "workers": 1, "data_cache": str(cache)}
     info, table = prepare_dataset(validate(raw, "plan_mmlu").worker_config())
@@ -60,14 +60,15 @@ def in_dispatch_order(bounds, costs):
     return [bounds[i] for i in dispatch_order(bounds, costs)]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from orchestrator.modes.offline.plan import cost_bounds
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--bs", type=int, nargs="+", default=[32, 8, 1])
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/raybench-bench/data").expanduser())
-    args = parser.parse_args()
-    costs, tokens = prepared(args.cache)
+    parser.add_argument("--tiny", action="store_true", help="3 subjects: seconds")
+    args = parser.parse_args(argv)
+    costs, tokens = prepared(args.cache, ["anatomy", "astronomy", "virology"] if args.tiny else None)
     share = {}
     for bs in args.bs:
         bounds = cost_bounds(costs, bs)

@@ -24,13 +24,13 @@ BATCHES_PER_WORKER = 160  # 8 s of waiting per worker
 BS = 4
 
 
-def job(workers: int) -> dict:
+def job(workers: int, batches: int = BATCHES_PER_WORKER) -> dict:
     return {
         "name": f"scaling-{workers}",
         "task": "masked_lm",
         "model": {"random": {"model_type": "bert", "vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 1,
                              "num_attention_heads": 1, "intermediate_size": 16, "max_position_embeddings": 16}},
-        "data": {"synthetic": {"seed": 0, "size": workers * BATCHES_PER_WORKER * BS}},
+        "data": {"synthetic": {"seed": 0, "size": workers * batches * BS}},
         "bs": BS,
         "seq_len": 16,
         "engine": {"name": "synthetic", "latency_ms": LATENCY_MS},
@@ -43,17 +43,20 @@ def job(workers: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from orchestrator.driver import run_job
     from orchestrator.spec import validate
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--counts", default="1,2,4,8,16,32")
-    counts = [int(c) for c in parser.parse_args().counts.split(",")]
+    parser.add_argument("--tiny", action="store_true", help="1 and 2 workers, 20 batches each: seconds")
+    args = parser.parse_args(argv)
+    counts = [1, 2] if args.tiny else [int(c) for c in args.counts.split(",")]
+    batches = 20 if args.tiny else BATCHES_PER_WORKER
     rates: dict[int, float] = {}
     with local_ray(num_cpus=2), tempfile.TemporaryDirectory() as results:
         for n in counts:
-            rates[n] = run_job(validate(job(n), "scaling"), results_dir=results).row.p_infer_whole
+            rates[n] = run_job(validate(job(n, batches), "scaling"), results_dir=results).row.p_infer_whole
             print(f"{n:>3} workers: p_infer_whole {rates[n]:8.1f} seq/s   efficiency {rates[n] / (n * rates[counts[0]] / counts[0]):.3f}",
                   flush=True)
     top = counts[-1]

@@ -34,12 +34,12 @@ MODEL = {"model_type": "llama", "vocab_size": 49152, "hidden_size": 256, "interm
          "max_position_embeddings": 4096}
 
 
-def job(workers: int, limit: int, cache: Path) -> dict:
+def job(workers: int, limit: int, cache: Path, subjects: list[str] | None = None) -> dict:
     from tests.builders import MMLU_DIR, SMOLLM2_GGUF, smollm2_package_dir
 
     spec = {
         "name": f"scaling-mmlu-{workers}",
-        "task": {"name": "mmlu", "limit": limit, "shots": 5},
+        "task": {"name": "mmlu", "limit": limit, "shots": 5, "subjects": subjects},
         "model": {"random": dict(MODEL), "tokenizer": str(smollm2_package_dir() / SMOLLM2_GGUF)},
         "data": str(MMLU_DIR),
         "bs": 4,
@@ -56,20 +56,22 @@ def job(workers: int, limit: int, cache: Path) -> dict:
     return spec
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from orchestrator.driver import run_job
     from orchestrator.spec import JobSpec, validate
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=2, help="test questions per subject (57 subjects)")
     parser.add_argument("--rounds", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--tiny", action="store_true", help="2 subjects x 2 questions: seconds")
+    args = parser.parse_args(argv)
+    subjects = ["anatomy", "astronomy"] if args.tiny else None
     rates: dict[int, list[float]] = {1: [], 2: []}
     with local_ray(num_cpus=2, _node_ip_address="127.0.0.13"), tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "data-cache" if "data_cache" in JobSpec.model_fields else None
         for round_ in range(1, args.rounds + 1):
             for n in (1, 2):
-                row = run_job(validate(job(n, args.limit, cache), "scaling_mmlu"), results_dir=Path(tmp) / "results").row
+                row = run_job(validate(job(n, args.limit, cache, subjects), "scaling_mmlu"), results_dir=Path(tmp) / "results").row
                 rates[n].append(row.p_infer_whole)
                 print(f"round {round_}, {n} worker(s): {row.examples} questions, {row.items_infer:,} prompt tokens, "
                       f"{row.shards} shards, p_infer_whole {row.p_infer_whole:,.1f} tok/s, p_infer_core "

@@ -72,12 +72,13 @@ def describe(results: Path, run_id: str, launched: float, first_batch: float) ->
             f"{workers['build_seconds']:.2f} s")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--engine", default="onnxruntime")
     parser.add_argument("--submits", type=int, default=1)
-    args = parser.parse_args()
-    engine = args.engine
+    parser.add_argument("--tiny", action="store_true", help="engine torch, 2 s between submits: a smoke run")
+    args = parser.parse_args(argv)
+    engine, warm_s = ("torch", 2.0) if args.tiny else (args.engine, WARM_S)
     figures = []
     with tempfile.TemporaryDirectory(prefix="rb-startup-") as tmp:
         tmp_path = Path(tmp)
@@ -85,16 +86,16 @@ def main() -> None:
         cluster = LocalCluster(tmp_path / "cluster", gpus_per_node=0,
                                node_env={"RAY_preload_python_modules": "workers.preload"}).start(nodes=1)
         try:
-            time.sleep(WARM_S)
+            time.sleep(warm_s)
             submit(cluster, results, engine, tmp_path / "engines")  # fills the engine cache
-            time.sleep(WARM_S)
+            time.sleep(warm_s)
             for i in range(args.submits):
                 idle = idle_workers(cluster)
                 launched, first_batch, run_id = submit(cluster, results, engine, tmp_path / "engines")
                 figures.append(first_batch - launched)
                 print(f"engine {engine}, measured submit {i + 1} ({idle} idle prestarted worker process(es) before it): "
                       f"{describe(results, run_id, launched, first_batch)}", flush=True)
-                time.sleep(WARM_S)
+                time.sleep(warm_s)
         finally:
             cluster.stop()
     print(f"startup_seconds: {figures[0]:.2f}")

@@ -8,6 +8,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 LOOPBACK = "127.0.0.2"  # Ray rewrites 127.0.0.1 to the outward address; 127.0.0.2 stays on loopback
+CLUSTER_FIXTURES = {"ray_local", "ray_cluster"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that starts Ray (through its fixtures) is slow whether or not its module says so: the
+    fast lane (`pytest -m "not slow"`, the README) never waits for a cluster."""
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="module")
