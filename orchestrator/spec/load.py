@@ -87,20 +87,27 @@ LOAD_KINDS = ("offline", "loadgen")
 
 def legacy_load(raw: dict[str, Any]) -> dict[str, Any]:
     """A job that says `scenario:` (and `loadgen:`) at the top level, as jobs did before `load:`,
-    with those turned into its `load:` (one line says so). Anything else is returned as it is."""
+    with those turned into its `load:` (one line says so). They may also stand beside a `load:`
+    (`--set loadgen.mode=find_peak` on a job file that has one): they are applied on top of it.
+    Anything else is returned as it is."""
     if "scenario" not in raw and "loadgen" not in raw:
         return raw
     data = dict(raw)
-    scenario, section = data.pop("scenario", "offline"), data.pop("loadgen", None)
-    if "load" in raw:
-        raise ValueError("give load: alone; scenario: and loadgen: are its older spelling")
-    if scenario == "offline":
-        if section:
+    base = data.pop("load", None) or {}
+    scenario, section = data.pop("scenario", None), data.pop("loadgen", None) or {}
+    if not isinstance(base, dict) or not isinstance(section, dict):
+        raise ValueError("load: and loadgen: are mappings (load: {kind: loadgen, scenario: server, ...})")
+    load = dict(base)
+    if scenario == "offline" or (scenario is None and load.get("kind", "offline") == "offline" and not section):
+        load = {"kind": "offline"}
+    elif scenario is not None:
+        load.update(kind="loadgen", scenario=scenario)
+    if section:
+        if load.get("kind", "offline") == "offline":
             raise ValueError("loadgen: is only read with scenario server, single_stream or multi_stream "
                              "(scenario is offline)")
-        data["load"] = {"kind": "offline"}
-    else:
-        data["load"] = {"kind": "loadgen", "scenario": scenario, **(section if isinstance(section, dict) else {})}
-    log.warning("scenario:/loadgen: are now load: {kind: %s%s, ...}; this job runs as written",
-                data["load"]["kind"], f", scenario: {scenario}" if scenario != "offline" else "")
+        load.update(section)
+    data["load"] = load
+    shown = f", scenario: {load['scenario']}" if "scenario" in load else ""
+    log.warning("scenario:/loadgen: are now load: {kind: %s%s, ...}; this job runs as written", load["kind"], shown)
     return data

@@ -64,7 +64,7 @@ def test_a_loadgen_server_run_hands_batches_over_direct_lanes_to_workers_on_both
     at the address Ray knows the node by; LoadGen's verdict and the hand-over are in the row. The bound
     is loose: two nodes' Ray processes share this machine's 2 cores (p99 50 to 85 ms at 400 QPS)."""
     run = bench(ray_cluster, "submit", "jobs/synthetic_server.yaml", "--address", ray_cluster.address,
-                "--workers", "4", "--results", str(tmp_path), "--set", "loadgen.latency_bound_ms=1000")
+                "--workers", "4", "--results", str(tmp_path), "--set", "load.latency_bound_ms=1000")
     assert run.returncode == 0, run.stderr
     assert "loadgen.hand_over" not in run.stderr  # no fallback to actor calls
     (row,) = rows(tmp_path)

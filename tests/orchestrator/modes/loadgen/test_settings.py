@@ -36,8 +36,8 @@ BAD = {
     "unknown load": (job(load={"kind": "sharded"}), "load: Input tag 'sharded' found using 'kind' does not match"),
     "target_qps on a stream": (job(load=loadgen("single_stream", **SERVER)), "target_qps is for scenario server"),
     "repeats under loadgen": (job(load=loadgen("single_stream"), repeats=2), "repeats=2 is for offline runs"),
-    "old and new spelling": (job(load=loadgen("server", **SERVER), scenario="server"),
-                             "give load: alone; scenario: and loadgen: are its older spelling"),
+    "old spelling on an offline load": (job(load={"kind": "offline"}, loadgen=SERVER),
+                                        "loadgen: is only read with scenario server"),
 }
 
 
@@ -70,6 +70,12 @@ def test_the_older_spelling_still_runs_as_the_same_load_and_says_so_in_one_line(
     assert validate(job(scenario="offline"), "x") == validate(job(), "x")
     with pytest.raises(Exception, match="loadgen: is only read with scenario server"):
         validate(job(loadgen=SERVER), "x")
+    # beside a load: (an old --set on a new job file) they apply on top of it
+    on_top = validate(job(load=loadgen("server", **SERVER), loadgen={"mode": "find_peak"}), "x").load
+    assert (on_top.scenario, on_top.target_qps, on_top.mode) == ("server", 50, "find_peak")
+    switched = validate(job(load=loadgen("server", **SERVER), scenario="single_stream",
+                            loadgen={"target_qps": None}), "x").load
+    assert (switched.scenario, switched.target_qps) == ("single_stream", None)
 
 
 def test_quick_rules_are_the_shortest_run_loadgen_calls_valid():
