@@ -145,11 +145,23 @@ class DeviceWatch:
                 self._pids.add(process.pid)
 
     def _clock_events(self) -> int:
+        """The clock event reasons by their current name, else by the older "throttle reasons" name
+        (the same bits): a driver before 535 lacks the C function (FunctionNotFound), and a legacy
+        `pynvml` package (<= 11.5, in many GPU images, shadowing nvidia-ml-py's module) lacks the
+        Python wrapper (AttributeError). Which one answered goes into the note."""
         nvml = self._nvml
-        try:
-            return nvml.nvmlDeviceGetCurrentClocksEventReasons(self.handle)
-        except nvml.NVMLError_FunctionNotFound:  # drivers before 535 name it "throttle reasons"
-            return nvml.nvmlDeviceGetCurrentClocksThrottleReasons(self.handle)
+        current = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        if current is not None:
+            try:
+                return current(self.handle)
+            except nvml.NVMLError_FunctionNotFound:
+                self._off.setdefault("clock events name", "the driver predates nvmlDeviceGetCurrentClocksEventReasons: "
+                                                          "read as throttle reasons")
+        else:
+            self._off.setdefault("clock events name", f"pynvml {getattr(nvml, '__file__', '?')} has no "
+                                 "nvmlDeviceGetCurrentClocksEventReasons (a legacy pynvml package shadows "
+                                 "nvidia-ml-py; pip uninstall pynvml): read as throttle reasons")
+        return nvml.nvmlDeviceGetCurrentClocksThrottleReasons(self.handle)
 
     def _ecc(self) -> int | None:
         nvml = self._nvml
@@ -162,8 +174,8 @@ class DeviceWatch:
             return None
         try:
             return read()
-        except self._nvml.NVMLError as exc:
-            self._off[what] = str(exc)
+        except (self._nvml.NVMLError, AttributeError) as exc:  # AttributeError: a pynvml without that wrapper
+            self._off[what] = str(exc) or type(exc).__name__
             return None
 
     # -- XID events
@@ -173,8 +185,8 @@ class DeviceWatch:
             events = nvml.nvmlEventSetCreate()
             nvml.nvmlDeviceRegisterEvents(self.handle, nvml.nvmlEventTypeXidCriticalError, events)
             return events
-        except nvml.NVMLError as exc:
-            self._off["xid events"] = str(exc)
+        except (nvml.NVMLError, AttributeError) as exc:
+            self._off["xid events"] = str(exc) or type(exc).__name__
             return None
 
     def _wait_events(self, seconds: float) -> bool:

@@ -115,3 +115,45 @@ def test_a_cpu_worker_has_no_watch():
     import torch
 
     assert DeviceWatch.for_device(torch.device("cpu")) is None
+
+
+def legacy_pynvml():
+    """The deprecated `pynvml` package (<= 11.5.3) as a module object: pynvml's real wrappers (over the
+    fake library), without `nvmlDeviceGetCurrentClocksEventReasons`, which that package never had."""
+    import types
+
+    legacy = types.ModuleType("pynvml")
+    legacy.__dict__.update({k: v for k, v in vars(pynvml).items() if k != "nvmlDeviceGetCurrentClocksEventReasons"})
+    legacy.__file__ = "/usr/lib/python3/dist-packages/pynvml/nvml.py"
+    return legacy
+
+
+def test_a_legacy_pynvml_without_the_clock_events_wrapper_reads_throttle_reasons(monkeypatch, nvml, gpu):
+    """Before: the AttributeError escaped `start()` and every pass of the run failed."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pynvml", legacy_pynvml())
+    gpu.clock_events = HW_THERMAL
+    watch = watch_of(gpu)
+    watch.start()
+    health = watch.stop()
+    watch.close()
+    assert health.clock_events == ["hw_thermal"] and health.sm_clock_mhz_min == 1980
+    assert "nvmlDeviceGetCurrentClocksThrottleReasons" in nvml.calls
+    assert "nvmlDeviceGetCurrentClocksEventReasons" not in nvml.calls
+    assert "legacy pynvml package shadows nvidia-ml-py" in health.note
+
+
+def test_a_wrapper_missing_from_pynvml_leaves_its_figure_blank_and_the_pass_runs(monkeypatch, nvml, gpu):
+    """Any wrapper a pynvml lacks (AttributeError) blanks its figure with the reason; the watch never fails a pass."""
+    import sys
+
+    legacy = legacy_pynvml()
+    del legacy.nvmlDeviceGetPowerUsage, legacy.nvmlDeviceGetCurrentClocksThrottleReasons
+    monkeypatch.setitem(sys.modules, "pynvml", legacy)
+    watch = watch_of(gpu)
+    watch.start()
+    health = watch.stop()
+    watch.close()
+    assert health.power_w_max is None and health.clock_events == [] and health.temperature_c_max == 45
+    assert "power: " in health.note and "clock events: " in health.note
