@@ -36,11 +36,13 @@ class GpuIdentity:
 
 
 def gpu_identity(device: torch.device) -> GpuIdentity:
+    """The GPU's names; a field an older torch's properties lack leaves its name "" (never raises)."""
     props = torch.cuda.get_device_properties(device)
     raw = str(getattr(props, "uuid", "") or "")
     uuid = raw if not raw or raw.startswith(("GPU-", "MIG-")) else f"GPU-{raw}"
-    bus_id = f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-    return GpuIdentity(uuid, bus_id, props.name)
+    pci = [getattr(props, f, None) for f in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    bus_id = "{:08x}:{:02x}:{:02x}.0".format(*pci) if None not in pci else ""
+    return GpuIdentity(uuid, bus_id, getattr(props, "name", ""))
 
 
 def gpu_uuid(device: torch.device) -> str:
@@ -85,6 +87,9 @@ def nvml_lookup(device: torch.device) -> NvmlLookup:
             return NvmlLookup(lookup(name.encode()), True)
         except pynvml.NVMLError as exc:
             tried.append(f"{name}: {exc}")
+    if not gpu.uuid and not gpu.bus_id:
+        return NvmlLookup(None, True, f"torch {torch.__version__} gives no UUID or PCI bus id for {gpu.name}: "
+                                      "NVML cannot be asked about it")
     return NvmlLookup(None, True, f"NVML has no GPU named like torch's {gpu.name} ({'; '.join(tried)})")
 
 
