@@ -89,6 +89,14 @@ class FakeProperties:
     gcnArchName: str = "NVIDIA H100 80GB HBM3"
 
 
+def older_torch(props: FakeProperties, *missing: str) -> Any:
+    """`props` as an older torch returns them: without the fields named in `missing` (torch added
+    `uuid` and the PCI ids over several releases; pyproject allows torch>=2.4)."""
+    import types
+
+    return types.SimpleNamespace(**{k: v for k, v in vars(props).items() if k not in missing})
+
+
 # -- the GPU
 @dataclass
 class FakeGpu:
@@ -313,10 +321,18 @@ class FakeNvmlLib:
 
 
 def install(monkeypatch, gpus: list[FakeGpu], visible: list[int] | None = None,
-            missing: set[str] | None = None) -> FakeNvmlLib:
+            missing: set[str] | None = None, cuda_runtime: bool = False) -> FakeNvmlLib:
     """Fake NVML (pynvml's library and its function lookup) and torch's CUDA device properties:
     torch's `cuda:i` is `gpus[visible[i]]` (CUDA_VISIBLE_DEVICES renumbers torch's devices, NVML
-    sees them all). monkeypatch undoes both after the test."""
+    sees them all). torch's own helpers that read the properties (`get_device_capability`,
+    `get_device_name`) then answer for the fake GPUs unchanged.
+
+    `cuda_runtime` also fakes the CUDA runtime's answers torch asks it directly: CUDA is available,
+    `device_count()` is the number of visible GPUs, the current device is 0, and a bf16 tensor can
+    be made on any of them (as on every NVIDIA GPU, emulated before Ampere: what
+    `torch.cuda.is_bf16_supported()` tries). Off by default: code that picks its device by
+    `torch.cuda.is_available()` would otherwise put tensors on a GPU this machine lacks.
+    monkeypatch undoes all of it after the test."""
     import torch
 
     nvml = FakeNvmlLib(gpus, missing)
@@ -329,6 +345,11 @@ def install(monkeypatch, gpus: list[FakeGpu], visible: list[int] | None = None,
         return order[index or 0].properties()
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    if cuda_runtime:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: len(order))
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)
     return nvml
 
 

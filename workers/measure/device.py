@@ -92,8 +92,11 @@ def check_precision(device: torch.device, precision: str, fallback: bool) -> str
         )
     if device.type == "cuda" and precision == "tf32" and torch.cuda.get_device_capability(device) < (8, 0):
         raise UserError(f"precision: tf32 needs an Ampere or newer GPU; {torch.cuda.get_device_name(device)} has none")
-    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise UserError(f"precision: bf16 is not supported on {torch.cuda.get_device_name(device)}")
+    if device.type == "cuda" and precision == "bf16" and torch.cuda.get_device_capability(device) < (8, 0):
+        # not is_bf16_supported(): it counts emulation, so a V100 or T4 would run bf16 slowly instead
+        major, minor = torch.cuda.get_device_capability(device)
+        raise UserError(f"precision: bf16 needs an Ampere or newer GPU (compute capability 8.0); "
+                        f"{torch.cuda.get_device_name(device)} is {major}.{minor}: use fp16")
     return precision
 
 
