@@ -23,7 +23,6 @@ own copy of the weights), else on the CPU.
 
 from __future__ import annotations
 
-import copy
 import traceback
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 
 from workers.engines import BuildContext, BuildFailed, call_kwargs
 from workers.engines.cache import EngineCache, key_fields, library_version
+from workers.engines.torch_eager import cast_copy
 from workers.errors import UserError, first_line
 from workers.measure.device import DTYPES
 
@@ -51,17 +51,7 @@ def host_copy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     Floating-point parameters and buffers are cast as `model.to(dtype)` would cast them; tied
     weights stay one tensor. A tensor already on HOST at that dtype is shared, not copied.
     """
-    dtype = DTYPES[precision]
-    memo: dict[int, Any] = {}
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            if id(tensor) in memo:
-                continue
-            moved = tensor.to(HOST, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
-            if isinstance(tensor, torch.nn.Parameter):
-                moved = torch.nn.Parameter(moved, requires_grad=tensor.requires_grad)
-            memo[id(tensor)] = moved
-    return copy.deepcopy(model, memo)  # the memo hands deepcopy the host tensors instead of copying
+    return cast_copy(model, DTYPES[precision], HOST)
 
 
 class LogitsOnly(torch.nn.Module):
