@@ -68,7 +68,7 @@ class BenchWorker:
         )
         self._data = data if data is not None else self._data
         try:
-            require_assigned_gpu(choice.device)  # never a silent CPU run on a GPU Ray assigned
+            require_assigned_gpu(choice.device, self._assigned_gpus())  # exactly the GPUs Ray assigned, never the CPU
             self._runtime = self._build_runtime(choice.device, info)
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             info.error = classify(exc, self.config.bs)
@@ -81,6 +81,10 @@ class BenchWorker:
         from workers.measure.device import choose_device
 
         return choose_device()
+
+    def _assigned_gpus(self) -> list[str] | None:
+        """The GPU ids this process must see as cuda:0, cuda:1, ...; None: Ray's for this worker."""
+        return None
 
     def _build_runtime(self, device, info: WorkerInfo):
         """The heavy half (model, data view, engines); a tensor-parallel rank joins its group first."""

@@ -101,6 +101,10 @@ class RankWorker(BenchWorker):
 
         return choose_device(self.rank if self._group_gpus else 0)
 
+    def _assigned_gpus(self) -> list[str] | None:
+        """A rank sees its whole group's GPUs, in rank order (`_see_group_gpus`); else only Ray's own."""
+        return list(self._group_gpus) or None
+
     def _build_runtime(self, device, info: WorkerInfo):
         from workers.parallel.process_group import join_group
 

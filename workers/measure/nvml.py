@@ -55,6 +55,45 @@ def gpu_uuid(device: torch.device) -> str:
         return ""
 
 
+def same_uuid(a: str, b: str) -> bool:
+    """Whether two UUIDs name one device, whatever prefix ("GPU-", "MIG-") each was printed with."""
+    def bare(u: str) -> str:
+        return u.removeprefix("GPU-").removeprefix("MIG-").lower()
+
+    return bare(a) == bare(b)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def assigned_uuids(ids: list[str]) -> list[str] | None:
+    """NVML's UUID of each GPU id Ray assigned, in order; None where they cannot be known here.
+
+    Ray's ids are the node's CUDA device indices (or UUIDs, where the node's own
+    CUDA_VISIBLE_DEVICES lists UUIDs). NVML numbers GPUs in PCI bus order; CUDA's default order
+    (FASTEST_FIRST) agrees on a node of one GPU model, whose ties go by bus id, and
+    CUDA_DEVICE_ORDER=PCI_BUS_ID makes it agree everywhere. On a node that mixes models without
+    that setting an index cannot be matched to NVML's: None (nothing to compare), never a false alarm.
+    """
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no driver, no library: nothing to compare with
+        return None
+    try:
+        if not all(i.startswith(("GPU-", "MIG-")) for i in ids):
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            models = {_text(pynvml.nvmlDeviceGetName(h)) for h in handles}
+            if len(models) > 1 and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+                return None
+        return [i if i.startswith(("GPU-", "MIG-"))
+                else _text(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(int(i)))) for i in ids]
+    except (pynvml.NVMLError, ValueError):  # an id NVML does not know: the count check stands alone
+        return None
+
+
 @dataclass(frozen=True)
 class NvmlLookup:
     """The NVML handle of one GPU, or None and why (`initialised`: whether NVML itself came up)."""
