@@ -94,6 +94,19 @@ def assigned_uuids(ids: list[str]) -> list[str] | None:
         return None
 
 
+def cuda_driver_version() -> tuple[int, int] | None:
+    """(major, minor) of the newest CUDA the node's NVIDIA driver supports (NVML's
+    `nvmlSystemGetCudaDriverVersion`: 12020 is 12.2, an r535 driver); None without NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetCudaDriverVersion()
+    except Exception:  # noqa: BLE001 - no driver, no library: nothing to compare with
+        return None
+    return version // 1000, version % 1000 // 10
+
+
 @dataclass(frozen=True)
 class NvmlLookup:
     """The NVML handle of one GPU, or None and why (`initialised`: whether NVML itself came up)."""
