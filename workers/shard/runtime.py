@@ -96,11 +96,14 @@ class WorkerRuntime:
     def _measure_peak(self, info: WorkerInfo, precision: str) -> None:
         """The device's measured matmul peak at the infer precision (cached per device and software),
         for MFU_measured; not measured where there is no MFU to compute (no infer pass, or an engine
-        that runs no model)."""
+        that runs no model) or the job says so (`measure_peak: false`)."""
         infer = self.engines.get("infer")
         if infer is None or not infer.runs_model:
             info.peak_flops_measured_reason = ("no infer pass" if infer is None
                                                else f"engine {infer.name} runs no model: no FLOPs to compare")
+            return
+        if not self.config.measure_peak:
+            info.peak_flops_measured_reason = "not measured (measure_peak: false)"
             return
         peak = measured_peak(self.device, precision, self.cache_dir, info.versions)
         info.peak_flops_measured, info.peak_flops_measured_label = peak.flops, peak.label
