@@ -49,6 +49,7 @@ class BuildContext:
     causal: bool
     opt_seq_len: int | None = None  # the prepared data's median length (Task.median_length); None: seq_len
     worker_id: int = 0  # which worker builds it (the synthetic engine's fault injection reads it)
+    variable_length: bool = False  # the task's batches vary in length (mmlu), not only in rows (masked_lm)
 
 
 class Engine(Protocol):

@@ -2,11 +2,18 @@
 
 `build()` runs the compiled model on real sample inputs at every shape family the infer pass can
 produce, so no compile lands in a timed batch:
-- (bs, seq_len), with the signature's dynamic axes marked dynamic (`dynamic` unset, the default)
-  so that a shard's short last batch and MMLU's shorter buckets reuse the same graph;
-- (1, seq_len) when bs > 1, because torch specialises size-1 axes into a graph of their own.
+- (bs, seq_len), with the axes the task varies marked dynamic (`dynamic` unset, the default): the
+  batch axis, so that a shard's short last batch reuses the graph, and for variable-length work
+  (mmlu) the sequence axis too, so that shorter prompts do; a fixed-length task's (masked_lm)
+  sequence stays static, its kernels specialised for seq_len;
+- (1, seq_len) when bs > 1, because torch specialises size-1 axes into a graph of their own; for
+  variable-length work with its sequence axis marked dynamic too, else the first one-row batch of
+  another length (routine under LoadGen, which sends 1..bs rows) would recompile inside its query.
 `dynamic: false` compiles for (bs, seq_len) alone (static shapes, the fastest kernels when every
 batch is full); any other shape then recompiles inside the pass. `dynamic: true` is torch's own.
+Under LoadGen the worker also warms one batch of every size 1..bs before the first query
+(`WorkerRuntime.warm`), which is what CUDA-graph modes (one graph per size) and `dynamic: false`
+need there.
 
 Cache: inductor keeps its caches per machine; the portable part (torch.compiler's cache
 artifacts) is saved into the engine cache under the usual key. On a hit the artifacts are loaded
@@ -32,19 +39,28 @@ from workers.specs import TorchCompileOptions
 ARTIFACTS = "compile-artifacts.bin"
 
 
+def mark_varying_axes(batch: dict[str, torch.Tensor], ctx: BuildContext) -> None:
+    """Mark dynamic the axes the task's batches vary along: the batch axis always, the sequence axis
+    only for variable-length work (mmlu). A fixed-length task's sequence is always seq_len, and a
+    symbolic one would cost its kernels their specialisation for nothing. torch refuses to mark
+    a size-1 axis dynamic, so those are left as they are."""
+    for name, axes in ctx.signature.inputs.items():
+        for axis, dim in axes.items():
+            if (dim == "batch" or ctx.variable_length) and batch[name].shape[axis] > 1:
+                torch._dynamo.mark_dynamic(batch[name], axis)
+
+
 def warm_inputs(ctx: BuildContext, dynamic: bool | None) -> list[dict[str, torch.Tensor]]:
     """Sample batches that compile every graph the infer pass will need (module docstring)."""
     full = {k: v.to(ctx.device) for k, v in ctx.sample_inputs(ctx.bs, ctx.seq_len).items()}
     if dynamic is False:
         return [full]
-    if dynamic is None:
-        for name, axes in ctx.signature.inputs.items():
-            for axis in axes:
-                if full[name].shape[axis] > 1:  # torch refuses to mark a size-1 axis dynamic
-                    torch._dynamo.mark_dynamic(full[name], axis)
     batches = [full]
     if ctx.bs > 1:
         batches.append({k: v.to(ctx.device) for k, v in ctx.sample_inputs(1, ctx.seq_len).items()})
+    if dynamic is None:
+        for batch in batches:
+            mark_varying_axes(batch, ctx)
     return batches
 
 

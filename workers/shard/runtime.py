@@ -161,7 +161,7 @@ class WorkerRuntime:
             seq_len=cfg.seq_len, precision=precision, device=self.device,
             cache_dir=Path(cfg.engine_cache or DEFAULT_ENGINE_CACHE).expanduser(), causal=self.causal,
             opt_seq_len=min(cfg.seq_len, self.task.median_length()),
-            worker_id=self.worker_id,
+            worker_id=self.worker_id, variable_length=type(cfg.task).variable_length,
         )
 
     def run(self, shard: ShardTask, result: ShardResult) -> ShardResult:
@@ -181,15 +181,31 @@ class WorkerRuntime:
         return result
 
     def warm(self, pass_name: str) -> int:
-        """Warm the pass's engine once (the first `warmup` batches of the data), before LoadGen's
-        first query, so no query pays for it. Returns the batches run (0 when already warm)."""
+        """Warm the pass's engine once (the first `warmup` batches of the data, then one batch of
+        every smaller size), before LoadGen's first query, so no query pays for it. Returns the
+        batches run (0 when already warm)."""
         if pass_name in self._warm:
             return 0
         size = min(self.task.num_examples(), max(1, self.config.warmup) * self.config.bs)
         done = warm_up(self.engines[pass_name], self.task, ShardTask(0, 0, size, pass_name), self.config.bs,
                        self.config.warmup, self.timer)
+        if done and self.engines[pass_name].runs_model:  # the synthetic engine only waits: nothing per size
+            done += self._warm_every_size(pass_name)
         self._warm.add(pass_name)
         return done
+
+    def _warm_every_size(self, pass_name: str) -> int:
+        """One untimed batch of each size 1..bs-1 (the full size is warm already). LoadGen's bridge
+        hands a worker whatever is waiting, 1 to bs rows, and an engine that builds something per
+        batch size would build it inside a timed query: torch.compile's CUDA graphs
+        (reduce-overhead, max-autotune) record one per size, a static-shape compile (`dynamic:
+        false`) compiles one, ONNX Runtime grows its arena."""
+        engine, rows = self.engines[pass_name], min(self.config.bs, self.task.num_examples())
+        for size in range(1, rows):
+            batch = self.task.batch_of(list(range(size)))
+            engine.forward(engine.to_device(batch.inputs))
+        self.timer.sync()
+        return max(0, rows - 1)
 
     def run_samples(self, batch: SampleBatch, result: ShardResult) -> ShardResult:
         """The batch of LoadGen samples through the same loop as a shard (a restarted worker warms up first)."""
