@@ -19,7 +19,10 @@ calls) waits until the actor's process ends.
 
 The warm-up goes over the lane too, so the engine is warmed on the thread that then runs the
 batches: some engine state is per thread (torch.compile's CUDA graph trees record their graphs per
-thread; warmed on Ray's thread, the first queries would record them again).
+thread; warmed on Ray's thread, the first queries would record them again). The engine itself is
+built on Ray's thread; a torch without the upstream thread fix (pytorch#123177) cannot run such
+graphs on this thread at all, and the runtime then refuses the warm-up in one line
+(`WorkerRuntime._require_build_thread`; how the fix is detected: `torch_compile.graphs_serve_any_thread`).
 """
 
 from __future__ import annotations

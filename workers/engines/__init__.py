@@ -83,6 +83,7 @@ class EngineBase:
     name = "base"
     device = torch.device("cpu")
     runs_model = True
+    thread_bound = False  # True: only the thread that built it may run it (torch.compile's CUDA graphs, old torch)
 
     def to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}

@@ -15,6 +15,11 @@ Under LoadGen the worker also warms one batch of every size 1..bs before the fir
 (`WorkerRuntime.warm`), which is what CUDA-graph modes (one graph per size) and `dynamic: false`
 need there.
 
+Threads: CUDA-graph modes on a GPU keep their graphs in thread-local state; a torch without the
+upstream fix (pytorch#123177) cannot serve them from another thread, so such an engine is
+`thread_bound` and the runtime refuses, in one line, to run it on a thread other than its build's
+(LoadGen's direct lane): see `graphs_serve_any_thread` for how the fix is detected.
+
 Cache: inductor keeps its caches per machine; the portable part (torch.compiler's cache
 artifacts) is saved into the engine cache under the usual key. On a hit the artifacts are loaded
 before compiling, which skips inductor's code generation but not tracing, so a hit still takes a
@@ -23,6 +28,8 @@ before compiling, which skips inductor's code generation but not tracing, so a h
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,37 @@ from workers.errors import UserError
 from workers.specs import TorchCompileOptions
 
 ARTIFACTS = "compile-artifacts.bin"
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # inductor's modes that record CUDA graphs
+
+
+@functools.cache
+def graphs_serve_any_thread() -> bool:
+    """Whether this torch's CUDA graph trees work in a Python thread other than the one that set them up.
+
+    Inductor keeps its CUDA graph tree managers in thread-local state. Before the upstream fix
+    (pytorch#123177, fixed by PR #184357, June 2026), `cudagraph_trees.get_obj` asserted that the
+    state existed in the calling thread (`assert torch._C._is_key_in_tls(attr_name)`), so graphs
+    built on one thread failed with a bare AssertionError on another; the fix initialises the state
+    there instead (`_initialize_tls`). Detected by reading that function's source, not the version
+    (which release first shipped the fix could not be checked; torch 2.13.0 has it). Calling it
+    from a probe thread would answer too, but leaves torch's thread-local state behind, and the
+    interpreter then aborts at exit ("terminate called without an active exception", torch 2.13).
+    A torch whose source cannot be read or says neither counts as unfixed: refused by default.
+    """
+    try:
+        from torch._inductor import cudagraph_trees as trees
+
+        source = inspect.getsource(trees.get_obj)
+    except (ImportError, AttributeError, OSError, TypeError):
+        return False
+    return "_initialize_tls" in source and "assert" not in source
+
+
+def needs_its_thread(options: TorchCompileOptions, device: torch.device) -> bool:
+    """True when a compiled engine must be served on the thread that built it: CUDA graphs (inductor
+    on a GPU, modes that record them) under a torch whose graph trees are per thread (above)."""
+    return (device.type == "cuda" and options.backend == "inductor" and options.mode in CUDA_GRAPH_MODES
+            and not graphs_serve_any_thread())
 
 
 def mark_varying_axes(batch: dict[str, torch.Tensor], ctx: BuildContext) -> None:
@@ -91,6 +129,7 @@ class TorchCompile(EngineBase):
 
     def build(self, ctx: BuildContext) -> BuildInfo:
         self.device = ctx.device
+        self.thread_bound = needs_its_thread(self.options, ctx.device)
         t0 = time.perf_counter()
         shapes = shape_profile(ctx.signature, ctx.bs, ctx.seq_len)
         fields = key_fields(ctx, self.name, self.options, {}, shapes=shapes)

@@ -7,6 +7,7 @@ Heavy on purpose (torch, transformers, engine libraries): only worker processes 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class WorkerRuntime:
         self._model: torch.nn.Module | None = None
         self._load_seconds = 0.0
         self._warm: set[str] = set()
+        self._build_thread = threading.get_ident()  # the engines are built in this constructor, on this thread
         info.mem_total_bytes = self.memory.total_bytes()
         precision = check_precision(device, config.precision, config.precision_fallback)
         self.val_precision = check_precision(device, config.val_dtype_name, config.precision_fallback)
@@ -184,6 +186,7 @@ class WorkerRuntime:
         """Warm the pass's engine once (the first `warmup` batches of the data, then one batch of
         every smaller size), before LoadGen's first query, so no query pays for it. Returns the
         batches run (0 when already warm)."""
+        self._require_build_thread(pass_name)
         if pass_name in self._warm:
             return 0
         size = min(self.task.num_examples(), max(1, self.config.warmup) * self.config.bs)
@@ -207,8 +210,22 @@ class WorkerRuntime:
         self.timer.sync()
         return max(0, rows - 1)
 
+    def _require_build_thread(self, pass_name: str) -> None:
+        """An engine bound to its build thread (torch.compile's CUDA graphs on a torch without the
+        thread fix) must not run on another one: LoadGen's direct lane and the in-process workers'
+        executors serve batches on threads of their own, where it would fail with a bare
+        AssertionError. One line naming the ways out instead."""
+        engine = self.engines[pass_name]
+        if engine.thread_bound and threading.get_ident() != self._build_thread:
+            options = self.config.engine
+            raise UserError(f"engine: torch.compile mode {getattr(options, 'mode', '?')} keeps its CUDA graphs per "
+                            f"thread and torch {torch.__version__} cannot run them on another thread "
+                            "(pytorch#123177), as LoadGen's direct lane does: set loadgen.hand_over: actor_call, or "
+                            "mode max-autotune-no-cudagraphs, or use a torch with the fix")
+
     def run_samples(self, batch: SampleBatch, result: ShardResult) -> ShardResult:
         """The batch of LoadGen samples through the same loop as a shard (a restarted worker warms up first)."""
+        self._require_build_thread(batch.pass_name)
         result.warmup_batches = self.warm(batch.pass_name)
         self.engines[batch.pass_name].before_shard(batch.as_shard())
         run_batches(self.engines[batch.pass_name], self.task, [self.task.batch_of(batch.indices)], self.timer,
