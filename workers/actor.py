@@ -15,7 +15,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from workers.contract import DataHandle, DataInfo, SampleBatch, ShardResult, ShardTask, WorkerError, WorkerInfo
+from workers.contract import (
+    DataHandle,
+    DataInfo,
+    LoadGenSpan,
+    SampleBatch,
+    ShardResult,
+    ShardTask,
+    WorkerError,
+    WorkerInfo,
+)
 from workers.errors import UserError, first_line
 from workers.measure import versions
 from workers.specs import WorkerConfig
@@ -146,6 +155,16 @@ class BenchWorker:
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             return ShardResult(**identity, error=classify(exc, self.config.bs))
 
+    def begin_test(self, pass_name: str, data: DataHandle | None = None) -> None:
+        """A LoadGen test is about to start: read the energy counter and start the device watch once
+        for the whole test, instead of around every batch (`WorkerRuntime.begin_test`)."""
+        if self.setup(data).error is None:
+            self._runtime.begin_test(pass_name)
+
+    def end_test(self) -> LoadGenSpan | None:
+        """The test's energy and device watch (None when no test was open, or the worker never set up)."""
+        return self._runtime.end_test() if self._runtime is not None else None
+
     def open_lane(self, authkey: bytes) -> tuple[str, int]:
         """Listen for the driver's direct connection (workers/lane.py), over which it then warms
         this worker and hands it LoadGen's batches without a Ray call each; the address to connect to."""
@@ -154,7 +173,8 @@ class BenchWorker:
         from workers.lane import LaneServer
 
         self._lane = LaneServer(ray.util.get_node_ip_address(), authkey,
-                                {"warm_up": self.warm_up, "run_samples": self.run_samples})
+                                {"warm_up": self.warm_up, "run_samples": self.run_samples,
+                                 "begin_test": self.begin_test, "end_test": self.end_test})
         return self._lane.address
 
     def pid(self) -> int:

@@ -234,6 +234,30 @@ class DeviceHealth:
 
 
 @dataclass
+class LoadGenSpan:
+    """One worker's energy and device watch over a whole LoadGen test (`BenchWorker.begin_test` to
+    `end_test`), read once at each end instead of around every batch: NVML calls on the query path
+    cost LoadGen latency, and the counter's rise over the test is the same energy.
+
+    `energy_counters` is keyed and shaped as `ShardResult.energy_counters` ({device: [J at the
+    start, J at the end]}), with `start_ts`/`end_ts` the span's ends: one more counter span for the
+    merge's per-device energy (orchestrator/metrics/merge.py `counter_spans`). The batches of the
+    test carry no energy of their own (`energy_note` says so)."""
+
+    worker_id: int
+    pass_name: str
+    start_ts: float
+    end_ts: float = 0.0
+    batches: int = 0
+    items: int = 0
+    energy_joules: float | None = None
+    energy_counters: dict[str, list[float]] = field(default_factory=dict)
+    energy_note: str = ""
+    health: DeviceHealth | None = None
+
+
+
+@dataclass
 class ShardResult:
     """One pass of one shard on one worker: counts, timings and where it ran."""
 

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import torch
 
-from workers.contract import DataHandle, SampleBatch, ShardResult, ShardTask, WorkerInfo, physical_device
+from workers.contract import (
+    DataHandle,
+    LoadGenSpan,
+    SampleBatch,
+    ShardResult,
+    ShardTask,
+    WorkerInfo,
+    physical_device,
+)
 from workers.data.package_files import on_this_machine
 from workers.engines import BuildContext, Engine, engine_class
 from workers.engines.torch_eager import TorchEager
@@ -21,7 +29,7 @@ from workers.errors import UserError
 from workers.measure import versions
 from workers.measure.device import DTYPES, MemoryProbe, check_precision, set_matmul_precision
 from workers.measure.device_watch import DeviceWatch
-from workers.measure.energy import EnergyCounter
+from workers.measure.energy import EnergyCounter, energy_between
 from workers.measure.flops import FlopsModel, flops_model, flops_model_from_config
 from workers.measure.matmul_peak import measured_peak
 from workers.measure.peaks import peak_lookup
@@ -33,6 +41,7 @@ from workers.specs import WorkerConfig
 from workers.tasks import Task, task_class
 
 DEFAULT_ENGINE_CACHE = Path("~/.cache/raybench/engines")
+IN_TEST_ENERGY = "read once per LoadGen test: the test's span (WorkerRuntime.end_test)"
 
 
 class WorkerRuntime:
@@ -51,6 +60,8 @@ class WorkerRuntime:
         self._load_seconds = 0.0
         self._warm: set[str] = set()
         self._build_thread = threading.get_ident()  # the engines are built in this constructor, on this thread
+        self._test: LoadGenSpan | None = None  # the LoadGen test open on this worker (begin_test)
+        self._test_joules: float | None = None
         info.mem_total_bytes = self.memory.total_bytes()
         precision = check_precision(device, config.precision, config.precision_fallback)
         self.val_precision = check_precision(device, config.val_dtype_name, config.precision_fallback)
@@ -224,16 +235,52 @@ class WorkerRuntime:
                             "mode max-autotune-no-cudagraphs, or use a torch with the fix")
 
     def run_samples(self, batch: SampleBatch, result: ShardResult) -> ShardResult:
-        """The batch of LoadGen samples through the same loop as a shard (a restarted worker warms up first)."""
+        """The batch of LoadGen samples through the same loop as a shard (a restarted worker warms up
+        first). Inside a LoadGen test (`begin_test`) its energy is the test's, read at the test's ends."""
         self._require_build_thread(batch.pass_name)
         result.warmup_batches = self.warm(batch.pass_name)
         self.engines[batch.pass_name].before_shard(batch.as_shard())
+        energy = self.energy if self._test is None else None  # in a test: no NVML read around each batch
         run_batches(self.engines[batch.pass_name], self.task, [self.task.batch_of(batch.indices)], self.timer,
-                    self.memory, self.flops.sequence_flops, result, self.energy)
+                    self.memory, self.flops.sequence_flops, result, energy)
+        self._count_in_test(result)
         self.meter.shard_later(result)
         return result
 
+    # -- one LoadGen test: energy and the device watch read at its two ends, not around every batch
+    def begin_test(self, pass_name: str) -> None:
+        """Read the energy counter and start the device watch for a LoadGen test about to begin
+        (a test still open is ended first: a worker runs one test at a time)."""
+        self.end_test()
+        self._test = LoadGenSpan(self.worker_id, pass_name, time.time())
+        self._test_joules = self.energy.read_joules() if self.energy else None
+        if self.device_watch is not None:
+            self.device_watch.start()
+
+    def end_test(self) -> LoadGenSpan | None:
+        """The open test's span: the counter's rise since `begin_test`, what the watch saw, the
+        batches run; None when no test is open."""
+        span, self._test = self._test, None
+        if span is None:
+            return None
+        span.end_ts = time.time()
+        after = self.energy.read_joules() if self.energy else None
+        span.energy_joules = energy_between(self._test_joules, after)
+        if span.energy_joules is not None:
+            span.energy_counters = {self.energy.device_key: [self._test_joules, after]}
+        else:
+            span.energy_note = self.energy.note if self.energy else "not measured"
+        span.health = self.device_watch.stop() if self.device_watch is not None else None
+        return span
+
+    def _count_in_test(self, result: ShardResult) -> None:
+        if self._test is not None:
+            self._test.batches += 1
+            self._test.items += result.items
+            result.energy_note = IN_TEST_ENERGY
+
     def close(self) -> None:
+        self._test = None
         for engine in self.engines.values():
             engine.close()
         if self.device_watch is not None:

@@ -157,3 +157,46 @@ def test_a_wrapper_missing_from_pynvml_leaves_its_figure_blank_and_the_pass_runs
     watch.close()
     assert health.power_w_max is None and health.clock_events == [] and health.temperature_c_max == 45
     assert "power: " in health.note and "clock events: " in health.note
+
+
+def test_a_loadgen_test_reads_energy_and_starts_the_watch_once_not_around_every_batch(nvml, gpu):
+    """Before: `run_samples` read NVML's energy counter before and after each LoadGen batch, on the
+    query path. Inside a test (`begin_test` .. `end_test`) the counter is read at the test's two ends
+    and one watch covers the test; the batches carry no energy of their own and say why."""
+    from workers.actor import BenchWorker
+    from workers.contract import SampleBatch
+    from workers.measure.energy import EnergyCounter
+
+    gpu.energy_mj = [1_000_000, 1_000_500, 1_001_000, 1_001_500, 1_002_000]
+    worker = BenchWorker(validate(job(passes=["infer"]), "x").worker_config())
+    worker.setup()
+    runtime = worker._runtime  # the CPU run, with the counter and watch of the fake GPU in place of none
+    runtime.energy, runtime.device_watch = EnergyCounter(handle_of(gpu), device_key="node/GPU-7"), watch_of(gpu)
+    before = nvml.calls.count("nvmlDeviceGetTotalEnergyConsumption")
+    worker.begin_test("infer")
+    batches = [worker.run_samples(SampleBatch(i, (i, i + 1), "infer")) for i in range(4)]
+    span = worker.end_test()
+    worker.close()
+    assert nvml.calls.count("nvmlDeviceGetTotalEnergyConsumption") - before == 2
+    assert span.energy_joules == pytest.approx(0.5)
+    assert span.energy_counters == {"node/GPU-7": [pytest.approx(1000.0), pytest.approx(1000.5)]}
+    assert span.start_ts < span.end_ts and (span.batches, span.items) == (4, 8)
+    assert span.health is not None and span.health.samples >= 2 and span.health.sm_clock_mhz_min == 1980
+    assert all(b.error is None and b.energy_joules is None and b.health is None for b in batches)
+    assert all(b.energy_note.startswith("read once per LoadGen test") for b in batches)
+    assert worker.end_test() is None  # closed
+
+
+def test_outside_a_test_each_batch_still_reads_its_own_energy(nvml, gpu):
+    from workers.actor import BenchWorker
+    from workers.contract import SampleBatch
+    from workers.measure.energy import EnergyCounter
+
+    gpu.energy_mj = [1_000_000, 1_000_300]
+    worker = BenchWorker(validate(job(passes=["infer"]), "x").worker_config())
+    worker.setup()
+    worker._runtime.energy = EnergyCounter(handle_of(gpu), device_key="node/GPU-7")
+    result = worker.run_samples(SampleBatch(0, (0, 1), "infer"))
+    worker.close()
+    assert result.energy_joules == pytest.approx(0.3)
+    assert result.energy_counters == {"node/GPU-7": [pytest.approx(1000.0), pytest.approx(1000.3)]}
