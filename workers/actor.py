@@ -81,7 +81,7 @@ class BenchWorker:
             self._runtime = self._build_runtime(choice.device, info)
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             info.error = classify(exc, self.config.bs)
-            self.close()
+            self._close_after_failure()
             return info
         self._info = info
         return info
@@ -185,6 +185,10 @@ class BenchWorker:
             self._runtime.close()
         self._runtime = None
         self._info = None
+
+    def _close_after_failure(self) -> None:
+        """What a failed setup leaves behind, released (a tensor-parallel rank also aborts its group)."""
+        self.close()
 
     def __repr__(self) -> str:  # Ray shows this in the dashboard's actor view
         return f"BenchWorker(worker={self.worker_id})"
