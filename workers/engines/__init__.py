@@ -49,7 +49,9 @@ class BuildContext:
     causal: bool
     opt_seq_len: int | None = None  # the prepared data's median length (Task.median_length); None: seq_len
     worker_id: int = 0  # which worker builds it (the synthetic engine's fault injection reads it)
-    variable_length: bool = False  # the task's batches vary in length (mmlu), not only in rows (masked_lm)
+    # the task's batches vary in length (mmlu), not only in rows (masked_lm: False); a context that does
+    # not say is taken to vary, the safe side (a symbolic length costs speed, a static one recompiles)
+    variable_length: bool = True
 
 
 class Engine(Protocol):
