@@ -14,8 +14,8 @@ fails it is closed and the next awaited. One thread serves the connection: recei
 the worker offers and its arguments: `warm_up`, then `run_samples`, which return errors as
 values, and `begin_test`/`end_test` around a LoadGen test), make it, send the reply back. The
 connection ending, closed by the driver or broken, ends the thread and the listener: the driver
-never dials a listener twice, it asks the worker for a new lane (`BenchWorker.open_lane`). A lane the driver never reached (it fell back to actor
-calls) waits until the actor's process ends.
+never dials a listener twice, it asks the worker for a new lane (`BenchWorker.open_lane`). A lane
+the driver never reached (it fell back to actor calls) waits until the actor's process ends.
 
 The warm-up goes over the lane too, so the engine is warmed on the thread that then runs the
 batches: some engine state is per thread (torch.compile's CUDA graph trees record their graphs per

@@ -146,7 +146,8 @@ LOST_CUDA = (f"engine: onnxruntime-gpu {__import__('onnxruntime').__version__} c
              "[CPUExecutionProvider]")
 
 
-def test_a_session_that_lost_cuda_is_refused_before_its_graph_is_cached(tmp_path, onnxruntime_gpu_without_its_libraries):
+def test_a_session_that_lost_cuda_is_refused_before_its_graph_is_cached(tmp_path,
+                                                                          onnxruntime_gpu_without_its_libraries):
     """Before: the CPU-optimised graph was published under a key naming CUDA, and the run went on
     (IO binding failing on every batch, or a CPU run reported as the GPU's)."""
     from workers.engines.onnxruntime import CPU, CUDA
@@ -158,7 +159,8 @@ def test_a_session_that_lost_cuda_is_refused_before_its_graph_is_cached(tmp_path
     assert [p for p in tmp_path.glob("onnx-*") if p.is_dir()]  # the export (checked on the CPU) is cached
 
 
-def test_the_export_check_refuses_a_session_that_lost_cuda(tmp_path, monkeypatch, onnxruntime_gpu_without_its_libraries):
+def test_the_export_check_refuses_a_session_that_lost_cuda(tmp_path, monkeypatch,
+                                                            onnxruntime_gpu_without_its_libraries):
     """The export check asks for CUDA on a GPU worker when the export fits: a session that fell to the
     CPU must not stand in for it (an fp16 export would then fail on the CPU's missing kernels)."""
     import dataclasses

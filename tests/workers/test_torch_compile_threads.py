@@ -82,7 +82,8 @@ def test_a_thread_bound_engine_is_refused_on_the_lane_in_one_line_and_runs_on_it
     CPU build records no graphs); the warm-up over the lane fails in one line naming the ways out,
     and the same calls on the build thread (hand_over: actor_call) run."""
     engine = {"name": "torch_compile", "backend": "eager", "mode": "reduce-overhead"}
-    worker = BenchWorker(validate(job(engine=engine, passes=["infer"], engine_cache=str(tmp_path)), "x").worker_config())
+    config = validate(job(engine=engine, passes=["infer"], engine_cache=str(tmp_path)), "x").worker_config()
+    worker = BenchWorker(config)
     assert worker.setup().error is None
     worker._runtime.engines["infer"].thread_bound = True
     server = LaneServer("127.0.0.1", b"k" * 32, {"warm_up": worker.warm_up, "run_samples": worker.run_samples})

@@ -97,8 +97,9 @@ def check_cuda_majors() -> None:
         raise UserError(f"engine: {label} is TensorRT for CUDA {wheel}, but this node's NVIDIA driver runs CUDA up to "
                         f"{driver[0]}.{driver[1]} (CUDA 13 needs r580+): {advice}")
     if torch_major is not None and wheel != torch_major:
-        raise UserError(f"engine: {label} is TensorRT for CUDA {wheel}, but torch {torch.__version__} is built for CUDA "
-                        f"{torch.version.cuda} (TensorRT shares torch's streams and memory: one CUDA major): {advice}")
+        raise UserError(f"engine: {label} is TensorRT for CUDA {wheel}, but torch {torch.__version__} is built for "
+                        f"CUDA {torch.version.cuda} (TensorRT shares torch's streams and memory: one CUDA major): "
+                        f"{advice}")
 
 
 def create(trt: Any, what: str, log: Any) -> Any:

@@ -49,7 +49,9 @@ from workers.storage.folder_cache import FolderCache
 
 KIND = "peak"
 RESULT = "peak.json"
-METHOD = "square-matmul@2"  # @2: a steady median over ~1 s per size, not the fastest call  # part of the key: a change in how the figure is measured re-measures it
+# part of the key: a change in how the figure is measured re-measures it (@2: a steady median over
+# ~1 s per size, where @1 kept the fastest call)
+METHOD = "square-matmul@2"
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ def test_every_gpu_visible_is_refused_naming_the_likely_causes(monkeypatch, ray_
     with pytest.raises(UserError) as caught:
         require_assigned_gpu(CUDA0)
     message = str(caught.value)
-    assert message.startswith("gpus_per_worker: Ray gave this worker GPU 2 on ") and "torch sees 4 CUDA devices" in message
+    assert message.startswith("gpus_per_worker: Ray gave this worker GPU 2 on ")
+    assert "torch sees 4 CUDA devices" in message
     assert "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES" in message and "RAY_preload_python_modules" in message
     assert "\n" not in message
 

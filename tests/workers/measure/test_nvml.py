@@ -108,7 +108,8 @@ def test_a_torch_without_the_pci_fields_falls_back_with_a_note(monkeypatch, miss
 
     gpus = dgx_gpus()
     install(monkeypatch, gpus, visible=[1])
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: older_torch(gpus[1].properties(), *missing))
+    older = older_torch(gpus[1].properties(), *missing)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: older)
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 2 * GIB)
     found = nvml_lookup(CUDA0)
     probe = MemoryProbe(CUDA0)
