@@ -12,8 +12,10 @@ gives the reference: the table has bench/plain for core and whole throughput.
 Checks, each PASS, FAIL or SKIPPED with the reason:
 - timer: CUDA-event core time against the wall clock of the same calls (within 2 %);
 - nvml: NVML initialises and finds the GPU torch uses by its UUID (workers/measure/nvml.py);
-- memory: NVML's per-process figure against torch's peak reserved memory (NVML must be the
-  larger by no more than the CUDA context and libraries' handles: 0 to 2 GiB);
+- memory: NVML's per-process figure against torch's reserved memory sampled at the same instants
+  (each MemoryProbe sample; not torch's whole-run peak, which holds build and autotune transients
+  released before NVML looked): NVML must be the larger by no more than the CUDA context and
+  libraries' handles, 0 to 2 GiB;
 - accuracy: infer/val gap within the job's acc_tolerance, and the plain loop's accuracy too;
 - MFU: between 0 and 100 %, printed with the peak the table chose;
 - measured peak: MFU_measured (against the device's measured matmul peak, workers/measure/matmul_peak.py)
@@ -26,6 +28,17 @@ Checks, each PASS, FAIL or SKIPPED with the reason:
   no prediction may change; on a GPU the count is reported (fp16 kernels may differ by batch size);
 - KV cache: no transformers Cache object built during the run (causal models);
 - energy: the NVML counter gave a plausible figure (10 W < mean power < 2 kW).
+Checks of the device itself, once per run (the "device" table):
+- assigned GPU: cuda:i is the GPU the process was given (CUDA_VISIBLE_DEVICES, as Ray sets it):
+  the device count and each UUID against NVML's (workers/measure/device.py `require_assigned_gpu`);
+- ORT providers: a session asked for CUDA runs on it (`session.get_providers()`), where
+  onnxruntime-gpu is installed (workers/engines/onnx_export.py `ort_session`); SKIPPED without it;
+- steady vs burst peak: the measured fp16 matmul peak, the median of the later half of ~1 s of
+  calls, against the fastest call (the old method's burst); the steady figure may not exceed the
+  burst, and the ratio is printed (workers/measure/matmul_peak.py);
+- watch on/off: the BERT torch case's infer pass run six times, alternately with the NVML device
+  watch sampling beside it and without; core throughput and p99 batch latency must agree within
+  2 % (workers/measure/device_watch.py says why its NVML calls run during the timed calls).
 On a GPU a missing NVML handle, process memory figure or energy counter is a FAIL. SKIPPED only
 for a cause detected and named: a container whose NVML process list holds other pids but not ours
 (memory), a GPU older than Volta (no energy counter).
@@ -87,17 +100,19 @@ class Recorded:
 
     timer_pairs: list[tuple[float, float]] = field(default_factory=list)
     caches_built: int = 0
+    reserved_at_samples: list[int] = field(default_factory=list)  # torch's reserved bytes at each NVML sample
 
 
 @contextlib.contextmanager
 def instruments() -> Iterator[Recorded]:
-    """Wraps CoreTimer.time (a wall clock around each call) and transformers' Cache.__init__ (a count)."""
+    """Wraps CoreTimer.time (a wall clock around each call), transformers' Cache.__init__ (a count) and
+    MemoryProbe.sample (torch's reserved memory at the instant NVML is read)."""
     from transformers import cache_utils
 
-    from workers.measure import timing
+    from workers.measure import device, timing
 
     seen = Recorded()
-    timer_time, cache_init = timing.CoreTimer.time, cache_utils.Cache.__init__
+    timer_time, cache_init, probe_sample = timing.CoreTimer.time, cache_utils.Cache.__init__, device.MemoryProbe.sample
 
     def timed(self, fn):
         t0 = time.perf_counter()
@@ -109,11 +124,18 @@ def instruments() -> Iterator[Recorded]:
         seen.caches_built += 1
         cache_init(self, *args, **kwargs)
 
-    timing.CoreTimer.time, cache_utils.Cache.__init__ = timed, counted
+    def sampled(self):
+        peak = probe_sample(self)
+        if self.device.type == "cuda":
+            seen.reserved_at_samples.append(torch.cuda.memory_reserved(self.device))
+        return peak
+
+    timing.CoreTimer.time, cache_utils.Cache.__init__, device.MemoryProbe.sample = timed, counted, sampled
     try:
         yield seen
     finally:
-        timing.CoreTimer.time, cache_utils.Cache.__init__ = timer_time, cache_init
+        timing.CoreTimer.time, cache_utils.Cache.__init__, device.MemoryProbe.sample = timer_time, cache_init, \
+            probe_sample
 
 
 def cases(gpu: bool, names: list[str], mmlu: Path, work: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -198,8 +220,9 @@ def release(device: torch.device) -> None:
 
 def checks(row, info, spec, seen: Recorded, plain, reserved_peak, gpu: bool, causal: bool) -> list[Check]:
     cpu_reason = "no GPU: runs on the CPU"
+    at_samples = max(seen.reserved_at_samples) if seen.reserved_at_samples else reserved_peak
     return [timer_check(seen, gpu, cpu_reason), nvml_check(gpu, cpu_reason),
-            memory_check(row, reserved_peak, gpu, cpu_reason), accuracy_check(row, spec, plain), mfu_check(row, info),
+            memory_check(row, at_samples, gpu, cpu_reason), accuracy_check(row, spec, plain), mfu_check(row, info),
             cache_check(seen, causal), energy_check(row, gpu, cpu_reason), measured_peak_check(row, info),
             watch_check(row, gpu, cpu_reason), invariance_check(row, spec, gpu)]
 
@@ -247,9 +270,9 @@ def memory_check(row, reserved_peak, gpu: bool, cpu_reason: str) -> Check:
                                        f"{row.mem_source}")
     extra = row.mem * GIB - reserved_peak
     status = "PASS" if 0 <= extra <= CONTEXT_BYTES else "FAIL"
-    return Check("memory", status, f"NVML {row.mem:.2f} GiB = torch reserved peak {reserved_peak / GIB:.2f} GiB + "
-                                   f"{extra / GIB:.2f} GiB (CUDA context and libraries' own handles; limit "
-                                   f"0 to {CONTEXT_BYTES / GIB:.0f} GiB)")
+    return Check("memory", status, f"NVML {row.mem:.2f} GiB = torch reserved {reserved_peak / GIB:.2f} GiB (the most "
+                                   f"at NVML's sampling instants) + {extra / GIB:.2f} GiB (CUDA context and libraries' "
+                                   f"own handles; limit 0 to {CONTEXT_BYTES / GIB:.0f} GiB)")
 
 
 def accuracy_check(row, spec, plain) -> Check:
@@ -327,7 +350,121 @@ def energy_check(row, gpu: bool, cpu_reason: str) -> Check:
                  f"{row.energy_per_item:.4g} J per {row.item_unit}, mean power {row.mean_power:.0f} W")
 
 
-def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
+# ------------------------------------------------------------------ the device itself, once per run
+WATCH_TOLERANCE = 0.02  # the watch's NVML sampling may move core throughput and p99 by at most this
+WATCH_PASSES = 6  # alternately on and off
+
+
+def assigned_gpu_check(gpu: bool) -> Check:
+    """cuda:i must be the GPU this process was given: what `require_assigned_gpu` checks on a Ray
+    worker, here with CUDA_VISIBLE_DEVICES's ids (every GPU when unset) standing for Ray's."""
+    if not gpu:
+        return Check("assigned GPU", "SKIPPED", "no GPU: nothing assigned")
+    from workers.errors import UserError
+    from workers.measure.device import require_assigned_gpu
+    from workers.measure.nvml import assigned_uuids, gpu_identity
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [
+        str(i) for i in range(torch.cuda.device_count())]
+    try:
+        require_assigned_gpu(CUDA0, ids)
+    except UserError as exc:
+        return Check("assigned GPU", "FAIL", str(exc))
+    expected = assigned_uuids(ids)
+    if expected is None:
+        return Check("assigned GPU", "FAIL", f"NVML could not name the GPUs {ids} (by index or UUID): not compared")
+    seen = [gpu_identity(torch.device(f"cuda:{i}")).uuid for i in range(len(ids))]
+    return Check("assigned GPU", "PASS", f"{len(ids)} device(s) for ids {ids}; cuda:i is NVML's id i: {seen}")
+
+
+def ort_providers_check(gpu: bool, work: Path) -> Check:
+    """A session asked for CUDA runs on CUDA (onnxruntime-gpu's CUDA/cuDNN libraries loaded)."""
+    if not gpu:
+        return Check("ORT providers", "SKIPPED", "no GPU")
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError as exc:
+        return Check("ORT providers", "SKIPPED", f"no {exc.name}: pip install 'raybench[onnx-gpu]'")
+    from workers.engines.onnx_export import CPU, CUDA, ort_session
+    from workers.errors import UserError
+
+    if CUDA not in ort.get_available_providers():
+        return Check("ORT providers", "SKIPPED", f"{getattr(ort, 'package_name', 'onnxruntime')} {ort.__version__} "
+                                                 "has no CUDA provider (the CPU package)")
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 4])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "x"], ["y"])], "g", [x], [y])
+    path = work / "matmul.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)]), path)
+    try:
+        session = ort_session(path, [(CUDA, {"device_id": 0, "use_tf32": "0"}), CPU])
+    except UserError as exc:
+        return Check("ORT providers", "FAIL", str(exc))
+    return Check("ORT providers", "PASS", f"{ort.__version__}: session providers {session.get_providers()}")
+
+
+def steady_peak_check(gpu: bool) -> Check:
+    """The measured peak's steady figure against the burst the old method kept (fastest call)."""
+    if not gpu:
+        return Check("steady vs burst peak", "SKIPPED", "no GPU: a CPU has no boost/power-cap burst to compare")
+    from workers.measure.matmul_peak import GPU_PLAN, measure_matmul_flops
+
+    found = measure_matmul_flops(CUDA0, "fp16")
+    ratio = found.flops / found.burst_flops
+    ok = 0.5 <= ratio <= 1.0
+    return Check("steady vs burst peak", "PASS" if ok else "FAIL",
+                 f"fp16 {found.n}^3: steady {found.flops / 1e12:.4g} TFLOP/s (median of the later half of "
+                 f"{found.rounds} calls over {GPU_PLAN.seconds:g} s), fastest call {found.burst_flops / 1e12:.4g}: "
+                 f"steady/burst {ratio:.3f} (limits 0.5 to 1)")
+
+
+def watch_on_off_check(gpu: bool, raw: dict[str, Any] | None) -> Check:
+    """The same infer pass with the device watch sampling NVML beside it and without, alternately."""
+    if not gpu or raw is None:
+        return Check("watch on/off", "SKIPPED", "no GPU: no NVML to sample" if not gpu else "no bert case run")
+    import dataclasses
+    import statistics
+
+    from orchestrator.spec import validate
+    from workers.actor import BenchWorker
+    from workers.contract import ShardTask
+
+    worker = BenchWorker(validate(dict(raw, passes=["infer"]), "watch-on-off").worker_config())
+    info = worker.setup()
+    runtime = worker._runtime
+    watch = runtime.device_watch if runtime is not None else None
+    if info.error is not None or watch is None:
+        worker.close()
+        return Check("watch on/off", "FAIL", info.error.message if info.error else "no device watch (NVML)")
+    shard = ShardTask(0, 0, min(info.num_examples, 32 * raw["bs"]), "infer")
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    p99: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        for i in range(WATCH_PASSES):
+            mode = "on" if i % 2 == 0 else "off"
+            runtime.device_watch = watch if mode == "on" else None
+            result = worker.run_shard(dataclasses.replace(shard, shard_id=i))
+            rates[mode].append(result.items / result.core_seconds)
+            p99[mode].append(statistics.quantiles(result.batch_core_seconds, n=100)[98])
+    finally:
+        runtime.device_watch = watch
+        worker.close()
+    rate = statistics.median(rates["on"]) / statistics.median(rates["off"]) - 1
+    tail = statistics.median(p99["on"]) / statistics.median(p99["off"]) - 1
+    ok = abs(rate) <= WATCH_TOLERANCE and abs(tail) <= WATCH_TOLERANCE
+    return Check("watch on/off", "PASS" if ok else "FAIL",
+                 f"{WATCH_PASSES} passes of {shard.stop} items alternately: core throughput {rate:+.2%}, p99 batch "
+                 f"latency {tail:+.2%} with the watch on (limit {WATCH_TOLERANCE:.0%})")
+
+
+def device_checks(gpu: bool, jobs: dict[str, dict[str, Any]], work: Path) -> list[Check]:
+    return [assigned_gpu_check(gpu), ort_providers_check(gpu, work), steady_peak_check(gpu),
+            watch_on_off_check(gpu, jobs.get("bert-large/torch"))]
+
+
+def markdown(meta: dict[str, Any], results: list[dict[str, Any]], device: list[dict[str, Any]] | None = None) -> str:
     def fmt(v: Any) -> str:
         return f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v)
 
@@ -341,6 +478,9 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     lines += ["", "Peaks: " + "; ".join(f"{r['figures']['case']}: {r['figures']['peak']}" for r in results)]
     lines += ["", "Measured peaks: " + "; ".join(f"{r['figures']['case']}: {r['figures']['peak_measured']}"
                                                  for r in results)]
+    if device:
+        lines += ["", "| device check | status | detail |", "|---|---|---|"]
+        lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in device]
     return "\n".join(lines) + "\n"
 
 
@@ -358,18 +498,23 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, raw in cases(gpu, args.cases.split(","), args.mmlu.resolve(), Path(tmp)):
+        jobs = dict(cases(gpu, args.cases.split(","), args.mmlu.resolve(), Path(tmp)))
+        for name, raw in jobs.items():
             t0 = time.perf_counter()
             figures, found = run_case(name, raw, Path(tmp), gpu)
             print(f"{name}: {time.perf_counter() - t0:.1f} s", flush=True)
             results.append({"figures": figures, "checks": [vars(c) for c in found]})
+        t0 = time.perf_counter()
+        device = [vars(c) for c in device_checks(gpu, jobs, Path(tmp))]
+        print(f"device checks: {time.perf_counter() - t0:.1f} s", flush=True)
     meta = {"device": torch.cuda.get_device_name(0) if gpu else results[0]["figures"]["device"] if results else "",
             "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__, "gpu": gpu}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    text = markdown(meta, results)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results, "device": device}, indent=2))
+    text = markdown(meta, results, device)
     (out / "results.md").write_text(text)
-    failed = sum(c["status"] == "FAIL" for r in results for c in r["checks"])
+    failed = sum(c["status"] == "FAIL" for r in results for c in r["checks"]) + sum(
+        c["status"] == "FAIL" for c in device)
     print(text + f"\nwritten: {out / 'results.json'}, {out / 'results.md'}")
     print(f"gpu_check_failed: {failed}")
     return 1 if failed else 0

@@ -15,7 +15,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from workers.contract import DataHandle, DataInfo, SampleBatch, ShardResult, ShardTask, WorkerError, WorkerInfo
+from workers.contract import (
+    DataHandle,
+    DataInfo,
+    SampleBatch,
+    ShardResult,
+    ShardTask,
+    WorkerError,
+    WorkerInfo,
+)
 from workers.errors import UserError, first_line
 from workers.measure import versions
 from workers.specs import WorkerConfig
@@ -68,11 +76,11 @@ class BenchWorker:
         )
         self._data = data if data is not None else self._data
         try:
-            require_assigned_gpu(choice.device)  # never a silent CPU run on a GPU Ray assigned
+            require_assigned_gpu(choice.device, self._assigned_gpus())  # exactly the GPUs Ray assigned, never the CPU
             self._runtime = self._build_runtime(choice.device, info)
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             info.error = classify(exc, self.config.bs)
-            self.close()
+            self._close_after_failure()
             return info
         self._info = info
         return info
@@ -81,6 +89,10 @@ class BenchWorker:
         from workers.measure.device import choose_device
 
         return choose_device()
+
+    def _assigned_gpus(self) -> list[str] | None:
+        """The GPU ids this process must see as cuda:0, cuda:1, ...; None: Ray's for this worker."""
+        return None
 
     def _build_runtime(self, device, info: WorkerInfo):
         """The heavy half (model, data view, engines); a tensor-parallel rank joins its group first."""
@@ -178,6 +190,10 @@ class BenchWorker:
             self._runtime.close()
         self._runtime = None
         self._info = None
+
+    def _close_after_failure(self) -> None:
+        """What a failed setup leaves behind, released (a tensor-parallel rank also aborts its group)."""
+        self.close()
 
     def __repr__(self) -> str:  # Ray shows this in the dashboard's actor view
         return f"BenchWorker(worker={self.worker_id})"

@@ -14,14 +14,17 @@ fails it is closed and the next awaited. One thread serves the connection: recei
 the worker offers and its arguments: `warm_up`, then `run_samples`, which return errors as
 values), make it, send the reply back. A call may tell events before its reply (a first token,
 then the rest): a call named in `streaming` is given an `emit` keyword, and each event it emits
-goes to the driver at once, ahead of the reply, so the driver can act on it before the call ends. The connection ending, closed by the driver or broken,
-ends the thread and the listener: the driver never dials a listener twice, it asks the worker for
-a new lane (`BenchWorker.open_lane`). A lane the driver never reached (it fell back to actor
-calls) waits until the actor's process ends.
+goes to the driver at once, ahead of the reply, so the driver can act on it before the call ends.
+The connection ending, closed by the driver or broken, ends the thread and the listener: the
+driver never dials a listener twice, it asks the worker for a new lane (`BenchWorker.open_lane`).
+A lane the driver never reached (it fell back to actor calls) waits until the actor's process ends.
 
 The warm-up goes over the lane too, so the engine is warmed on the thread that then runs the
 batches: some engine state is per thread (torch.compile's CUDA graph trees record their graphs per
-thread; warmed on Ray's thread, the first queries would record them again).
+thread; warmed on Ray's thread, the first queries would record them again). The engine itself is
+built on Ray's thread; a torch without the upstream thread fix (pytorch#123177) cannot run such
+graphs on this thread at all, and the runtime then refuses the warm-up in one line
+(`WorkerRuntime._require_build_thread`; how the fix is detected: `torch_compile.graphs_serve_any_thread`).
 """
 
 from __future__ import annotations

@@ -17,11 +17,15 @@ To the driver a group is one worker: it talks to rank 0 alone, through BenchWork
 - failure: an attempt that fails on any rank leaves the ranks out of step (one may wait inside a
   collective the others left), so the whole group is restarted: rank 0 has Ray restart every
   follower that is still running (`ray.kill(no_restart=False)`: Ray's actor fault tolerance, in
-  the group's placement group, so a restarted rank lands on the same node), leaves the process
-  group, and returns the error like any crashed attempt. The driver re-queues the shard as usual
-  (the merge counts it once) and the next shard forms the group again with the fresh followers.
+  the group's placement group, so a restarted rank lands on the same node), aborts its
+  communicator (never `destroy_process_group`, which may wait on a hung peer), and returns the
+  error like any crashed attempt. The driver re-queues the shard as usual (the merge counts it
+  once) and the next shard forms the group again with the fresh followers.
   A dead rank 0 is restarted by Ray (the driver's `max_restarts`, pings and retries, as for any
-  worker); the followers then re-join its new group (`join` leaves any old one first).
+  worker). Its followers watch its pid while they follow a shard (`LeaderWatch`): once it is gone
+  they abort their communicator within `parallel.fault_timeout_s` instead of waiting
+  `parallel.timeout_s` in a collective, so the restarted rank 0's calls reach them; they then
+  re-join its new group (`join` aborts any old one first).
   Followers restart without limit: the group's budget is rank 0's `max_restarts`.
 
 This module is the actor and its state; what rank 0 asks of its followers over Ray is in
@@ -46,7 +50,7 @@ from workers.parallel.leader import (
     shard_reports,
 )
 from workers.parallel.reports import RankReport, combine, failed, group_peak_flops, rank_info, report_of
-from workers.parallel.watch import FollowerWatch
+from workers.parallel.watch import FollowerWatch, LeaderWatch
 from workers.specs import WorkerConfig
 
 if TYPE_CHECKING:
@@ -101,6 +105,10 @@ class RankWorker(BenchWorker):
 
         return choose_device(self.rank if self._group_gpus else 0)
 
+    def _assigned_gpus(self) -> list[str] | None:
+        """A rank sees its whole group's GPUs, in rank order (`_see_group_gpus`); else only Ray's own."""
+        return list(self._group_gpus) or None
+
     def _build_runtime(self, device, info: WorkerInfo):
         from workers.parallel.process_group import join_group
 
@@ -120,29 +128,49 @@ class RankWorker(BenchWorker):
         return super()._measure(shard, result)
 
     def close(self) -> None:
+        """Leave the group gracefully: the run is over and every rank is done with it."""
         super().close()
         if self._rendezvous is not None:
             from workers.parallel.process_group import leave_group
 
             leave_group()
 
+    def _close_after_failure(self) -> None:
+        """Leave a group that failed: abort its communicator (a peer may be dead or stuck in a
+        collective; `destroy_process_group` could wait on it, NCCL's abort does not)."""
+        BenchWorker.close(self)
+        if self._rendezvous is not None:
+            from workers.parallel.process_group import abort_group
+
+            abort_group()
+
     # ---------------------------------------------------------------------------- followers
     def join(self, rendezvous: Rendezvous, data: DataHandle | None = None) -> WorkerInfo:
-        """Become rank `self.rank` of the group at `rendezvous`, leaving any group this rank was in;
-        `data` is the run's prepared dataset, which rank 0 was handed."""
-        self.close()
+        """Become rank `self.rank` of the group at `rendezvous`, leaving any group this rank was in
+        (a group rank 0 forms again has failed: its communicator is aborted); `data` is the run's
+        prepared dataset, which rank 0 was handed."""
+        self._close_after_failure()
         self._rendezvous = rendezvous
         self._see_group_gpus(rendezvous.gpu_ids)
         return self.setup(data)
 
     def follow(self, shard: ShardTask, generation: str) -> RankReport:
-        """Run `shard` beside rank 0 (its counts are rank 0's to report); only for the group it joined."""
+        """Run `shard` beside rank 0 (its counts are rank 0's to report); only for the group it joined.
+        Rank 0 is watched meanwhile (`LeaderWatch`): once its process is gone, this rank aborts its
+        communicator instead of waiting `parallel.timeout_s` in a collective rank 0 will never join."""
+        from workers.parallel.process_group import abort_group
+
         joined = self._rendezvous is not None and self._rendezvous.generation == generation
         if not joined or self._info is None:
             why = WorkerError("crash", f"rank {self.rank} is not set up in group {generation}"
                                        f"{'' if joined else ' (a new process: the old one died)'}")
             return RankReport(self.rank, os.getpid(), None, None, "", why, restarted=not joined)
-        return report_of(self.rank, self._run(shard, self._info))
+        with LeaderWatch(self._rendezvous.leader_pid, self.config.parallel.fault_timeout_s, abort_group) as watch:
+            result = self._run(shard, self._info)
+        if watch.reason is not None:
+            cause = f"{watch.reason}; rank {self.rank} aborted its communicator after {watch.seconds:.1f} s"
+            result = failed(result, WorkerError("crash", cause[:300]))
+        return report_of(self.rank, result)
 
     # ------------------------------------------------------------------------------- rank 0
     def setup(self, data: DataHandle | None = None) -> WorkerInfo:
@@ -211,7 +239,7 @@ class RankWorker(BenchWorker):
         """Have Ray restart every follower still in `pending`, and leave the group; the ranks that had died."""
         dead = restart_followers(self.followers, pending, restarting)
         self._stale_pids = list(self._follower_pids)
-        self.close()
+        self._close_after_failure()
         return dead
 
     def _await_followers(self) -> list[int]:

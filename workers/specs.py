@@ -308,6 +308,10 @@ class WorkerConfig(StrictModel):
     passes: tuple[PassName, ...] = Field(("val", "infer"), description="passes to run; val is the reference")
     engine_cache: str | None = Field(None, description="engine cache folder; default ~/.cache/raybench/engines")
     data_cache: str | None = Field(None, description="prepared-data cache folder; default ~/.cache/raybench/data")
+    measure_peak: bool = Field(
+        True, description="measure the device's dense matmul peak for MFU_measured at worker setup: about 1 s per "
+        "GPU (and per precision and GPU setting) the first time, then read from the engine cache; false skips it "
+        "(MFU_measured blank)")
     parallel: ParallelSpec = Field(default_factory=ParallelSpec, description="how one worker spans devices")
 
     @field_validator("task", mode="before")

@@ -173,7 +173,7 @@ class ActorPool:
     def _rehome(self, worker: int) -> None:
         """A worker that answers after dying may run on another node now (its node was lost and its
         bundle moved): the data object of the old node may be gone with it, so it gets that node's
-        data, prepared there when the data is node-local (orchestrator/run/data.py)."""
+        data, prepared there when the data is node-local (orchestrator/cluster/data.py)."""
         node = self._node_of(worker)
         if node and node != self.nodes[worker]:
             log.info("worker %d now runs on node %s: handing it that node's data", worker, node[:8])

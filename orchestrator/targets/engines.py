@@ -1,7 +1,7 @@
 """Engines on worker actors as a Target (orchestrator/targets/base.py): calls that return futures.
 
 A batch handed to a worker comes back as a `concurrent.futures.Future`, whichever way the worker
-runs: over its direct lane (`loadgen.hand_over: direct`, the default; lane.py), as a Ray actor call
+runs: over its direct lane (`load.hand_over: direct`, the default; lane.py), as a Ray actor call
 (`actor_call`: `ObjectRef.future()`, which Ray's own thread completes) or in this process
 (`--no-ray`: a one-thread executor per worker). The bridge adds a done-callback that puts the
 future on its inbox, so its one thread sleeps on one queue and wakes for arrivals and completions
@@ -83,7 +83,7 @@ class RayWorkers:
 
     def _without_lanes(self, why: str) -> None:
         """Say once why, and hand every batch over as an actor call."""
-        log.warning("loadgen.hand_over: %s; batches go as actor calls", why)
+        log.warning("load.hand_over: %s; batches go as actor calls", why)
         self.close()
         self.hand_over = "actor_call"
 
@@ -157,7 +157,7 @@ class RayWorkers:
         except Exception as exc:  # noqa: BLE001 - the worker still takes actor calls
             if lane is not None:
                 lane.close()  # its warm-up failed: the worker's end stops listening too
-            log.warning("loadgen.hand_over: no new lane to restarted worker %d (%s); it gets actor calls",
+            log.warning("load.hand_over: no new lane to restarted worker %d (%s); it gets actor calls",
                         worker, first_line(exc))
             return None
         self.lanes[worker] = lane

@@ -58,3 +58,51 @@ def test_on_a_cpu_they_say_skipped_and_why(check):
              "memory": lambda: gpu_check.memory_check(row, None, False, "no GPU"),
              "energy": lambda: gpu_check.energy_check(row, False, "no GPU")}[check]()
     assert found.status == "SKIPPED" and found.detail.startswith("no GPU")
+
+
+def test_memory_compares_nvml_with_torchs_reserved_at_the_same_instants(monkeypatch):
+    """NVML's figure is sampled at MemoryProbe's instants (after the matmul peak's empty_cache, at pass
+    ends); torch's whole-run reserved peak also holds build and autotune transients released before
+    NVML looked. Before: compared with that peak, NVML could read smaller and the check FAILed."""
+    import torch
+
+    from workers.measure.device import MemoryProbe
+
+    install(monkeypatch, [gpu([(os.getpid(), 10 * GIB)])])
+    reserved = iter([9 * GIB, int(9.5 * GIB)])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: next(reserved))
+    with gpu_check.instruments() as seen:
+        probe = MemoryProbe(torch.device("cuda:0"))
+        probe.sample(), probe.sample()
+    assert seen.reserved_at_samples == [9 * GIB, int(9.5 * GIB)]
+    row = metrics_row(mem=10.0, mem_source="nvml-process")
+    assert gpu_check.memory_check(row, max(seen.reserved_at_samples), True, "").status == "PASS"
+    assert gpu_check.memory_check(row, 12 * GIB, True, "").status == "FAIL"  # the whole-run peak (build transients)
+
+
+def test_the_assigned_gpu_check_compares_uuids_with_nvmls(monkeypatch):
+    gpus = [FakeGpu(f"5d6b0a1e-0000-0000-0000-00000000000{i}", bus=0x07 + 8 * i) for i in range(4)]
+    install(monkeypatch, gpus, visible=[2], cuda_runtime=True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    passed = gpu_check.assigned_gpu_check(True)
+    assert passed.status == "PASS" and gpus[2].nvml_uuid in passed.detail
+    install(monkeypatch, gpus, visible=[0], cuda_runtime=True)  # CUDA started before the variable was set
+    failed = gpu_check.assigned_gpu_check(True)
+    assert failed.status == "FAIL" and failed.detail.startswith("gpus_per_worker: Ray gave this worker GPU 2")
+
+
+def test_the_ort_providers_check_fails_on_a_session_that_lost_cuda(monkeypatch, tmp_path):
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "preload_dlls", lambda **kw: None)
+    failed = gpu_check.ort_providers_check(True, tmp_path)  # this machine's real session runs on the CPU
+    assert failed.status == "FAIL" and "could not load its CUDA provider" in failed.detail
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert gpu_check.ort_providers_check(True, tmp_path).status == "SKIPPED"
+
+
+@pytest.mark.parametrize("name", ["assigned GPU", "ORT providers", "steady vs burst peak", "watch on/off"])
+def test_the_device_checks_say_skipped_on_a_cpu(tmp_path, name):
+    found = {c.name: c for c in gpu_check.device_checks(False, {}, tmp_path)}[name]
+    assert found.status == "SKIPPED" and found.detail.startswith("no GPU")

@@ -89,6 +89,14 @@ class FakeProperties:
     gcnArchName: str = "NVIDIA H100 80GB HBM3"
 
 
+def older_torch(props: FakeProperties, *missing: str) -> Any:
+    """`props` as an older torch returns them: without the fields named in `missing` (torch added
+    `uuid` and the PCI ids over several releases; pyproject allows torch>=2.4)."""
+    import types
+
+    return types.SimpleNamespace(**{k: v for k, v in vars(props).items() if k not in missing})
+
+
 # -- the GPU
 @dataclass
 class FakeGpu:
@@ -108,6 +116,9 @@ class FakeGpu:
     temperature_c: int = 45
     power_mw: int = 350_000
     ecc_uncorrected: int = 0
+    power_limit_mw: int = 700_000  # the enforced power limit
+    max_sm_clock_mhz: int = 1980
+    app_sm_clock_mhz: int = 1755  # the applications clock (what `nvidia-smi -ac` sets)
     unsupported: set[str] = field(default_factory=set)  # C functions that answer NOT_SUPPORTED for it
     struct: Any = field(default_factory=pynvml.struct_c_nvmlDevice_t)  # what its handle points at
 
@@ -135,10 +146,11 @@ class FakeNvmlLib:
     """
 
     def __init__(self, gpus: list[FakeGpu], missing: set[str] | None = None,
-                 driver_version: str = "580.65.06") -> None:
-        self.gpus = gpus
+                 driver_version: str = "580.65.06", cuda_driver_version: int = 13000) -> None:
+        self.gpus = gpus  # in NVML's index order (PCI bus order)
         self.missing = set(missing or ())
         self.driver_version = driver_version
+        self.cuda_driver_version = cuda_driver_version  # 1000 * major + 10 * minor: r535 12020, r580 13000
         self.calls: list[str] = []
         self.lookups: list[str] = []
         self.faults: list[str] = []
@@ -213,6 +225,48 @@ class FakeNvmlLib:
         assert isinstance(buffer, ctypes.Array) and buffer._type_ is ctypes.c_char, type(buffer)
         assert by_value(size, ctypes.c_uint) <= len(buffer)
         buffer.value = self.driver_version.encode()
+        return SUCCESS
+
+    def nvmlSystemGetCudaDriverVersion(self, version: Any) -> int:
+        out(version, ctypes.c_int).value = self.cuda_driver_version
+        return SUCCESS
+
+    def nvmlDeviceGetCount_v2(self, count: Any) -> int:
+        out(count, ctypes.c_uint).value = len(self.gpus)
+        return SUCCESS
+
+    def nvmlDeviceGetHandleByIndex_v2(self, index: Any, device: Any) -> int:
+        i = by_value(index, ctypes.c_uint)
+        self.lookups.append(f"ByIndex({i})")
+        if i >= len(self.gpus):
+            return INVALID_ARGUMENT
+        return self._hand_out(device, self.gpus[i])
+
+    def _text(self, buffer: Any, size: Any, text: str) -> int:
+        assert isinstance(buffer, ctypes.Array) and buffer._type_ is ctypes.c_char, type(buffer)
+        if by_value(size, ctypes.c_uint) <= len(text):
+            return INSUFFICIENT_SIZE
+        buffer.value = text.encode()
+        return SUCCESS
+
+    def nvmlDeviceGetUUID(self, handle: Any, buffer: Any, size: Any) -> int:
+        return self._text(buffer, size, self._gpu(handle).nvml_uuid)
+
+    def nvmlDeviceGetName(self, handle: Any, buffer: Any, size: Any) -> int:
+        return self._text(buffer, size, self._gpu(handle).name)
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any, milliwatts: Any) -> int:
+        out(milliwatts, ctypes.c_uint).value = self._gpu(handle).power_limit_mw
+        return SUCCESS
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: Any, clock: Any, mhz: Any) -> int:
+        assert by_value(clock, ctypes.c_uint) == pynvml.NVML_CLOCK_SM
+        out(mhz, ctypes.c_uint).value = self._gpu(handle).max_sm_clock_mhz
+        return SUCCESS
+
+    def nvmlDeviceGetApplicationsClock(self, handle: Any, clock: Any, mhz: Any) -> int:
+        assert by_value(clock, ctypes.c_uint) == pynvml.NVML_CLOCK_SM
+        out(mhz, ctypes.c_uint).value = self._gpu(handle).app_sm_clock_mhz
         return SUCCESS
 
     def nvmlDeviceGetHandleByUUID(self, uuid: Any, device: Any) -> int:
@@ -313,13 +367,22 @@ class FakeNvmlLib:
 
 
 def install(monkeypatch, gpus: list[FakeGpu], visible: list[int] | None = None,
-            missing: set[str] | None = None) -> FakeNvmlLib:
+            missing: set[str] | None = None, cuda_runtime: bool = False,
+            cuda_driver_version: int = 13000) -> FakeNvmlLib:
     """Fake NVML (pynvml's library and its function lookup) and torch's CUDA device properties:
     torch's `cuda:i` is `gpus[visible[i]]` (CUDA_VISIBLE_DEVICES renumbers torch's devices, NVML
-    sees them all). monkeypatch undoes both after the test."""
+    sees them all). torch's own helpers that read the properties (`get_device_capability`,
+    `get_device_name`) then answer for the fake GPUs unchanged.
+
+    `cuda_runtime` also fakes the CUDA runtime's answers torch asks it directly: CUDA is available,
+    `device_count()` is the number of visible GPUs, the current device is 0, and a bf16 tensor can
+    be made on any of them (as on every NVIDIA GPU, emulated before Ampere: what
+    `torch.cuda.is_bf16_supported()` tries). Off by default: code that picks its device by
+    `torch.cuda.is_available()` would otherwise put tensors on a GPU this machine lacks.
+    monkeypatch undoes all of it after the test."""
     import torch
 
-    nvml = FakeNvmlLib(gpus, missing)
+    nvml = FakeNvmlLib(gpus, missing, cuda_driver_version=cuda_driver_version)
     monkeypatch.setattr(pynvml, "nvmlLib", nvml)
     monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer", nvml.function)
     order = [gpus[i] for i in (visible if visible is not None else range(len(gpus)))]
@@ -329,6 +392,11 @@ def install(monkeypatch, gpus: list[FakeGpu], visible: list[int] | None = None,
         return order[index or 0].properties()
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    if cuda_runtime:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: len(order))
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)
     return nvml
 
 

@@ -193,3 +193,58 @@ def test_device_watch_sees_this_process_busy_on_the_gpu():
     assert health.samples >= 2 and health.sm_clock_mhz_min and health.sm_clock_mhz_min > 100, health
     assert health.temperature_c_max is not None and health.power_w_max, health
     assert health.other_pids is not None or "PID namespace" in health.note, health
+
+
+def test_the_process_runs_on_the_gpus_it_was_given():
+    """`require_assigned_gpu` against the real driver: CUDA_VISIBLE_DEVICES's ids (all GPUs when unset)
+    stand for Ray's; the count and each cuda:i's UUID against NVML's must agree."""
+    import os
+
+    from workers.measure.device import require_assigned_gpu
+    from workers.measure.nvml import assigned_uuids
+
+    nvml_or_skip()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [
+        str(i) for i in range(torch.cuda.device_count())]
+    require_assigned_gpu(CUDA, ids)
+    assert assigned_uuids(ids) is not None  # NVML named every id, so the UUIDs were compared
+
+
+def test_the_measured_peak_is_steady_not_the_burst():
+    """About a second of fp16 matmuls: the median of the later calls is at most the fastest call."""
+    from workers.measure.matmul_peak import measure_matmul_flops
+
+    found = measure_matmul_flops(CUDA, "fp16")
+    assert 0.5 * found.burst_flops <= found.flops <= found.burst_flops, found
+    assert found.seconds >= 1.0 and found.rounds >= 8, found
+
+
+def test_the_peaks_key_names_this_gpu_and_its_settings():
+    from workers.measure.matmul_peak import gpu_settings
+    from workers.measure.nvml import gpu_uuid
+
+    nvml_or_skip()
+    settings = gpu_settings(CUDA)
+    assert settings["uuid"] == gpu_uuid(CUDA) and settings["power_limit_mw"] and settings["max_sm_clock_mhz"], settings
+
+
+def test_an_onnxruntime_cuda_session_has_cuda():
+    """Needs onnxruntime-gpu: the provider check passes on a session whose CUDA libraries load."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from workers.engines.onnx_export import CPU, CUDA as CUDA_EP, ort_session
+
+    if CUDA_EP not in ort.get_available_providers():
+        pytest.skip("onnxruntime without its CUDA provider (the CPU package)")
+    import tempfile
+    from pathlib import Path
+
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 4])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "x"], ["y"])], "g", [x],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 4])])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)]), path)
+        session = ort_session(path, [(CUDA_EP, {"device_id": 0}), CPU])
+    assert session.get_providers()[0] == CUDA_EP

@@ -9,7 +9,8 @@ from workers.contract import SampleBatch, ShardTask
 
 def test_samples_in_any_batches_score_as_the_shard_does():
     worker = BenchWorker(validate(job(passes=["infer"]), "x").worker_config())
-    assert worker.warm_up("infer") == 1 and worker.warm_up("infer") == 0  # once per pass, before the first query
+    # once per pass, before the first query: 1 warm-up batch of bs 4, then one of each size 1..3 (LoadGen sends any)
+    assert worker.warm_up("infer") == 1 + 3 and worker.warm_up("infer") == 0
     shard = worker.run_shard(ShardTask(0, 0, 12, "infer"))
     order = [7, 0, 11, 3, 5, 1, 10, 2, 9, 4, 8, 6]
     batches = [worker.run_samples(SampleBatch(i, tuple(chunk), "infer"))

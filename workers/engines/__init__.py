@@ -49,6 +49,9 @@ class BuildContext:
     causal: bool
     opt_seq_len: int | None = None  # the prepared data's median length (Task.median_length); None: seq_len
     worker_id: int = 0  # which worker builds it (the synthetic engine's fault injection reads it)
+    # the task's batches vary in length (mmlu), not only in rows (masked_lm: False); a context that does
+    # not say is taken to vary, the safe side (a symbolic length costs speed, a static one recompiles)
+    variable_length: bool = True
 
 
 class Engine(Protocol):
@@ -82,6 +85,7 @@ class EngineBase:
     name = "base"
     device = torch.device("cpu")
     runs_model = True
+    thread_bound = False  # True: only the thread that built it may run it (torch.compile's CUDA graphs, old torch)
 
     def to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in inputs.items()}

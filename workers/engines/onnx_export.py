@@ -23,7 +23,6 @@ own copy of the weights), else on the CPU.
 
 from __future__ import annotations
 
-import copy
 import traceback
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 
 from workers.engines import BuildContext, BuildFailed, call_kwargs
 from workers.engines.cache import EngineCache, key_fields, library_version
+from workers.engines.torch_eager import cast_copy
 from workers.errors import UserError, first_line
 from workers.measure.device import DTYPES
 
@@ -51,17 +51,7 @@ def host_copy(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     Floating-point parameters and buffers are cast as `model.to(dtype)` would cast them; tied
     weights stay one tensor. A tensor already on HOST at that dtype is shared, not copied.
     """
-    dtype = DTYPES[precision]
-    memo: dict[int, Any] = {}
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            if id(tensor) in memo:
-                continue
-            moved = tensor.to(HOST, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
-            if isinstance(tensor, torch.nn.Parameter):
-                moved = torch.nn.Parameter(moved, requires_grad=tensor.requires_grad)
-            memo[id(tensor)] = moved
-    return copy.deepcopy(model, memo)  # the memo hands deepcopy the host tensors instead of copying
+    return cast_copy(model, DTYPES[precision], HOST)
 
 
 class LogitsOnly(torch.nn.Module):
@@ -100,13 +90,45 @@ def export_model(model: torch.nn.Module, sample: dict[str, torch.Tensor], signat
                           detail=traceback.format_exc()) from exc
 
 
-def ort_session(path: Path, providers: list[str], options: Any = None):
+def ort_session(path: Path, providers: list[Any], options: Any = None):
+    """An ONNX Runtime session over `path` that runs on the providers asked for.
+
+    ONNX Runtime lists CUDA among its available providers whenever onnxruntime-gpu is installed,
+    but when the provider's CUDA or cuDNN libraries do not load, the session only logs it and runs
+    on the CPU (microsoft/onnxruntime#21769): IO binding then fails on every batch, or a CPU run is
+    reported as the GPU's. So a session asked for CUDA must have it (`get_providers()`), checked
+    here, before anything the session made (an optimised graph) can enter a cache. The CUDA and
+    cuDNN libraries are preloaded first where ORT can (`preload_dlls`, ORT >= 1.21; torch is
+    imported already, so a torch of the same CUDA major lends its own).
+    """
     try:
         import onnxruntime as ort
     except ImportError as exc:
         raise UserError("engine: checking and running ONNX exports needs onnxruntime: "
                         "pip install 'raybench[onnx]'") from exc
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    wants_cuda = CUDA in [p[0] if isinstance(p, tuple) else p for p in providers]
+    if wants_cuda and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    if wants_cuda and CUDA not in session.get_providers():
+        raise UserError(lost_cuda_provider(ort))
+    return session
+
+
+def lost_cuda_provider(ort: Any) -> str:
+    """The one line for a session that asked for CUDA and got the CPU: the libraries ORT needs."""
+    from onnxruntime.capi import build_and_package_info as built
+
+    def major(version: str) -> str:
+        return version.split(".")[0] if version else "?"
+
+    package = getattr(ort, "package_name", "") or "onnxruntime"
+    cuda = getattr(ort, "cuda_version", "") or getattr(built, "cuda_version", "")
+    cudnn = getattr(built, "cudnn_version", "") or "9"  # every CUDA build of ORT since 1.19 links cuDNN 9
+    return (f"engine: {package} {ort.__version__} could not load its CUDA provider (needs CUDA {major(cuda)} and "
+            f"cuDNN {major(cudnn)} libraries; torch has CUDA {torch.version.cuda or 'none'}) and fell back to the CPU: "
+            "pip uninstall onnxruntime onnxruntime-gpu, then install the onnxruntime-gpu for torch's CUDA, or use "
+            "engine.providers: [CPUExecutionProvider]")
 
 
 def check_providers(device: torch.device, export_bytes: int) -> list[Any]:

@@ -6,6 +6,9 @@ optimisation off (ONNX Runtime's offline-optimisation pattern). The optimised gr
 hardware-specific rewrites, which is why its key has the device name, providers and ORT version.
 
 Providers: `options.providers` when given; else CUDA (onnxruntime-gpu) on a GPU worker, CPU otherwise.
+Every session asked for CUDA must run on it (`onnx_export.ort_session`), checked before the optimised
+graph is published into the cache: a CUDA provider that did not load (its CUDA/cuDNN libraries) is
+one line naming them, never a CPU session labelled with the GPU.
 - CPU: `to_device` hands the session numpy views of the host tensors (no copy: the CPU provider
   reads host memory, so there is nothing to transfer and h2d time is ~0), `forward` is
   `session.run`, and its output array becomes a torch tensor without a copy.
@@ -32,7 +35,7 @@ import torch
 from workers.contract import BuildInfo
 from workers.engines import BuildContext, EngineBase, EngineStream
 from workers.engines.cache import EngineCache, key_fields, shape_profile
-from workers.engines.onnx_export import exported_onnx
+from workers.engines.onnx_export import exported_onnx, ort_session
 from workers.errors import UserError
 from workers.specs import OnnxRuntimeOptions
 
@@ -54,8 +57,9 @@ def choose_providers(requested: list[str] | None, device: torch.device, availabl
         return list(requested)
     if device.type == "cuda":
         if CUDA not in available:
-            raise UserError("engine: onnxruntime on a GPU worker needs the CUDA provider: pip install onnxruntime-gpu, "
-                            "or set engine.providers: [CPUExecutionProvider]")
+            raise UserError("engine: onnxruntime on a GPU worker needs the CUDA provider: pip uninstall onnxruntime, "
+                            "then pip install onnxruntime-gpu (installed together, the CPU package can win), or set "
+                            "engine.providers: [CPUExecutionProvider]")
         return [CUDA, CPU]
     return [CPU]
 
@@ -98,7 +102,7 @@ class OnnxRuntime(EngineBase):
         so.optimized_model_filepath = str(folder / OPTIMISED)
         so.add_session_config_entry("session.optimized_model_external_initializers_file_name", OPTIMISED + ".data")
         so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
-        ort.InferenceSession(str(onnx_path), so, providers=provider_settings(self.providers, ctx.device, ctx.precision))
+        ort_session(onnx_path, provider_settings(self.providers, ctx.device, ctx.precision), so)  # saves the graph
 
     def build(self, ctx: BuildContext) -> BuildInfo:
         if ctx.precision == "bf16":
@@ -111,9 +115,10 @@ class OnnxRuntime(EngineBase):
         entry = EngineCache(ctx.cache_dir).get_or_build(self.name, fields, lambda folder: self._optimise(ctx, folder))
         self.bound = self.providers[0] == CUDA and self.options.io_binding
         self.stream = EngineStream(ctx.device) if CUDA in self.providers else None
-        self.session = ort.InferenceSession(
-            str(entry.path / OPTIMISED), self._session_options(ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
-            providers=provider_settings(self.providers, ctx.device, ctx.precision, self.stream and self.stream.handle),
+        self.session = ort_session(
+            entry.path / OPTIMISED,
+            provider_settings(self.providers, ctx.device, ctx.precision, self.stream and self.stream.handle),
+            self._session_options(ort.GraphOptimizationLevel.ORT_DISABLE_ALL),
         )
         self.output = ctx.signature.output
         if self.bound:

@@ -13,6 +13,11 @@ an fp32 engine is fp32 (the `tf32` precision keeps it). One optimisation profile
 seq_len) (see `cache.shape_profile`); the row records it (`engine_profile`). The serialized engine goes into the engine
 cache with the builder's log beside it; a failed build raises `BuildFailed` with that log.
 
+Wheel and driver. Before building, the installed wheel's CUDA major (tensorrt-cu12, tensorrt-cu13; a
+plain `tensorrt` 11.x is CUDA 13) must be one the driver runs (NVML) and torch's own; the Builder
+and Runtime are created so that a failure carries TensorRT's logged cause, not pybind11's
+"factory function returned nullptr". CUDA-12 stacks (r535+ drivers) install `raybench[tensorrt-cu12]`.
+
 Run. `to_device` copies inputs to the GPU in the dtypes the engine declares (timed as h2d);
 `forward` sets shapes and the torch tensors' addresses and calls `execute_async_v3` on the
 engine's own CUDA stream, ordered after torch's (the copies) and before torch's next work (the
@@ -35,7 +40,9 @@ from workers.contract import BuildInfo
 from workers.engines import BuildContext, BuildFailed, EngineBase, EngineStream
 from workers.engines.cache import EngineCache, Profile, key_fields, shape_profile
 from workers.engines.onnx_export import exported_onnx
-from workers.errors import UserError
+from workers.errors import UserError, first_line
+from workers.measure.nvml import cuda_driver_version
+from workers.measure.versions import distributions_of
 from workers.specs import TensorRTOptions
 
 PLAN = "engine.plan"
@@ -50,6 +57,68 @@ def import_tensorrt() -> Any:
     if int(str(trt.__version__).split(".")[0]) < 10:
         raise UserError(f"engine: tensorrt needs TensorRT 10 or later; found {trt.__version__}")
     return trt
+
+
+def wheel_cuda_major(dists: dict[str, str]) -> tuple[int, str] | None:
+    """(CUDA major, "tensorrt-cu12 10.13.3") of the installed TensorRT wheel, from its distribution's
+    name: tensorrt-cuNN is CUDA NN; a plain `tensorrt` is CUDA 13 from 11.x on and CUDA 12 for 10.x
+    (NVIDIA's install notes). None where TensorRT came from no wheel (a container's system install)."""
+    named = {int(name.removeprefix("tensorrt-cu")): name for name in dists if name.startswith("tensorrt-cu")}
+    if len(named) > 1:
+        raise UserError(f"engine: TensorRT wheels for CUDA {' and '.join(map(str, sorted(named)))} are both installed "
+                        f"({', '.join(sorted(named.values()))}): pip uninstall the one that is not torch's CUDA "
+                        f"({torch.version.cuda or 'none'})")
+    if named:
+        (major, name), = named.items()
+        return major, f"{name} {dists[name]}"
+    if "tensorrt" in dists:
+        version = dists["tensorrt"]
+        return (13 if int(version.split(".")[0]) >= 11 else 12), f"tensorrt {version}"
+    return None
+
+
+def check_cuda_majors() -> None:
+    """The TensorRT wheel's CUDA major against the driver's and torch's, before anything is built.
+
+    NVIDIA's `tensorrt` wheel is CUDA 13 from TensorRT 11 on and needs an r580+ driver; on r535/r550
+    `trt.Builder` fails with "pybind11::init(): factory function returned nullptr". And TensorRT runs
+    on torch's streams and memory: one CUDA major per process. One line naming the wheel otherwise.
+    """
+    dists = distributions_of("tensorrt")
+    found = wheel_cuda_major(dists)
+    if found is None:
+        return
+    wheel, label = found
+    driver = cuda_driver_version()
+    torch_major = int(torch.version.cuda.split(".")[0]) if torch.version.cuda else None
+    fit = torch_major or (driver[0] if driver else 12)
+    advice = f"pip uninstall {' '.join(dists)}, then pip install tensorrt-cu{fit}"
+    if driver is not None and wheel > driver[0]:
+        raise UserError(f"engine: {label} is TensorRT for CUDA {wheel}, but this node's NVIDIA driver runs CUDA up to "
+                        f"{driver[0]}.{driver[1]} (CUDA 13 needs r580+): {advice}")
+    if torch_major is not None and wheel != torch_major:
+        raise UserError(f"engine: {label} is TensorRT for CUDA {wheel}, but torch {torch.__version__} is built for "
+                        f"CUDA {torch.version.cuda} (TensorRT shares torch's streams and memory: one CUDA major): "
+                        f"{advice}")
+
+
+def create(trt: Any, what: str, log: Any) -> Any:
+    """`trt.Builder(log)` or `trt.Runtime(log)`, or BuildFailed naming the cause TensorRT logged.
+
+    Where CUDA cannot start (a driver older than the wheel's CUDA: error 35) the constructor raises
+    "pybind11::init(): factory function returned nullptr" and only the captured log says why.
+    """
+    try:
+        made, failure = getattr(trt, what)(log), "returned None"
+    except (TypeError, RuntimeError) as exc:
+        made, failure = None, first_line(exc)
+    if made is None:
+        cause = log.last_error() if log.lines else failure
+        hint = (" (CUDA error 35: the driver is older than this TensorRT's CUDA; tensorrt-cu12 runs on r535+)"
+                if "error: 35" in cause else "")
+        raise BuildFailed(f"engine: TensorRT could not create its {what}: {cause}{hint}",
+                          detail=f"{log.text()}trt.{what}(): {failure}\n")
+    return made
 
 
 def require_gpu(device: torch.device) -> None:
@@ -103,7 +172,7 @@ def set_precision(trt: Any, config: Any, precision: str) -> None:
 def build_plan(trt: Any, onnx_path: Path, profile: Profile, precision: str,
                options: TensorRTOptions, log: Any) -> bytes:
     """The serialized engine of `onnx_path` for one optimisation profile; BuildFailed with the log otherwise."""
-    builder = trt.Builder(log)
+    builder = create(trt, "Builder", log)
     strong = not weakly_typed(trt) and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strong else 0)
     parser = trt.OnnxParser(network, log)
@@ -158,6 +227,7 @@ class TensorRT(EngineBase):
     def build(self, ctx: BuildContext) -> BuildInfo:
         trt = import_tensorrt()
         require_gpu(ctx.device)
+        check_cuda_majors()
         self.device = ctx.device
         self.stream = EngineStream(ctx.device)
         t0 = time.perf_counter()
@@ -184,7 +254,7 @@ class TensorRT(EngineBase):
     def _load(self, trt: Any, plan: Path, profile: Profile, output: str) -> None:
         """Deserialize the engine, make its context and allocate output buffers once, by tensor name."""
         log = captured_logger(trt)
-        self.runtime = trt.Runtime(log)
+        self.runtime = create(trt, "Runtime", log)
         self.engine = self.runtime.deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
             raise BuildFailed(f"engine: TensorRT could not load the cached engine {plan}; "

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 import torch
 
 from workers.errors import UserError
-from workers.measure.nvml import nvml_handle, nvml_lookup, process_memory  # noqa: F401 - nvml_handle: the shared lookup
+from workers.measure.nvml import (  # noqa: F401 - nvml_handle: the shared lookup
+    assigned_uuids,
+    gpu_identity,
+    nvml_handle,
+    nvml_lookup,
+    process_memory,
+    same_uuid,
+)
 
 # tf32 stores fp32 and lets matmuls and convolutions round their inputs to TF32 (Ampere and later)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32}
@@ -51,17 +58,41 @@ def ray_gpu_ids() -> list[str]:
     return [str(i) for i in ray.get_gpu_ids()] if ray.is_initialized() else []
 
 
-def require_assigned_gpu(device: torch.device) -> None:
-    """A worker Ray gave a GPU must see CUDA: one line naming the GPU and the likely cause otherwise."""
-    ids = ray_gpu_ids()
-    if device.type == "cuda" or not ids or os.environ.get(FAKE_GPUS_ENV) == "1":
+EARLY_CUDA = ("likely causes: CUDA started in this process before Ray set CUDA_VISIBLE_DEVICES (a CUDA call in "
+              "a module imported early, e.g. through RAY_preload_python_modules), or "
+              "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES is set on the node; unset it and keep CUDA calls out of "
+              "preloaded imports")
+
+
+def require_assigned_gpu(device: torch.device, assigned: list[str] | None = None) -> None:
+    """A worker Ray gave GPUs runs on exactly those: one line naming the GPUs and the likely cause otherwise.
+
+    `assigned`: the GPU ids this process must see as cuda:0, cuda:1, ... (default Ray's, for this
+    worker; a tensor-parallel rank passes its group's, in rank order, as it shows them all). Checked:
+    torch sees CUDA at all, sees as many devices as assigned (not the node's every GPU), and each
+    cuda:i is the GPU NVML knows as assigned id i (its UUID). Otherwise a whole node's workers can
+    run on GPU 0, silently: the row would say "1x" of a GPU it shared eight ways.
+    """
+    ids = ray_gpu_ids() if assigned is None else [str(i) for i in assigned]
+    if not ids or os.environ.get(FAKE_GPUS_ENV) == "1":
         return
-    build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
-    raise UserError(
-        f"gpus_per_worker: Ray gave this worker GPU {','.join(ids)} on {socket.gethostname()} but torch sees no "
-        f"CUDA device ({build}; CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}); install a "
-        "CUDA build of torch and the NVIDIA driver there, or start that node's Ray with --num-gpus=0"
-    )
+    where = f"Ray gave this worker GPU {','.join(ids)} on {socket.gethostname()}"
+    visible_env = f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}"
+    if device.type != "cuda":
+        build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a CPU-only build")
+        raise UserError(
+            f"gpus_per_worker: {where} but torch sees no CUDA device ({build}; {visible_env}); install a "
+            "CUDA build of torch and the NVIDIA driver there, or start that node's Ray with --num-gpus=0"
+        )
+    count = torch.cuda.device_count()
+    if count != len(ids):
+        raise UserError(f"gpus_per_worker: {where} but torch sees {count} CUDA devices ({visible_env}); {EARLY_CUDA}")
+    wanted = assigned_uuids(ids) or []
+    for index, want in enumerate(wanted):
+        got = gpu_identity(torch.device(f"cuda:{index}")).uuid
+        if got and want and not same_uuid(got, want):
+            raise UserError(f"gpus_per_worker: {where} but cuda:{index} is {got}, not GPU {ids[index]} ({want}); "
+                            f"{EARLY_CUDA}")
 
 
 def cpu_name() -> str:
@@ -92,8 +123,11 @@ def check_precision(device: torch.device, precision: str, fallback: bool) -> str
         )
     if device.type == "cuda" and precision == "tf32" and torch.cuda.get_device_capability(device) < (8, 0):
         raise UserError(f"precision: tf32 needs an Ampere or newer GPU; {torch.cuda.get_device_name(device)} has none")
-    if device.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise UserError(f"precision: bf16 is not supported on {torch.cuda.get_device_name(device)}")
+    if device.type == "cuda" and precision == "bf16" and torch.cuda.get_device_capability(device) < (8, 0):
+        # not is_bf16_supported(): it counts emulation, so a V100 or T4 would run bf16 slowly instead
+        major, minor = torch.cuda.get_device_capability(device)
+        raise UserError(f"precision: bf16 needs an Ampere or newer GPU (compute capability 8.0); "
+                        f"{torch.cuda.get_device_name(device)} is {major}.{minor}: use fp16")
     return precision
 
 

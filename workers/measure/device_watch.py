@@ -8,15 +8,21 @@ the system under test, and nothing in the timings says so. The merge puts what w
 INVALID with the reason (orchestrator/metrics/verdict.py).
 
 How: `start` takes one sample and starts a sampler thread; `stop` (after the pass's stopwatch) stops
-it and takes a last one, so even a pass shorter than the interval has two samples, and no NVML call
-is made inside a timed model call. The thread samples every SAMPLE_S and in between waits on an NVML
-event set registered for XID critical errors (the wait is its sleep, in slices of EVENT_WAIT_S so
-`stop` returns promptly); ctypes releases the GIL while NVML runs. Uncorrected ECC errors come from
-the volatile counter, read at both ends. The lowest SM clock leaves out samples whose reasons include
-"GPU idle" (the clock drops whenever nothing runs, between shards too). Processes: the compute
-processes NVML lists on the device, ours left out here (a tensor-parallel group's other ranks by its
-rank 0, co-located workers of the run by the merge); when NVML never lists our own pid (a container
-with its own PID namespace) other processes cannot be told from ours, and the figure says so.
+it and takes a last one, so even a pass shorter than the interval has two samples. The thread
+samples every SAMPLE_S and in between waits on an NVML event set registered for XID critical errors
+(the wait is its sleep, in slices of EVENT_WAIT_S so `stop` returns promptly); ctypes releases the
+GIL while NVML runs. So NVML calls do run *during* timed model calls, on this thread, never on the
+pass's own: on purpose. Between batches the GPU is idle, and NVML's SM clock and clock-event reasons
+would describe an idle GPU, not the one under load; a throttle that recovers within a long batch
+would go unseen. What the concurrent calls cost the timed figures (five driver queries per 100 ms)
+is measured on a GPU by benchmarks/gpu_check.py, which runs a pass with the watch on and off. A
+LoadGen test runs one watch over the whole test (`WorkerRuntime.begin_watch`), not one per batch.
+Uncorrected ECC errors come from the volatile counter, read at both ends. The lowest SM clock leaves
+out samples whose reasons include "GPU idle" (the clock drops whenever nothing runs, between shards
+too). Processes: the compute processes NVML lists on the device, ours left out here (a
+tensor-parallel group's other ranks by its rank 0, co-located workers of the run by the merge); when
+NVML never lists our own pid (a container with its own PID namespace) other processes cannot be told
+from ours, and the figure says so.
 
 A figure NVML cannot read on this GPU (NotSupported, an old driver) is left blank with the reason in
 `note`; on a CPU, or without NVML, there is no watch at all (blank columns, not failures).
@@ -145,11 +151,23 @@ class DeviceWatch:
                 self._pids.add(process.pid)
 
     def _clock_events(self) -> int:
+        """The clock event reasons by their current name, else by the older "throttle reasons" name
+        (the same bits): a driver before 535 lacks the C function (FunctionNotFound), and a legacy
+        `pynvml` package (<= 11.5, in many GPU images, shadowing nvidia-ml-py's module) lacks the
+        Python wrapper (AttributeError). Which one answered goes into the note."""
         nvml = self._nvml
-        try:
-            return nvml.nvmlDeviceGetCurrentClocksEventReasons(self.handle)
-        except nvml.NVMLError_FunctionNotFound:  # drivers before 535 name it "throttle reasons"
-            return nvml.nvmlDeviceGetCurrentClocksThrottleReasons(self.handle)
+        current = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        if current is not None:
+            try:
+                return current(self.handle)
+            except nvml.NVMLError_FunctionNotFound:
+                self._off.setdefault("clock events name", "the driver predates nvmlDeviceGetCurrentClocksEventReasons: "
+                                                          "read as throttle reasons")
+        else:
+            self._off.setdefault("clock events name", f"pynvml {getattr(nvml, '__file__', '?')} has no "
+                                 "nvmlDeviceGetCurrentClocksEventReasons (a legacy pynvml package shadows "
+                                 "nvidia-ml-py; pip uninstall pynvml): read as throttle reasons")
+        return nvml.nvmlDeviceGetCurrentClocksThrottleReasons(self.handle)
 
     def _ecc(self) -> int | None:
         nvml = self._nvml
@@ -162,8 +180,8 @@ class DeviceWatch:
             return None
         try:
             return read()
-        except self._nvml.NVMLError as exc:
-            self._off[what] = str(exc)
+        except (self._nvml.NVMLError, AttributeError) as exc:  # AttributeError: a pynvml without that wrapper
+            self._off[what] = str(exc) or type(exc).__name__
             return None
 
     # -- XID events
@@ -173,8 +191,8 @@ class DeviceWatch:
             events = nvml.nvmlEventSetCreate()
             nvml.nvmlDeviceRegisterEvents(self.handle, nvml.nvmlEventTypeXidCriticalError, events)
             return events
-        except nvml.NVMLError as exc:
-            self._off["xid events"] = str(exc)
+        except (nvml.NVMLError, AttributeError) as exc:
+            self._off["xid events"] = str(exc) or type(exc).__name__
             return None
 
     def _wait_events(self, seconds: float) -> bool:

@@ -36,11 +36,13 @@ class GpuIdentity:
 
 
 def gpu_identity(device: torch.device) -> GpuIdentity:
+    """The GPU's names; a field an older torch's properties lack leaves its name "" (never raises)."""
     props = torch.cuda.get_device_properties(device)
     raw = str(getattr(props, "uuid", "") or "")
     uuid = raw if not raw or raw.startswith(("GPU-", "MIG-")) else f"GPU-{raw}"
-    bus_id = f"{props.pci_domain_id:08x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-    return GpuIdentity(uuid, bus_id, props.name)
+    pci = [getattr(props, f, None) for f in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    bus_id = "{:08x}:{:02x}:{:02x}.0".format(*pci) if None not in pci else ""
+    return GpuIdentity(uuid, bus_id, getattr(props, "name", ""))
 
 
 def gpu_uuid(device: torch.device) -> str:
@@ -51,6 +53,58 @@ def gpu_uuid(device: torch.device) -> str:
         return gpu_identity(device).uuid
     except (RuntimeError, AttributeError, AssertionError):  # a torch without these fields: fall back in the merge
         return ""
+
+
+def same_uuid(a: str, b: str) -> bool:
+    """Whether two UUIDs name one device, whatever prefix ("GPU-", "MIG-") each was printed with."""
+    def bare(u: str) -> str:
+        return u.removeprefix("GPU-").removeprefix("MIG-").lower()
+
+    return bare(a) == bare(b)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def assigned_uuids(ids: list[str]) -> list[str] | None:
+    """NVML's UUID of each GPU id Ray assigned, in order; None where they cannot be known here.
+
+    Ray's ids are the node's CUDA device indices (or UUIDs, where the node's own
+    CUDA_VISIBLE_DEVICES lists UUIDs). NVML numbers GPUs in PCI bus order; CUDA's default order
+    (FASTEST_FIRST) agrees on a node of one GPU model, whose ties go by bus id, and
+    CUDA_DEVICE_ORDER=PCI_BUS_ID makes it agree everywhere. On a node that mixes models without
+    that setting an index cannot be matched to NVML's: None (nothing to compare), never a false alarm.
+    """
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no driver, no library: nothing to compare with
+        return None
+    try:
+        if not all(i.startswith(("GPU-", "MIG-")) for i in ids):
+            handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+            models = {_text(pynvml.nvmlDeviceGetName(h)) for h in handles}
+            if len(models) > 1 and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+                return None
+        return [i if i.startswith(("GPU-", "MIG-"))
+                else _text(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(int(i)))) for i in ids]
+    except (pynvml.NVMLError, ValueError):  # an id NVML does not know: the count check stands alone
+        return None
+
+
+def cuda_driver_version() -> tuple[int, int] | None:
+    """(major, minor) of the newest CUDA the node's NVIDIA driver supports (NVML's
+    `nvmlSystemGetCudaDriverVersion`: 12020 is 12.2, an r535 driver); None without NVML."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetCudaDriverVersion()
+    except Exception:  # noqa: BLE001 - no driver, no library: nothing to compare with
+        return None
+    return version // 1000, version % 1000 // 10
 
 
 @dataclass(frozen=True)
@@ -85,6 +139,9 @@ def nvml_lookup(device: torch.device) -> NvmlLookup:
             return NvmlLookup(lookup(name.encode()), True)
         except pynvml.NVMLError as exc:
             tried.append(f"{name}: {exc}")
+    if not gpu.uuid and not gpu.bus_id:
+        return NvmlLookup(None, True, f"torch {torch.__version__} gives no UUID or PCI bus id for {gpu.name}: "
+                                      "NVML cannot be asked about it")
     return NvmlLookup(None, True, f"NVML has no GPU named like torch's {gpu.name} ({'; '.join(tried)})")
 
 

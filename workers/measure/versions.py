@@ -15,14 +15,36 @@ PACKAGES = ("torch", "ray", "transformers", "onnxruntime", "tensorrt", "pyarrow"
 _HASH_CACHE = Path("~/.cache/raybench/file-digests.json").expanduser()
 
 
-def collect() -> dict[str, str]:
-    """Package versions plus CUDA and driver where present (empty string when absent)."""
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
+# distributions that provide a module under another name: ONNX Runtime's CUDA build, TensorRT's
+# wheels per CUDA major (`tensorrt` itself is the CUDA-13 wheel from 11.x on, CUDA 12 before)
+VARIANTS = {"onnxruntime": ("onnxruntime-gpu",), "tensorrt": ("tensorrt-cu11", "tensorrt-cu12", "tensorrt-cu13")}
+
+
+def distributions_of(module: str) -> dict[str, str]:
+    """{distribution name: version} of each installed distribution that provides `module`: its own
+    and its GPU variants (VARIANTS). Looked up by name (a few ms), not by scanning every
+    distribution's file list (a few hundred ms at every worker setup)."""
+    found: dict[str, str] = {}
+    for name in (module, *VARIANTS.get(module, ())):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            found[name] = ""
+            continue
+    return found
+
+
+def collect() -> dict[str, str]:
+    """Package versions plus CUDA and driver where present (empty string when absent).
+
+    A module's version is its own distribution's, else that of the variant that provides it
+    (onnxruntime-gpu, tensorrt-cu12), so a GPU wheel is never a blank; each variant installed is
+    also recorded under its own name, so two providers of one module (onnxruntime beside
+    onnxruntime-gpu: both write the one `onnxruntime` folder) are both on record."""
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        providers = distributions_of(name)
+        found[name] = providers.get(name) or next(iter(providers.values()), "")
+        found.update({dist: version for dist, version in providers.items() if dist != name})
     import torch
 
     found["cuda"] = torch.version.cuda or ""

@@ -8,6 +8,7 @@ line instead of hanging it. Light at import (no torch): Ray is imported inside t
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import time
@@ -51,7 +52,7 @@ def new_rendezvous(world_size: int, timeout_s: float, gpu_ids: tuple[str, ...]) 
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         port = s.getsockname()[1]
-    return Rendezvous(LOOPBACK, port, world_size, timeout_s, secrets.token_hex(4), gpu_ids)
+    return Rendezvous(LOOPBACK, port, world_size, timeout_s, secrets.token_hex(4), gpu_ids, leader_pid=os.getpid())
 
 
 def gather_joins(joins: list[Any], timeout_s: float) -> list[RankInfo]:

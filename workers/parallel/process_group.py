@@ -8,7 +8,9 @@ ranks have CUDA, gloo otherwise (CPU ranks, and Ray nodes that declare GPUs torc
 Rank 0 hosts the rendezvous (a TCP store on its node's loopback and a free port it picked: the
 ranks share the node); every wait, joining included, is bounded by `parallel.timeout_s`, so a rank
 that never comes fails the group in one line instead of hanging. A rank that dies while the others
-wait in a collective is handled by rank 0's watch (workers/parallel/watch.py), which calls `abort_group`.
+wait in a collective is handled by the ranks' watches (workers/parallel/watch.py: rank 0's over its
+followers, each follower's over rank 0), which call `abort_group`; so does every failure path
+(`RankWorker._close_after_failure`), never `destroy_process_group`, which may wait on a hung peer.
 
 The model is sharded by transformers' own tensor-parallel support, never by hand: weights from a
 folder or the hub load with `from_pretrained(distributed_config=DistributedConfig(tp_plan="auto"))`,
@@ -48,6 +50,7 @@ class Rendezvous:
     timeout_s: float
     generation: str
     gpu_ids: tuple[str, ...] = ()  # the GPU Ray gave each rank, in rank order; () for CPU ranks
+    leader_pid: int | None = None  # rank 0's process, which its followers watch (same node)
 
 
 class GroupJoinFailed(RuntimeError):
@@ -97,6 +100,8 @@ def _forget_failed_group() -> None:
 
 
 def leave_group() -> None:
+    """Leave a healthy group (every rank done with it). After a failure use `abort_group`: destroying
+    a communicator whose peer is gone or stuck may itself wait on it."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

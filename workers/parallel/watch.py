@@ -1,4 +1,7 @@
-"""Rank 0's watch over its followers while it runs a shard: a dead rank must not hang the group.
+"""The ranks' watches over each other while a shard runs: a dead rank must not hang the group.
+
+`FollowerWatch`, rank 0's over its followers, is below; `LeaderWatch`, each follower's over rank
+0, at the end.
 
 NCCL, unlike gloo, does not notice a dead peer: a collective that waits for it waits until
 `parallel.timeout_s` (600 s by default). So while rank 0 runs a shard, a thread looks at the
@@ -104,3 +107,44 @@ class FollowerWatch:
         if alive:  # a process Ray does not know to be dead: restart it, which closes its connections
             ray.kill(self.followers[rank - 1], no_restart=False)
             self.killed.add(rank)
+
+
+class LeaderWatch:
+    """A follower's watch over rank 0 while it follows a shard: `with LeaderWatch(pid, ...) as watch:`.
+
+    A dead rank 0 (segfault, Xid, host OOM kill) leaves its followers waiting in an NCCL collective
+    until `parallel.timeout_s` (600 to 1,200 s), and the restarted rank 0's first calls to them
+    (`pid`, `join`) queue behind those waits. The ranks share the node (STRICT_PACK), so a follower
+    looks at rank 0's process every POLL_S (at most a quarter of `fault_timeout_s`): once it is gone
+    or stopped, `abort` (torch's `_abort_process_group`: ncclCommAbort on NCCL) makes the waiting
+    collective return an error, and the follower reports why (`reason`) and is free for rank 0's
+    restart. (gloo notices a dead peer by itself, and its abort does not wake a waiting collective.)
+    """
+
+    def __init__(self, pid: int | None, fault_timeout_s: float, abort: Callable[[], None]) -> None:
+        self.pid, self.fault_timeout_s, self.abort = pid, fault_timeout_s, abort
+        self.reason: str | None = None
+        self.seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="raybench-leader-watch", daemon=True)
+
+    def __enter__(self) -> LeaderWatch:
+        self._t0 = time.monotonic()
+        if self.pid is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        poll = min(POLL_S, self.fault_timeout_s / 4)
+        while not self._stop.wait(poll):
+            state = process_state(self.pid)
+            if state != "running":
+                self.seconds = time.monotonic() - self._t0
+                self.reason = f"rank 0 (pid {self.pid}) is {state}"
+                self.abort()
+                return

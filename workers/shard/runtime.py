@@ -7,12 +7,20 @@ Heavy on purpose (torch, transformers, engine libraries): only worker processes 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from pathlib import Path
 
 import torch
 
-from workers.contract import DataHandle, SampleBatch, ShardResult, ShardTask, WorkerInfo, physical_device
+from workers.contract import (
+    DataHandle,
+    SampleBatch,
+    ShardResult,
+    ShardTask,
+    WorkerInfo,
+    physical_device,
+)
 from workers.data.package_files import on_this_machine
 from workers.engines import BuildContext, Engine, engine_class
 from workers.engines.torch_eager import TorchEager
@@ -50,6 +58,7 @@ class WorkerRuntime:
         self._load_seconds = 0.0
         self._warm: set[str] = set()
         self._span: tuple[float, SpanStart] | None = None  # a LoadGen test's watched span, while it runs
+        self._build_thread = threading.get_ident()  # the engines are built in this constructor, on this thread
         info.mem_total_bytes = self.memory.total_bytes()
         precision = check_precision(device, config.precision, config.precision_fallback)
         self.val_precision = check_precision(device, config.val_dtype_name, config.precision_fallback)
@@ -97,11 +106,14 @@ class WorkerRuntime:
     def _measure_peak(self, info: WorkerInfo, precision: str) -> None:
         """The device's measured matmul peak at the infer precision (cached per device and software),
         for MFU_measured; not measured where there is no MFU to compute (no infer pass, or an engine
-        that runs no model)."""
+        that runs no model) or the job says so (`measure_peak: false`)."""
         infer = self.engines.get("infer")
         if infer is None or not infer.runs_model:
             info.peak_flops_measured_reason = ("no infer pass" if infer is None
                                                else f"engine {infer.name} runs no model: no FLOPs to compare")
+            return
+        if not self.config.measure_peak:
+            info.peak_flops_measured_reason = "not measured (measure_peak: false)"
             return
         peak = measured_peak(self.device, precision, self.cache_dir, info.versions)
         info.peak_flops_measured, info.peak_flops_measured_label = peak.flops, peak.label
@@ -159,7 +171,7 @@ class WorkerRuntime:
             seq_len=cfg.seq_len, precision=precision, device=self.device,
             cache_dir=Path(cfg.engine_cache or DEFAULT_ENGINE_CACHE).expanduser(), causal=self.causal,
             opt_seq_len=min(cfg.seq_len, self.task.median_length()),
-            worker_id=self.worker_id,
+            worker_id=self.worker_id, variable_length=type(cfg.task).variable_length,
         )
 
     def run(self, shard: ShardTask, result: ShardResult) -> ShardResult:
@@ -179,20 +191,51 @@ class WorkerRuntime:
         return result
 
     def warm(self, pass_name: str) -> int:
-        """Warm the pass's engine once (the first `warmup` batches of the data), before LoadGen's
-        first query, so no query pays for it. Returns the batches run (0 when already warm)."""
+        """Warm the pass's engine once (the first `warmup` batches of the data, then one batch of
+        every smaller size), before LoadGen's first query, so no query pays for it. Returns the
+        batches run (0 when already warm)."""
+        self._require_build_thread(pass_name)
         if pass_name in self._warm:
             return 0
         size = min(self.task.num_examples(), max(1, self.config.warmup) * self.config.bs)
         done = warm_up(self.engines[pass_name], self.task, ShardTask(0, 0, size, pass_name), self.config.bs,
                        self.config.warmup, self.timer)
+        if done and self.engines[pass_name].runs_model:  # the synthetic engine only waits: nothing per size
+            done += self._warm_every_size(pass_name)
         self._warm.add(pass_name)
         return done
+
+    def _warm_every_size(self, pass_name: str) -> int:
+        """One untimed batch of each size 1..bs-1 (the full size is warm already). LoadGen's bridge
+        hands a worker whatever is waiting, 1 to bs rows, and an engine that builds something per
+        batch size would build it inside a timed query: torch.compile's CUDA graphs
+        (reduce-overhead, max-autotune) record one per size, a static-shape compile (`dynamic:
+        false`) compiles one, ONNX Runtime grows its arena."""
+        engine, rows = self.engines[pass_name], min(self.config.bs, self.task.num_examples())
+        for size in range(1, rows):
+            batch = self.task.batch_of(list(range(size)))
+            engine.forward(engine.to_device(batch.inputs))
+        self.timer.sync()
+        return max(0, rows - 1)
+
+    def _require_build_thread(self, pass_name: str) -> None:
+        """An engine bound to its build thread (torch.compile's CUDA graphs on a torch without the
+        thread fix) must not run on another one: LoadGen's direct lane and the in-process workers'
+        executors serve batches on threads of their own, where it would fail with a bare
+        AssertionError. One line naming the ways out instead."""
+        engine = self.engines[pass_name]
+        if engine.thread_bound and threading.get_ident() != self._build_thread:
+            options = self.config.engine
+            raise UserError(f"engine: torch.compile mode {getattr(options, 'mode', '?')} keeps its CUDA graphs per "
+                            f"thread and torch {torch.__version__} cannot run them on another thread "
+                            "(pytorch#123177), as LoadGen's direct lane does: set load.hand_over: actor_call, or "
+                            "mode max-autotune-no-cudagraphs, or use a torch with the fix")
 
     def run_samples(self, batch: SampleBatch, result: ShardResult) -> ShardResult:
         """The batch of LoadGen samples through the same loop as a shard (a restarted worker warms up
         first). The device watch and the energy counter span the whole test (`begin_watch`), not each
         batch: no NVML call on a query's path."""
+        self._require_build_thread(batch.pass_name)
         result.warmup_batches = self.warm(batch.pass_name)
         self.engines[batch.pass_name].before_shard(batch.as_shard())
         run_batches(self.engines[batch.pass_name], self.task, [self.task.batch_of(batch.indices)], self.timer,
@@ -217,6 +260,7 @@ class WorkerRuntime:
         return end_span(start, self.energy, self.device_watch, result)
 
     def close(self) -> None:
+        self._span = None
         for engine in self.engines.values():
             engine.close()
         if self.device_watch is not None:

@@ -66,7 +66,7 @@ def test_a_loadgen_server_run_hands_batches_over_direct_lanes_to_workers_on_both
     run = bench(ray_cluster, "submit", "jobs/synthetic_server.yaml", "--address", ray_cluster.address,
                 "--workers", "4", "--results", str(tmp_path), "--set", "load.latency_bound_ms=1000")
     assert run.returncode == 0, run.stderr
-    assert "loadgen.hand_over" not in run.stderr  # no fallback to actor calls
+    assert "load.hand_over" not in run.stderr  # no fallback to actor calls
     (row,) = rows(tmp_path)
     assert (row["workers"], row["nodes"], row["loadgen_result"]) == (4, 2, "VALID")
     assert json.loads(row["loadgen_settings"])["hand_over"] == "direct"

@@ -119,3 +119,69 @@ def test_onnxruntime_cuda_sessions_compute_fp32_without_tf32(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 << 30, 80 << 30))
     assert onnx_export.check_providers(gpu, 1 << 30) == [(CUDA, {"use_tf32": "0"}), CPU]
+
+
+@pytest.fixture
+def onnxruntime_gpu_without_its_libraries(monkeypatch):
+    """onnxruntime-gpu whose CUDA provider cannot load its CUDA/cuDNN libraries: ORT still lists
+    CUDA among the available providers (it is in the wheel), its build info says CUDA 12.8, and a
+    session asked for CUDA silently runs on the CPU, as this machine's real CPU sessions do."""
+    import onnxruntime as ort
+    from onnxruntime.capi import build_and_package_info
+
+    from workers.engines.onnxruntime import CPU, CUDA
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort, "package_name", "onnxruntime-gpu")
+    monkeypatch.setattr(ort, "cuda_version", "12.8")
+    monkeypatch.setattr(build_and_package_info, "cudnn_version", "9.8", raising=False)
+    monkeypatch.setattr(ort, "preload_dlls", lambda **kw: None)  # there are no CUDA libraries to load here
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)  # the CUDA provider's device_id
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+
+
+LOST_CUDA = (f"engine: onnxruntime-gpu {__import__('onnxruntime').__version__} could not load its CUDA provider "
+             "(needs CUDA 12 and cuDNN 9 libraries; torch has CUDA 13.0) and fell back to the CPU: pip uninstall "
+             "onnxruntime onnxruntime-gpu, then install the onnxruntime-gpu for torch's CUDA, or use engine.providers: "
+             "[CPUExecutionProvider]")
+
+
+def test_a_session_that_lost_cuda_is_refused_before_its_graph_is_cached(tmp_path,
+                                                                          onnxruntime_gpu_without_its_libraries):
+    """Before: the CPU-optimised graph was published under a key naming CUDA, and the run went on
+    (IO binding failing on every batch, or a CPU run reported as the GPU's)."""
+    from workers.engines.onnxruntime import CPU, CUDA
+
+    info = worker(tmp_path, engine={"name": "onnxruntime", "providers": [CUDA, CPU]}, passes=["infer"]).setup()
+    assert info.error is not None and info.error.kind == "user"
+    assert info.error.message == LOST_CUDA
+    assert not [p for p in tmp_path.glob("onnxruntime-*") if p.is_dir()]  # nothing cached under the CUDA key
+    assert [p for p in tmp_path.glob("onnx-*") if p.is_dir()]  # the export (checked on the CPU) is cached
+
+
+def test_the_export_check_refuses_a_session_that_lost_cuda(tmp_path, monkeypatch,
+                                                            onnxruntime_gpu_without_its_libraries):
+    """The export check asks for CUDA on a GPU worker when the export fits: a session that fell to the
+    CPU must not stand in for it (an fp16 export would then fail on the CPU's missing kernels)."""
+    import dataclasses
+
+    from workers.engines import onnx_export
+
+    runtime, _ = worker_runtime(config(tmp_path, engine="onnxruntime", passes=["infer"]))  # exported on the CPU
+    ctx = runtime.build_context("fp32")
+    model = ctx.model()
+    runtime.close()
+    path = next(p for p in tmp_path.glob("onnx-*") if p.is_dir()) / onnx_export.ONNX_FILE
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 << 30, 80 << 30))
+    gpu_ctx = dataclasses.replace(ctx, device=torch.device("cuda:0"))
+    with pytest.raises(onnx_export.UserError) as caught:
+        onnx_export.check_export(path, model, ctx.sample_inputs(2, 16), gpu_ctx, "fp32")
+    assert str(caught.value) == LOST_CUDA
+
+
+def test_the_install_advice_uninstalls_the_cpu_package_first():
+    from workers.engines.onnxruntime import CPU, choose_providers
+    from workers.errors import UserError
+
+    with pytest.raises(UserError, match=r"pip uninstall onnxruntime, then pip install onnxruntime-gpu"):
+        choose_providers(None, torch.device("cuda:0"), [CPU])

@@ -49,8 +49,10 @@ class FakeTensorRT:
     MemoryPoolType = enum.Enum("MemoryPoolType", "WORKSPACE")
     NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
 
-    def __init__(self, version: str = "10.9.0", fail: bool = False, parse_error: str = "") -> None:
+    def __init__(self, version: str = "10.9.0", fail: bool = False, parse_error: str = "",
+                 cuda_error: int | None = None) -> None:
         self.__version__ = version
+        self.cuda_error = cuda_error  # CUDA does not start (35: the driver is older than the wheel's CUDA)
         self.parse_error = parse_error
         names = "TF32 FP16 BF16" if version.startswith("10.") else "TF32"  # 11.x removed precision flags
         self.BuilderFlag = enum.Enum("BuilderFlag", names)
@@ -59,7 +61,15 @@ class FakeTensorRT:
         self.contexts: list[FakeContext] = []
         self.loaded = 0
 
+    def _start_cuda(self, logger) -> None:
+        """What TensorRT's constructors do when CUDA cannot start: log the cause, then pybind11 raises."""
+        if self.cuda_error is not None:
+            logger.log(ILogger.Severity.ERROR, f"CUDA initialization failure with error: {self.cuda_error}. Please "
+                                               "check your CUDA installation: http://docs.nvidia.com/cuda/")
+            raise TypeError("pybind11::init(): factory function returned nullptr")
+
     def Builder(self, logger):  # noqa: N802 - the library's name
+        self._start_cuda(logger)
         self.builders.append(FakeBuilder(self, logger))
         return self.builders[-1]
 
@@ -67,6 +77,7 @@ class FakeTensorRT:
         return FakeParser(network, self.parse_error)
 
     def Runtime(self, logger):  # noqa: N802
+        self._start_cuda(logger)
         return self
 
     def deserialize_cuda_engine(self, plan: bytes):
@@ -391,3 +402,92 @@ def test_mmlu_profile_is_tuned_for_the_median_prompt_and_recorded(monkeypatch, f
     assert info.profile == {name: {"min": [1, 1], "opt": [2, opt_len], "max": [2, 2048]}
                             for name in ("input_ids", "attention_mask")}
     runtime.close()
+
+
+# ------------------------------------------------------------------ the wheel against the driver
+@pytest.fixture
+def node(monkeypatch, tmp_path):
+    """A node as TensorRT's wheel check sees it: the installed distributions (dist-info folders on a
+    temporary sys.path), the driver's CUDA version (NVML, through pynvml's real wrappers over
+    tests/fakes/fake_gpu.py) and torch's CUDA. Call it with the wheels, the driver's CUDA and torch's."""
+    from tests.fakes.fake_dists import install_dist
+    from tests.fakes.fake_gpu import FakeGpu
+    from tests.fakes.fake_gpu import install as install_gpu
+
+    def make(wheels: dict[str, str], driver_cuda: int, torch_cuda: str) -> None:
+        for name, version in wheels.items():
+            install_dist(monkeypatch, tmp_path / "site", name, version)
+        install_gpu(monkeypatch, [FakeGpu()], cuda_driver_version=driver_cuda)
+        monkeypatch.setattr(torch.version, "cuda", torch_cuda)
+
+    return make
+
+
+R535, R580 = 12020, 13000  # nvmlSystemGetCudaDriverVersion of an r535 and an r580 driver
+
+
+def test_the_cuda_13_wheel_on_an_r535_driver_is_refused_naming_tensorrt_cu12(monkeypatch, fake_gpu, cache_dir, node):
+    """`pip install 'raybench[tensorrt]'` resolves to TensorRT 11.x, CUDA 13 (needs r580+). Before:
+    trt.Builder died with "pybind11::init(): factory function returned nullptr"."""
+    fake = install(monkeypatch, version="11.4.0")
+    node({"tensorrt": "11.4.0", "tensorrt-cu13": "11.4.0"}, R535, "12.8")
+    with pytest.raises(trt_engine.UserError) as caught:
+        build(bert_context(cache_dir, "fp16"))
+    assert str(caught.value) == ("engine: tensorrt-cu13 11.4.0 is TensorRT for CUDA 13, but this node's NVIDIA driver "
+                                 "runs CUDA up to 12.2 (CUDA 13 needs r580+): pip uninstall tensorrt tensorrt-cu13, "
+                                 "then pip install tensorrt-cu12")
+    assert fake.builders == []  # refused before building
+
+
+def test_a_plain_tensorrt_11_wheel_counts_as_cuda_13(monkeypatch, fake_gpu, cache_dir, node):
+    install(monkeypatch, version="11.4.0")
+    node({"tensorrt": "11.4.0"}, R535, "12.8")
+    with pytest.raises(trt_engine.UserError, match=r"^engine: tensorrt 11.4.0 is TensorRT for CUDA 13, but .* "
+                                                   r"pip uninstall tensorrt, then pip install tensorrt-cu12$"):
+        build(bert_context(cache_dir, "fp16"))
+
+
+def test_a_wheel_for_another_cuda_than_torchs_is_refused(monkeypatch, fake_gpu, cache_dir, node):
+    install(monkeypatch, version="11.4.0")
+    node({"tensorrt-cu13": "11.4.0"}, R580, "12.8")
+    with pytest.raises(trt_engine.UserError, match=r"is TensorRT for CUDA 13, but torch .* is built for CUDA 12.8 .*"
+                                                   r"pip install tensorrt-cu12$"):
+        build(bert_context(cache_dir, "fp16"))
+
+
+def test_wheels_for_two_cuda_majors_are_refused(monkeypatch, fake_gpu, cache_dir, node):
+    install(monkeypatch, version="11.4.0")
+    node({"tensorrt-cu12": "10.13.3", "tensorrt-cu13": "11.4.0"}, R580, "12.8")
+    with pytest.raises(trt_engine.UserError, match=r"^engine: TensorRT wheels for CUDA 12 and 13 are both installed"):
+        build(bert_context(cache_dir, "fp16"))
+
+
+def test_tensorrt_cu12_with_a_cuda_12_torch_on_r535_builds(monkeypatch, fake_gpu, cache_dir, node):
+    fake = install(monkeypatch, version="10.13.3")
+    node({"tensorrt-cu12": "10.13.3"}, R535, "12.8")
+    engine, info = build(bert_context(cache_dir, "fp16"))
+    assert len(fake.builders) + fake.loaded >= 1 and info.cache_key
+
+
+def test_cuda_that_cannot_start_reaches_the_user_with_tensorrts_logged_cause(monkeypatch, fake_gpu, cache_dir):
+    """No wheel to read (TensorRT from a container's system install), and the driver too old: the
+    Builder's pybind11 error used to be all the user saw (a "crash"), the cause stayed in the log."""
+    install(monkeypatch, cuda_error=35)
+    spec = job(engine={"name": "tensorrt", "workspace_gib": 0.25}, engine_cache=str(cache_dir))
+    info = BenchWorker(validate(spec, "x").worker_config()).setup()
+    assert info.error.kind == "user"
+    assert info.error.message.startswith("engine: TensorRT could not create its Builder: [ERROR] CUDA initialization "
+                                         "failure with error: 35.")
+    assert info.error.message.endswith("(CUDA error 35: the driver is older than this TensorRT's CUDA; "
+                                       "tensorrt-cu12 runs on r535+)")
+    assert "pybind11::init(): factory function returned nullptr" in info.error.detail
+
+
+def test_a_runtime_that_cannot_start_names_the_cause_too(monkeypatch, fake_gpu, tmp_path):
+    ctx = bert_context(tmp_path, "fp16")
+    install(monkeypatch)
+    build(ctx)  # built and cached
+    install(monkeypatch, cuda_error=35)  # a later worker: loading the cached engine needs a Runtime
+    with pytest.raises(BuildFailed, match=r"^engine: TensorRT could not create its Runtime: \[ERROR\] CUDA "
+                                          r"initialization failure with error: 35"):
+        build(ctx)

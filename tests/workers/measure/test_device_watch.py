@@ -115,3 +115,74 @@ def test_a_cpu_worker_has_no_watch():
     import torch
 
     assert DeviceWatch.for_device(torch.device("cpu")) is None
+
+
+def legacy_pynvml():
+    """The deprecated `pynvml` package (<= 11.5.3) as a module object: pynvml's real wrappers (over the
+    fake library), without `nvmlDeviceGetCurrentClocksEventReasons`, which that package never had."""
+    import types
+
+    legacy = types.ModuleType("pynvml")
+    legacy.__dict__.update({k: v for k, v in vars(pynvml).items() if k != "nvmlDeviceGetCurrentClocksEventReasons"})
+    legacy.__file__ = "/usr/lib/python3/dist-packages/pynvml/nvml.py"
+    return legacy
+
+
+def test_a_legacy_pynvml_without_the_clock_events_wrapper_reads_throttle_reasons(monkeypatch, nvml, gpu):
+    """Before: the AttributeError escaped `start()` and every pass of the run failed."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pynvml", legacy_pynvml())
+    gpu.clock_events = HW_THERMAL
+    watch = watch_of(gpu)
+    watch.start()
+    health = watch.stop()
+    watch.close()
+    assert health.clock_events == ["hw_thermal"] and health.sm_clock_mhz_min == 1980
+    assert "nvmlDeviceGetCurrentClocksThrottleReasons" in nvml.calls
+    assert "nvmlDeviceGetCurrentClocksEventReasons" not in nvml.calls
+    assert "legacy pynvml package shadows nvidia-ml-py" in health.note
+
+
+def test_a_wrapper_missing_from_pynvml_leaves_its_figure_blank_and_the_pass_runs(monkeypatch, nvml, gpu):
+    """Any wrapper a pynvml lacks (AttributeError) blanks its figure with the reason; the watch never fails a pass."""
+    import sys
+
+    legacy = legacy_pynvml()
+    del legacy.nvmlDeviceGetPowerUsage, legacy.nvmlDeviceGetCurrentClocksThrottleReasons
+    monkeypatch.setitem(sys.modules, "pynvml", legacy)
+    watch = watch_of(gpu)
+    watch.start()
+    health = watch.stop()
+    watch.close()
+    assert health.power_w_max is None and health.clock_events == [] and health.temperature_c_max == 45
+    assert "power: " in health.note and "clock events: " in health.note
+
+
+def test_a_loadgen_test_reads_energy_and_starts_the_watch_once_not_around_every_batch(nvml, gpu):
+    """Before: `run_samples` read NVML's energy counter before and after each LoadGen batch, on the
+    query path. Over a test (`begin_watch` .. `end_watch`) the counter is read at the test's two ends
+    and one watch covers the test; the batches carry no energy of their own and say why."""
+    from workers.actor import BenchWorker
+    from workers.contract import SampleBatch
+    from workers.measure.energy import EnergyCounter
+
+    gpu.energy_mj = [1_000_000, 1_000_500, 1_001_000, 1_001_500, 1_002_000]
+    worker = BenchWorker(validate(job(passes=["infer"]), "x").worker_config())
+    worker.setup()
+    runtime = worker._runtime  # the CPU run, with the counter and watch of the fake GPU in place of none
+    runtime.energy, runtime.device_watch = EnergyCounter(handle_of(gpu), device_key="node/GPU-7"), watch_of(gpu)
+    before = nvml.calls.count("nvmlDeviceGetTotalEnergyConsumption")
+    worker.begin_watch("infer")
+    batches = [worker.run_samples(SampleBatch(i, (i, i + 1), "infer")) for i in range(4)]
+    span = worker.end_watch("infer")
+    assert nvml.calls.count("nvmlDeviceGetTotalEnergyConsumption") - before == 2
+    assert span.error is None and span.energy_joules == pytest.approx(0.5)
+    assert span.energy_counters == {"node/GPU-7": [pytest.approx(1000.0), pytest.approx(1000.5)]}
+    assert span.start_ts < span.end_ts
+    assert span.health is not None and span.health.samples >= 2 and span.health.sm_clock_mhz_min == 1980
+    assert all(b.error is None and b.energy_joules is None and b.health is None for b in batches)
+    assert all("read over the LoadGen test" in b.energy_note for b in batches)
+    again = worker.end_watch("infer")  # no span open (as for a worker restarted during the test): blank, saying why
+    worker.close()
+    assert again.energy_joules is None and "not watched" in again.energy_note

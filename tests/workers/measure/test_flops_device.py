@@ -95,6 +95,22 @@ def test_precision_checks():
         check_precision(cpu, "fp16", False)
 
 
+def test_bf16_is_refused_before_ampere_by_compute_capability(monkeypatch):
+    """torch.cuda.is_bf16_supported() counts emulation: on a V100 (7.0) it makes a bf16 tensor and
+    answers True, so the old check let bf16 run emulated; the capability decides now."""
+    from tests.fakes.fake_gpu import FakeGpu, install
+
+    cuda0 = torch.device("cuda:0")
+    install(monkeypatch, [FakeGpu(name="Tesla V100-SXM2-32GB", major=7)], cuda_runtime=True)
+    assert torch.cuda.is_bf16_supported()  # torch's own answer on the fake V100: emulation counts
+    with pytest.raises(UserError, match=r"^precision: bf16 needs an Ampere or newer GPU \(compute capability 8.0\); "
+                                        r"Tesla V100-SXM2-32GB is 7.0: use fp16$"):
+        check_precision(cuda0, "bf16", False)
+    assert check_precision(cuda0, "fp16", False) == "fp16"
+    install(monkeypatch, [FakeGpu(name="NVIDIA A100-SXM4-40GB", major=8)], cuda_runtime=True)
+    assert check_precision(cuda0, "bf16", False) == "bf16"
+
+
 def test_tf32_is_refused_on_a_cpu_and_has_its_own_peak():
     with pytest.raises(UserError, match=r"^precision: tf32 is not supported on a CPU worker"):
         check_precision(torch.device("cpu"), "tf32", fallback=False)

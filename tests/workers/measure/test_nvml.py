@@ -95,3 +95,28 @@ def test_an_empty_process_list_is_not_the_container_case(monkeypatch):
     install(monkeypatch, gpus, visible=[1])
     mine = process_memory(nvml_lookup(CUDA0).handle)
     assert not mine.container and mine.note.startswith("NVML lists no compute process on this GPU")
+
+
+PCI_FIELDS = ("pci_domain_id", "pci_bus_id", "pci_device_id")
+
+
+@pytest.mark.parametrize("missing, found_by", [(PCI_FIELDS, "UUID"), (("uuid", *PCI_FIELDS), None)])
+def test_a_torch_without_the_pci_fields_falls_back_with_a_note(monkeypatch, missing, found_by):
+    """Before: `gpu_identity` read `props.pci_domain_id` unguarded inside the lookup, and every GPU
+    worker failed setup (MemoryProbe, EnergyCounter and DeviceWatch all look the GPU up)."""
+    from tests.fakes.fake_gpu import older_torch
+
+    gpus = dgx_gpus()
+    install(monkeypatch, gpus, visible=[1])
+    older = older_torch(gpus[1].properties(), *missing)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: older)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 2 * GIB)
+    found = nvml_lookup(CUDA0)
+    probe = MemoryProbe(CUDA0)
+    if found_by == "UUID":
+        assert found.handle is not None and probe.sample() == 3 * GIB and gpu_identity(CUDA0).bus_id == ""
+    else:
+        assert found.handle is None and found.initialised
+        assert found.note.startswith("torch ") and "gives no UUID or PCI bus id for NVIDIA H100" in found.note
+        assert probe.sample() == 2 * GIB and probe.source == "torch-cuda-reserved-peak" and probe.note == found.note
+        assert EnergyCounter.for_device(CUDA0).note.endswith(found.note)

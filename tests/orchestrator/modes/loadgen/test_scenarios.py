@@ -112,7 +112,7 @@ def test_a_worker_the_driver_cannot_reach_directly_leaves_the_run_on_actor_calls
     row = run_job(validate(synthetic("single_stream", {"min_queries": 64}, workers=2, latency_ms=5, bs=4), "x"),
                   results_dir=tmp_path).row
     assert row.loadgen_result == "VALID" and json.loads(row.loadgen_settings)["hand_over"] == "actor_call"
-    warned = [r.getMessage() for r in caplog.records if "loadgen.hand_over" in r.getMessage()]
+    warned = [r.getMessage() for r in caplog.records if "load.hand_over" in r.getMessage()]
     assert len(warned) == 1 and "worker 0" in warned[0] and "Connection refused" in warned[0]
 
 
@@ -157,7 +157,7 @@ def test_a_killed_worker_loses_no_sample_and_completes_none_twice(ray_local, tmp
     assert all(r["worker_id"] == 1 and "died" in r["message"] for r in retries)
     assert json.loads(row.loadgen_settings)["hand_over"] == "direct"
     restarted = [r for r in result.results if r.worker_id == 1 and r.pid not in (0, killed[0])]
-    assert restarted and not any("loadgen.hand_over" in r.getMessage() for r in caplog.records)
+    assert restarted and not any("load.hand_over" in r.getMessage() for r in caplog.records)
     # warm before its first batch: no measured batch of the restarted worker warmed it, the row counts it
     assert all(r.warmup_batches == 0 for r in restarted) and row.warmup_batches == 3  # warmup 1 x (2 + 1 restart)
 
