@@ -203,6 +203,9 @@ class MetricsRow(BaseModel):
                                         default=None)
     loadgen_settings: str | None = column("JSON: LoadGen's \"Test Parameters Used\", the rules and the hand-over",
                                            default=None)
+    find_peak_stop: str | None = column("find_peak: why the search stopped (converged within the tolerance; or no "
+                                        "failing rate found, no passing rate found, runs ran out: then no peak, and "
+                                        "the row is INVALID)", default=None)
     # software
     torch_version: str = column("torch on the workers")
     ray_version: str = column("ray on the workers")

@@ -38,8 +38,9 @@ class ScenarioFigures:
     latency_bound_s: float | None
     examples: int  # the dataset's size (accuracy mode must score each once)
     scored_examples: int  # examples the accepted batches ran
-    note: str = ""  # a reason of raybench's own (find_peak found no VALID rate)
+    note: str = ""  # a reason of raybench's own (find_peak's search found no peak)
     hand_over: str = ""  # how batches reached the workers (Target.hand_over)
+    find_peak_stop: str | None = None  # why find_peak's search stopped (None outside find_peak)
 
 
 def _seconds(summary: LoadGenSummary, percentile: float) -> float | None:
@@ -83,4 +84,5 @@ def scenario_columns(f: ScenarioFigures) -> dict[str, Any]:
         "latency_bound": f.latency_bound_s,
         "loadgen_result": f.summary.result,
         "loadgen_settings": json.dumps(settings, sort_keys=True),
+        "find_peak_stop": f.find_peak_stop,
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from dataclasses import dataclass
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -29,9 +30,10 @@ from orchestrator.metrics.passes import headline_records
 from orchestrator.metrics.store import RunFolder
 from orchestrator.modes.loadgen.bridge import BridgeOptions
 from orchestrator.modes.loadgen.columns import ScenarioFigures, loadgen_rules, scenario_columns
-from orchestrator.modes.loadgen.runner import LoadGenTest, find_peak, run_test
+from orchestrator.modes.loadgen.runner import LoadGenTest, run_test
 from orchestrator.modes.loadgen.settings import build_test_settings, latency_bound_s
 from orchestrator.modes.loadgen.summary import query_latencies_ns
+from orchestrator.modes.search import Search, find_peak
 from orchestrator.point import Point, finish
 from orchestrator.session import RunResult
 from orchestrator.spec import EngineJob
@@ -53,24 +55,25 @@ def run_point(point: Point) -> RunResult:
         try:
             ready = bring_up(point, pool, data, check=lambda prepared: _check_dataset(spec, prepared.num_examples))
             target = engine_target(pool, load.hand_over)
-            head, tests, warmed = _serve(point, target, ready.prepared.num_examples, logs)
+            served = _serve(point, target, ready.prepared.num_examples, logs)
         except KeyboardInterrupt:
             raise RunInterrupted(run.run_id, False, point.store.shown_uri,
                                  why="; workers stopped; a LoadGen run cannot be resumed (submit the job again)") from None
         finally:
             pool.shutdown()
         _keep_logs(run, logs)
-        _write_tables(run, spec, head, tests, ready.prepared.num_examples)
-    failed = [r for test in tests for r in test.failed]
+        _write_tables(run, spec, served, ready.prepared.num_examples)
+    head = served.head
+    failed = [r for test in served.tests for r in test.failed]
     lost = _lost(pool.lost, target.lost, ready.infos)
     merged = assemble(spec=spec, run_id=run.run_id, results=head.results, infos=ready.infos, data=ready.data,
                       e2e_seconds=point.session.e2e_seconds(), retries=len(failed), item_unit=ready.infos[0].item_unit,
                       sweep_id=point.session.sweep_id, ray_start_seconds=point.ray_start_seconds,
                       workers_lost=lost, watched=head.watched)
-    figures = _figures(spec, head, ready.prepared.num_examples, tests, target.hand_over)
+    figures = _figures(spec, head, ready.prepared.num_examples, served.search, target.hand_over)
     # the warm-ups before LoadGen's first query, and of restarted workers, happened outside the measured
     # batches: count them as Offline does
-    warmups = merged.row.warmup_batches + sum(warmed) + target.warmed_again
+    warmups = merged.row.warmup_batches + sum(served.warmed) + target.warmed_again
     row = judge(merged, spec, [loadgen_rules(figures)], {**scenario_columns(figures), "warmup_batches": warmups})
     predictions = headline_records(row, head.results)
     return finish(point, row, head.results, ready.infos, ready.data, failed, predictions)
@@ -86,8 +89,19 @@ def _lost(dropped: dict[int, str], gone: dict[int, str], infos: list) -> tuple[s
     return tuple(lines)
 
 
-def _serve(point: Point, workers: Target, examples: int, logs: Path) -> tuple[LoadGenTest, list[LoadGenTest], list[int]]:
-    """Warm the workers, then run the mode's LoadGen test(s): the headline test, every test, warm-ups."""
+@dataclass
+class Served:
+    """What a point's LoadGen tests gave: the headline test, every test, the warm-up batches of each
+    worker, and find_peak's search (None in the other modes)."""
+
+    head: LoadGenTest
+    tests: list[LoadGenTest]
+    warmed: list[int]
+    search: Search | None = None
+
+
+def _serve(point: Point, workers: Target, examples: int, logs: Path) -> Served:
+    """Warm the workers, then run the mode's LoadGen test(s)."""
     spec = point.spec
     options = spec.load
     bridge = BridgeOptions(spec.measured_pass, spec.bs, options.max_batch_wait_ms / 1e3, spec.max_attempts,
@@ -105,14 +119,14 @@ def _serve(point: Point, workers: Target, examples: int, logs: Path) -> tuple[Lo
         point.status(f"warming up {workers.size} worker(s)")
         warmed = workers.warm_up(spec.measured_pass)
         if options.mode == "find_peak":
-            head, tests = find_peak(lambda qps: probe(qps, logs / f"qps-{qps:.6g}"), options.target_qps,
-                                    options.find_peak_tolerance, options.find_peak_max_runs)
-        else:
-            head = probe(options.target_qps, logs)
-            tests = [head]
+            search = find_peak(lambda qps: probe(qps, logs / f"qps-{qps:.6g}"), lambda test: test.valid,
+                               lambda test: test.target_qps, options.target_qps, options.find_peak_tolerance,
+                               options.find_peak_max_runs)
+            return Served(search.best, search.probes, warmed, search)
+        head = probe(options.target_qps, logs)
+        return Served(head, [head], warmed)
     finally:
         workers.close()
-    return head, tests, warmed
 
 
 def _check_dataset(spec: EngineJob, examples: int) -> None:
@@ -122,28 +136,28 @@ def _check_dataset(spec: EngineJob, examples: int) -> None:
                         f"{examples} examples")
 
 
-def _figures(spec: EngineJob, test: LoadGenTest, examples: int,
-             tests: list[LoadGenTest] | None = None, hand_over: str = "") -> ScenarioFigures:
-    """The figures of one test; `tests`: every test of a find_peak search, when `test` is its headline."""
+def _figures(spec: EngineJob, test: LoadGenTest, examples: int, search: Search | None = None,
+             hand_over: str = "") -> ScenarioFigures:
+    """The figures of one test; `search`: find_peak's, when `test` is its headline (a search that did
+    not converge is no peak: its stop reason is a reason of the row's)."""
     options = spec.load
-    note = ""
-    if tests and options.mode == "find_peak" and not test.valid:
-        note = f"find_peak: no rate tried was VALID (lowest {test.target_qps:g} QPS, {len(tests)} LoadGen runs)"
+    note = search.problem if search is not None else ""
     return ScenarioFigures(
         scenario=options.scenario, mode=options.mode, rules=options.rules, summary=test.summary,
         target_qps=test.target_qps, latency_bound_s=latency_bound_s(options.scenario, options, test.settings),
         examples=examples, scored_examples=sum(r.examples for r in test.results), note=note, hand_over=hand_over,
+        find_peak_stop=search.stop if search is not None else None,
     )
 
 
-def _write_tables(run: RunFolder, spec: EngineJob, head: LoadGenTest, tests: list[LoadGenTest], examples: int) -> None:
-    queries = _queries_table(head.log_dir)
+def _write_tables(run: RunFolder, spec: EngineJob, served: Served, examples: int) -> None:
+    queries = _queries_table(served.head.log_dir)
     if queries is not None:
         run.file("queries.parquet").write_table(queries)
     if spec.load.mode == "find_peak":
         keep = ("target_qps", "loadgen_result", "achieved_qps", "query_latency_p99", "latency_bound")
         rows = []
-        for order, test in enumerate(tests):
+        for order, test in enumerate(served.tests):
             figures = _figures(spec, test, examples)
             columns = scenario_columns(figures)
             rows.append({"run": order, **{k: columns[k] for k in keep},

@@ -11,10 +11,9 @@ on the main thread, and a C++ call would hold it off until the test ended. On Ct
 completes everything at once; LoadGen still issues the rest of its schedule (it has no abort).
 
 find_peak: LoadGen's own FindPeakPerformance mode logs only its last test; here each probe is one
-PerformanceOnly Server test with its own summary, so every rate tried is on record (QPS searched
-vs p99 in the report). The search is LoadGen's: from target_qps, double while VALID (halve while
-INVALID) until the peak is bracketed, then bisect until the highest VALID and lowest INVALID rates
-are within `find_peak_tolerance`, in at most `find_peak_max_runs` tests.
+PerformanceOnly Server test with its own logs, so every rate tried is on record (QPS searched vs
+p99 in the report), searched by orchestrator/modes/search.py (LoadGen's own search, and why it
+stopped).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from orchestrator.cluster.live import ScenarioMeter
 from orchestrator.modes.loadgen.bridge import Bridge, BridgeOptions
@@ -109,30 +107,3 @@ def _wait_for(ended: threading.Event, bridge: Bridge) -> None:
         while not ended.wait(0.2):
             pass
         raise
-
-
-def find_peak(probe: Callable[[float], LoadGenTest], start_qps: float, tolerance: float,
-              max_runs: int) -> tuple[LoadGenTest, list[LoadGenTest]]:
-    """The highest-rate VALID probe (or, when none was VALID, the lowest-rate one) and every probe in order."""
-    runs: list[LoadGenTest] = []
-    low: float | None = None  # highest VALID rate so far
-    high: float | None = None  # lowest INVALID rate so far
-    qps = start_qps
-    while len(runs) < max_runs:
-        outcome = probe(qps)
-        runs.append(outcome)
-        if outcome.valid:
-            low = qps if low is None else max(low, qps)
-        else:
-            high = qps if high is None else min(high, qps)
-        if high is None:
-            qps = low * 2
-        elif low is None:
-            qps = high / 2
-        elif high - low <= tolerance * low:
-            break
-        else:
-            qps = (low + high) / 2
-    valid = [r for r in runs if r.valid]
-    best = max(valid, key=lambda r: r.target_qps) if valid else min(runs, key=lambda r: r.target_qps)
-    return best, runs
