@@ -57,8 +57,8 @@ def plain_p90_s(queries: int) -> float:
     """LoadGen's p90 against the simplest SUT that runs the same worker code in this process."""
     import mlperf_loadgen as lg
 
+    from orchestrator.modes.loadgen.logs import parse_detail
     from orchestrator.modes.loadgen.settings import build_test_settings
-    from orchestrator.modes.loadgen.summary import parse_summary
     from workers.actor import BenchWorker
     from workers.contract import SampleBatch
 
@@ -80,14 +80,14 @@ def plain_p90_s(queries: int) -> float:
         examples = 512
         sut = lg.ConstructSUT(pending.put, lambda: None)
         qsl = lg.ConstructQSL(examples, examples, lambda x: None, lambda x: None)
-        lg.StartTestWithLogSettings(sut, qsl, build_test_settings("single_stream", spec.load, examples), log)
+        lg.StartTestWithLogSettings(sut, qsl, build_test_settings(spec.load, examples).settings, log, "")
         pending.put(None)
         server.join()
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
-        summary = parse_summary((Path(logs) / "mlperf_log_summary.txt").read_text())
+        detail = parse_detail((Path(logs) / "mlperf_log_detail.txt").read_text())
     worker.close()
-    return summary.latency_ns[90.0] / 1e9
+    return detail.latency_ns(90) / 1e9
 
 
 def ray_call_p90_s(calls: int = 300) -> float:

@@ -251,6 +251,28 @@ def report(
 
 
 @app.command()
+def accuracy(
+    run: RunArg,
+    results: ResultsOpt = None,
+) -> None:
+    """Score a LoadGen accuracy run's log again (its responses, with the run's own data and task)."""
+    with user_errors():
+        from orchestrator.metrics.store import ResultsStore
+        from orchestrator.modes.loadgen.accuracy import accuracy_of_run
+
+        store = ResultsStore(results or LOCAL_RESULTS)
+        folder = store.run(run)
+        if not folder.exists():
+            from workers.errors import UserError
+
+            raise UserError(f"no run {run} in {store.location}")
+        scored = accuracy_of_run(folder)
+    value = "-" if scored.accuracy is None else f"{scored.accuracy:.4f}"
+    typer.echo(f"accuracy from LoadGen's log: {value} ({scored.correct} of {scored.scored} scored; {scored.examples} "
+               f"examples answered, {scored.missing} missing)")
+
+
+@app.command()
 def compare(
     run_a: Annotated[str, typer.Argument(help="baseline run id (or a unique part)")],
     run_b: Annotated[str, typer.Argument(help="run to compare with the baseline")],

@@ -50,6 +50,7 @@ def run_all(
     """
     submitted = time.perf_counter()
     store = ResultsStore(results_dir)
+    store.check_writable()  # before any data is prepared or Ray starts
     points = spec.points()
     if resume and len(points) > 1:
         raise UserError("--resume takes the run id of one point; every point of a sweep is its own run")

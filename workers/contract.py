@@ -272,6 +272,7 @@ class ShardResult:
     energy_counters: dict[str, list[float]] = field(default_factory=dict)
     health: DeviceHealth | None = None  # the GPU's clocks, throttling, errors and other processes (None: a CPU)
     records: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[bytes] = field(default_factory=list)  # LoadGen batches: each sample's response, in batch order
     error: WorkerError | None = None
     repeat: int = 0
     # the examples it ran (ShardTask.start/stop), so a resumed run can check that shard k is still

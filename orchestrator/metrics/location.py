@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -31,6 +32,8 @@ from workers.storage.files import write_atomic
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _RENAMES = ("hdfs",)  # remote filesystems with an atomic rename: temporary name, then move
+
+COPY_CHUNK = 1 << 20
 
 
 def is_uri(text: str) -> bool:
@@ -109,6 +112,24 @@ class Location:
         else:
             with self.fs.open_output_stream(self.path) as out:
                 out.write(data)
+
+    def copy_from(self, source: Path) -> None:
+        """A local file copied here in chunks, never read whole (LoadGen's trace can be gigabytes)."""
+        with open(source, "rb") as src, self.fs.open_output_stream(self.path) as out:
+            shutil.copyfileobj(src, out, COPY_CHUNK)
+
+    def check_writable(self) -> None:
+        """Write and remove a probe file here: a results location that cannot be written is one line
+        before any work starts, not a traceback after the run (a read-only folder, /proc, a bucket
+        without write permission, a missing bucket)."""
+        probe = self.child(f".raybench-write-check-{os.getpid()}")
+        try:
+            probe.write_bytes(b"", durable=False)
+            self.fs.delete_file(probe.path)
+        except (OSError, pa.ArrowException) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+            raise UserError(f"--results: cannot write to {self.display} ({reason}); give a folder or URI you can "
+                            "write to") from exc
 
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")

@@ -194,13 +194,39 @@ class MetricsRow(BaseModel):
                                       "queries/s", default=None)
     achieved_qps: float | None = column("LoadGen's completed samples per second (single_stream: its QPS with LoadGen "
                                         "overhead; blank for multi_stream)", "samples/s", default=None)
-    query_latency_p50: float | None = column("per-query latency, LoadGen's 50th percentile", "s", default=None)
-    query_latency_p90: float | None = column("per-query latency, LoadGen's 90th percentile", "s", default=None)
-    query_latency_p99: float | None = column("per-query latency, LoadGen's 99th percentile", "s", default=None)
-    latency_bound: float | None = column("server: the p99 bound LoadGen enforced; streams: the job's bound on p90/p99",
-                                         "s", default=None)
+    query_latency_p50: float | None = column("LoadGen's raw 50th percentile latency: per sample (server, "
+                                             "single_stream, offline), per query (multi_stream)", "s", default=None)
+    query_latency_p90: float | None = column("LoadGen's raw 90th percentile latency (as query_latency_p50)", "s",
+                                             default=None)
+    query_latency_p99: float | None = column("LoadGen's raw 99th percentile latency (as query_latency_p50)", "s",
+                                             default=None)
+    query_latency_es: float | None = column("single_stream / multi_stream: MLPerf's metric, LoadGen's early-stopping "
+                                            "estimate of the latency_percentile (early_stopping_latency_ss / _ms); "
+                                            "the stream bound is held to it", "s", default=None)
+    latency_percentile: float | None = column("the percentile LoadGen's verdict and headline use, read from its log "
+                                              "(server 99, single_stream 90 or 99.9, multi_stream 99)", "%",
+                                              default=None)
+    latency_bound: float | None = column("server: the bound LoadGen enforced; streams: the job's bound on the "
+                                         "early-stopping estimate", "s", default=None)
     loadgen_result: str | None = column("VALID | INVALID as LoadGen said (blank in accuracy mode: it says nothing)",
                                         default=None)
+    loadgen_errors: int | None = column("errors LoadGen logged (any makes the row INVALID: MLPerf accepts none)",
+                                        default=None)
+    query_count: int | None = column("queries LoadGen issued in the headline test", default=None)
+    overlatency_queries: int | None = column("server: queries over the latency bound (LoadGen's count)", default=None)
+    overlatency_allowed: int | None = column("server: the most queries over the bound LoadGen's early stopping "
+                                             "tolerates at query_count (-1: not even none; quick rules give 5)",
+                                             default=None)
+    issue_delay_p99: float | None = column("LoadGen's issue delay (actual minus scheduled issue), 99th percentile, "
+                                           "from its trace: the driver's share of latency; server: above 10 % of "
+                                           "the bound the row is INVALID (the driver, not the system, was "
+                                           "saturated)", "s", default=None)
+    compliance_test: str | None = column("the MLPerf compliance test the job ran beside its headline test (load.audit): "
+                                         "TEST01, TEST04 or an audit.config path", default=None)
+    compliance_result: str | None = column("PASS or FAIL by the test's own criterion, with the figures (FAIL makes the "
+                                           "row INVALID)", default=None)
+    mlperf_deviations: str | None = column("rules mlperf: what the run changed of mlperf.conf (any makes the row "
+                                           "INVALID: not MLPerf-compliant); empty: none", default=None)
     loadgen_settings: str | None = column("JSON: LoadGen's \"Test Parameters Used\", the rules and the hand-over",
                                            default=None)
     find_peak_stop: str | None = column("find_peak: why the search stopped (converged within the tolerance; or no "

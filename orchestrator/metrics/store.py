@@ -80,6 +80,10 @@ class ResultsStore:
     def location(self) -> str:
         return self.root.display
 
+    def check_writable(self) -> None:
+        """One line now, before any work, where the store cannot be written (metrics/location.py)."""
+        self.root.check_writable()
+
     @property
     def shown_uri(self) -> str:
         """`uri` with any secret written into it masked: for commands printed back to the user."""
@@ -149,6 +153,10 @@ class RunFolder:
     @property
     def location(self) -> str:
         return self.root.display
+
+    def check_writable(self) -> None:
+        """One line now, before any work, where the store cannot be written (metrics/location.py)."""
+        self.root.check_writable()
 
     @property
     def path(self) -> Path | str:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator.spec.load import Load, LoadGenLoad, OfflineLoad, legacy_load
+from orchestrator.spec.mlperf_conf import uses_token_latencies
 from orchestrator.spec.verdict import VerdictSpec
 from workers.specs import StrictModel, WorkerConfig
 
@@ -123,6 +124,10 @@ class EngineJob(JobBase, WorkerConfig):
                              f"{self.engine.min_bs} (set it to 1)")
         if self.repeats > 1:
             raise ValueError(f"{what} is one LoadGen run; repeats={self.repeats} is for offline runs")
+        if load.mlperf_model is not None and uses_token_latencies(load.mlperf_model) and \
+                not getattr(type(self.task), "generates", False):
+            raise ValueError(f"load.mlperf_model: {load.mlperf_model} is judged on token latencies (time to first "
+                             f"token, per output token); task {self.task.name} does not generate tokens")
         return self
 
     @property

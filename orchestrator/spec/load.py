@@ -13,6 +13,7 @@ turns them into a `load:` and says so in one line.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field
@@ -21,7 +22,7 @@ from workers.specs import StrictModel
 
 log = logging.getLogger(__name__)
 
-Scenario = Literal["server", "single_stream", "multi_stream"]
+Scenario = Literal["server", "single_stream", "multi_stream", "offline"]
 Mode = Literal["performance", "accuracy", "find_peak"]
 
 
@@ -32,42 +33,78 @@ class OfflineLoad(StrictModel):
 
 
 class LoadGenLoad(StrictModel):
-    """`load: {kind: loadgen, scenario: server | single_stream | multi_stream, ...}`."""
+    """`load: {kind: loadgen, scenario: server | single_stream | multi_stream | offline, ...}`."""
 
     kind: Literal["loadgen"] = "loadgen"
     scenario: Scenario = Field(..., description="LoadGen's scenario: server (queries arrive at target_qps), "
-                               "single_stream (one query at a time), multi_stream (samples_per_query at a time)")
+                               "single_stream (one query at a time), multi_stream (samples_per_query at a time), "
+                               "offline (LoadGen's Offline: one query of every sample, judged by LoadGen; not "
+                               "raybench's sharded offline load)")
     mode: Mode = Field("performance", description="performance; accuracy: every sample once, scored; find_peak: "
                        "the highest server QPS LoadGen calls VALID")
-    rules: Literal["quick", "mlperf"] = Field("quick", description="quick: seconds; mlperf: LoadGen's mlperf.conf")
-    mlperf_model: str = Field("*", min_length=1, description="the model's name in mlperf.conf (bert, resnet50, ...) "
-                              "with rules: mlperf; '*' takes the values every model shares")
+    rules: Literal["quick", "smoke", "mlperf"] = Field(
+        "quick", description="quick: seconds, long enough for early stopping to tolerate a tail (server: 1,307 "
+        "queries, 5 over the bound); smoke: the fewest queries LoadGen accepts at all (server 459: none over the "
+        "bound); mlperf: LoadGen's mlperf.conf for mlperf_model (600 s, the round's seeds, the model's bounds)")
+    mlperf_model: str | None = Field(None, min_length=1, description="the model's name in LoadGen's mlperf.conf "
+                                     "(bert, resnet50, llama2-70b, ...): required with rules mlperf")
     target_qps: float | None = Field(None, gt=0, description="server: queries per second offered (find_peak: where "
                                      "the search starts)")
+    expected_qps: float | None = Field(None, gt=0, description="offline: the samples per second LoadGen sizes its "
+                                       "one query for (default: measured on the warmed workers)")
     latency_bound_ms: float | None = Field(None, gt=0, description="server: the p99 bound LoadGen enforces (default "
-                                           "100 ms, mlperf: the model's); single/multi stream: p90/p99 is held to it")
+                                           "100 ms, mlperf: the model's); single/multi stream: the early-stopping "
+                                           "estimate of p90/p99 is held to it")
     samples_per_query: int = Field(8, gt=0, description="multi_stream: samples in each query")
-    min_duration_s: float | None = Field(None, gt=0, description="default 1 s (quick) or 600 s (mlperf)")
-    min_queries: int | None = Field(None, gt=0, description="default: the fewest queries LoadGen's early stopping "
-                                    "accepts (quick), or mlperf.conf's")
+    min_duration_s: float | None = Field(None, gt=0, description="default 1 s (quick, smoke) or 600 s (mlperf)")
+    min_queries: int | None = Field(None, gt=0, description="default: quick server 1,307, smoke server 459, "
+                                    "single_stream 64, multi_stream 662, offline 1; mlperf: mlperf.conf's")
     expected_latency_ms: float | None = Field(None, gt=0, description="single/multi stream: LoadGen pre-generates "
-                                              "min_duration / this many queries (default 0.1 ms; mlperf: "
-                                              "mlperf.conf's)")
-    max_batch_wait_ms: float = Field(0.0, ge=0, description="an idle worker waits this long for a batch of bs "
-                                      "samples to fill before it runs what is waiting (0: run at once)")
+                                              "2 x min_duration / this many queries (default: half the latency "
+                                              "measured on the warmed workers; mlperf: mlperf.conf's)")
+    max_batch_wait_ms: float = Field(0.0, ge=0, description="server: an idle worker waits this long for a batch of "
+                                     "bs samples to fill before it runs what is waiting (0: run at once)")
     qsl_rng_seed: int | None = Field(None, ge=0, description="LoadGen's seed for the samples loaded (default 0, "
                                      "mlperf: the round's)")
     sample_index_rng_seed: int | None = Field(None, ge=0, description="LoadGen's seed for the order samples are "
                                               "drawn in (default 0, mlperf: the round's)")
     schedule_rng_seed: int | None = Field(None, ge=0, description="LoadGen's seed for the server arrival schedule "
                                           "(default 0, mlperf: the round's)")
+    server_max_async_queries: int | None = Field(
+        None, ge=0, description="server: LoadGen stops issuing (an error: INVALID) once this many queries are "
+        "outstanding; 0 = no limit; default 0, and for find_peak probes 10 x target_qps x the bound (a rate far "
+        "above capacity ends at once instead of draining a backlog)")
+    server_coalesce_queries: bool = Field(False, description="server: LoadGen merges queries already due into one "
+                                          "issue call (each keeps its own scheduled time)")
+    server_num_issue_query_threads: int = Field(0, ge=0, description="server: LoadGen's issuing threads; only 0 "
+                                                "works from Python (its thread registration is not bound)")
+    accuracy_log_sampling_target: int | None = Field(None, ge=0, description="performance mode: about this many "
+                                                     "responses go to LoadGen's accuracy log")
+    accuracy_log_probability: float | None = Field(None, ge=0, le=1, description="performance mode: the chance each "
+                                                   "response goes to LoadGen's accuracy log")
+    accuracy_log_rng_seed: int | None = Field(None, ge=0, description="the seed of that sampling")
+    audit: str | None = Field(None, min_length=1, description="a compliance test: TEST01 (performance-mode "
+                              "responses equal accuracy mode's), TEST04 (the same sample again is not much faster), "
+                              "or the path of an audit.config to run with; none by default (an audit.config in the "
+                              "working directory is never read)")
+    user_conf: str | None = Field(None, min_length=1, description="a LoadGen user.conf read after mlperf.conf (rules "
+                                  "mlperf): target_qps and expected latencies there are a submitter's own; a changed "
+                                  "duration, count, seed or bound makes the row not MLPerf-compliant")
+    batch_timeout_s: float | None = Field(None, gt=0, description="a batch not back within this long counts as its "
+                                          "worker's death (hung, not answering); default 20 x the warmed batch time, "
+                                          "at least 30 s")
     hand_over: Literal["direct", "actor_call"] = Field(
         "direct", description="how the driver hands a batch to a Ray worker: direct (a connection to each worker, "
         "opened once; about 2 ms less per query) or actor_call (a Ray task per batch); --no-ray runs in process")
-    trace: bool = Field(True, description="LoadGen's trace log, which the per-query latency table is read from")
+    trace: bool | None = Field(None, description="LoadGen's trace log (the per-query latencies and issue delays are "
+                               "read from it); default on, off with rules mlperf (gigabytes at MLPerf's length)")
     find_peak_tolerance: float = Field(0.05, gt=0, lt=1, description="find_peak stops when the highest VALID and "
                                        "the lowest INVALID QPS are this close (fraction)")
     find_peak_max_runs: int = Field(8, ge=2, description="at most this many LoadGen runs in a find_peak search")
+
+    @property
+    def keeps_trace(self) -> bool:
+        return self.trace if self.trace is not None else self.rules != "mlperf"
 
     def check(self) -> None:
         """What the fields alone cannot serve (a ValueError naming it); checks that need the rest
@@ -78,7 +115,37 @@ class LoadGenLoad(StrictModel):
             raise ValueError(f"mode find_peak searches a server QPS; scenario is {self.scenario}")
         if self.target_qps is not None and self.scenario != "server":
             raise ValueError(f"target_qps is for scenario server; scenario {self.scenario} issues a query when the "
-                             "last one is done")
+                             "last one is done" if self.scenario != "offline" else
+                             "target_qps is for scenario server; offline takes expected_qps")
+        if self.max_batch_wait_ms and self.scenario in ("single_stream", "multi_stream"):
+            raise ValueError(f"max_batch_wait_ms: scenario {self.scenario} issues the next query only when the last "
+                             "is done, so a partial batch never fills: every query would wait it out (leave it 0)")
+        if self.server_num_issue_query_threads:
+            raise ValueError("server_num_issue_query_threads: LoadGen's Python bindings cannot register issue "
+                             "threads (RegisterIssueQueryThread is not bound), so LoadGen would wait for them forever; "
+                             "leave it 0")
+        self._check_model()
+        self._check_audit()
+
+    def _check_audit(self) -> None:
+        if self.audit is None:
+            return
+        if self.audit.upper() in ("TEST06", "TEST07", "TEST08", "TEST09"):
+            raise ValueError(f"audit: {self.audit} checks generated tokens (LLM benchmarks); this load runs "
+                             "TEST01, TEST04 or an audit.config path")
+        if self.audit.upper() not in ("TEST01", "TEST04") and not Path(self.audit).expanduser().is_file():
+            raise ValueError(f"audit: '{self.audit}' is neither TEST01, TEST04 nor an audit.config file")
+        if self.mode != "performance":
+            raise ValueError(f"audit: a compliance test runs beside a performance run; mode is {self.mode}")
+
+    def _check_model(self) -> None:
+        from orchestrator.spec.mlperf_conf import models
+
+        if self.rules == "mlperf" and self.mlperf_model is None:
+            raise ValueError(f"rules mlperf reads mlperf.conf for mlperf_model; name one of: {', '.join(models())}")
+        if self.mlperf_model is not None and self.mlperf_model not in models():
+            raise ValueError(f"mlperf_model: '{self.mlperf_model}' is not in LoadGen's mlperf.conf (MLPerf's own "
+                             f"names: bert, not bert-99); one of: {', '.join(models())}")
 
 
 Load = Annotated[Union[OfflineLoad, LoadGenLoad], Field(discriminator="kind")]

@@ -26,6 +26,7 @@ class Target(Protocol):
     hand_over: str  # how work reaches the places, for the row: direct, actor_call or in_process
     warmed_again: int  # warm-up batches of places restarted during the run (after `warm_up`)
     lost: dict[int, str]  # places gone for good during the run -> why
+    restarting: set[int]  # places being brought back (restarted, set up and warmed again) right now
 
     def warm_up(self, pass_name: str) -> list[int]:
         """Warm every place's engine for the pass; the warm-up batches each ran."""
@@ -33,13 +34,22 @@ class Target(Protocol):
     def run(self, place: int, batch: SampleBatch,
             on_event: Callable[[Event], None] | None = None) -> "Future[ShardResult]": ...
 
-    def ping(self, place: int) -> Future: ...
+    def ping(self, place: int) -> Future:
+        """Answers once the place is back (restarted and warm), or fails once it is gone for good;
+        a place already being brought back answers with that same future."""
 
     def is_death(self, exc: BaseException) -> bool:
         """The place's process is gone (killed, OOM-killed, node lost), as opposed to a bug."""
 
     def forget(self, place: int, why: str) -> None:
         """The place is gone for good (its ping failed): `lost` names it, and why."""
+
+    def take_out(self, place: int, why: str) -> None:
+        """Stop the place for good (it failed batch after batch): `lost` names it, and why."""
+
+    def abandon(self, place: int, why: str) -> bool:
+        """The place hung (alive, not answering): kill its process so it is restarted; False where
+        it cannot be (a worker in this process)."""
 
     def begin_watch(self, pass_name: str) -> None:
         """Start watching the devices (clocks, throttling, other processes) and their energy counters."""

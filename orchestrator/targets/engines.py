@@ -50,6 +50,11 @@ class RayWorkers:
         self._pass_name = ""
         self.warmed_again = 0  # warm-up batches of restarted workers
         self.lost: dict[int, str] = {}  # workers gone for good during the run (their ping failed)
+        self._back: dict[int, Future] = {}  # workers being brought back -> the answer their pings share
+
+    @property
+    def restarting(self) -> set[int]:
+        return set(self._back)
 
     def warm_up(self, pass_name: str) -> list[int]:
         """Open the lanes, then warm each worker over its lane (on the thread that will run its
@@ -112,11 +117,16 @@ class RayWorkers:
 
     def ping(self, worker: int) -> Future:
         """Asked after the worker died: answers once Ray has restarted it and it is set up and warm
-        again (over a new lane where the run has lanes), or fails once Ray has given up on it."""
+        again (over a new lane where the run has lanes), or fails once Ray has given up on it. A
+        worker already being brought back (from an earlier find_peak probe) answers with that."""
+        if worker in self._back:
+            return self._back[worker]
         lane, self.lanes[worker] = self.lanes[worker], None
         if lane is not None:
             lane.close()  # broken: nothing is in flight on it
         answer: Future = Future()
+        self._back[worker] = answer
+        answer.add_done_callback(lambda _: self._back.pop(worker, None))
         threading.Thread(target=self._bring_back, args=(worker, answer), name=f"raybench-ping-w{worker}",
                          daemon=True).start()
         return answer
@@ -171,6 +181,31 @@ class RayWorkers:
         """The worker is gone for good (its ping failed): the row names it."""
         self.lost[worker] = why
 
+    def take_out(self, worker: int, why: str) -> None:
+        """A worker failing batch after batch (a bad device): killed for good, named in the row."""
+        self.lost[worker] = why
+        self._drop_lane(worker)
+        self._kill(worker, restart=False)
+
+    def abandon(self, worker: int, why: str) -> bool:
+        """A hung worker: its process killed so Ray restarts it (its batch in flight fails, and the
+        bridge's ping brings it back as any dead worker)."""
+        log.warning("%s", why)
+        self._drop_lane(worker)
+        self._kill(worker, restart=True)
+        return True
+
+    def _drop_lane(self, worker: int) -> None:
+        lane, self.lanes[worker] = self.lanes[worker], None
+        if lane is not None:
+            lane.abandon()
+
+    def _kill(self, worker: int, restart: bool) -> None:
+        try:
+            self._ray.kill(self.actors[worker], no_restart=not restart)
+        except self._ray.exceptions.RayError as exc:  # the cluster lost it already
+            log.debug("could not kill worker actor %d: %s", worker, exc)
+
     def close(self) -> None:
         lanes, self.lanes = self.lanes, [None] * self.size
         for lane in lanes:
@@ -184,6 +219,7 @@ class LocalWorkers:
 
     hand_over = "in_process"
     warmed_again = 0  # an in-process worker is never restarted
+    restarting: set[int] = set()
 
     def __init__(self, workers: list[Any], data: list[DataHandle | None]) -> None:
         self.workers, self.data = workers, data
@@ -210,6 +246,12 @@ class LocalWorkers:
 
     def forget(self, worker: int, why: str) -> None:
         self.lost[worker] = why
+
+    def take_out(self, worker: int, why: str) -> None:
+        self.lost[worker] = why  # it gets no more batches; its process is this one
+
+    def abandon(self, worker: int, why: str) -> bool:
+        return False  # a thread of this process cannot be restarted
 
     def ping(self, worker: int) -> Future:
         return self._executors[worker].submit(self.workers[worker].pid)

@@ -12,6 +12,7 @@ asked whether it restarted it.
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 from concurrent.futures import Future
 from multiprocessing.connection import Client, Connection
@@ -111,6 +112,19 @@ class DirectLane:
                     on_event(value)
                 except Exception as exc:  # noqa: BLE001 - raised on the call's future
                     hook_error = exc
+
+    def abandon(self) -> None:
+        """Close without waiting for what is in flight (a hung worker): its futures fail as lost."""
+        self._broken = LaneLost(f"worker {self.worker}'s lane was abandoned")
+        self._sent.put(None)
+        try:  # shutdown wakes the receiving thread blocked in recv (a close alone would not)
+            with socket.socket(fileno=self._conn.fileno()) as sock:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.detach()
+        except OSError:
+            pass
 
     def close(self) -> None:
         """Wait for a batch still in flight, then close: the worker's end sees EOF and stops."""

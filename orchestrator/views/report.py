@@ -113,7 +113,7 @@ def print_runs(runs: list, spec, results: str, width: int | None) -> str:
             trouble.append(f"{row.run_id}: INVALID ({row.verdict_reasons})")
         if row.retries:
             console.print(f"{row.run_id}: {row.retries} failed attempt(s) re-run (see {run.run_dir}/retries.parquet)")
-        if row.scenario not in (None, "offline"):
+        if is_scenario(row):
             console.print(f"{row.run_id}: {scenario_line(row)}", soft_wrap=True)
     if spec.task.name == "mmlu":
         _print_mmlu(console, runs)
@@ -129,6 +129,11 @@ def print_runs(runs: list, spec, results: str, width: int | None) -> str:
     return "; ".join(trouble)
 
 
+def is_scenario(row: MetricsRow) -> bool:
+    """A row a LoadGen test made (LoadGen's Offline included), as opposed to raybench's sharded Offline."""
+    return row.load == "loadgen" or row.scenario not in (None, "offline")
+
+
 def scenario_line(row: MetricsRow) -> str:
     """A LoadGen run in one line: what was offered, what LoadGen measured, and its verdict."""
     def ms(value: float | None) -> str:
@@ -138,9 +143,14 @@ def scenario_line(row: MetricsRow) -> str:
     achieved = f", achieved {row.achieved_qps:,.2f} QPS" if row.achieved_qps is not None else ""
     bound = f" (bound {ms(row.latency_bound)})" if row.latency_bound is not None else ""
     result = row.loadgen_result or "no verdict in accuracy mode"
+    estimate = (f"; MLPerf's p{row.latency_percentile:g} early-stopping estimate {ms(row.query_latency_es)}"
+                if row.query_latency_es is not None and row.latency_percentile is not None else "")
+    tail = (f"; {row.overlatency_queries} over the bound ({row.overlatency_allowed} allowed)"
+            if row.overlatency_queries is not None else "")
+    errors = f", {row.loadgen_errors} error(s)" if row.loadgen_errors else ""
     return (f"LoadGen {row.scenario} {row.loadgen_mode}{offered}{achieved}; query latency p50 "
-            f"{ms(row.query_latency_p50)}, p90 {ms(row.query_latency_p90)}, p99 {ms(row.query_latency_p99)}{bound}; "
-            f"LoadGen {result}")
+            f"{ms(row.query_latency_p50)}, p90 {ms(row.query_latency_p90)}, p99 {ms(row.query_latency_p99)}{bound}"
+            f"{estimate}{tail}; LoadGen {result}{errors}")
 
 
 def _print_mmlu(console, runs: list) -> None:

@@ -10,14 +10,13 @@ from typing import Sequence
 from orchestrator.metrics.row import MetricsRow
 from orchestrator.metrics.store import RunFolder
 from orchestrator.views.plots import Plot, new_figure, png_bytes
+from orchestrator.views.report import is_scenario
 
 # The report's LoadGen section: the row's scenario columns.
-LOADGEN = ("scenario", "loadgen_mode", "target_qps", "achieved_qps", "query_latency_p50", "query_latency_p90",
-           "query_latency_p99", "latency_bound", "loadgen_result")
-
-
-def is_scenario(row: MetricsRow) -> bool:
-    return row.scenario not in (None, "offline")
+LOADGEN = ("load", "scenario", "loadgen_mode", "target_qps", "achieved_qps", "query_latency_es", "latency_percentile",
+           "query_latency_p50", "query_latency_p90", "query_latency_p99", "latency_bound", "overlatency_queries",
+           "overlatency_allowed", "issue_delay_p99", "loadgen_result", "loadgen_errors", "compliance_test",
+           "compliance_result", "find_peak_stop", "mlperf_deviations")
 
 
 def query_latency_histogram(latencies_s: Sequence[float], row: MetricsRow) -> Plot | None:

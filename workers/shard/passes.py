@@ -67,15 +67,17 @@ def run_batches(
     result: ShardResult,
     energy: EnergyCounter | None = None,
     device_watch: DeviceWatch | None = None,
+    responses: bool = False,
 ) -> ShardResult:
     """The loop itself, over any batches: a shard's, or the one batch of LoadGen samples a worker
-    is handed (`WorkerRuntime.run_samples`), so both are timed and scored alike."""
+    is handed (`WorkerRuntime.run_samples`), so both are timed and scored alike. With `responses`
+    each example's prediction bytes are kept (LoadGen's responses), outside the timed call."""
     span = begin_span(energy, device_watch)
     with Stopwatch() as watch:
         for batch in batches:
             device_inputs, h2d_s = timer.time(lambda: engine.to_device(batch.inputs))
             logits, core_s = timer.time(lambda: engine.forward(device_inputs))
-            score = task.score(batch, logits)
+            score = task.score(batch, logits, responses)
             result.examples += len(batch.lengths)
             result.items += batch.items
             result.scored += score.scored
@@ -89,6 +91,7 @@ def run_batches(
             result.batch_seq_lens.append(max(batch.lengths, default=0))
             result.bytes_per_batch = max(result.bytes_per_batch, input_bytes(device_inputs))
             result.records.extend(score.records)
+            result.responses.extend(score.responses)
     result.wall_seconds, result.start_ts, result.end_ts = watch.seconds, watch.start_ts, watch.end_ts
     end_span(span, energy, device_watch, result)
     result.peak_mem_bytes = memory.sample()

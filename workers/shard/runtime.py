@@ -239,7 +239,7 @@ class WorkerRuntime:
         result.warmup_batches = self.warm(batch.pass_name)
         self.engines[batch.pass_name].before_shard(batch.as_shard())
         run_batches(self.engines[batch.pass_name], self.task, [self.task.batch_of(batch.indices)], self.timer,
-                    self.memory, self.flops.sequence_flops, result)
+                    self.memory, self.flops.sequence_flops, result, responses=True)
         result.energy_note = "read over the LoadGen test (the run's watched spans), not per batch"
         self.meter.shard_later(result)
         return result

@@ -36,6 +36,7 @@ class BatchScore:
     scored: int
     correct: int
     records: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[bytes] = field(default_factory=list)  # one per example, in batch order, when asked for
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,14 @@ class Task(Protocol):
     def batch_of(self, examples: Sequence[int]) -> Batch:
         """One batch of any examples (the samples of LoadGen queries), scored like `batches`' batches."""
 
-    def score(self, batch: Batch, logits: torch.Tensor) -> BatchScore: ...
+    def score(self, batch: Batch, logits: torch.Tensor, responses: bool = False) -> BatchScore:
+        """Counts (and records) of a batch; with `responses`, each example's prediction as bytes: the
+        response LoadGen gets for it, the same in performance and accuracy mode (MLPerf's rule), and
+        what `score_responses` scores again from LoadGen's accuracy log."""
+
+    def score_responses(self, responses: dict[int, bytes]) -> BatchScore:
+        """The score of these examples (index -> the bytes `score` answered for it): what an accuracy
+        script reads back from LoadGen's accuracy log, with no model run."""
 
     def sample_inputs(self, bs: int, seq_len: int) -> dict[str, torch.Tensor]: ...
 

@@ -170,11 +170,27 @@ class MaskedLM:
         ids = torch.from_numpy(self.inputs[rows])  # fancy indexing copies: the batch is writable
         return Batch({"input_ids": ids}, items=len(rows), lengths=[self.seq_len] * len(rows), payload=rows)
 
-    def score(self, batch: Batch, logits: torch.Tensor) -> BatchScore:
+    def score(self, batch: Batch, logits: torch.Tensor, responses: bool = False) -> BatchScore:
         # (lo, hi) of a contiguous batch, or the row numbers of a `batch_of` batch
         rows = slice(*batch.payload) if isinstance(batch.payload, tuple) else batch.payload
         pred = logits.argmax(dim=-1).cpu().numpy()
-        scored, correct = score_masked(pred, self.inputs[rows], self.labels[rows], self.mask_id)
+        inputs = self.inputs[rows]
+        scored, correct = score_masked(pred, inputs, self.labels[rows], self.mask_id)
+        out = BatchScore(scored, correct)
+        if responses:  # each window's predictions at its masked positions, int32 little-endian
+            out.responses = [p[row == self.mask_id].astype("<i4").tobytes() for p, row in zip(pred, inputs)]
+        return out
+
+    def score_responses(self, responses: dict[int, bytes]) -> BatchScore:
+        scored = correct = 0
+        for example, data in responses.items():
+            where = self.inputs[example] == self.mask_id
+            pred = np.frombuffer(data, dtype="<i4")
+            if len(pred) != int(where.sum()):
+                raise UserError(f"the response for window {example} has {len(pred)} predictions; it has "
+                                f"{int(where.sum())} masked positions (a response of another data set?)")
+            scored += len(pred)
+            correct += int((pred == self.labels[example][where]).sum())
         return BatchScore(scored, correct)
 
     def sample_inputs(self, bs: int, seq_len: int) -> dict[str, torch.Tensor]:

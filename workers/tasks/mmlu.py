@@ -234,7 +234,7 @@ class MMLU:
         inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
         return Batch(inputs, items=sum(lengths), lengths=lengths, payload=chosen)
 
-    def score(self, batch: Batch, logits: torch.Tensor) -> BatchScore:
+    def score(self, batch: Batch, logits: torch.Tensor, responses: bool = False) -> BatchScore:
         rows = torch.arange(len(batch.lengths), device=logits.device)
         last_pos = torch.tensor(batch.lengths, device=logits.device) - 1
         last = logits[rows, last_pos].float()  # (batch, vocab): the logits after "Answer:"
@@ -246,7 +246,17 @@ class MMLU:
             picked = [by_id.get(int(t)) for t in last.argmax(dim=-1).cpu()]
         values = choice.cpu().tolist()
         records = [self._record(i, letter, v) for i, letter, v in zip(batch.payload, picked, values)]
-        return BatchScore(scored=len(records), correct=sum(r["correct"] for r in records), records=records)
+        out = BatchScore(scored=len(records), correct=sum(r["correct"] for r in records), records=records)
+        if responses:  # the chosen letter's index (A = 0 .. D = 3; -1: none), int32 little-endian
+            out.responses = [_choice_bytes(letter) for letter in picked]
+        return out
+
+    def score_responses(self, responses: dict[int, bytes]) -> BatchScore:
+        correct = 0
+        for example, data in responses.items():
+            choice = int(np.frombuffer(data, dtype="<i4")[0])
+            correct += choice >= 0 and LETTERS[choice] == self.gold(example)
+        return BatchScore(scored=len(responses), correct=int(correct))
 
     def _record(self, example: int, predicted: str | None, choice_logits: list[float]) -> dict[str, Any]:
         gold = self.gold(example)
@@ -264,6 +274,10 @@ class MMLU:
         """Real prompt tokens in the shape asked for (engine builds and export checks)."""
         ids = torch.from_numpy(np.resize(self.prompt(0), (bs, seq_len)))
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _choice_bytes(letter: str | None) -> bytes:
+    return np.asarray([LETTERS.index(letter) if letter in LETTERS else -1], dtype="<i4").tobytes()
 
 
 def _check_vocab(encoded: list[Encoded], choice_ids: tuple[int, ...], vocab_size: int) -> None:

@@ -2,44 +2,51 @@
 
 Threads:
 - LoadGen's threads call `issue_query` (one query: its samples) and `flush_queries`. They only put
-  the query on `inbox` and return: LoadGen times from its schedule, so a callback that blocked
+  a message on `inbox` and return: LoadGen times from its schedule, so a callback that blocked
   would delay the queries behind it and bill that to the system.
 - One dispatcher thread owns every piece of state. It drains the inbox (so a burst of arrivals
-  becomes one batch), hands an idle worker what is waiting (up to bs samples, or once the oldest
-  has waited `max_batch_wait_ms`), and sleeps on the inbox. A batch's future puts itself on the same
-  inbox when it completes (on Ray's or the executor's thread), so arrivals and completions both
-  wake it at once, with no polling.
+  becomes one batch), hands an idle worker what is waiting (up to bs samples, or, in Server, once
+  the oldest has waited `max_batch_wait_ms`, until LoadGen flushes: then nothing waits), and sleeps
+  on the inbox. A batch's future puts itself on the same inbox when it completes, so arrivals and
+  completions both wake it at once, with no polling.
 - `QuerySamplesComplete` is called by the dispatcher; LoadGen accepts it from any thread.
 
-Faults, as in Offline (orchestrator/modes/offline/dispatch.py, the same `policy.decide`): a worker whose
-process died is suspect until a ping answers (Ray restarted it) or fails (gone for good); its
-batch's samples go back to the front of the queue with attempt + 1. A crash reported as a value is
-retried the same way up to max_attempts; user and out-of-memory errors fail the run. LoadGen gets
-exactly one completion per sample: `outstanding` holds what it still waits for, and a sample no
-longer there is never completed again. A run that cannot go on completes everything outstanding
-(and every later query) with an empty response, so LoadGen's test ends, and the caller raises `error`.
+Responses: every sample is completed with its prediction's bytes (the task's response, the same in
+performance and accuracy mode, as MLPerf's rules ask), which LoadGen copies into its accuracy log in
+accuracy mode and where its sampling picks it in performance mode. In accuracy mode a sample whose
+example LoadGen issues again (MultiStream pads its last query with repeats) is not run twice: it is
+completed with the first one's response, so every example is scored exactly once.
+
+Faults, with Offline's policy (orchestrator/cluster/policy.py): a batch that fails is re-issued to
+a worker that has not failed those samples where there is one (`may_run`), up to max_attempts; a
+worker that fails FAILURES_IN_A_ROW batches in a row is taken out (`judge_worker`); user and
+out-of-memory errors fail the run. A worker whose process died is suspect until a ping answers (Ray
+restarted it and it is warm again) or fails (gone for good); a batch not back within
+`batch_timeout_s` (a hung worker: alive, not answering) is abandoned as a death. Workers still being
+brought back when a test starts (a find_peak probe after one that lost a worker) join it once they
+are back, not before. LoadGen gets exactly one completion per sample: `outstanding` holds what it
+still waits for. A run that cannot go on completes everything outstanding (and every later query)
+with an empty response, so LoadGen's test ends, and the caller raises `error`.
 """
 
 from __future__ import annotations
 
 import array
-import json
 import queue
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
 from orchestrator.cluster.live import ScenarioMeter
-from orchestrator.targets.base import Target
-from orchestrator.cluster.policy import RESTART_WAIT_S, decide
+from orchestrator.cluster.policy import RESTART_WAIT_S, decide, judge_worker, may_run
 from orchestrator.cluster.pool import died_result
+from orchestrator.targets.base import Target
 from workers.contract import SampleBatch, ShardResult
 from workers.errors import RunFailed, UserError, first_line
 
-ISSUE, DONE, PING, STOP, ABORT = "issue", "done", "ping", "stop", "abort"
+ISSUE, FLUSH, DONE, PING, STOP, ABORT = "issue", "flush", "done", "ping", "stop", "abort"
 
 
 @dataclass
@@ -54,6 +61,7 @@ class Sample:
     index: int  # the example in the prepared data (QuerySample.index)
     query: Query
     attempt: int = 1
+    failed_on: set[int] = field(default_factory=set)  # workers that failed it (policy.may_run)
 
 
 @dataclass
@@ -62,7 +70,8 @@ class BridgeOptions:
     bs: int
     max_batch_wait_s: float
     max_attempts: int
-    keep_data: bool  # accuracy mode: each sample's record goes to LoadGen's accuracy log
+    accuracy: bool  # accuracy mode: every example scored once (repeats answered from the first)
+    batch_timeout_s: float | None = None  # a batch not back within this long: its worker is abandoned
 
 
 @dataclass
@@ -72,6 +81,7 @@ class Bridge:
     meter: ScenarioMeter
     inbox: "queue.SimpleQueue[tuple]" = field(default_factory=queue.SimpleQueue)
     results: list[ShardResult] = field(default_factory=list)  # accepted batches
+    accepted: set[int] = field(default_factory=set)  # the examples the accepted batches ran
     failed: list[ShardResult] = field(default_factory=list)  # attempts that failed (re-issued or fatal)
     error: UserError | RunFailed | None = None
     crash: Exception | None = None  # a bug in the dispatcher
@@ -80,12 +90,16 @@ class Bridge:
     def __post_init__(self) -> None:
         self.waiting: deque[Sample] = deque()
         self.outstanding: dict[int, Sample] = {}
-        self.inflight: dict[int, tuple[int, list[Sample]]] = {}  # batch id -> (worker, samples)
+        self.inflight: dict[int, tuple[int, list[Sample], float]] = {}  # batch id -> (worker, samples, sent at)
+        self.live = set(range(self.workers.size)) - set(self.workers.lost)
         # Idle workers, the most recently busy last: it gets the next batch (its process, caches and
         # device clocks are warm); the others take what arrives while it is busy.
-        self.idle: deque[int] = deque(range(self.workers.size))
-        self.live = set(range(self.workers.size))
-        self.suspect: set[int] = set()
+        self.suspect: set[int] = set(self.workers.restarting) & self.live
+        self.idle: deque[int] = deque(w for w in range(self.workers.size) if w in self.live - self.suspect)
+        self.streak = dict.fromkeys(range(self.workers.size), 0)
+        self.flushed = False  # LoadGen issued its last query: nothing waits for a fuller batch any more
+        self.answered: dict[int, bytes] = {}  # accuracy mode: example -> its response
+        self.repeats: dict[int, list[Sample]] = {}  # accuracy mode: example in flight -> samples waiting on it
         self._starved_since: float | None = None
         self._next_batch = 0
         self._arrived = 0  # queries issued since the live metrics last heard
@@ -96,10 +110,13 @@ class Bridge:
         self.inbox.put((ISSUE, [(s.id, s.index) for s in samples], time.monotonic_ns()))
 
     def flush_queries(self) -> None:
-        """LoadGen's hint that no more queries come soon: nothing is held back here."""
+        """LoadGen's last query is issued: what waits for a fuller batch goes now."""
+        self.inbox.put((FLUSH,))
 
     # ------------------------------------------------------------------ the caller's side
     def start(self) -> None:
+        for worker in self.suspect:  # still being brought back from an earlier test: join once back
+            self._watch_ping(worker)
         self._thread.start()
 
     def stop(self) -> None:
@@ -113,7 +130,7 @@ class Bridge:
     # ------------------------------------------------------------------ the dispatcher thread
     def _loop(self) -> None:
         while True:
-            timeout = self._dispatch()
+            timeout = self._guarded(self._dispatch)
             if self._arrived:  # the live metrics once the new samples are on their way, not before
                 self.meter.query_issued(self._arrived, len(self.waiting))
                 self._arrived = 0
@@ -124,20 +141,27 @@ class Bridge:
             while True:
                 if message[0] == STOP:
                     return
-                try:
-                    self._handle(message)
-                except Exception as exc:  # noqa: BLE001 - a bug here must not leave LoadGen waiting forever
-                    self.crash = self.crash or exc  # re-raised, with its traceback, once LoadGen has returned
-                    self._fail(RunFailed(f"the LoadGen dispatcher failed: {first_line(exc)}"))
+                self._guarded(self._handle, message)
                 try:
                     message = self.inbox.get_nowait()
                 except queue.Empty:
                     break
 
+    def _guarded(self, step, *args):
+        """A step of the dispatcher: a bug in it must not leave LoadGen waiting forever."""
+        try:
+            return step(*args)
+        except Exception as exc:  # noqa: BLE001 - re-raised, with its traceback, once LoadGen has returned
+            self.crash = self.crash or exc
+            self._fail(RunFailed(f"the LoadGen dispatcher failed: {first_line(exc)}"))
+            return None
+
     def _handle(self, message: tuple) -> None:
         kind = message[0]
         if kind == ISSUE:
             self._arrive(message[1], message[2])
+        elif kind == FLUSH:
+            self.flushed = True
         elif kind == DONE:
             self._settle(*message[1:])
         elif kind == PING:
@@ -151,34 +175,61 @@ class Bridge:
         for response_id, index in samples:
             sample = Sample(response_id, index, query)
             self.outstanding[response_id] = sample
+            if self.options.accuracy and self._answer_repeat(sample):
+                continue
             self.waiting.append(sample)
         self._arrived += 1
         if self.error is not None:
             self._complete(list(self.waiting), {})
             self.waiting.clear()
 
+    def _answer_repeat(self, sample: Sample) -> bool:
+        """Accuracy mode: an example issued again waits on (or is answered with) the first one's response."""
+        if sample.index in self.answered:
+            self._complete([sample], {sample.index: self.answered[sample.index]})
+            return True
+        if sample.index in self.repeats:
+            self.repeats[sample.index].append(sample)
+            return True
+        self.repeats[sample.index] = []
+        return False
+
     def _dispatch(self) -> float | None:
-        """Hand waiting samples to idle workers; the seconds until a partial batch is due, if any."""
+        """Hand waiting samples to idle workers; the seconds until something is due (a partial batch,
+        a batch's deadline), if anything is."""
         while self.waiting and self.idle and self.error is None:
-            if len(self.waiting) < self.options.bs and self.options.max_batch_wait_s > 0:
+            if len(self.waiting) < self.options.bs and self.options.max_batch_wait_s > 0 and not self.flushed:
                 waited = (time.monotonic_ns() - self.waiting[0].query.issued_ns) / 1e9
                 if waited < self.options.max_batch_wait_s:
-                    return self.options.max_batch_wait_s - waited
+                    return self._sooner(self.options.max_batch_wait_s - waited, self._deadlines())
+            worker = self._pick(self.waiting[0])
             take = [self.waiting.popleft() for _ in range(min(self.options.bs, len(self.waiting)))]
-            self._submit(self.idle.pop(), take)
-        return self._starvation_check()
+            self._submit(worker, take)
+        return self._sooner(self._starvation_check(), self._deadlines())
+
+    def _pick(self, head: Sample) -> int:
+        """The most recently busy idle worker allowed to run the head sample (one that has not failed
+        it, unless every live worker has: policy.may_run)."""
+        for worker in reversed(self.idle):
+            if may_run(worker, head.failed_on, self.live):
+                self.idle.remove(worker)
+                return worker
+        return self.idle.pop()
 
     def _submit(self, worker: int, samples: list[Sample]) -> None:
         batch = SampleBatch(self._next_batch, tuple(s.index for s in samples), self.options.pass_name,
                             max(s.attempt for s in samples))
         self._next_batch += 1
-        self.inflight[batch.batch_id] = (worker, samples)
+        self.inflight[batch.batch_id] = (worker, samples, time.monotonic())
         future = self.workers.run(worker, batch)
         future.add_done_callback(lambda f, b=batch: self.inbox.put((DONE, b, worker, f)))
         self.meter.queue_depth(worker, len(samples), len(self.waiting))  # after the hand-over: not on its path
 
     def _settle(self, batch: SampleBatch, worker: int, future: Future) -> None:
-        _, samples = self.inflight.pop(batch.batch_id)
+        entry = self.inflight.pop(batch.batch_id, None)
+        if entry is None:
+            return  # abandoned at its deadline; its samples went back then
+        _, samples, _ = entry
         self.meter.queue_depth(worker, 0, len(self.waiting))
         try:
             result = future.result()
@@ -189,25 +240,67 @@ class Bridge:
             result = died_result(batch.as_shard(), worker, f"worker {worker} died: {first_line(exc)}")
             self._suspect(worker)
         else:
-            self.idle.append(worker)
+            self._judge(worker, result)
         if result.error is None:
             self.results.append(result)
-            self._complete(samples, _records_by_example(result) if self.options.keep_data else {})
+            self.accepted.update(batch.indices)
+            self._complete(samples, dict(zip(batch.indices, result.responses)))
             return
         self.failed.append(result)
         if decide(result, self.options.max_attempts) == "retry":
             for sample in samples:
                 sample.attempt = batch.attempt + 1
+                sample.failed_on.add(worker)
             self.waiting.extendleft(reversed([s for s in samples if s.response_id in self.outstanding]))
             return
         self._fail(RunFailed(f"LoadGen samples {list(batch.indices)[:8]} failed on attempt {batch.attempt}/"
                              f"{self.options.max_attempts} on worker {worker}: {result.error.message}"))
 
+    def _judge(self, worker: int, result: ShardResult) -> None:
+        """A worker that answered: idle again, or taken out after failing batch after batch."""
+        self.streak[worker], verdict = judge_worker(self.streak[worker], result, died=False)
+        if verdict == "keep":
+            self.idle.append(worker)
+            return
+        self.live.discard(worker)
+        self.workers.take_out(worker, f"taken out after {self.streak[worker]} failed batches in a row, the last: "
+                                      f"{result.error.message}")
+        if not self.live:
+            self._fail(RunFailed(f"every worker was taken out; the last: {result.error.message}"))
+
+    def _deadlines(self) -> float | None:
+        """Abandon batches past `batch_timeout_s` (their workers hung) and return when the next is due."""
+        limit = self.options.batch_timeout_s
+        if limit is None or not self.inflight or self.error is not None:
+            return None
+        now, due = time.monotonic(), None
+        for batch_id, (worker, samples, sent) in list(self.inflight.items()):
+            left = sent + limit - now
+            if left > 0:
+                due = left if due is None else min(due, left)
+                continue
+            del self.inflight[batch_id]
+            why = f"worker {worker} did not answer a batch within {limit:g} s (batch_timeout_s): abandoned as dead"
+            attempt = max(s.attempt for s in samples)
+            self.failed.append(died_result(SampleBatch(batch_id, (), self.options.pass_name, attempt).as_shard(),
+                                           worker, why))
+            if not self.workers.abandon(worker, why):
+                self._fail(RunFailed(f"{why}; it cannot be restarted"))
+                return None
+            self._suspect(worker)
+            for sample in samples:
+                sample.failed_on.add(worker)
+            self.waiting.extendleft(reversed([s for s in samples if s.response_id in self.outstanding]))
+        return due
+
     def _suspect(self, worker: int) -> None:
         if worker not in self.suspect:
             self.suspect.add(worker)
-            future = self.workers.ping(worker)
-            future.add_done_callback(lambda f: self.inbox.put((PING, worker, f)))
+            self._watch_ping(worker)
+
+    def _watch_ping(self, worker: int) -> None:
+        future = self.workers.ping(worker)
+        future.add_done_callback(lambda f: self.inbox.put((PING, worker, f)))
 
     def _answer_ping(self, worker: int, future: Future) -> None:
         self.suspect.discard(worker)
@@ -219,7 +312,8 @@ class Bridge:
             if not self.live:
                 self._fail(RunFailed("every worker died and none could be restarted"))
             return
-        self.idle.append(worker)
+        if worker in self.live and worker not in self.idle:
+            self.idle.append(worker)
 
     def _starvation_check(self) -> float | None:
         """Fail when no worker has been usable for RESTART_WAIT_S; else how long to sleep (None: until woken)."""
@@ -233,6 +327,11 @@ class Bridge:
             return None
         return 1.0
 
+    @staticmethod
+    def _sooner(*seconds: float | None) -> float | None:
+        due = [s for s in seconds if s is not None]
+        return max(0.0, min(due)) if due else None
+
     def _fail(self, error: UserError | RunFailed) -> None:
         """The run cannot finish: say why once, and let LoadGen end by completing all it waits for."""
         if self.error is None:
@@ -240,31 +339,29 @@ class Bridge:
         self.waiting.clear()
         self._complete(list(self.outstanding.values()), {})
 
-    def _complete(self, samples: list[Sample], records: dict[int, dict[str, Any]]) -> None:
+    def _complete(self, samples: list[Sample], responses: dict[int, bytes]) -> None:
         import mlperf_loadgen as lg
 
-        responses, buffers = [], []  # the buffers stay alive until LoadGen has copied them
+        if self.options.accuracy:  # the examples' repeats waiting on them are answered with them
+            samples = samples + [r for s in samples if s.index in responses for r in self.repeats.pop(s.index, ())]
+            self.answered.update(responses)
+        replies, buffers = [], []  # the buffers stay alive until LoadGen has copied them
         done: list[Query] = []
         for sample in samples:
             if self.outstanding.pop(sample.response_id, None) is None:
                 continue  # completed before (a late result after the run failed)
-            record = records.get(sample.index)
-            if record is not None:
-                buffers.append(array.array("B", json.dumps(record, sort_keys=True, default=str).encode()))
+            data = responses.get(sample.index, b"")
+            if data:
+                buffers.append(array.array("B", data))
                 address, length = buffers[-1].buffer_info()
-                responses.append(lg.QuerySampleResponse(sample.response_id, address, length))
+                replies.append(lg.QuerySampleResponse(sample.response_id, address, length))
             else:
-                responses.append(lg.QuerySampleResponse(sample.response_id, 0, 0))
+                replies.append(lg.QuerySampleResponse(sample.response_id, 0, 0))
             sample.query.remaining -= 1
             if sample.query.remaining == 0:
                 done.append(sample.query)
-        if responses:
-            lg.QuerySamplesComplete(responses)
+        if replies:
+            lg.QuerySamplesComplete(replies)
         now = time.monotonic_ns()  # the live metrics after LoadGen has its completions, not before
         for query in done:
             self.meter.query_completed((now - query.issued_ns) / 1e9)
-
-
-def _records_by_example(result: ShardResult) -> dict[int, dict[str, Any]]:
-    """Per-example records of the batch (MMLU's predictions), for LoadGen's accuracy log."""
-    return {int(r["example"]): r for r in result.records if "example" in r}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from dataclasses import dataclass
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -24,20 +23,17 @@ from typing import Iterator
 import pyarrow as pa
 
 from orchestrator.cluster.bring_up import bring_up, open_dataset, open_pool
-from orchestrator.cluster.live import ScenarioMeter
 from orchestrator.metrics.merge import assemble, judge
 from orchestrator.metrics.passes import headline_records
 from orchestrator.metrics.store import RunFolder
-from orchestrator.modes.loadgen.bridge import BridgeOptions
 from orchestrator.modes.loadgen.columns import ScenarioFigures, loadgen_rules, scenario_columns
-from orchestrator.modes.loadgen.runner import LoadGenTest, run_test
-from orchestrator.modes.loadgen.settings import build_test_settings, latency_bound_s
-from orchestrator.modes.loadgen.summary import query_latencies_ns
-from orchestrator.modes.search import Search, find_peak
+from orchestrator.modes.loadgen.logs import query_latencies_ns
+from orchestrator.modes.loadgen.runner import LoadGenTest
+from orchestrator.modes.loadgen.serve import Served, serve
+from orchestrator.modes.loadgen.settings import latency_bound_s
 from orchestrator.point import Point, finish
 from orchestrator.session import RunResult
 from orchestrator.spec import EngineJob
-from orchestrator.targets.base import Target
 from orchestrator.targets.engines import engine_target
 from workers.errors import RunInterrupted, UserError
 
@@ -55,7 +51,7 @@ def run_point(point: Point) -> RunResult:
         try:
             ready = bring_up(point, pool, data, check=lambda prepared: _check_dataset(spec, prepared.num_examples))
             target = engine_target(pool, load.hand_over)
-            served = _serve(point, target, ready.prepared.num_examples, logs)
+            served = serve(point, target, ready.prepared.num_examples, logs)
         except KeyboardInterrupt:
             raise RunInterrupted(run.run_id, False, point.store.shown_uri,
                                  why="; workers stopped; a LoadGen run cannot be resumed (submit the job again)") from None
@@ -70,7 +66,7 @@ def run_point(point: Point) -> RunResult:
                       e2e_seconds=point.session.e2e_seconds(), retries=len(failed), item_unit=ready.infos[0].item_unit,
                       sweep_id=point.session.sweep_id, ray_start_seconds=point.ray_start_seconds,
                       workers_lost=lost, watched=head.watched)
-    figures = _figures(spec, head, ready.prepared.num_examples, served.search, target.hand_over)
+    figures = _figures(spec, served, ready.prepared.num_examples, target.hand_over)
     # the warm-ups before LoadGen's first query, and of restarted workers, happened outside the measured
     # batches: count them as Offline does
     warmups = merged.row.warmup_batches + sum(served.warmed) + target.warmed_again
@@ -89,46 +85,6 @@ def _lost(dropped: dict[int, str], gone: dict[int, str], infos: list) -> tuple[s
     return tuple(lines)
 
 
-@dataclass
-class Served:
-    """What a point's LoadGen tests gave: the headline test, every test, the warm-up batches of each
-    worker, and find_peak's search (None in the other modes)."""
-
-    head: LoadGenTest
-    tests: list[LoadGenTest]
-    warmed: list[int]
-    search: Search | None = None
-
-
-def _serve(point: Point, workers: Target, examples: int, logs: Path) -> Served:
-    """Warm the workers, then run the mode's LoadGen test(s)."""
-    spec = point.spec
-    options = spec.load
-    bridge = BridgeOptions(spec.measured_pass, spec.bs, options.max_batch_wait_ms / 1e3, spec.max_attempts,
-                           keep_data=options.mode == "accuracy")
-    meter = ScenarioMeter(point.run_id)
-
-    def probe(qps: float | None, folder: Path) -> LoadGenTest:
-        settings = build_test_settings(options.scenario, options, examples, accuracy=options.mode == "accuracy",
-                                       target_qps=qps)
-        rate = f" at {qps:g} QPS" if qps else ""
-        point.status(f"LoadGen {options.scenario} {options.mode}{rate}")
-        return run_test(settings, workers, bridge, examples, folder, meter, options.trace, target_qps=qps)
-
-    try:
-        point.status(f"warming up {workers.size} worker(s)")
-        warmed = workers.warm_up(spec.measured_pass)
-        if options.mode == "find_peak":
-            search = find_peak(lambda qps: probe(qps, logs / f"qps-{qps:.6g}"), lambda test: test.valid,
-                               lambda test: test.target_qps, options.target_qps, options.find_peak_tolerance,
-                               options.find_peak_max_runs)
-            return Served(search.best, search.probes, warmed, search)
-        head = probe(options.target_qps, logs)
-        return Served(head, [head], warmed)
-    finally:
-        workers.close()
-
-
 def _check_dataset(spec: EngineJob, examples: int) -> None:
     """What only the prepared data can tell, checked before any worker is set up."""
     if spec.load.scenario == "multi_stream" and spec.load.samples_per_query > examples:
@@ -136,17 +92,24 @@ def _check_dataset(spec: EngineJob, examples: int) -> None:
                         f"{examples} examples")
 
 
-def _figures(spec: EngineJob, test: LoadGenTest, examples: int, search: Search | None = None,
-             hand_over: str = "") -> ScenarioFigures:
-    """The figures of one test; `search`: find_peak's, when `test` is its headline (a search that did
-    not converge is no peak: its stop reason is a reason of the row's)."""
-    options = spec.load
-    note = search.problem if search is not None else ""
+def _figures(spec: EngineJob, served: Served, examples: int, hand_over: str = "",
+             test: LoadGenTest | None = None) -> ScenarioFigures:
+    """The figures of the headline test (or of `test`, a find_peak probe): a search that did not
+    converge is no peak, and a failed compliance test fails the row (their reasons are the row's)."""
+    load, head = spec.load, test or served.head
+    notes = []
+    if test is None and served.search is not None:
+        notes.append(served.search.problem)
+    if test is None and served.compliance is not None and served.compliance.passed is False:
+        notes.append(f"compliance {served.compliance.result}")
     return ScenarioFigures(
-        scenario=options.scenario, mode=options.mode, rules=options.rules, summary=test.summary,
-        target_qps=test.target_qps, latency_bound_s=latency_bound_s(options.scenario, options, test.settings),
-        examples=examples, scored_examples=sum(r.examples for r in test.results), note=note, hand_over=hand_over,
-        find_peak_stop=search.stop if search is not None else None,
+        scenario=load.scenario, mode=load.mode, rules=load.rules, detail=head.detail,
+        target_qps=head.target_qps, latency_bound_s=latency_bound_s(load, head.settings),
+        examples=examples, scored_examples=head.distinct_examples,
+        note="; ".join(n for n in notes if n), hand_over=hand_over,
+        find_peak_stop=served.search.stop if served.search is not None and test is None else None,
+        deviations=tuple(head.built.deviations), issue_delays_ns=tuple(head.issue_delays_ns),
+        compliance=served.compliance if test is None else None,
     )
 
 
@@ -158,7 +121,7 @@ def _write_tables(run: RunFolder, spec: EngineJob, served: Served, examples: int
         keep = ("target_qps", "loadgen_result", "achieved_qps", "query_latency_p99", "latency_bound")
         rows = []
         for order, test in enumerate(served.tests):
-            figures = _figures(spec, test, examples)
+            figures = _figures(spec, served, examples, test=test)
             columns = scenario_columns(figures)
             rows.append({"run": order, **{k: columns[k] for k in keep},
                          "verdict_reasons": "; ".join(loadgen_rules(figures).reasons)})
@@ -197,4 +160,4 @@ def _keep_logs(run: RunFolder, logs: Path) -> None:
     if run.root.local_path is not None or not logs.exists():
         return
     for path in sorted(p for p in logs.rglob("*") if p.is_file()):
-        run.file(f"loadgen/{path.relative_to(logs).as_posix()}").write_bytes(path.read_bytes())
+        run.file(f"loadgen/{path.relative_to(logs).as_posix()}").copy_from(path)  # streamed: traces are large

@@ -25,32 +25,45 @@ from pathlib import Path
 
 from orchestrator.cluster.live import ScenarioMeter
 from orchestrator.modes.loadgen.bridge import Bridge, BridgeOptions
-from orchestrator.modes.loadgen.summary import LoadGenSummary, parse_summary
+from orchestrator.modes.loadgen.logs import DetailLog, parse_detail, trace_samples
+from orchestrator.modes.loadgen.settings import Built
 from orchestrator.targets.base import Target
 from workers.contract import ShardResult
 
 log = logging.getLogger(__name__)
 
 
+AUDIT_FILE = "audit.config"
+
+
 @dataclass
 class LoadGenTest:
     target_qps: float | None
     log_dir: Path
-    summary: LoadGenSummary
+    detail: DetailLog  # what LoadGen logged (mlperf_log_detail.txt): its figures, verdict and errors
     results: list[ShardResult]  # accepted batches
     failed: list[ShardResult]  # failed attempts (re-issued)
-    settings: object  # the mlperf_loadgen.TestSettings it ran with
+    built: Built  # the TestSettings it ran with, and what of them is not MLPerf's
     watched: list[ShardResult]  # each worker's device watch and energy over the test
+    issue_delays_ns: list[int]  # LoadGen's own issue delay of each sample (from its trace; empty without one)
+    distinct_examples: int = 0  # examples the accepted batches ran, each counted once
+
+    @property
+    def settings(self):
+        return self.built.settings
 
     @property
     def valid(self) -> bool:
-        return self.summary.result == "VALID"
+        """LoadGen said VALID and logged no error (an error never leaves a run MLPerf would accept)."""
+        return self.detail.result == "VALID" and not self.detail.errors
 
 
-def run_test(settings, workers: Target, options: BridgeOptions, examples: int, log_dir: Path,
+def run_test(built: Built, workers: Target, options: BridgeOptions, examples: int, log_dir: Path,
              meter: ScenarioMeter, trace: bool, target_qps: float | None = None) -> LoadGenTest:
     """One LoadGen test, the workers' devices watched over it; raises the bridge's error (a run that
-    could not finish) after LoadGen returns."""
+    could not finish) after LoadGen returns. LoadGen is given an audit.config path inside the test's
+    own log folder: it reads one only when the job asked for a compliance test and it was written
+    there, never one that happens to lie in the working directory (its default)."""
     import mlperf_loadgen as lg
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -67,7 +80,7 @@ def run_test(settings, workers: Target, options: BridgeOptions, examples: int, l
 
     def test() -> None:
         try:
-            lg.StartTestWithLogSettings(sut, qsl, settings, log)
+            lg.StartTestWithLogSettings(sut, qsl, built.settings, log, str(log_dir / AUDIT_FILE))
         finally:
             ended.set()
 
@@ -84,8 +97,17 @@ def run_test(settings, workers: Target, options: BridgeOptions, examples: int, l
     if bridge.error is not None:
         raise bridge.error
     watched = workers.end_watch()
-    summary = parse_summary((log_dir / "mlperf_log_summary.txt").read_text())
-    return LoadGenTest(target_qps, log_dir, summary, bridge.results, bridge.failed, settings, watched)
+    detail = parse_detail((log_dir / "mlperf_log_detail.txt").read_text(encoding="utf-8", errors="replace"))
+    return LoadGenTest(target_qps, log_dir, detail, bridge.results, bridge.failed, built, watched,
+                       _issue_delays(log_dir) if trace else [], len(bridge.accepted))
+
+
+def _issue_delays(log_dir: Path) -> list[int]:
+    trace = log_dir / "mlperf_log_trace.json"
+    if not trace.exists():
+        return []
+    with trace.open(encoding="utf-8", errors="replace") as lines:
+        return [issued for _, issued, _ in trace_samples(lines)]
 
 
 def _nothing_to_load(indices: list[int]) -> None:
