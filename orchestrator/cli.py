@@ -272,6 +272,54 @@ def accuracy(
                f"examples answered, {scored.missing} missing)")
 
 
+export_app = typer.Typer(no_args_is_help=True, help="Write runs out in another tool's layout.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("mlperf")
+def export_mlperf(
+    runs: Annotated[list[str], typer.Argument(help="LoadGen run ids (or unique parts): performance, accuracy, "
+                                                    "audited runs; then the output folder", show_default=False)],
+    results: ResultsOpt = None,
+    division: Annotated[str, typer.Option("--division", help="closed | open")] = "open",
+    submitter: Annotated[str, typer.Option("--submitter", help="the submitter's folder name")] = "raybench",
+    system: Annotated[Optional[str], typer.Option("--system", help="system folder name; default from the devices")] = None,
+    benchmark: Annotated[Optional[str], typer.Option("--benchmark", help="the checker's benchmark name (bert-99.9, "
+                                                     "resnet, ...); default from load.mlperf_model")] = None,
+    system_json: Annotated[Optional[Path], typer.Option("--system-json", help="your system description fields (JSON), "
+                                                        "over what the runs recorded")] = None,
+) -> None:
+    """Lay LoadGen runs out as an MLPerf Inference submission tree and check it by the submission
+    checker's rules (every problem is printed; exit 1 when there is any)."""
+    import json
+
+    with user_errors():
+        from orchestrator.metrics.store import ResultsStore
+        from orchestrator.submission.tree import Identity, export_runs
+        from orchestrator.views.query import find_row
+        from workers.errors import UserError
+
+        if len(runs) < 2:
+            raise UserError("give one or more run ids and then the output folder: bench export mlperf RUN_ID... DIR")
+        *ids, out = runs
+        fields = None
+        if system_json is not None:
+            try:
+                fields = json.loads(system_json.read_text())
+            except (OSError, ValueError) as exc:
+                raise UserError(f"--system-json {system_json}: {exc}") from exc
+        store = ResultsStore(results or LOCAL_RESULTS)
+        rows = [find_row(store, run) for run in ids]
+        folder, problems = export_runs(store, rows, Path(out), Identity(division, submitter, system, benchmark, fields))
+    typer.echo(f"submission tree: {folder}")
+    if problems:
+        typer.echo(f"{len(problems)} problem(s) by the submission checker's rules:")
+        for problem in problems:
+            typer.echo(f"  {problem}")
+        raise typer.Exit(1)
+    typer.echo("no problem by the submission checker's rules raybench checks")
+
+
 @app.command()
 def compare(
     run_a: Annotated[str, typer.Argument(help="baseline run id (or a unique part)")],

@@ -167,3 +167,14 @@ def test_validate_plan_explains_auto_workers_and_refuses_a_bad_format(tmp_path):
     assert "workers: auto: one worker per 1 GPU of the cluster (on a cluster without GPUs: one CPU worker)" in out.output
     bad = CliRunner().invoke(app, ["validate", "jobs/synthetic.yaml", "--plan", "--format", "yaml"])
     assert bad.exit_code == 2 and "--format: 'yaml' is not one of table, json" in bad.output
+
+
+@pytest.mark.parametrize("job_file", ["jobs/smoke.yaml", "jobs/synthetic_server.yaml"])
+def test_a_results_location_that_cannot_be_written_is_one_line_before_any_work(job_file):
+    """`--results /proc/raybench` was a 70-line traceback after the data was prepared, on every kind
+    of run; now one line naming the location, exit 2, before anything runs."""
+    out = bench("submit", job_file, "--results", "/proc/raybench", "--no-ray", timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "/proc/raybench" in lines[0], out.stderr
+    assert "preparing" not in out.stdout.lower() and "warming" not in out.stdout.lower()
