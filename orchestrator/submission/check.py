@@ -8,7 +8,7 @@
 - each performance detail log: no LoadGen error, VALID, early stopping met (Server and the streams),
   the folder's scenario, the seeds, a min_duration of at least 600 s and the performance sample count
   of the benchmark's mlperf.conf (Offline: its samples per query too), the scenario's metric key;
-- the accuracy detail log: AccuracyOnly, no error;
+- the accuracy detail log: AccuracyOnly, no error, the benchmark's whole dataset;
 - a compliance test present (TEST01, TEST04): its performance logs, checked as above, and "TEST PASS"
   in its verify files;
 - the system description: every field, the meaningful ones non-empty, division and submitter equal to
@@ -94,7 +94,7 @@ def check_scenario(folder: Path, benchmark: str) -> list[str]:
         if empty and fields:
             problems.append(f"{measurements}: missing or empty: {', '.join(empty)}")
     problems += check_performance(folder / "performance" / "run_1", benchmark, folder.name)
-    problems += check_accuracy(folder / "accuracy")
+    problems += check_accuracy(folder / "accuracy", benchmark)
     for test in rules.COMPLIANCE_TESTS:
         if (folder / test).is_dir():
             problems += check_compliance(folder / test, test, benchmark, folder.name)
@@ -150,7 +150,7 @@ def check_performance(folder: Path, benchmark: str, scenario: str) -> list[str]:
     return problems
 
 
-def check_accuracy(folder: Path) -> list[str]:
+def check_accuracy(folder: Path, benchmark: str) -> list[str]:
     problems = _required(folder, rules.REQUIRED_ACC_FILES)
     log = folder / "mlperf_log_accuracy.json"
     if log.is_file() and log.stat().st_size > rules.MAX_ACCURACY_LOG_SIZE:
@@ -166,6 +166,11 @@ def check_accuracy(folder: Path) -> list[str]:
         if detail.errors:
             problems.append(f"{folder / 'mlperf_log_detail.txt'}: {len(detail.errors)} LoadGen error(s): "
                             f"{detail.errors[0]}")
+        wanted = rules.ACCURACY_SAMPLES.get(benchmark)
+        covered = detail.get("effective_accuracy_sample_count", detail.get("qsl_reported_total_count"))
+        if wanted is not None and covered != wanted:
+            problems.append(f"{folder / 'mlperf_log_detail.txt'}: the accuracy run covers {covered} samples, "
+                            f"{benchmark}'s dataset has {wanted}")
     return problems
 
 

@@ -24,15 +24,23 @@ SYSTEM_FIELDS = (
     "accelerator_on-chip_memories", "cooling", "hw_notes", "sw_notes", "host_network_card_count",
     "system_type_detail",
 )
-# The fields the checker wants a meaningful (non-empty) answer in.
+# The fields the checker wants a meaningful (non-empty) answer in (SYSTEM_DESC_MEANINGFUL_RESPONSE_REQUIRED_FIELDS).
+# `is_network` is left out: the checker reads any non-empty string there as a network submission.
 SYSTEM_MEANINGFUL = (
-    "division", "submitter", "status", "system_name", "number_of_nodes", "host_processor_model_name",
-    "host_processors_per_node", "host_processor_core_count", "host_memory_capacity", "host_storage_capacity",
-    "host_storage_type", "accelerators_per_node", "accelerator_model_name", "accelerator_memory_capacity",
-    "framework", "operating_system", "system_type", "host_networking", "host_networking_topology",
-    "accelerator_host_interconnect", "accelerator_interconnect", "accelerator_memory_configuration", "cooling",
-    "host_network_card_count",
+    "division", "submitter", "system_type", "status", "system_name", "number_of_nodes",
+    "host_processor_model_name", "host_processors_per_node", "host_processor_core_count", "host_memory_capacity",
+    "host_memory_configuration", "host_storage_capacity", "host_storage_type", "host_networking",
+    "host_network_card_count", "host_networking_topology", "accelerators_per_node", "accelerator_model_name",
+    "accelerator_memory_capacity", "accelerator_host_interconnect", "accelerator_memory_configuration",
+    "accelerator_interconnect", "cooling", "framework", "operating_system", "other_software_stack",
 )
+# The samples an accuracy run must cover (v6.1 "accuracy-sample-count", else "dataset-size").
+ACCURACY_SAMPLES = {
+    "resnet": 50000, "bert-99": 10833, "bert-99.9": 10833, "3d-unet-99": 43, "3d-unet-99.9": 43,
+    "llama3.1-8b": 13368, "llama3.1-8b-edge": 5000, "llama2-70b-99.9": 24576, "stable-diffusion-xl": 5000,
+    "rgat": 788379, "deepseek-r1": 4388, "whisper": 1633, "gpt-oss-120b": 4395, "qwen3-vl-235b-a22b": 48289,
+    "wan-2.2-t2v-a14b": 248, "dlrm-v3": 349823, "yolo-95": 1525, "yolo-99": 1525,
+}
 STATUSES = ("available", "preview", "rdi")
 SYSTEM_TYPES = ("datacenter", "edge", "datacenter,edge", "edge,datacenter")
 DIVISIONS = ("closed", "open")

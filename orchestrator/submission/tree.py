@@ -222,7 +222,6 @@ def system_description(rows: list[MetricsRow], who: Identity, system: str) -> di
         "other_software_stack": f"Python {row.python_version}, CUDA {row.cuda_version or '-'}, "
                                 f"NVIDIA driver {row.driver_version or '-'}",
         "sw_notes": f"raybench runs {', '.join(r.run_id for r in rows)}",
-        "is_network": "false",
     })
     described.update(who.system_json or {})
     return described
