@@ -15,6 +15,7 @@ renamed over it (fsync first on local disks), which is atomic there.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -123,6 +124,7 @@ class Location:
         before any work starts, not a traceback after the run (a read-only folder, /proc, a bucket
         without write permission, a missing bucket)."""
         probe = self.child(f".raybench-write-check-{os.getpid()}")
+        made = self._missing_local_folders()
         try:
             probe.write_bytes(b"", durable=False)
             self.fs.delete_file(probe.path)
@@ -130,6 +132,20 @@ class Location:
             reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
             raise UserError(f"--results: cannot write to {self.display} ({reason}); give a folder or URI you can "
                             "write to") from exc
+        finally:
+            for folder in made:  # the check leaves no folder behind: the run makes its own
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
+    def _missing_local_folders(self) -> list[Path]:
+        """The local folders a write here would create, deepest first."""
+        if not self.is_local:
+            return []
+        missing, folder = [], Path(self.path)
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        return missing
 
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")
