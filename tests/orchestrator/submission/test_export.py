@@ -41,7 +41,7 @@ def set_mllog(path, **values) -> None:
 @pytest.fixture(scope="module")
 def audited_run(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    load = {"rules": "smoke", "min_duration_s": 0.2, "target_qps": 400, "audit": "TEST01"}
+    load = {"rules": "smoke", "min_duration_s": 0.2, "target_qps": 200, "latency_bound_ms": 1000, "audit": "TEST01"}
     row = run_job(validate(synthetic("server", load, latency_ms=0, bs=4, size=300), "x"), results_dir=results,
                   in_process=True).row
     return results, row
@@ -59,7 +59,7 @@ def test_an_audited_run_exports_as_a_tree_the_checkers_rules_accept_once_its_set
                  "TEST01/verify_performance.txt", "TEST01/verify_accuracy.txt",
                  "TEST01/performance/run_1/mlperf_log_detail.txt", "user.conf", "README.md", "measurements.json"):
         assert (scenario / name).stat().st_size > 0, name
-    assert "bert.Server.target_qps = 400" in (scenario / "user.conf").read_text()
+    assert "bert.Server.target_qps = 200" in (scenario / "user.conf").read_text()
     full = (results / "runs" / row.run_id / "loadgen" / "accuracy" / "mlperf_log_accuracy.json").read_bytes()
     assert len(full) > rules.MAX_ACCURACY_LOG_SIZE  # 300 samples: the log must be truncated
     kept = (scenario / "accuracy" / "mlperf_log_accuracy.json").read_bytes()

@@ -66,7 +66,8 @@ def test_the_trace_is_off_by_default_under_mlperf_rules_and_on_when_asked():
                        trace=True).keeps_trace
 
 
-SMOKE = {"rules": "smoke", "min_duration_s": 0.2, "target_qps": 400}
+# a generous bound: these tests are about the compliance logic, not capacity (CI machines are busy)
+SMOKE = {"rules": "smoke", "min_duration_s": 0.2, "target_qps": 200, "latency_bound_ms": 1000}
 
 
 @pytest.mark.slow
@@ -86,7 +87,7 @@ def test_an_audit_config_in_the_working_directory_is_not_read(tmp_path, monkeypa
 @pytest.mark.slow
 def test_test04_runs_the_same_sample_and_passes_on_an_engine_without_a_cache(tmp_path):
     # 200 QPS: the repeated sample (index 3) may be one of the longer ones; both runs must be VALID
-    result = run_job(validate(synthetic("server", dict(SMOKE, audit="TEST04", target_qps=200), latency_ms=0, bs=4),
+    result = run_job(validate(synthetic("server", dict(SMOKE, audit="TEST04"), latency_ms=0, bs=4),
                               "x"),
                      results_dir=tmp_path, in_process=True)
     row, logs = result.row, result.run_dir / "loadgen"
