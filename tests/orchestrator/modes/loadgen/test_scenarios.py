@@ -105,10 +105,10 @@ def test_a_worker_the_driver_cannot_reach_directly_leaves_the_run_on_actor_calls
     run its direct hand-over, not the run: one warning naming the worker, actor calls, and the row says so."""
     from orchestrator.targets import lane_client as lane
 
-    def refused(address, authkey=None):
+    def refused(address, timeout=None):
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(lane, "Client", refused)  # multiprocessing.connection.Client, as lane.py calls it
+    monkeypatch.setattr(lane, "create_connection", refused)  # the driver's one way out to a worker's port
     row = run_job(validate(synthetic("single_stream", {"min_queries": 64}, workers=2, latency_ms=5, bs=4), "x"),
                   results_dir=tmp_path).row
     assert row.loadgen_result == "VALID" and json.loads(row.loadgen_settings)["hand_over"] == "actor_call"
