@@ -177,9 +177,11 @@ class BenchWorker:
         import ray
 
         from workers.lane_server import LaneServer
+        from workers.lane_transport import tls_from_env
 
         self._lane = LaneServer(ray.util.get_node_ip_address(), authkey,
-                                {"warm_up": self.warm_up, "run_samples": self.run_samples})
+                                {"warm_up": self.warm_up, "run_samples": self.run_samples},
+                                tls=tls_from_env(os.environ))  # Ray's TLS, as this node's Ray reads it
         return self._lane.address
 
     def pid(self) -> int:

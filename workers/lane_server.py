@@ -9,15 +9,21 @@ the other workers'. A socket costs about 0.5 ms here and sleeps while it waits (
 
 How: the worker listens on its node's address (the one Ray knows the node by; the driver reaches
 Ray's nodes there already) at a free port, with a key the driver sent through Ray (itself behind
-Ray's token): `multiprocessing.connection`'s HMAC challenge runs on every connection, and one that
-fails it is closed and the next awaited. One thread serves the connection: receive a call (a name
-the worker offers and its arguments: `warm_up`, then `run_samples`, which return errors as
-values), make it, send the reply back. A call may tell events before its reply (a first token,
-then the rest): a call named in `streaming` is given an `emit` keyword, and each event it emits
-goes to the driver at once, ahead of the reply, so the driver can act on it before the call ends.
-The connection ending, closed by the driver or broken, ends the thread and the listener: the
-driver never dials a listener twice, it asks the worker for a new lane (`BenchWorker.open_lane`).
-A lane the driver never reached (it fell back to actor calls) waits until the actor's process ends.
+Ray's token), and serves the first connection that proves the key (workers/lane_wire.py: the
+handshake, TLS where Ray's is on, an HMAC on every message after it). A connection that fails, or
+says nothing for HANDSHAKE_TIMEOUT_S (2 s, workers/lane_wire.py), is closed and the next awaited;
+the listener keeps a backlog of LISTEN_BACKLOG, so the driver's connection waits in it while a
+stranger is being dropped, and it stops listening once the driver is in. What travels is msgpack
+of the types the lane carries (workers/lane_codec.py), never pickle. One thread serves the
+connection: receive a call (a name the worker offers and its arguments: `warm_up`, then
+`run_samples`, which return errors as values), make it, send the reply back. A call may tell
+events before its reply (a first token, then the rest): a call named in `streaming` is given an
+`emit` keyword, and each event it emits goes to the driver at once, ahead of the reply, so the
+driver can act on it before the call ends.
+The connection ending (closed by the driver, broken, or a message that fails its MAC or is not one
+the lane sends) ends the thread: the driver never dials a listener twice, it asks the worker for a
+new lane (`BenchWorker.open_lane`). A lane the driver never reached (it fell back to actor calls)
+waits until the actor's process ends.
 
 The warm-up goes over the lane too, so the engine is warmed on the thread that then runs the
 batches: some engine state is per thread (torch.compile's CUDA graph trees record their graphs per
@@ -32,15 +38,16 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from multiprocessing import AuthenticationError
-from multiprocessing.connection import Connection, Listener
 from typing import Any, Callable
 
 from workers.errors import first_line
+from workers.lane_codec import EVENT, FAILED, OK, LaneDecodingError, decode_call, encode_reply
+from workers.lane_transport import TLSFiles
+from workers.lane_wire import Channel, LaneTampered, accept
 
 log = logging.getLogger(__name__)
 
-OK, FAILED, EVENT = "ok", "failed", "event"  # (OK, result) or (FAILED, the first line) ends a call; (EVENT, x) before
+LISTEN_BACKLOG = 4  # connections the kernel holds while one is in its handshake (a stranger, up to 2 s)
 
 
 # A peer that stops answering (its node lost power or its network) leaves no FIN behind: without
@@ -51,68 +58,74 @@ OK, FAILED, EVENT = "ok", "failed", "event"  # (OK, result) or (FAILED, the firs
 KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 5, 2, 5
 
 
-def tune(conn: Connection) -> None:
+def tune(sock: socket.socket) -> None:
     """Send each message at once (a reply must not wait on Nagle's algorithm for an ACK), and give
     the connection up once the peer's machine stops answering (above)."""
     give_up_ms = 1000 * (KEEPALIVE_IDLE_S + KEEPALIVE_INTERVAL_S * KEEPALIVE_PROBES)
-    with socket.socket(fileno=conn.fileno()) as sock:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
-                                  ("TCP_KEEPCNT", KEEPALIVE_PROBES),
-                                  ("TCP_USER_TIMEOUT", give_up_ms)):  # also bounds a send left unacknowledged
-                if hasattr(socket, option):  # Linux has all four; elsewhere the system's defaults stand
-                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
-        finally:
-            sock.detach()  # the Connection owns the descriptor
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+                          ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+                          ("TCP_USER_TIMEOUT", give_up_ms)):  # also bounds a send left unacknowledged
+        if hasattr(socket, option):  # Linux has all four; elsewhere the system's defaults stand
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 class LaneServer:
-    """Listens on (host, a free port) and serves the first authenticated connection, until it ends."""
+    """Listens on (host, a free port) and serves the first connection that proves the key, until it ends."""
 
     def __init__(self, host: str, authkey: bytes, calls: dict[str, Callable[..., Any]],
-                 streaming: frozenset[str] = frozenset()) -> None:
-        self._listener = Listener((host, 0), authkey=authkey)
+                 streaming: frozenset[str] = frozenset(), tls: TLSFiles | None = None) -> None:
+        self._tls = tls.server_context() if tls is not None else None  # bad files fail here, in open_lane
+        self._key = authkey
+        self._listener = socket.create_server((host, 0), backlog=LISTEN_BACKLOG)
         self._calls = calls
         self._streaming = streaming  # calls given `emit=`: they tell events before their reply
-        self.address: tuple[str, int] = self._listener.address
+        self.address: tuple[str, int] = self._listener.getsockname()[:2]
         self._thread = threading.Thread(target=self._run, name="raybench-lane", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        with self._listener, self._accept() as conn:
-            self._answer(conn)
+        with self._listener:
+            channel = self._accept()
+        try:
+            self._answer(channel)
+        finally:
+            channel.close()
 
-    def _accept(self) -> Connection:
-        """The next connection that passes the challenge."""
+    def _accept(self) -> Channel:
+        """The first connection that proves the key within HANDSHAKE_TIMEOUT_S."""
         while True:
+            sock, peer = self._listener.accept()
             try:
-                conn = self._listener.accept()
-            except (AuthenticationError, OSError, EOFError) as exc:  # a stranger, or the wrong key
-                log.warning("lane %s: refused a connection: %s", self.address, first_line(exc))
-                continue
-            tune(conn)
-            return conn
+                tune(sock)
+                return accept(sock, self._key, self._tls)
+            except (OSError, EOFError) as exc:  # a stranger (silent, or not a lane), a wrong key, a TLS failure
+                sock.close()
+                why = "said nothing in time" if isinstance(exc, TimeoutError) else first_line(exc)
+                log.warning("lane %s: refused a connection from %s:%s: %s", self.address, *peer[:2], why)
 
-    def _answer(self, conn: Connection) -> None:
-        """Serve calls until the driver closes the connection or it breaks."""
+    def _answer(self, channel: Channel) -> None:
+        """Serve calls until the driver closes the connection, it breaks, or a message is not the driver's."""
         def emit(event: Any) -> None:
-            conn.send((EVENT, event))
+            channel.send(encode_reply(EVENT, event))
 
         while True:
             try:
-                name, args = conn.recv()
+                name, args = decode_call(channel.recv())
+            except (LaneTampered, LaneDecodingError) as exc:  # before OSError, which LaneTampered is
+                log.warning("lane %s: closed: %s", self.address, exc)
+                return
             except (EOFError, OSError):
                 return
             try:
                 call = self._calls[name]
-                reply = (OK, call(*args, emit=emit) if name in self._streaming else call(*args))
+                reply = encode_reply(OK, call(*args, emit=emit) if name in self._streaming else call(*args))
             except OSError:
                 return  # an event could not be sent: the connection is gone
             except Exception as exc:  # noqa: BLE001 - told to the driver, which fails the run in one line
-                reply = (FAILED, first_line(exc))
+                reply = encode_reply(FAILED, first_line(exc))
             try:
-                conn.send(reply)
+                channel.send(reply)
             except OSError:
                 return

@@ -64,7 +64,7 @@ def check_gcs(address: str, where: str, timeout_s: float = CHECK_TIMEOUT_S) -> N
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
 
     headers = sent_headers()
-    with grpc.insecure_channel(address) as channel:
+    with _channel(grpc, address) as channel:
         stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
         try:
             stub.CheckAlive(gcs_service_pb2.CheckAliveRequest(), timeout=timeout_s, metadata=list(headers.items()))
@@ -74,6 +74,24 @@ def check_gcs(address: str, where: str, timeout_s: float = CHECK_TIMEOUT_S) -> N
             detail = (exc.details() or "").split("\n")[0][:200]
             raise UserError(f"{where}: no Ray GCS answers there ({exc.code().name}: {detail}); give the head's "
                             "GCS address (port 6379 by default)") from None
+
+
+def _channel(grpc, address: str):
+    """The channel Ray's own clients would open from this process: TLS with Ray's files where Ray's
+    TLS is on (RAY_USE_TLS; ray._private.grpc_utils), else plain."""
+    from workers.lane_transport import tls_from_env
+
+    try:
+        tls = tls_from_env(os.environ)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if tls is None:
+        return grpc.insecure_channel(address)
+    try:
+        cert, key, ca = (open(path, "rb").read() for path in (tls.cert, tls.key, tls.ca))
+    except OSError as exc:
+        raise UserError(f"RAY_USE_TLS is on but {exc.filename} cannot be read ({exc.strerror})") from None
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(ca, key, cert))
 
 
 def check_dashboard(url: str, where: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:

@@ -10,7 +10,10 @@ alike, instead of polling `ray.wait`.
 The lanes open before the warm-up, one per worker, and the warm-up goes over them. A worker whose
 lane breaks is a dead worker to the bridge; once Ray has restarted it, it is set up and warmed
 again, over a new lane, before it takes samples. Where the lanes cannot be opened (a node whose
-free ports the driver cannot reach) the run says so in one warning and uses actor calls.
+free ports the driver cannot reach) the run says so in one warning and uses actor calls; where a
+restarted worker's new lane cannot be opened, that worker alone gets actor calls. The row's
+`hand_over` says which workers used which (`hand_over_record`). On a cluster with Ray's TLS on
+(`RAY_USE_TLS`), both ends of each lane use Ray's certificates (workers/lane_transport.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from orchestrator.targets.base import Event, Target
 from orchestrator.targets.lane_client import DirectLane, LaneFailed, LaneLost
 from workers.contract import DataHandle, SampleBatch, ShardResult
 from workers.errors import RunFailed, first_line
+from workers.lane_transport import TLSFiles, tls_from_env
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,11 @@ class RayWorkers:
         kept = [w for w in range(pool.size) if w not in pool.lost]  # bring-up dropped the others
         self.actors, self.handles = [pool.actors[w] for w in kept], [pool.handles[w] for w in kept]
         self.size = len(kept)
-        self.hand_over = hand_over  # actor_call once the lanes could not be opened
+        self._worker_ids = kept  # place -> the worker's id, for the row
+        self._mode = hand_over  # actor_call once the lanes could not be opened
+        self._no_lanes = ""  # why they could not
+        self._actor_calls: dict[int, str] = {}  # places that got actor calls while the others had lanes -> why
+        self._tls: TLSFiles | None = None  # Ray's TLS files where Ray's TLS is on (read as the lanes open)
         self.lanes: list[DirectLane | None] = [None] * self.size
         self._needs_data: set[int] = set()  # restarted workers whose rebuild failed: the next call carries data
         self._pass_name = ""
@@ -56,14 +64,20 @@ class RayWorkers:
     def restarting(self) -> set[int]:
         return set(self._back)
 
+    @property
+    def hand_over(self) -> str:
+        """For the row: how batches reached the workers, worker by worker where that differed."""
+        return hand_over_record(self._mode, self._no_lanes,
+                                {self._worker_ids[p]: why for p, why in self._actor_calls.items()})
+
     def warm_up(self, pass_name: str) -> list[int]:
         """Open the lanes, then warm each worker over its lane (on the thread that will run its
         batches: workers/lane_server.py says why), or as an actor call without lanes."""
         self._pass_name = pass_name
-        if self.hand_over == "direct":
+        if self._mode == "direct":
             self._open_lanes()
         try:
-            if self.hand_over == "direct":
+            if self._mode == "direct":
                 return [f.result() for f in [lane.call("warm_up", pass_name) for lane in self.lanes]]
             return self._ray.get([a.warm_up.remote(pass_name, h) for a, h in zip(self.actors, self.handles)])
         except (self._ray.exceptions.RayActorError, LaneLost) as exc:
@@ -75,22 +89,23 @@ class RayWorkers:
     def _open_lanes(self) -> None:
         keys = [os.urandom(32) for _ in self.actors]  # each sent through Ray, behind its token
         try:
+            self._tls = tls_from_env(os.environ)  # Ray's own switch and files, as the workers read them
             addresses = self._ray.get([a.open_lane.remote(k) for a, k in zip(self.actors, keys)], timeout=60)
         except Exception as exc:  # noqa: BLE001 - actor calls still work
             return self._without_lanes(f"the workers could not listen ({first_line(exc)})")
         for worker, ((host, port), key) in enumerate(zip(addresses, keys)):
             try:
-                self.lanes[worker] = DirectLane((host, port), key, worker)
+                self.lanes[worker] = DirectLane((host, port), key, worker, self._tls)
             except Exception as exc:  # noqa: BLE001 - actor calls still work
-                return self._without_lanes(f"no direct connection to worker {worker} at {host}:{port} "
-                                           f"({type(exc).__name__}: {first_line(exc)})")
+                return self._without_lanes(f"no direct connection to worker {self._worker_ids[worker]} at "
+                                           f"{host}:{port} ({first_line(exc)})")
         return None
 
     def _without_lanes(self, why: str) -> None:
         """Say once why, and hand every batch over as an actor call."""
         log.warning("load.hand_over: %s; batches go as actor calls", why)
         self.close()
-        self.hand_over = "actor_call"
+        self._mode, self._no_lanes = "actor_call", why
 
     def run(self, worker: int, batch: SampleBatch, on_event: Callable[[Event], None] | None = None) -> Future:
         lane = self.lanes[worker]
@@ -141,7 +156,7 @@ class RayWorkers:
         while True:
             try:
                 self._ray.get(actor.setup.remote(self.handles[worker]))  # the restarted process has nothing
-                warmed = self._reopen_lane(worker) if self.hand_over == "direct" else None
+                warmed = self._reopen_lane(worker) if self._mode == "direct" else None
                 if warmed is None:
                     warmed = self._ray.get(actor.warm_up.remote(self._pass_name, self.handles[worker]))
                 self.warmed_again += warmed
@@ -160,7 +175,7 @@ class RayWorkers:
         key, lane = os.urandom(32), None
         try:
             host, port = self._ray.get(self.actors[worker].open_lane.remote(key))
-            lane = DirectLane((host, port), key, worker)
+            lane = DirectLane((host, port), key, worker, self._tls)
             warmed = lane.call("warm_up", self._pass_name).result()
         except self._ray.exceptions.RayActorError:
             raise  # died again: _bring_back waits for the next restart or gives up
@@ -168,7 +183,8 @@ class RayWorkers:
             if lane is not None:
                 lane.close()  # its warm-up failed: the worker's end stops listening too
             log.warning("load.hand_over: no new lane to restarted worker %d (%s); it gets actor calls",
-                        worker, first_line(exc))
+                        self._worker_ids[worker], first_line(exc))
+            self._actor_calls[worker] = f"actor_call after restart ({first_line(exc)})"
             return None
         self.lanes[worker] = lane
         return warmed
@@ -262,6 +278,15 @@ class LocalWorkers:
     def close(self) -> None:
         for executor in self._executors:
             executor.shutdown(wait=True)
+
+
+def hand_over_record(mode: str, why: str = "", actor_calls: dict[int, str] | None = None) -> str:
+    """The row's `hand_over`: `direct` where every worker had its lane for the whole run, `actor_call`
+    (with why, where the lanes could not be opened), or `direct; worker 3: actor_call after restart
+    (why)` naming each worker that got actor calls while the others kept their lanes."""
+    if mode != "direct":
+        return f"{mode}: {why}" if why else mode
+    return "; ".join(["direct", *(f"worker {w}: {how}" for w, how in sorted((actor_calls or {}).items()))])
 
 
 def engine_target(pool: Pool, hand_over: str = "direct") -> Target:

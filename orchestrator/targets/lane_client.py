@@ -4,9 +4,11 @@
 message into the socket's buffer; a worker holds one batch at a time) and returns a future; a
 thread per lane sleeps in `recv` and completes the futures in order. A connection that breaks
 (the worker's process died; its node went silent, which keepalive finds: workers/lane_server.py's
-`tune`) fails the batch in flight, and every later one,
-with `LaneLost`, which the bridge treats as a dead worker: its samples are re-issued and Ray is
-asked whether it restarted it.
+`tune`) fails the batch in flight, and every later one, with `LaneLost`, which the bridge treats
+as a dead worker: its samples are re-issued and Ray is asked whether it restarted it. So does a
+reply that fails its MAC or is not one the lane sends (workers/lane_wire.py, workers/lane_codec.py):
+the connection is shut at once, and the restart path opens a new lane. An argument the lane does
+not carry fails its own call with `LaneEncodingError` and sends nothing.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from __future__ import annotations
 import queue
 import socket
 import threading
+import time
 from concurrent.futures import Future
-from multiprocessing.connection import Client, Connection
 from typing import Any, Callable
 
 from workers.contract import SampleBatch
-from workers.lane_server import EVENT, FAILED, tune
+from workers.lane_codec import EVENT, FAILED, LaneDecodingError, LaneEncodingError, decode_reply, encode_call
+from workers.lane_server import tune
+from workers.lane_transport import TLSFiles
+from workers.lane_wire import Channel, LaneTampered, dial
 
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0  # the TCP connect, TLS and the key's handshake in all (a worker may be dropping a stranger)
+create_connection = socket.create_connection  # the one way out to the worker (tests refuse it here)
 
 
 class LaneLost(ConnectionError):
@@ -32,32 +38,33 @@ class LaneFailed(RuntimeError):
     """The worker's end raised outside `run_samples`' own error handling (a bug): fails the run."""
 
 
-def connect(address: tuple[str, int], authkey: bytes, timeout_s: float = CONNECT_TIMEOUT_S) -> Connection:
-    """`Client` with a deadline: its connect has none, and a firewalled port would hang for minutes."""
-    box: dict[str, object] = {}
-
-    def dial() -> None:
-        try:
-            box["conn"] = Client(address, authkey=authkey)
-        except BaseException as exc:  # noqa: BLE001 - raised below, on the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=dial, name="raybench-lane-connect", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if "conn" in box:
-        return box["conn"]  # type: ignore[return-value]
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    raise TimeoutError(f"no answer from {address[0]}:{address[1]} within {timeout_s:g} s")
+def connect(address: tuple[str, int], authkey: bytes, timeout_s: float = CONNECT_TIMEOUT_S,
+            tls: TLSFiles | None = None) -> Channel:
+    """Connect and prove the key, all within `timeout_s`: a firewalled port would otherwise hang for minutes."""
+    deadline = time.monotonic() + timeout_s
+    context = tls.client_context() if tls is not None else None
+    host, port = address
+    try:
+        sock = create_connection((host, port), timeout=timeout_s)
+    except TimeoutError:
+        raise TimeoutError(f"no answer from {host}:{port} within {timeout_s:g} s") from None
+    try:
+        tune(sock)
+        return dial(sock, authkey, context, host, deadline)
+    except TimeoutError:
+        sock.close()
+        raise TimeoutError(f"no answer from {host}:{port} within {timeout_s:g} s") from None
+    except BaseException:
+        sock.close()
+        raise
 
 
 class DirectLane:
-    def __init__(self, address: tuple[str, int], authkey: bytes, worker: int) -> None:
+    def __init__(self, address: tuple[str, int], authkey: bytes, worker: int, tls: TLSFiles | None = None) -> None:
         self.worker = worker
-        self._conn = connect(address, authkey)
-        tune(self._conn)
-        self._sent: queue.SimpleQueue = queue.SimpleQueue()  # futures of batches sent, in order
+        self._channel = connect(address, authkey, tls=tls)
+        self._sent: queue.SimpleQueue = queue.SimpleQueue()  # futures of calls sent, in order
+        self._sending = threading.Lock()  # a call's message and its future go in the same order
         self._broken: LaneLost | None = None
         self._thread = threading.Thread(target=self._receive, name=f"raybench-lane-w{worker}", daemon=True)
         self._thread.start()
@@ -73,11 +80,17 @@ class DirectLane:
             future.set_exception(self._broken)
             return future
         try:
-            self._conn.send((name, args))
-        except (OSError, ValueError) as exc:  # ValueError: the connection was closed here
-            future.set_exception(LaneLost(f"worker {self.worker}'s connection broke: {exc}"))
+            message = encode_call(name, args)
+        except LaneEncodingError as exc:  # the caller's bug: this call fails, the lane goes on
+            future.set_exception(exc)
             return future
-        self._sent.put((future, on_event))  # after the send: the reply waits in the socket until the thread reads it
+        with self._sending:
+            try:
+                self._channel.send(message)
+            except (OSError, ValueError) as exc:  # ValueError: a message over the lane's limit
+                future.set_exception(LaneLost(f"worker {self.worker}'s connection broke: {exc}"))
+                return future
+            self._sent.put((future, on_event))  # after the send: the reply waits in the socket until read
         return future
 
     def _receive(self) -> None:
@@ -88,6 +101,11 @@ class DirectLane:
                 continue
             try:
                 kind, value, hook_error = self._reply(on_event)
+            except (LaneTampered, LaneDecodingError) as exc:  # before OSError, which LaneTampered is
+                self._broken = LaneLost(f"worker {self.worker}'s lane was ended: {exc}")
+                self._channel.shutdown()  # nothing more is read or sent on it; the worker's end sees EOF
+                future.set_exception(self._broken)
+                continue
             except (EOFError, OSError) as exc:
                 self._broken = LaneLost(f"worker {self.worker}'s connection broke: {type(exc).__name__} {exc}")
                 future.set_exception(self._broken)
@@ -104,7 +122,7 @@ class DirectLane:
         what `on_event` raised, if it did (the reply is still read, so the lane stays in step)."""
         hook_error = None
         while True:
-            kind, value = self._conn.recv()
+            kind, value = decode_reply(self._channel.recv())
             if kind != EVENT:
                 return kind, value, hook_error
             if on_event is not None and hook_error is None:
@@ -127,7 +145,7 @@ class DirectLane:
             pass
 
     def close(self) -> None:
-        """Wait for a batch still in flight, then close: the worker's end sees EOF and stops."""
+        """Wait for a call still in flight, then close: the worker's end sees EOF and stops."""
         self._sent.put(None)
         self._thread.join()
-        self._conn.close()
+        self._channel.close()

@@ -108,13 +108,15 @@ def test_a_worker_the_driver_cannot_reach_directly_leaves_the_run_on_actor_calls
     run its direct hand-over, not the run: one warning naming the worker, actor calls, and the row says so."""
     from orchestrator.targets import lane_client as lane
 
-    def refused(address, authkey=None):
+    def refused(address, timeout=None):
         raise ConnectionRefusedError(111, "Connection refused")
 
-    monkeypatch.setattr(lane, "Client", refused)  # multiprocessing.connection.Client, as lane.py calls it
+    monkeypatch.setattr(lane, "create_connection", refused)  # the driver's one way out to a worker's port
     row = run_job(validate(synthetic("single_stream", {"min_queries": 64}, workers=2, latency_ms=5, bs=4), "x"),
                   results_dir=tmp_path).row
-    assert row.loadgen_result == "VALID" and json.loads(row.loadgen_settings)["hand_over"] == "actor_call"
+    hand_over = json.loads(row.loadgen_settings)["hand_over"]
+    assert row.loadgen_result == "VALID" and hand_over.startswith("actor_call: no direct connection to worker 0 at ")
+    assert hand_over.endswith("(ConnectionRefusedError: [Errno 111] Connection refused)")
     warned = [r.getMessage() for r in caplog.records if "load.hand_over" in r.getMessage()]
     assert len(warned) == 1 and "worker 0" in warned[0] and "Connection refused" in warned[0]
 
@@ -165,6 +167,39 @@ def test_a_killed_worker_loses_no_sample_and_completes_none_twice(ray_local, tmp
     # warm before its first batch: no measured batch of the restarted worker warmed it, the row counts it
     assert all(r.warmup_batches == 0 for r in restarted) and row.warmup_batches == 7
     # 2 workers x (warmup 1 + the calibration's 2 batches) + the restarted worker's warm-up 1
+
+
+def test_a_restarted_worker_without_a_new_lane_gets_actor_calls_and_the_row_names_it(ray_local, tmp_path,
+                                                                                     monkeypatch, caplog):
+    """A mixed run: both workers start on their lanes; worker 1 is killed, and once Ray has restarted
+    it, its new lane cannot be opened (the driver's connections after the first two are refused):
+    it alone takes its batches as actor calls, and the row's hand_over says so, with why."""
+    from orchestrator.targets import lane_client as lane
+
+    real, dialled = lane.create_connection, []
+
+    def first_lanes_only(address, timeout=None):
+        dialled.append(address)
+        if len(dialled) > 2:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return real(address, timeout=timeout)
+
+    monkeypatch.setattr(lane, "create_connection", first_lanes_only)
+    killed: list[int] = []
+    watcher = kill_worker_during_run(tmp_path, 0.5, killed)
+    loadgen = {"target_qps": 150, "min_duration_s": 6, "latency_bound_ms": 2000}  # 6 s: time for Ray's restart
+    result = run_job(validate(synthetic("server", loadgen, workers=2, latency_ms=5, bs=4), "x"),
+                     results_dir=tmp_path)
+    watcher.join(timeout=5)
+    assert killed, "the watcher never killed a worker"
+    restarted = [r for r in result.results if r.worker_id == 1 and r.pid not in (0, killed[0])]
+    assert restarted, "the restarted worker ran no batch"
+    hand_over = json.loads(result.row.loadgen_settings)["hand_over"]
+    assert hand_over == "direct; worker 1: actor_call after restart (ConnectionRefusedError: [Errno 111] " \
+                        "Connection refused)", hand_over
+    assert len(dialled) == 3  # worker 0 kept its lane: only worker 1 was dialled again
+    warned = [r.getMessage() for r in caplog.records if "load.hand_over" in r.getMessage()]
+    assert len(warned) == 1 and "restarted worker 1" in warned[0]
 
 
 @pytest.mark.parametrize("how", ["crash at setup", "killed while loading"])
