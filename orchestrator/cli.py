@@ -183,6 +183,8 @@ def validate(
         if fmt not in ("table", "json"):
             raise UserError(f"--format: '{fmt}' is not one of table, json")
         spec = load_spec(job, _overrides(sets, None))
+        if plan and hasattr(spec, "endpoint"):
+            raise UserError("--plan: an endpoint job has no shards to plan (its schedule is drawn when it runs)")
         if plan:
             from orchestrator.modes.offline.preview import preview
 
@@ -196,6 +198,10 @@ def validate(
             typer.echo(plan_json(shown))
         else:
             print_plan(shown, width=None if sys.stdout.isatty() else 160)
+        return
+    if hasattr(spec, "endpoint"):
+        typer.echo(f"{job}: ok (endpoint {', '.join(spec.endpoint.url)}, model {spec.endpoint.model} answers, "
+                   f"load {spec.load.kind})")
         return
     typer.echo(f"{job}: ok ({spec.task.name}, {spec.model.label}, engine {spec.engine.name}, bs {spec.bs}, seq_len {spec.seq_len})")
 
