@@ -95,9 +95,9 @@ def submit(
     import os
 
     with user_errors():
-        if no_ray and workers is None and resume is None:
-            workers = 1  # in-process mode is one worker: say so in the spec (and the row)
         spec = _load(job, sets, workers, resume, results or LOCAL_RESULTS)
+        if no_ray and workers is None and resume is None and "workers" in type(spec).model_fields:
+            spec = _load(job, sets, 1, resume, results or LOCAL_RESULTS)  # one worker: say so in the spec and row
         if as_job:
             return _submit_as_job(spec, address, results, verbose)
         from orchestrator.metrics.store import ResultsStore

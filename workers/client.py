@@ -70,6 +70,8 @@ class EndpointClient:
     """One client actor: `run(plan)` sends its requests and returns their records."""
 
     def __init__(self, client_id: int) -> None:
+        import aiohttp  # noqa: F401 - imported here, not in the first run's lead time
+
         self.client_id = client_id
 
     def where(self) -> tuple[str, int]:

@@ -9,21 +9,24 @@ its answers. Its load is `load: {kind: endpoint, ...}` (orchestrator/spec/load.p
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from workers.specs import StrictModel
 
 Api = Literal["completions", "chat"]
 API_PATHS: dict[str, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+# one URL or several: the loader makes a list of either; the schema says both are fine
+Urls = Annotated[list[str], WithJsonSchema({"anyOf": [{"type": "string"},
+                                                      {"type": "array", "items": {"type": "string"}, "minItems": 1}]})]
 
 
 class EndpointSpec(StrictModel):
     """`endpoint:`: where the server is and how to ask it."""
 
-    url: list[str] = Field(..., min_length=1, description="the server's base URL (http://host:8000), or a list of "
+    url: Urls = Field(..., min_length=1, description="the server's base URL (http://host:8000), or a list of "
                            "them: requests are spread over them in turn (one server's replicas, or several "
                            "servers behind no balancer)")
     api: Api = Field("completions", description="completions (/v1/completions, a prompt) or chat "
@@ -47,7 +50,7 @@ class EndpointSpec(StrictModel):
     extra_body: dict[str, Any] = Field(default_factory=dict, description="fields added to every request's JSON "
                                        "as they are (temperature, vLLM's min_tokens, transformers serve's "
                                        "generation_config, ...)")
-    metrics_url: list[str] | None = Field(None, description="the server's Prometheus metrics, scraped while the "
+    metrics_url: Urls | None = Field(None, description="the server's Prometheus metrics, scraped while the "
                                           "load runs (vLLM and SGLang serve them); default: <url>/metrics of "
                                           "each url, skipped when the server has none")
     scrape_interval_s: float = Field(1.0, gt=0, description="seconds between two scrapes of metrics_url")

@@ -154,13 +154,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--config", default="{}", help="MockConfig as JSON")
+    parser.add_argument("--reuse-port", action="store_true", help="share the port with other processes")
     args = parser.parse_args()
     config = MockConfig(**json.loads(args.config))
 
     async def start() -> None:
         runner = web.AppRunner(MockServer(config).app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port, backlog=4096)
+        site = web.TCPSite(runner, args.host, args.port, backlog=4096, reuse_port=args.reuse_port or None)
         await site.start()
         port = runner.addresses[0][1]
         print(f"listening {port}", flush=True)
@@ -170,22 +171,37 @@ def main() -> None:
 
 
 @contextlib.contextmanager
-def serve(host: str = "127.0.0.1", **config) -> Iterator[str]:
-    """The mock in its own process: yields its base URL (http://host:port); stopped by its pid."""
+def serve(host: str = "127.0.0.1", processes: int = 1, **config) -> Iterator[str]:
+    """The mock in its own process (or `processes` of them sharing one port, for load that one
+    event loop cannot serve): yields its base URL (http://host:port); stopped by their pids.
+    `capacity` and the metrics are each process's own."""
     cfg = MockConfig(**config)
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", "--host", host,
-                             "--config", json.dumps(asdict(cfg))], cwd=root, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
+    port = 0
+    if processes > 1:
+        import socket
+
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    procs = []
     try:
-        line = proc.stdout.readline()
-        if not line.startswith("listening"):
-            raise RuntimeError(f"the mock server did not start: {line!r}")
-        yield f"http://{host}:{int(line.split()[1])}"
+        for _ in range(processes):
+            args = ["--host", host, "--port", str(port), "--config", json.dumps(asdict(cfg))]
+            procs.append(subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", *args,
+                                           *(["--reuse-port"] if processes > 1 else [])],
+                                          cwd=root, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                                          env={**os.environ, "PYTHONPATH": str(root)}))
+            line = procs[-1].stdout.readline()
+            if not line.startswith("listening"):
+                raise RuntimeError(f"the mock server did not start: {line!r}")
+            port = int(line.split()[1])
+        yield f"http://{host}:{port}"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

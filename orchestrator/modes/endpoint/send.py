@@ -18,7 +18,7 @@ from orchestrator.spec.job import EndpointJob
 from workers.client import ClientPlan, ClientRequest, ClientRun
 from workers.requests import RequestRecord
 
-LEAD_S = {True: 0.3, False: 1.0}  # in process / Ray actors: time to ship the plans before the first send
+LEAD_S = {True: 0.3, False: 1.5}  # in process / Ray actors: time to ship the plans before the first send
 
 
 @dataclass(frozen=True)

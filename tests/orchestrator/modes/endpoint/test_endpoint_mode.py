@@ -159,3 +159,20 @@ def test_find_peak_brackets_the_mocks_capacity_and_says_why_it_stopped(tmp_path)
     assert row.offered_rate == max(passed) and row.find_peak_stop
     assert all(p["requests"] == 300 for p in probes)
     assert "missed the slo" in next(p["why"] for p in probes if p["rate"] == 80.0)
+
+
+def test_bench_report_of_a_rate_sweep_draws_distributions_latency_vs_rate_lag_and_the_server(tmp_path):
+    from orchestrator.views.html_report import report_run
+
+    with serve(ttft_ms=TTFT_MS, itl_ms=ITL_MS, metrics=True) as url:
+        raw = endpoint_job(url, endpoint={"scrape_interval_s": 0.2}, load={"requests": 30},
+                           sweep={"load.rate": [10.0, 30.0]})
+        runs = run_endpoint(raw, tmp_path)
+    assert [r.row.offered_rate for r in runs] == [10.0, 30.0] and runs[0].row.sweep_id == runs[1].row.sweep_id
+    md, page = report_run(tmp_path, runs[1].run_id)
+    pngs = {p.name for p in md.parent.glob("*.png")}
+    assert pngs == {"report-latency_cdf.png", "report-latency_vs_rate.png", "report-schedule_lag.png",
+                    "report-server.png"}
+    text = md.read_text()
+    assert "| 30 req/s poisson |" in text and "TTFT p50/p99 ms" in text and "schedule_lag_p99" in text
+    assert "data:image/png;base64," in page.read_text() and "endpoint_url" in page.read_text()
