@@ -199,6 +199,9 @@ class EndpointJob(JobBase):
         if self.load.mode == "find_peak" and self.slo is None:
             raise ValueError("load: find_peak searches the highest rate that meets the slo: give slo: {ttft_ms, "
                              "tpot_ms, e2e_ms}")
+        if self.load.mode == "find_peak" and self.repeats > 1:
+            raise ValueError(f"load: find_peak runs one schedule per rate it tries; repeats={self.repeats} is for "
+                             "performance runs")
         if self.load.concurrency is not None and self.load.concurrency < self.clients:
             raise ValueError(f"load.concurrency: {self.load.concurrency} in flight cannot be split among "
                              f"{self.clients} clients (at least one each)")

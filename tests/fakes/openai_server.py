@@ -10,7 +10,9 @@ Like the real servers: /v1/completions and /v1/chat/completions stream server-se
 final `usage` chunk when asked (`stream_options.include_usage`), then `data: [DONE]` (vLLM) or just
 the end of the stream (`done: false`, as transformers serve); /v1/models lists `models`; a request
 for another model is a 404 (vLLM's answer); a wrong or missing key is a 401 when `api_key` is set;
-/metrics serves vLLM-named Prometheus gauges (running, waiting, KV-cache use) when `metrics` is on.
+/metrics serves vLLM-named Prometheus gauges (running, waiting, KV-cache use) when `metrics` is on,
+and the mock's own count of first tokens it sent more than 1 ms after their time
+(`mock:late_first_tokens`: when the machine did not run the mock on time, its truth was not kept).
 
 Run as its own process (`serve(...)` below), so its event loop never shares a GIL with the client
 measured against it.
@@ -54,6 +56,7 @@ class MockServer:
         self.running = 0
         self.waiting = 0
         self.served = 0
+        self.late_first_tokens = 0  # first tokens sent more than 1 ms after their time
 
     def app(self):
         from aiohttp import web
@@ -79,7 +82,8 @@ class MockServer:
         for name, kind, value in (("vllm:num_requests_running", "gauge", self.running),
                                   ("vllm:num_requests_waiting", "gauge", self.waiting),
                                   ("vllm:kv_cache_usage_perc", "gauge", self.running / self.config.capacity),
-                                  ("vllm:request_success", "counter", self.served)):
+                                  ("vllm:request_success", "counter", self.served),
+                                  ("mock:late_first_tokens", "counter", self.late_first_tokens)):
             lines += [f"# HELP {name} mock", f"# TYPE {name} {kind}",
                       f'{name}{"_total" if kind == "counter" else ""}{{model_name="{self.config.models[0]}"}} {value}']
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
@@ -126,7 +130,10 @@ class MockServer:
             return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode()
 
         for i in range(tokens):
-            await _until(start + (config.ttft_ms + i * config.itl_ms) / 1e3)
+            due = start + (config.ttft_ms + i * config.itl_ms) / 1e3
+            await _until(due)
+            if i == 0 and time.perf_counter() - due > 0.001:
+                self.late_first_tokens += 1
             await response.write(event(f" t{i}"))
         await response.write(event(None, "length"))
         if config.usage and (body.get("stream_options") or {}).get("include_usage"):

@@ -34,6 +34,7 @@ from orchestrator.spec.job import EndpointJob
 from orchestrator.spec.verdict import Rules
 
 BOTTLENECK = "the client, not the server, was the bottleneck: use more clients"
+IDLE_CLIENT_CORES = 0.5  # a client that fell behind using less than this was starved by its node, not busy
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,7 @@ def endpoint_rules(f: EndpointFigures, rules: Rules) -> RuleSet:
     reasons = list(f.notes)
     behind = client_fell_behind(f.schedule, rules)
     if behind:
-        cpu = f" (busiest client at {max(f.client_cpu):.2f} cores)" if f.client_cpu else ""
-        reasons.append(f"{BOTTLENECK}: {behind}{cpu}")
+        reasons.append(f"{BOTTLENECK}: {behind}{_cpu_hint(f.client_cpu)}")
     r = f.requests
     if r.completed == 0:
         reasons.append(f"no request completed of {r.requests} (errors: {json.dumps(r.errors, sort_keys=True)})")
@@ -84,6 +84,18 @@ def endpoint_rules(f: EndpointFigures, rules: Rules) -> RuleSet:
         reasons.append(f"{len(f.per_repeat)} repeat(s) < min_repeats {rules.min_repeats} ({rules.profile})")
     reasons += _disagreeing_repeats(f.per_repeat, rules.max_repeat_cv)
     return RuleSet("endpoint", tuple(reasons))
+
+
+def _cpu_hint(client_cpu: Sequence[float]) -> str:
+    """The busiest client's CPU: near a core it was busy itself; far below, something else on its node
+    had the CPU when the client needed it (the server itself, when both share a node)."""
+    if not client_cpu:
+        return ""
+    busiest = max(client_cpu)
+    if busiest >= IDLE_CLIENT_CORES:
+        return f" (busiest client at {busiest:.2f} cores)"
+    return (f" (busiest client at {busiest:.2f} cores: its node's CPU went to other processes; give the clients "
+            "nodes of their own)")
 
 
 def _disagreeing_repeats(repeats: Sequence[RequestFigures], bound: float) -> list[str]:

@@ -31,6 +31,7 @@ def test_a_rate_sweep_gives_one_full_job_per_rate():
     ({"sweep": {"bs": [1, 2]}}, "cannot sweep 'bs'; sweepable: load.rate"),
     ({"sweep": {"load.rate": [1, 0]}}, "(sweep point): load.rate: Input should be greater than 0"),
     ({"load": {"rate": 1, "mode": "find_peak"}}, "find_peak searches the highest rate that meets the slo"),
+    ({"load": {"rate": 1, "mode": "find_peak"}, "slo": {"ttft_ms": 9}, "repeats": 2}, "repeats=2 is for performance"),
     ({"load": {"concurrency": 2}, "clients": 3}, "load.concurrency: 2 in flight cannot be split among 3 clients"),
     ({"load": {"concurrency": 2, "duration_s": 5}}, "duration_s is for an open loop"),
     ({"endpoint": {**SERVER, "url": "http://h:1/v1/completions"}}, "names an API path"),

@@ -59,7 +59,7 @@ def test_a_sent_rate_below_the_schedule_is_the_client_too():
     assert f.sent_ratio == pytest.approx(0.8)
     reasons = endpoint_rules(figures([slow]), VerdictSpec(max_schedule_lag_ms=10_000).rules(0.0)).reasons
     assert reasons == (f"{BOTTLENECK}: sent at 0.8 x the scheduled 10 req/s < min_sent_ratio 0.95 (busiest client "
-                       "at 0.20 cores)",)
+                       "at 0.20 cores: its node's CPU went to other processes; give the clients nodes of their own)",)
 
 
 def test_repeats_that_disagree_are_flagged_and_repeats_that_agree_are_not():
