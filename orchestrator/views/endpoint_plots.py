@@ -53,10 +53,14 @@ def latency_distributions(requests: list[dict], row: MetricsRow) -> Plot | None:
     tpot = [r["tpot_s"] for r in done if r["tpot_s"] is not None]
     if tpot:
         _ecdf(right, tpot, "TPOT", "--")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     for ax, title in ((left, "per request"), (right, "per token")):
         ax.axhline(0.99, color="grey", linewidth=0.6)
         ax.axhline(0.5, color="grey", linewidth=0.6)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 10, 100, not 10^1
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set(xlabel="ms (log)", ylabel="fraction of requests" if ax is left else "fraction", title=title)
         ax.legend(fontsize=7)
     return Plot("latency_cdf", "Latency distributions (grey lines: p50, p99)", png_bytes(fig))
