@@ -95,9 +95,9 @@ def submit(
     import os
 
     with user_errors():
-        if no_ray and workers is None and resume is None:
-            workers = 1  # in-process mode is one worker: say so in the spec (and the row)
         spec = _load(job, sets, workers, resume, results or LOCAL_RESULTS)
+        if no_ray and workers is None and resume is None and "workers" in type(spec).model_fields:
+            spec = _load(job, sets, 1, resume, results or LOCAL_RESULTS)  # one worker: say so in the spec and row
         if as_job:
             return _submit_as_job(spec, address, results, verbose)
         from orchestrator.metrics.store import ResultsStore
@@ -183,6 +183,8 @@ def validate(
         if fmt not in ("table", "json"):
             raise UserError(f"--format: '{fmt}' is not one of table, json")
         spec = load_spec(job, _overrides(sets, None))
+        if plan and hasattr(spec, "endpoint"):
+            raise UserError("--plan: an endpoint job has no shards to plan (its schedule is drawn when it runs)")
         if plan:
             from orchestrator.modes.offline.preview import preview
 
@@ -196,6 +198,10 @@ def validate(
             typer.echo(plan_json(shown))
         else:
             print_plan(shown, width=None if sys.stdout.isatty() else 160)
+        return
+    if hasattr(spec, "endpoint"):
+        typer.echo(f"{job}: ok (endpoint {', '.join(spec.endpoint.url)}, model {spec.endpoint.model} answers, "
+                   f"load {spec.load.kind})")
         return
     typer.echo(f"{job}: ok ({spec.task.name}, {spec.model.label}, engine {spec.engine.name}, bs {spec.bs}, seq_len {spec.seq_len})")
 

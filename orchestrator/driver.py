@@ -19,12 +19,12 @@ from orchestrator.modes import mode_for
 from orchestrator.point import Point
 from orchestrator.preflight import preflight
 from orchestrator.session import RunResult, new_run_id, open_session
-from orchestrator.spec import EngineJob
+from orchestrator.spec import JobBase
 from orchestrator.timeline import Timeline
 from workers.errors import RunComplete, RunInterrupted, UserError
 
 
-def run_job(spec: EngineJob, **options) -> RunResult:
+def run_job(spec: JobBase, **options) -> RunResult:
     """Run a single-point job (no `sweep`) and store its row. See `run_all` for the options."""
     if spec.sweep:
         raise ValueError("run_job runs one point; use run_all for a sweep")
@@ -32,7 +32,7 @@ def run_job(spec: EngineJob, **options) -> RunResult:
 
 
 def run_all(
-    spec: EngineJob,
+    spec: JobBase,
     *,
     results_dir: str | Path = "results",
     address: str | None = None,
@@ -86,17 +86,13 @@ def run_all(
             disconnect()
 
 
-def _check_point(spec: EngineJob, in_process: bool, data_on_nodes: bool) -> None:
-    """What a point needs that no cluster can give: its files, and a shape one process can run."""
-    preflight(spec, data_on_nodes=data_on_nodes)
-    if in_process and spec.workers not in ("auto", 1):
-        raise UserError("workers: in-process mode (--no-ray) runs exactly one worker")
-    if in_process and spec.parallel.tp > 1:
-        raise UserError(f"parallel.tp: in-process mode (--no-ray) is one process; a worker of tp={spec.parallel.tp} "
-                        "ranks needs Ray (drop --no-ray)")
+def _check_point(spec: JobBase, in_process: bool, data_on_nodes: bool) -> None:
+    """What a point needs that no cluster can give: its files, a shape one process can run, and
+    whatever its target can be asked before anything starts (orchestrator/preflight.py)."""
+    preflight(spec, data_on_nodes=data_on_nodes, in_process=in_process)
 
 
-def _run_point(spec: EngineJob, store: ResultsStore, session, in_process: bool, progress: bool,
+def _run_point(spec: JobBase, store: ResultsStore, session, in_process: bool, progress: bool,
                ray: tuple[float, float] | None) -> RunResult:
     """One grid point, handed to the mode its load names. `ray`: how long starting or joining Ray
     took and when it was ready (the command's first point)."""

@@ -3,7 +3,8 @@
 The driver makes a `Point` for each grid point (its spec, the results store, this driver's session,
 the progress bar, the timeline) and hands it to the mode the job's load names
 (orchestrator/modes/). Every mode brings its workers up the same way (orchestrator/cluster/bring_up.py)
-and ends with `finish`, so every row has the same setup figures, run folder files and timeline.
+and ends with `finish` (or, for a mode without workers or shards, `store_row`: the endpoint mode),
+so every row has the same setup figures, run folder files and timeline.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from workers.contract import DataInfo, ShardResult, WorkerInfo
 
 @dataclass
 class Point:
-    spec: EngineJob
+    spec: EngineJob  # an EndpointJob in the endpoint mode
     store: ResultsStore
     session: Session
     in_process: bool
@@ -65,9 +66,19 @@ def finish(point: Point, row: MetricsRow, results: list[ShardResult], infos: lis
         from orchestrator.metrics.subjects import subjects_markdown
 
         text += "\n" + subjects_markdown(predictions, scoring=spec.task.scoring)
-    run.write_text("metrics.md", text)
+    timeline = store_row(point, row, text, results)
+    return RunResult(run.run_id, row, run.path, results, infos, data, failed, predictions, timeline)
+
+
+def store_row(point: Point, row: MetricsRow, markdown: str, results: list[ShardResult] = (),
+              timeline_extra: dict | None = None) -> dict:
+    """What every mode ends with, whatever files it wrote before: metrics.md, the row (added last
+    but the timeline, so a run that fails on the way adds none) and timeline.json (`timeline_extra`:
+    what a mode adds to it, e.g. an endpoint run's schedules and the server's metrics)."""
+    run = point.run
+    run.write_text("metrics.md", markdown)
     point.store.append_rows([row])
     point.timeline.mark("row_written")
-    timeline = point.timeline.record(results)
+    timeline = {**point.timeline.record(list(results)), **(timeline_extra or {})}
     run.write_text(TIMELINE_FILE, json.dumps(timeline))
-    return RunResult(run.run_id, row, run.path, results, infos, data, failed, predictions, timeline)
+    return timeline

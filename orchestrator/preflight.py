@@ -8,15 +8,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.spec import JobSpec
+from orchestrator.spec import EndpointJob, JobBase, JobSpec
 from workers.data.package_files import on_this_machine
 from workers.errors import UserError
 from workers.models import check_model_type, declared_max_positions
 
 
-def preflight(spec: JobSpec, data_on_nodes: bool = False) -> None:
+def preflight(spec: JobBase, data_on_nodes: bool = False, in_process: bool = False) -> None:
     """`data_on_nodes`: the job runs on a cluster (--address), where a data path that does not exist
-    here may exist on the nodes (each node with workers then prepares its own copy)."""
+    here may exist on the nodes (each node with workers then prepares its own copy). `in_process`:
+    it runs in this process (--no-ray). A job whose target is a running server is checked by its
+    mode (orchestrator/modes/endpoint/checks.py: its files, then the server, in seconds)."""
+    if isinstance(spec, EndpointJob):
+        from orchestrator.modes.endpoint.checks import check_job
+
+        return check_job(spec)
+    _engine_preflight(spec, data_on_nodes)
+    if in_process and spec.workers not in ("auto", 1):
+        raise UserError("workers: in-process mode (--no-ray) runs exactly one worker")
+    if in_process and spec.parallel.tp > 1:
+        raise UserError(f"parallel.tp: in-process mode (--no-ray) is one process; a worker of tp={spec.parallel.tp} "
+                        "ranks needs Ray (drop --no-ray)")
+
+
+def _engine_preflight(spec: JobSpec, data_on_nodes: bool) -> None:
     spec = on_this_machine(spec)  # pkg: paths checked where this command runs; the spec keeps the names
     here = spec.data.path is not None and Path(spec.data.path).expanduser().exists()
     if spec.data.path is not None and not here and not data_on_nodes:

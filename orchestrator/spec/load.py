@@ -4,6 +4,9 @@
   cut into shards (orchestrator/modes/offline/).
 - `loadgen`: MLPerf LoadGen decides when queries arrive and whether the run is VALID
   (orchestrator/modes/loadgen/); `scenario` is LoadGen's.
+- `endpoint`: a schedule of send times made in advance (a rate: constant, Poisson or gamma; a
+  replayed trace; or a closed loop at a concurrency) and sent to a running server by client actors
+  (orchestrator/modes/endpoint/); only for jobs that name an `endpoint:`.
 A later way to drive load adds its model here and its mode under orchestrator/modes/.
 
 Jobs written before `load:` existed say `scenario:` (and `loadgen:`) at the top level: `legacy_load`
@@ -148,8 +151,63 @@ class LoadGenLoad(StrictModel):
                              f"names: bert, not bert-99); one of: {', '.join(models())}")
 
 
-Load = Annotated[Union[OfflineLoad, LoadGenLoad], Field(discriminator="kind")]
-LOAD_KINDS = ("offline", "loadgen")
+Arrival = Literal["constant", "poisson", "gamma"]
+
+
+class EndpointLoad(StrictModel):
+    """`load: {kind: endpoint, rate: 8, ...}`: when each request to a running server is sent.
+
+    Open loop (`rate` or `trace`): every send time is scheduled before the run starts and does not
+    wait for answers, so a slow server meets requests at the rate users would send them. Closed
+    loop (`concurrency`): a request is sent when one of the `concurrency` in flight ends."""
+
+    kind: Literal["endpoint"] = "endpoint"
+    rate: float | None = Field(None, gt=0, description="open loop: requests per second offered, over every client "
+                               "(find_peak: where the search starts)")
+    arrival: Arrival = Field("poisson", description="with rate: constant (evenly spaced), poisson (exponential "
+                             "gaps) or gamma (gaps of shape `burstiness`)")
+    burstiness: float = Field(1.0, gt=0, description="gamma's shape: 1 is Poisson, below 1 burstier, above 1 more "
+                              "even (the gaps' CV is 1/sqrt(burstiness))")
+    concurrency: int | None = Field(None, gt=0, description="closed loop: requests in flight at once, over every "
+                                    "client (a request is sent when one ends)")
+    trace: str | None = Field(None, description="open loop replayed from a JSONL file, one request a line: "
+                              "{\"t\": send time in s from the start, \"input_tokens\": n, \"output_tokens\": m} "
+                              "(lengths optional)")
+    requests: int | None = Field(None, gt=0, description="measured requests (default 100, or the whole trace); with "
+                                 "duration_s, whichever ends first")
+    duration_s: float | None = Field(None, gt=0, description="the measured schedule's length, s (with rate or "
+                                     "trace)")
+    warmup_requests: int = Field(0, ge=0, description="requests sent (one at a time per client) before the measured "
+                                 "schedule starts, and left out of every figure")
+    seed: int = Field(0, description="seed of the arrival times and of which prompt each request takes")
+    mode: Literal["performance", "find_peak"] = Field(
+        "performance", description="performance: one schedule; find_peak: the highest rate whose requests meet the "
+        "job's slo at p99 (docs/endpoint.md states the rule), searched from `rate`")
+    find_peak_tolerance: float = Field(0.1, gt=0, lt=1, description="find_peak stops when the highest passing and "
+                                       "the lowest failing rates are this close (fraction)")
+    find_peak_max_runs: int = Field(8, ge=2, description="at most this many probes in a find_peak search")
+
+    def check(self) -> None:
+        """What the fields alone cannot serve (a ValueError naming it)."""
+        given = [name for name in ("rate", "concurrency", "trace") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of rate (open loop), trace (open loop, replayed) or concurrency "
+                             f"(closed loop){'; got ' + ', '.join(given) if given else ''}")
+        if self.concurrency is not None and self.duration_s is not None:
+            raise ValueError("duration_s is for an open loop (rate or trace); a closed loop runs `requests`")
+        if self.mode == "find_peak" and self.rate is None:
+            raise ValueError("find_peak searches a rate: give rate (where the search starts)")
+
+    @property
+    def measured_requests(self) -> int | None:
+        """How many requests the schedule has, where the fields say (a trace says for itself)."""
+        if self.requests is not None:
+            return self.requests
+        return None if self.trace is not None or self.duration_s is not None else 100
+
+
+Load = Annotated[Union[OfflineLoad, LoadGenLoad, EndpointLoad], Field(discriminator="kind")]
+LOAD_KINDS = ("offline", "loadgen", "endpoint")
 
 
 def legacy_load(raw: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from orchestrator.spec.job import EngineJob, JobBase, job_class
+from orchestrator.spec.job import EndpointJob, EngineJob, JobBase, job_class
 from workers.data.package_files import is_package_path
 from workers.errors import UserError
 from workers.specs import SHORTHANDS, looks_like_local_path
@@ -108,10 +108,17 @@ def _absolute(name: str | None) -> str | None:
     return str(path.resolve()) if path.exists() else name
 
 
-def resolve_paths(spec: EngineJob) -> EngineJob:
+def resolve_paths(spec: JobBase) -> JobBase:
     """Local paths as absolute paths, so workers (whose working directory is Ray's) and the stored
     job.yaml mean the same files as the command line did. Paths that do not exist here are kept
     as written: they may exist on the cluster's nodes."""
+    if isinstance(spec, EndpointJob):
+        return spec.model_copy(update={
+            "prompts": spec.prompts.model_copy(update={"path": _absolute(spec.prompts.path)}),
+            "load": spec.load.model_copy(update={"trace": _absolute(spec.load.trace)}),
+            "endpoint": spec.endpoint.model_copy(update={"tokenizer": _absolute(spec.endpoint.tokenizer)}),
+        })
+    assert isinstance(spec, EngineJob)
     model = spec.model.model_copy(update={
         "source": _absolute(spec.model.source),
         "tokenizer": _absolute(spec.model.tokenizer),

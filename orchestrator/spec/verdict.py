@@ -30,13 +30,19 @@ class Rules:
     min_repeats: int
     max_latency_shard_cv: float = float("inf")  # variable-length work only
     max_workers_lost: int = 0
+    # endpoint jobs: did the clients keep to their schedule, and do repeats agree
+    max_schedule_lag_ms: float = 10.0
+    min_sent_ratio: float = 0.95
+    max_repeat_cv: float = 0.25
 
 
 PROFILES: dict[str, dict[str, float]] = {
     "quick": {"min_duration_s": 1.0, "min_batches": 10, "max_latency_cv": 0.5, "max_latency_shard_cv": 0.25,
-              "straggler_ratio": 0.5, "min_repeats": 1, "max_workers_lost": 0},
+              "straggler_ratio": 0.5, "min_repeats": 1, "max_workers_lost": 0,
+              "max_schedule_lag_ms": 10.0, "min_sent_ratio": 0.95, "max_repeat_cv": 0.25},
     "rigorous": {"min_duration_s": 600.0, "min_batches": 1000, "max_latency_cv": 0.05,
-                 "max_latency_shard_cv": 0.05, "straggler_ratio": 0.9, "min_repeats": 3, "max_workers_lost": 0},
+                 "max_latency_shard_cv": 0.05, "straggler_ratio": 0.9, "min_repeats": 3, "max_workers_lost": 0,
+                 "max_schedule_lag_ms": 1.0, "min_sent_ratio": 0.99, "max_repeat_cv": 0.1},
 }
 
 
@@ -58,6 +64,14 @@ class VerdictSpec(StrictModel):
     max_workers_lost: int | None = Field(
         None, ge=0, description="workers the run may lose (taken out after failures, or died for good) and stay VALID"
     )
+    max_schedule_lag_ms: float | None = Field(
+        None, gt=0, description="endpoint jobs: max p99 of actual minus scheduled send, ms; above it the client, "
+        "not the server, was the bottleneck")
+    min_sent_ratio: float | None = Field(
+        None, gt=0, le=1, description="endpoint jobs: min rate the clients sent at / the rate their schedule asked")
+    max_repeat_cv: float | None = Field(
+        None, gt=0, description="endpoint jobs with repeats: max stdev/mean across repeats of requests/s and of "
+        "TTFT p50 and p99; above it the repeats disagree")
 
     def rules(self, acc_tolerance: float) -> Rules:
         """The job's acc_tolerance is the accuracy bound unless max_acc_gap overrides it."""
@@ -75,4 +89,7 @@ class VerdictSpec(StrictModel):
             straggler_ratio=float(pick("straggler_ratio")),
             min_repeats=int(pick("min_repeats")),
             max_workers_lost=int(pick("max_workers_lost")),
+            max_schedule_lag_ms=float(pick("max_schedule_lag_ms")),
+            min_sent_ratio=float(pick("min_sent_ratio")),
+            max_repeat_cv=float(pick("max_repeat_cv")),
         )

@@ -20,6 +20,10 @@ from orchestrator.metrics.cost_fit import node_core_rates, shard_rates_from_reco
 from orchestrator.metrics.stats import percentiles
 from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.metrics.subjects import subject_table
+from orchestrator.views.endpoint_plots import ENDPOINT, endpoint_plots, max_lag_bound
+from orchestrator.views.endpoint_view import LAYOUT as ENDPOINT_LAYOUT
+from orchestrator.views.endpoint_view import cells as endpoint_cells
+from orchestrator.views.endpoint_view import endpoint_markdown, is_endpoint
 from orchestrator.views.plots import Plot, new_figure, png_bytes
 from orchestrator.views.report import SEED_LAYOUT, metrics_markdown, seed_cells
 from orchestrator.views.scenario_plots import LOADGEN, is_scenario, scenario_plots
@@ -118,6 +122,8 @@ def subject_accuracy(predictions: pa.Table) -> Plot | None:
 
 
 def collect_plots(run: RunFolder, row: MetricsRow, sweep_rows: Sequence[MetricsRow]) -> list[Plot]:
+    if is_endpoint(row):
+        return endpoint_plots(run, row, sweep_rows, max_lag_bound(run))
     unit = row.item_unit or "items"
     plots: list[Plot | None] = []
     shards = run.read_table("shards.parquet")
@@ -154,6 +160,8 @@ def _verdict_line(row: MetricsRow) -> str | None:
 
 def _sections(row: MetricsRow) -> list[tuple[str, Sequence[str]]]:
     """The key-value tables after the verdict: LoadGen's figures first for a scenario run."""
+    if is_endpoint(row):
+        return [("Endpoint (latencies in s, from the scheduled send unless 'sent')", ENDPOINT)]
     loadgen = [("LoadGen (latencies in s per query)", LOADGEN)] if is_scenario(row) else []
     return loadgen + [("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)]
 
@@ -161,7 +169,7 @@ def _sections(row: MetricsRow) -> list[tuple[str, Sequence[str]]]:
 def _markdown(row: MetricsRow, plots: list[Plot]) -> str:
     out = [f"# {row.job} · {row.run_id}", "",
            f"{row.task} · {row.model} · {row.data} · {row.timestamp}", "",
-           "## Metrics", "", metrics_markdown([row])]
+           "## Metrics", "", endpoint_markdown([row]) if is_endpoint(row) else metrics_markdown([row])]
     if (line := _verdict_line(row)) is not None:
         out += ["## Verdict", "", line, ""]
     for title, keys in _sections(row):
@@ -206,9 +214,13 @@ def _html(row: MetricsRow, plots: list[Plot]) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
              f"</head><body><h1>{title}</h1>",
              f"<p>{html.escape(' · '.join(str(getattr(row, k)) for k in ('task', 'model', 'data', 'timestamp')))}</p>",
-             "<h2>Metrics</h2>", _seed_tiles(cells),
-             f"<p>p_* in {html.escape(str(cells['_unit']))}/s; acc = infer/val; mem = peak/total GiB "
-             f"({html.escape(str(cells['_mem_source']))}); e2e_time in s.</p>"]
+             "<h2>Metrics</h2>"]
+    if is_endpoint(row):
+        shown = endpoint_cells(row)
+        parts += [_html_table([(c, shown[c]) for c in ENDPOINT_LAYOUT])]
+    else:
+        parts += [_seed_tiles(cells), f"<p>p_* in {html.escape(str(cells['_unit']))}/s; acc = infer/val; mem = "
+                  f"peak/total GiB ({html.escape(str(cells['_mem_source']))}); e2e_time in s.</p>"]
     if (line := _verdict_line(row)) is not None:
         parts.append(f"<h2>Verdict</h2><p class='{html.escape(str(row.verdict))}'>{html.escape(line)}</p>")
     for heading, keys in _sections(row):

@@ -41,8 +41,8 @@ def seed_cells(row: MetricsRow) -> dict[str, str]:
         "config": row.devices,
         "engine": row.engine,
         "precision": precision,
-        "bs": str(row.bs),
-        "byte_per_batch": str(row.byte_per_batch),
+        "bs": "-" if row.bs is None else str(row.bs),
+        "byte_per_batch": "-" if row.byte_per_batch is None else str(row.byte_per_batch),
         "e2e_time": _num(row.e2e_time),
         "p_val_whole": _num(row.p_val_whole),
         "p_val_core": _num(row.p_val_core),
@@ -101,9 +101,14 @@ def print_runs(runs: list, spec, results: str, width: int | None) -> str:
     where the store is, as the user should read it (an absolute path or a URI)."""
     from rich.console import Console
 
+    from orchestrator.views.endpoint_view import endpoint_table, is_endpoint
+
     console = Console(width=width)
     rows = [r.row for r in runs]
-    console.print(metrics_table(rows, title=f"{spec.name}: {spec.task.name} · {spec.model.label}"))
+    if all(is_endpoint(row) for row in rows):
+        console.print(endpoint_table(rows, title=f"{spec.name}: endpoint"))
+    else:
+        console.print(metrics_table(rows, title=f"{spec.name}: {spec.task.name} · {spec.model.label}"))
     trouble = []
     for run in runs:
         row = run.row
@@ -115,7 +120,7 @@ def print_runs(runs: list, spec, results: str, width: int | None) -> str:
             console.print(f"{row.run_id}: {row.retries} failed attempt(s) re-run (see {run.run_dir}/retries.parquet)")
         if is_scenario(row):
             console.print(f"{row.run_id}: {scenario_line(row)}", soft_wrap=True)
-    if spec.task.name == "mmlu":
+    if getattr(getattr(spec, "task", None), "name", "") == "mmlu":
         _print_mmlu(console, runs)
     for line in trouble:
         console.print(f"[yellow]{line}", soft_wrap=True)

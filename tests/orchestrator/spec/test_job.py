@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.spec import JobSpec, apply_overrides, load_spec, validate
-from tests.builders import job
+from orchestrator.spec import EndpointJob, JobSpec, apply_overrides, load_spec, validate
+from tests.builders import JOB_FILE_SETS, job
 from workers.errors import UserError
 from workers.specs import MaskedLMTask, SyntheticEngineOptions
 
@@ -16,7 +16,8 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_jobs_validate():
     for path in sorted(Path("jobs").glob("*.yaml")):
-        assert isinstance(load_spec(path), JobSpec), path
+        kind = EndpointJob if path.name in JOB_FILE_SETS else JobSpec
+        assert isinstance(load_spec(path, JOB_FILE_SETS.get(path.name, [])), kind), path
 
 
 def test_shorthands_expand():
