@@ -46,6 +46,16 @@ class LoadGenLoad(StrictModel):
                                      "the search starts)")
     latency_bound_ms: float | None = Field(None, gt=0, description="server: the p99 bound LoadGen enforces (default "
                                            "100 ms, mlperf: the model's); single/multi stream: p90/p99 is held to it")
+    use_token_latencies: bool | None = Field(
+        None, description="LoadGen's token latencies: each sample's first token reported as it exists "
+        "(FirstTokenComplete), its completion with its token count; TTFT and TPOT in LoadGen's log. Default: on for "
+        "task generate (and mlperf.conf's for an mlperf_model), off otherwise")
+    ttft_latency_ms: float | None = Field(None, gt=0, description="server with token latencies: the p99 time to "
+                                          "first token LoadGen holds the run to (default 2000 ms; mlperf: the "
+                                          "model's, e.g. llama2-70b 2000, llama3_1-8b-interactive 500)")
+    tpot_latency_ms: float | None = Field(None, gt=0, description="server with token latencies: the p99 time per "
+                                          "output token bound (default 200 ms; mlperf: the model's, e.g. "
+                                          "llama2-70b 200, llama3_1-8b-interactive 30)")
     samples_per_query: int = Field(8, gt=0, description="multi_stream: samples in each query")
     min_duration_s: float | None = Field(None, gt=0, description="default 1 s (quick) or 600 s (mlperf)")
     min_queries: int | None = Field(None, gt=0, description="default: the fewest queries LoadGen's early stopping "
@@ -79,6 +89,24 @@ class LoadGenLoad(StrictModel):
         if self.target_qps is not None and self.scenario != "server":
             raise ValueError(f"target_qps is for scenario server; scenario {self.scenario} issues a query when the "
                              "last one is done")
+        for name in ("ttft_latency_ms", "tpot_latency_ms"):
+            if getattr(self, name) is not None and self.scenario != "server":
+                raise ValueError(f"{name} is a server bound (LoadGen holds the streams to their query latency); "
+                                 f"scenario is {self.scenario}")
+            if getattr(self, name) is not None and self.use_token_latencies is False:
+                raise ValueError(f"{name} needs use_token_latencies (it is false)")
+
+    def token_model(self) -> bool:
+        """An LLM of mlperf.conf (its token latencies on) named with rules: mlperf."""
+        from orchestrator.spec.mlperf_conf import token_models
+
+        return self.rules == "mlperf" and self.mlperf_model in token_models()
+
+    def uses_tokens(self, generates: bool) -> bool:
+        """Whether LoadGen measures token latencies for a job whose task does (not) generate."""
+        if self.use_token_latencies is not None:
+            return self.use_token_latencies
+        return generates or self.token_model()
 
 
 Load = Annotated[Union[OfflineLoad, LoadGenLoad], Field(discriminator="kind")]

@@ -93,7 +93,33 @@ class RayWorkers:
             return lane.run(batch, on_event)
         data = self.handles[worker] if worker in self._needs_data else None
         self._needs_data.discard(worker)
+        if on_event is not None:
+            return self._streamed(worker, batch, data, on_event)
         return self.actors[worker].run_samples.remote(batch, data).future()
+
+    def _streamed(self, worker: int, batch: SampleBatch, data: Any, on_event: Callable[[Event], None]) -> Future:
+        """`run_samples` as a Ray streaming generator call: its events to `on_event` as they arrive
+        (on a thread of this call's), then its result on the future. A death fails the future as an
+        actor call's would."""
+        stream = self.actors[worker].run_samples_streaming.options(num_returns="streaming").remote(batch, data)
+        answer: Future = Future()
+
+        def follow() -> None:
+            try:
+                for ref in stream:
+                    kind, value = self._ray.get(ref)
+                    if kind == "event":
+                        on_event(value)
+                    else:
+                        answer.set_result(value)
+                if not answer.done():
+                    answer.set_exception(RuntimeError(f"worker {worker}: its streamed batch ended without a result"))
+            except Exception as exc:  # noqa: BLE001 - a death or a bug: the bridge decides
+                if not answer.done():
+                    answer.set_exception(exc)
+
+        threading.Thread(target=follow, name=f"raybench-stream-w{worker}", daemon=True).start()
+        return answer
 
     def begin_watch(self, pass_name: str) -> None:
         """Actor calls (Ray's thread; the lanes keep their own): the watch runs beside the batches."""
@@ -199,7 +225,7 @@ class LocalWorkers:
                 for i, (w, d) in enumerate(zip(self.workers, self.data))]
 
     def run(self, worker: int, batch: SampleBatch, on_event: Callable[[Event], None] | None = None) -> Future:
-        return self._executors[worker].submit(self.workers[worker].run_samples, batch, self.data[worker])
+        return self._executors[worker].submit(self.workers[worker].run_samples, batch, self.data[worker], on_event)
 
     def begin_watch(self, pass_name: str) -> None:
         for w, d in zip(self.workers, self.data):

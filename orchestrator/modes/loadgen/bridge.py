@@ -38,8 +38,9 @@ from orchestrator.cluster.policy import RESTART_WAIT_S, decide
 from orchestrator.cluster.pool import died_result
 from workers.contract import SampleBatch, ShardResult
 from workers.errors import RunFailed, UserError, first_line
+from workers.requests import RequestRecord
 
-ISSUE, DONE, PING, STOP, ABORT = "issue", "done", "ping", "stop", "abort"
+ISSUE, DONE, PING, STOP, ABORT, TOKENS = "issue", "done", "ping", "stop", "abort", "tokens"
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Sample:
     index: int  # the example in the prepared data (QuerySample.index)
     query: Query
     attempt: int = 1
+    first_ns: int | None = None  # generate: when its first token reached the driver (told to LoadGen then)
 
 
 @dataclass
@@ -63,6 +65,8 @@ class BridgeOptions:
     max_batch_wait_s: float
     max_attempts: int
     keep_data: bool  # accuracy mode: each sample's record goes to LoadGen's accuracy log
+    generates: bool = False  # the task makes tokens: samples complete as their requests end (events)
+    token_latencies: bool = False  # LoadGen measures TTFT/TPOT: FirstTokenComplete, then n_tokens
 
 
 @dataclass
@@ -76,6 +80,7 @@ class Bridge:
     error: UserError | RunFailed | None = None
     crash: Exception | None = None  # a bug in the dispatcher
     aborted: bool = False
+    requests: list[RequestRecord] = field(default_factory=list)  # generate: each completed sample, driver's clock
 
     def __post_init__(self) -> None:
         self.waiting: deque[Sample] = deque()
@@ -89,6 +94,7 @@ class Bridge:
         self._starved_since: float | None = None
         self._next_batch = 0
         self._arrived = 0  # queries issued since the live metrics last heard
+        self._first_lock = threading.Lock()  # a sample's first token is told from the event's thread
         self._thread = threading.Thread(target=self._loop, name="raybench-loadgen-dispatch", daemon=True)
 
     # ------------------------------------------------------------------ LoadGen's callbacks
@@ -142,6 +148,8 @@ class Bridge:
             self._settle(*message[1:])
         elif kind == PING:
             self._answer_ping(*message[1:])
+        elif kind == TOKENS:
+            self._request_done(*message[1:])
         elif kind == ABORT:
             self.aborted = True
             self._fail(RunFailed("interrupted"))
@@ -173,7 +181,8 @@ class Bridge:
                             max(s.attempt for s in samples))
         self._next_batch += 1
         self.inflight[batch.batch_id] = (worker, samples)
-        future = self.workers.run(worker, batch)
+        on_event = self._events(samples, worker, time.monotonic_ns()) if self.options.generates else None
+        future = self.workers.run(worker, batch, on_event)
         future.add_done_callback(lambda f, b=batch: self.inbox.put((DONE, b, worker, f)))
         self.meter.queue_depth(worker, len(samples), len(self.waiting))  # after the hand-over: not on its path
 
@@ -202,6 +211,47 @@ class Bridge:
             return
         self._fail(RunFailed(f"LoadGen samples {list(batch.indices)[:8]} failed on attempt {batch.attempt}/"
                              f"{self.options.max_attempts} on worker {worker}: {result.error.message}"))
+
+    # ------------------------------------------------------------------ generate: tokens as they exist
+    def _events(self, samples: list[Sample], worker: int, sent_ns: int):
+        """The batch's event handler (the target's thread): a request's first token goes to LoadGen at
+        once; its end goes to the dispatcher, which owns the samples' state and completes it."""
+        def on_event(event: tuple) -> None:
+            if event[0] == "first":
+                self._first_token(samples[event[1]], event[2])
+            elif event[0] == "done":
+                _, row, tokens, gaps, input_tokens = event
+                self.inbox.put((TOKENS, samples[row], worker, sent_ns, tokens, gaps, input_tokens,
+                                time.monotonic_ns()))
+        return on_event
+
+    def _first_token(self, sample: Sample, token: int | None) -> None:
+        """Tell LoadGen a sample's first token (once: a re-issued sample's second first token is not
+        news), with the token's id as its data (int32, as MLPerf's LLM harnesses send tokens)."""
+        with self._first_lock:
+            if sample.first_ns is not None:
+                return
+            sample.first_ns = time.monotonic_ns()
+            if self.options.token_latencies:
+                import mlperf_loadgen as lg
+
+                data = array.array("i", [] if token is None else [token])
+                address, length = data.buffer_info()
+                lg.FirstTokenComplete([lg.QuerySampleResponse(sample.response_id, address,
+                                                              length * data.itemsize)])
+
+    def _request_done(self, sample: Sample, worker: int, sent_ns: int, tokens: list[int], gaps: list[float],
+                      input_tokens: int, done_ns: int) -> None:
+        """A request ended: complete its sample with its tokens and their count, and keep its record
+        on the driver's clock (module docstring of orchestrator/modes/loadgen/point.py)."""
+        if sample.response_id not in self.outstanding or sample.first_ns is None:
+            return
+        first = sample.first_ns / 1e9
+        self.requests.append(RequestRecord(
+            sample.response_id, sample.query.issued_ns / 1e9, sent_ns / 1e9,
+            token_times_s=[first + gap for gap in gaps], token_counts=[1] * len(gaps), end_s=done_ns / 1e9,
+            input_tokens=input_tokens, output_tokens=len(tokens), source=f"worker {worker}"))
+        self._complete([sample], {}, {sample.index: tokens})
 
     def _suspect(self, worker: int) -> None:
         if worker not in self.suspect:
@@ -240,7 +290,12 @@ class Bridge:
         self.waiting.clear()
         self._complete(list(self.outstanding.values()), {})
 
-    def _complete(self, samples: list[Sample], records: dict[int, dict[str, Any]]) -> None:
+    def _complete(self, samples: list[Sample], records: dict[int, dict[str, Any]],
+                  tokens: dict[int, list[int]] | None = None) -> None:
+        """Complete samples in LoadGen: with their record (accuracy mode), or their tokens (generate:
+        the output ids as int32 and their count); empty otherwise. With token latencies, a sample
+        whose first token was never told (a run that failed) is told first: LoadGen requires it,
+        and its SingleStream crashes the process without it."""
         import mlperf_loadgen as lg
 
         responses, buffers = [], []  # the buffers stay alive until LoadGen has copied them
@@ -249,7 +304,14 @@ class Bridge:
             if self.outstanding.pop(sample.response_id, None) is None:
                 continue  # completed before (a late result after the run failed)
             record = records.get(sample.index)
-            if record is not None:
+            made = (tokens or {}).get(sample.index)
+            if self.options.token_latencies and sample.first_ns is None:
+                self._first_token(sample, None)
+            if made is not None:
+                buffers.append(array.array("i", made))
+                address, length = buffers[-1].buffer_info()
+                responses.append(lg.QuerySampleResponse(sample.response_id, address, length * 4, len(made)))
+            elif record is not None:
                 buffers.append(array.array("B", json.dumps(record, sort_keys=True, default=str).encode()))
                 address, length = buffers[-1].buffer_info()
                 responses.append(lg.QuerySampleResponse(sample.response_id, address, length))

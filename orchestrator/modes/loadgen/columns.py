@@ -23,7 +23,7 @@ from typing import Any
 
 from orchestrator.metrics.verdict import RuleSet
 from orchestrator.modes.loadgen.settings import HEADLINE_PERCENTILE
-from orchestrator.modes.loadgen.summary import LoadGenSummary
+from orchestrator.modes.loadgen.summary import LoadGenSummary, TokenLatencies
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class ScenarioFigures:
     note: str = ""  # a reason of raybench's own (find_peak's search found no peak)
     hand_over: str = ""  # how batches reached the workers (Target.hand_over)
     find_peak_stop: str | None = None  # why find_peak's search stopped (None outside find_peak)
+    tokens: TokenLatencies | None = None  # LoadGen's TTFT/TPOT figures (use_token_latencies)
+    token_bounds_s: tuple[float | None, float | None] = (None, None)  # the TTFT and TPOT bounds LoadGen enforced
 
 
 def _seconds(summary: LoadGenSummary, percentile: float) -> float | None:
@@ -85,4 +87,18 @@ def scenario_columns(f: ScenarioFigures) -> dict[str, Any]:
         "loadgen_result": f.summary.result,
         "loadgen_settings": json.dumps(settings, sort_keys=True),
         "find_peak_stop": f.find_peak_stop,
+        **token_columns(f),
     }
+
+
+def token_columns(f: ScenarioFigures) -> dict[str, Any]:
+    """LoadGen's TTFT and TPOT percentiles (s), its tokens per second and the bounds it held them to."""
+    if f.tokens is None:
+        return {}
+    out: dict[str, Any] = {"loadgen_tokens_per_s": f.tokens.tokens_per_s, "ttft_bound": f.token_bounds_s[0],
+                           "tpot_bound": f.token_bounds_s[1]}
+    for name, values in (("ttft", f.tokens.ttft_ns), ("tpot", f.tokens.tpot_ns)):
+        for level in (50, 90, 99):
+            ns = values.get(float(level))
+            out[f"loadgen_{name}_p{level}"] = ns / 1e9 if ns is not None else None
+    return out

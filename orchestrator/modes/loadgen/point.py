@@ -31,7 +31,7 @@ from orchestrator.metrics.store import RunFolder
 from orchestrator.modes.loadgen.bridge import BridgeOptions
 from orchestrator.modes.loadgen.columns import ScenarioFigures, loadgen_rules, scenario_columns
 from orchestrator.modes.loadgen.runner import LoadGenTest, run_test
-from orchestrator.modes.loadgen.settings import build_test_settings, latency_bound_s
+from orchestrator.modes.loadgen.settings import build_test_settings, latency_bound_s, token_bounds_s
 from orchestrator.modes.loadgen.summary import query_latencies_ns
 from orchestrator.modes.search import Search, find_peak
 from orchestrator.point import Point, finish
@@ -66,17 +66,19 @@ def run_point(point: Point) -> RunResult:
     head = served.head
     failed = [r for test in served.tests for r in test.failed]
     lost = _lost(pool.lost, target.lost, ready.infos)
+    generates = type(spec.task).generates
     merged = assemble(spec=spec, run_id=run.run_id, results=head.results, infos=ready.infos, data=ready.data,
                       e2e_seconds=point.session.e2e_seconds(), retries=len(failed), item_unit=ready.infos[0].item_unit,
                       sweep_id=point.session.sweep_id, ray_start_seconds=point.ray_start_seconds,
-                      workers_lost=lost, watched=head.watched)
+                      workers_lost=lost, watched=head.watched, requests=head.requests if generates else None)
     figures = _figures(spec, head, ready.prepared.num_examples, served.search, target.hand_over)
     # the warm-ups before LoadGen's first query, and of restarted workers, happened outside the measured
     # batches: count them as Offline does
     warmups = merged.row.warmup_batches + sum(served.warmed) + target.warmed_again
     row = judge(merged, spec, [loadgen_rules(figures)], {**scenario_columns(figures), "warmup_batches": warmups})
     predictions = headline_records(row, head.results)
-    return finish(point, row, head.results, ready.infos, ready.data, failed, predictions)
+    return finish(point, row, head.results, ready.infos, ready.data, failed, predictions,
+                  head.requests if generates else None)
 
 
 def _lost(dropped: dict[int, str], gone: dict[int, str], infos: list) -> tuple[str, ...]:
@@ -104,13 +106,15 @@ def _serve(point: Point, workers: Target, examples: int, logs: Path) -> Served:
     """Warm the workers, then run the mode's LoadGen test(s)."""
     spec = point.spec
     options = spec.load
+    generates = type(spec.task).generates
     bridge = BridgeOptions(spec.measured_pass, spec.bs, options.max_batch_wait_ms / 1e3, spec.max_attempts,
-                           keep_data=options.mode == "accuracy")
+                           keep_data=options.mode == "accuracy", generates=generates,
+                           token_latencies=options.uses_tokens(generates))
     meter = ScenarioMeter(point.run_id)
 
     def probe(qps: float | None, folder: Path) -> LoadGenTest:
         settings = build_test_settings(options.scenario, options, examples, accuracy=options.mode == "accuracy",
-                                       target_qps=qps)
+                                       target_qps=qps, generates=generates)
         rate = f" at {qps:g} QPS" if qps else ""
         point.status(f"LoadGen {options.scenario} {options.mode}{rate}")
         return run_test(settings, workers, bridge, examples, folder, meter, options.trace, target_qps=qps)
@@ -147,6 +151,7 @@ def _figures(spec: EngineJob, test: LoadGenTest, examples: int, search: Search |
         target_qps=test.target_qps, latency_bound_s=latency_bound_s(options.scenario, options, test.settings),
         examples=examples, scored_examples=sum(r.examples for r in test.results), note=note, hand_over=hand_over,
         find_peak_stop=search.stop if search is not None else None,
+        tokens=test.tokens, token_bounds_s=token_bounds_s(test.settings),
     )
 
 

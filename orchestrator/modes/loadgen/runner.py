@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.cluster.live import ScenarioMeter
 from orchestrator.modes.loadgen.bridge import Bridge, BridgeOptions
-from orchestrator.modes.loadgen.summary import LoadGenSummary, parse_summary
+from orchestrator.modes.loadgen.summary import LoadGenSummary, TokenLatencies, parse_summary, parse_token_latencies
 from orchestrator.targets.base import Target
 from workers.contract import ShardResult
 
@@ -41,6 +41,8 @@ class LoadGenTest:
     failed: list[ShardResult]  # failed attempts (re-issued)
     settings: object  # the mlperf_loadgen.TestSettings it ran with
     watched: list[ShardResult]  # each worker's device watch and energy over the test
+    requests: list = field(default_factory=list)  # generate: each sample's RequestRecord, driver's clock (bridge)
+    tokens: TokenLatencies | None = None  # LoadGen's TTFT/TPOT figures (token latencies on)
 
     @property
     def valid(self) -> bool:
@@ -84,8 +86,9 @@ def run_test(settings, workers: Target, options: BridgeOptions, examples: int, l
     if bridge.error is not None:
         raise bridge.error
     watched = workers.end_watch()
-    summary = parse_summary((log_dir / "mlperf_log_summary.txt").read_text())
-    return LoadGenTest(target_qps, log_dir, summary, bridge.results, bridge.failed, settings, watched)
+    text = (log_dir / "mlperf_log_summary.txt").read_text()
+    return LoadGenTest(target_qps, log_dir, parse_summary(text), bridge.results, bridge.failed, settings, watched,
+                       bridge.requests, parse_token_latencies(text))
 
 
 def _nothing_to_load(indices: list[int]) -> None:

@@ -21,11 +21,14 @@ QUICK_MIN_QUERIES = {"server": 459, "single_stream": 64, "multi_stream": 662}
 QUICK_EXPECTED_LATENCY_NS = 100_000
 # The percentile LoadGen reports each scenario's latency at (mlperf.conf: target_latency_percentile).
 HEADLINE_PERCENTILE = {"server": 99, "single_stream": 90, "multi_stream": 99}
+# Server bounds of token latencies when neither the job nor mlperf.conf says (llama2-70b's: 2 s, 200 ms)
+DEFAULT_TTFT_MS, DEFAULT_TPOT_MS = 2000.0, 200.0
 
 
 def build_test_settings(scenario: str, spec: LoadGenLoad, examples: int, *, accuracy: bool = False,
-                  target_qps: float | None = None):
-    """LoadGen's TestSettings for one test of this job (`target_qps`: a find_peak probe's rate)."""
+                  target_qps: float | None = None, generates: bool = False):
+    """LoadGen's TestSettings for one test of this job (`target_qps`: a find_peak probe's rate;
+    `generates`: the task makes tokens, so token latencies are on unless the job says otherwise)."""
     import mlperf_loadgen as lg
 
     name = LOADGEN_SCENARIO[scenario]
@@ -59,7 +62,32 @@ def build_test_settings(scenario: str, spec: LoadGenLoad, examples: int, *, accu
     for seed in ("qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed"):
         if getattr(spec, seed) is not None:
             setattr(ts, seed, getattr(spec, seed))
+    _token_latencies(ts, spec, generates)
     return ts
+
+
+def _token_latencies(ts, spec: LoadGenLoad, generates: bool) -> None:
+    """Token latencies on or off (the job's `use_token_latencies`, else on for a task that generates or
+    an LLM of mlperf.conf), and the Server's TTFT and TPOT bounds: the job's, else mlperf.conf's
+    (FromConfig set them for its LLMs), else the defaults."""
+    ts.use_token_latencies = spec.uses_tokens(generates)
+    if not ts.use_token_latencies:
+        return
+    if spec.ttft_latency_ms is not None:
+        ts.ttft_latency = int(round(spec.ttft_latency_ms * 1e6))
+    elif spec.rules != "mlperf" or not spec.token_model():
+        ts.ttft_latency = int(DEFAULT_TTFT_MS * 1e6)
+    if spec.tpot_latency_ms is not None:
+        ts.tpot_latency = int(round(spec.tpot_latency_ms * 1e6))
+    elif spec.rules != "mlperf" or not spec.token_model():
+        ts.tpot_latency = int(DEFAULT_TPOT_MS * 1e6)
+
+
+def token_bounds_s(settings) -> tuple[float | None, float | None]:
+    """(TTFT, TPOT) bounds LoadGen enforced (s); None without token latencies."""
+    if not settings.use_token_latencies:
+        return None, None
+    return settings.ttft_latency / 1e9, settings.tpot_latency / 1e9
 
 
 def latency_bound_s(scenario: str, spec: LoadGenLoad, settings) -> float | None:

@@ -105,6 +105,42 @@ def _read_line(line: str, raw: str, fields: dict) -> None:
         fields["latency_ns"].setdefault(float(match.group(1)), int(match.group(2)))
 
 
+_FIRST_TOKEN = re.compile(r"^(\d+(?:\.\d+)?) percentile first token latency \(ns\)\s*:\s*(\d+)")
+_FIRST_TOKEN_STREAM = re.compile(r"^(\d+(?:\.\d+)?)th first token percentile latency \(ns\)\s*:\s*(\d+)")
+_PER_TOKEN = re.compile(r"^(\d+(?:\.\d+)?) percentile time to output token \(ns\)\s*:\s*(\d+)")
+_TOKENS_PER_S = re.compile(r"^(?:Completed tokens per second|Tokens per second|TPS w/o loadgen overhead)\s*:\s*"
+                           r"([\d.eE+-]+)")
+
+
+@dataclass(frozen=True)
+class TokenLatencies:
+    """LoadGen's token figures (use_token_latencies), from the summary as printed: TTFT ("first token
+    latency") and TPOT ("time to output token", which is LoadGen's per-sample (latency - TTFT) /
+    (tokens - 1)) percentiles in ns, and its tokens per second."""
+
+    ttft_ns: dict[float, int] = field(default_factory=dict)
+    tpot_ns: dict[float, int] = field(default_factory=dict)
+    tokens_per_s: float | None = None
+
+
+def parse_token_latencies(text: str) -> TokenLatencies | None:
+    """The summary's token figures; None when the test did not measure tokens."""
+    ttft: dict[float, int] = {}
+    tpot: dict[float, int] = {}
+    tokens_per_s = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if match := _FIRST_TOKEN.match(line) or _FIRST_TOKEN_STREAM.match(line):
+            ttft.setdefault(float(match.group(1)), int(match.group(2)))
+        elif match := _PER_TOKEN.match(line):
+            tpot.setdefault(float(match.group(1)), int(match.group(2)))
+        elif (match := _TOKENS_PER_S.match(line)) and tokens_per_s is None:
+            tokens_per_s = float(match.group(1))
+    if not ttft and not tpot and tokens_per_s is None:
+        return None
+    return TokenLatencies(ttft, tpot, tokens_per_s)
+
+
 def query_latencies_ns(trace_lines) -> dict[int, tuple[int, int]]:
     """query_seq -> (samples, latency in ns) from the trace's sample events."""
     queries: dict[int, tuple[int, int]] = {}
