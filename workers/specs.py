@@ -58,6 +58,7 @@ class Registered(StrictModel):
     extra: ClassVar[str | None] = None
     tensor_parallel: ClassVar[bool] = False  # engines: runs a model sharded over a TP group (parallel.tp > 1)
     generates: ClassVar[bool] = False  # tasks: requests decoded token by token (engines' `generator`), not scored batches
+    continuous: ClassVar[bool] = False  # engines: its generator takes new requests while others decode
 
     @classmethod
     def registered_name(cls) -> str:
@@ -370,6 +371,7 @@ class ContinuousBatchingOptions(Registered):
 
     implementation = ""
     generator = "workers.engines.continuous_batching:ContinuousBatching"
+    continuous = True
     name: Literal["continuous_batching"] = "continuous_batching"
     page_size: int = Field(32, gt=0, description="tokens per KV-cache page (block)")
     num_blocks: int | None = Field(None, gt=0, description="KV-cache pages; default: enough for bs requests of the "
@@ -387,6 +389,7 @@ class VllmOptions(Registered):
 
     implementation = ""
     generator = "workers.engines.vllm_generate:Vllm"
+    continuous = True
     extra = "vllm"
     name: Literal["vllm"] = "vllm"
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of the GPU's memory vLLM may take "

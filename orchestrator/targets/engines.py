@@ -37,13 +37,17 @@ class RayWorkers:
     restart (a restarted actor rebuilds from it), not with every batch: an argument holding an
     ObjectRef costs about a millisecond per call in Ray's reference counting, on every query."""
 
-    def __init__(self, pool: Any, hand_over: str = "direct") -> None:
+    def __init__(self, pool: Any, hand_over: str = "direct", slots: int = 1) -> None:
         import ray
 
         self._ray = ray
         kept = [w for w in range(pool.size) if w not in pool.lost]  # bring-up dropped the others
-        self.actors, self.handles = [pool.actors[w] for w in kept], [pool.handles[w] for w in kept]
-        self.size = len(kept)
+        self.workers = [pool.actors[w] for w in kept]
+        # a place per slot of each worker (`engine_target`): each place holds one batch at a time
+        self.actors = [a for a in self.workers for _ in range(slots)]
+        self.handles = [pool.handles[w] for w in kept for _ in range(slots)]
+        self.worker_of = [i for i in range(len(kept)) for _ in range(slots)]
+        self.size = len(self.actors)
         self.hand_over = hand_over  # actor_call once the lanes could not be opened
         self.lanes: list[DirectLane | None] = [None] * self.size
         self._needs_data: set[int] = set()  # restarted workers whose rebuild failed: the next call carries data
@@ -123,11 +127,12 @@ class RayWorkers:
 
     def begin_watch(self, pass_name: str) -> None:
         """Actor calls (Ray's thread; the lanes keep their own): the watch runs beside the batches."""
-        self._ray.get([a.begin_watch.remote(pass_name, h) for a, h in zip(self.actors, self.handles)])
+        handles = [self.handles[self.worker_of.index(w)] for w in range(len(self.workers))]
+        self._ray.get([a.begin_watch.remote(pass_name, h) for a, h in zip(self.workers, handles)])
 
     def end_watch(self) -> list[ShardResult]:
         """Each worker's watched span; a worker gone for good gives none."""
-        refs = {w: a.end_watch.remote(self._pass_name) for w, a in enumerate(self.actors) if w not in self.lost}
+        refs = {w: a.end_watch.remote(self._pass_name) for w, a in enumerate(self.workers) if w not in self.lost}
         out = []
         for worker, ref in refs.items():
             try:
@@ -193,9 +198,9 @@ class RayWorkers:
         errors = self._ray.exceptions
         return isinstance(exc, (errors.RayActorError, errors.WorkerCrashedError, LaneLost))
 
-    def forget(self, worker: int, why: str) -> None:
-        """The worker is gone for good (its ping failed): the row names it."""
-        self.lost[worker] = why
+    def forget(self, place: int, why: str) -> None:
+        """The place's worker is gone for good (its ping failed): the row names it (`lost` is by worker)."""
+        self.lost[self.worker_of[place]] = why
 
     def close(self) -> None:
         lanes, self.lanes = self.lanes, [None] * self.size
@@ -211,21 +216,24 @@ class LocalWorkers:
     hand_over = "in_process"
     warmed_again = 0  # an in-process worker is never restarted
 
-    def __init__(self, workers: list[Any], data: list[DataHandle | None]) -> None:
+    def __init__(self, workers: list[Any], data: list[DataHandle | None], slots: int = 1) -> None:
         self.workers, self.data = workers, data
-        self.size = len(workers)
+        self.worker_of = [i for i in range(len(workers)) for _ in range(slots)]  # a place per slot of a worker
+        self.size = len(self.worker_of)
         self.lost: dict[int, str] = {}
-        self._executors = [ThreadPoolExecutor(1, thread_name_prefix=f"raybench-w{i}") for i in range(self.size)]
+        self._executors = [ThreadPoolExecutor(1, thread_name_prefix=f"raybench-w{w}-{p}")
+                           for p, w in enumerate(self.worker_of)]
         self._pass_name = ""
 
     def warm_up(self, pass_name: str) -> list[int]:
-        """On each worker's executor thread, the one its batches run on (per-thread engine state)."""
+        """On each place's executor thread, the one its batches run on (per-thread engine state)."""
         self._pass_name = pass_name
-        return [self._executors[i].submit(w.warm_up, pass_name, d).result()
-                for i, (w, d) in enumerate(zip(self.workers, self.data))]
+        return [self._executors[p].submit(self.workers[w].warm_up, pass_name, self.data[w]).result()
+                for p, w in enumerate(self.worker_of)]
 
-    def run(self, worker: int, batch: SampleBatch, on_event: Callable[[Event], None] | None = None) -> Future:
-        return self._executors[worker].submit(self.workers[worker].run_samples, batch, self.data[worker], on_event)
+    def run(self, place: int, batch: SampleBatch, on_event: Callable[[Event], None] | None = None) -> Future:
+        w = self.worker_of[place]
+        return self._executors[place].submit(self.workers[w].run_samples, batch, self.data[w], on_event)
 
     def begin_watch(self, pass_name: str) -> None:
         for w, d in zip(self.workers, self.data):
@@ -234,11 +242,11 @@ class LocalWorkers:
     def end_watch(self) -> list[ShardResult]:
         return [w.end_watch(self._pass_name) for w in self.workers]
 
-    def forget(self, worker: int, why: str) -> None:
-        self.lost[worker] = why
+    def forget(self, place: int, why: str) -> None:
+        self.lost[self.worker_of[place]] = why
 
-    def ping(self, worker: int) -> Future:
-        return self._executors[worker].submit(self.workers[worker].pid)
+    def ping(self, place: int) -> Future:
+        return self._executors[place].submit(self.workers[self.worker_of[place]].pid)
 
     def is_death(self, exc: BaseException) -> bool:
         return False
@@ -248,9 +256,12 @@ class LocalWorkers:
             executor.shutdown(wait=True)
 
 
-def engine_target(pool: Pool, hand_over: str = "direct") -> Target:
+def engine_target(pool: Pool, hand_over: str = "direct", slots: int = 1) -> Target:
     """The pool's workers as a Target: in this process, or Ray actors (single-device workers:
-    the job's checks refuse tensor-parallel groups under a LoadGen load)."""
+    the job's checks refuse tensor-parallel groups under a LoadGen load). `slots` > 1: each worker is
+    that many places, each with its own lane (or executor thread) and one batch at a time, so a
+    worker whose engine takes requests while others run (continuous batching) is handed new ones
+    while it is busy; `worker_of` maps a place to its worker."""
     if isinstance(pool, InProcessPool):
-        return LocalWorkers([pool.worker], [pool.data])
-    return RayWorkers(pool, hand_over)
+        return LocalWorkers([pool.worker], [pool.data], slots)
+    return RayWorkers(pool, hand_over, slots)

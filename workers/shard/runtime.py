@@ -61,6 +61,7 @@ class WorkerRuntime:
         self._model: torch.nn.Module | None = None
         self._load_seconds = 0.0
         self._warm: set[str] = set()
+        self._warm_lock = threading.Lock()
         self._span: tuple[float, SpanStart] | None = None  # a LoadGen test's watched span, while it runs
         self._build_thread = threading.get_ident()  # the engines are built in this constructor, on this thread
         info.mem_total_bytes = self.memory.total_bytes()
@@ -239,6 +240,10 @@ class WorkerRuntime:
         every smaller size), before LoadGen's first query, so no query pays for it. Returns the
         batches run (0 when already warm)."""
         self._require_build_thread(pass_name)
+        with self._warm_lock:  # a worker with several places (slots) is warmed over each at once
+            return self._warm_once(pass_name)
+
+    def _warm_once(self, pass_name: str) -> int:
         if pass_name in self._warm:
             return 0
         if self.generates:

@@ -54,7 +54,7 @@ def run_point(point: Point) -> RunResult:
         pool = open_pool(spec, run.run_id, point.in_process, data)
         try:
             ready = bring_up(point, pool, data, check=lambda prepared: _check_dataset(spec, prepared.num_examples))
-            target = engine_target(pool, load.hand_over)
+            target = engine_target(pool, load.hand_over, _slots(spec))
             served = _serve(point, target, ready.prepared.num_examples, logs)
         except KeyboardInterrupt:
             raise RunInterrupted(run.run_id, False, point.store.shown_uri,
@@ -79,6 +79,13 @@ def run_point(point: Point) -> RunResult:
     predictions = headline_records(row, head.results)
     return finish(point, row, head.results, ready.infos, ready.data, failed, predictions,
                   head.requests if generates else None)
+
+
+def _slots(spec: EngineJob) -> int:
+    """Places per worker: bs for an engine that takes requests while others run (continuous batching:
+    each sample goes to a worker as it arrives, up to bs at once, and joins its running batch), else 1
+    (a worker runs one batch of up to bs samples at a time)."""
+    return spec.bs if type(spec.task).generates and type(spec.engine).continuous else 1
 
 
 def _lost(dropped: dict[int, str], gone: dict[int, str], infos: list) -> tuple[str, ...]:
@@ -107,7 +114,8 @@ def _serve(point: Point, workers: Target, examples: int, logs: Path) -> Served:
     spec = point.spec
     options = spec.load
     generates = type(spec.task).generates
-    bridge = BridgeOptions(spec.measured_pass, spec.bs, options.max_batch_wait_ms / 1e3, spec.max_attempts,
+    bridge = BridgeOptions(spec.measured_pass, spec.bs if _slots(spec) == 1 else 1, options.max_batch_wait_ms / 1e3,
+                           spec.max_attempts,
                            keep_data=options.mode == "accuracy", generates=generates,
                            token_latencies=options.uses_tokens(generates))
     meter = ScenarioMeter(point.run_id)
