@@ -276,6 +276,14 @@ class GenerateTask(Registered):
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    def beyond_positions(self, limit: int | None) -> str | None:
+        """Why the longest prompt plus the longest output does not fit a model of `limit` positions."""
+        longest = self.input_tokens.longest + self.max_new_tokens.longest
+        if limit is None or longest <= limit:
+            return None
+        return (f"task.max_new_tokens: the longest prompt ({self.input_tokens.longest}) plus the longest output "
+                f"({self.max_new_tokens.longest}) is {longest} tokens, above the model's maximum of {limit} positions")
+
     @property
     def sampling_label(self) -> str:
         if self.greedy:

@@ -163,8 +163,14 @@ def decode_cost(model: Any, config: Any, precision: str, runs_model: bool, flops
     and the KV cache's bytes per token (keys and values of every layer's KV heads)."""
     from workers.measure.device import DTYPES
 
-    if not runs_model or model is None:
+    if not runs_model:
         return DecodeCost(flops, 0, 0, runs_model=False)
+    if model is None:  # an engine that loads the weights itself (vLLM): count them on the meta device
+        import torch
+        import transformers
+
+        with torch.device("meta"):
+            model = transformers.AutoModelForCausalLM.from_config(config)
     size = DTYPES[precision].itemsize
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 1)

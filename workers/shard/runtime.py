@@ -200,7 +200,7 @@ class WorkerRuntime:
             seq_len=cfg.seq_len, precision=precision, device=self.device,
             cache_dir=Path(cfg.engine_cache or DEFAULT_ENGINE_CACHE).expanduser(), causal=self.causal,
             opt_seq_len=min(cfg.seq_len, self.task.median_length()),
-            worker_id=self.worker_id, variable_length=type(cfg.task).variable_length,
+            worker_id=self.worker_id, variable_length=type(cfg.task).variable_length, model_spec=cfg.model,
         )
 
     def run(self, shard: ShardTask, result: ShardResult) -> ShardResult:

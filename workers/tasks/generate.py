@@ -39,12 +39,9 @@ def check_fits(options: GenerateTask, config: Any) -> None:
     if encoder_only(config):
         kind = config.get("model_type") if isinstance(config, dict) else getattr(config, "model_type", "?")
         raise UserError(f"model: task generate needs a decoder (a causal LM); '{kind}' is an encoder-only model")
-    limit = max_positions(config)
-    longest = options.input_tokens.longest + options.max_new_tokens.longest
-    if limit is not None and longest > limit:
-        raise UserError(f"task.max_new_tokens: the longest prompt ({options.input_tokens.longest}) plus the longest "
-                        f"output ({options.max_new_tokens.longest}) is {longest} tokens, above the model's maximum of "
-                        f"{limit} positions")
+    problem = options.beyond_positions(max_positions(config))
+    if problem:
+        raise UserError(problem)
 
 
 def _eos_ids(tokenizer: Any, config: Any) -> list[int]:
