@@ -13,6 +13,8 @@ from workers.engines.generation import Generated, GenerationRequest, TokenSink
 
 class PacedGenerator:
     name = "paced"
+    continuous = False  # static batches: the decode loop hands it at most bs requests per call
+    runs_model = True
 
     def __init__(self, prefill_ms_per_token: float, decode_ms_per_step: float) -> None:
         self.prefill_s = prefill_ms_per_token / 1e3

@@ -62,6 +62,7 @@ class WorkerRuntime:
         self._load_seconds = 0.0
         self._warm: set[str] = set()
         self._warm_lock = threading.Lock()
+        self._unreported_warmups = 0  # generate: warm-up calls run at setup, not yet in a result
         self._span: tuple[float, SpanStart] | None = None  # a LoadGen test's watched span, while it runs
         self._build_thread = threading.get_ident()  # the engines are built in this constructor, on this thread
         info.mem_total_bytes = self.memory.total_bytes()
@@ -106,6 +107,10 @@ class WorkerRuntime:
             info.load_seconds += self._load_seconds
             self.flops = self._flops_model()
             self.decode_cost = decode_cost(self._model, self.model_config, precision, generator.runs_model, self.flops)
+            # warmed here, in setup: an Offline request arrives at its pass's start, and a warm-up inside
+            # the pass would be waited for by the first shard's requests (their TTFT)
+            self._unreported_warmups = warm_generation(generator, self.task, cfg.bs, cfg.warmup)
+            self._warm.add("infer")
             return
         if "val" in cfg.passes:
             set_matmul_precision(self.val_precision)
@@ -226,9 +231,7 @@ class WorkerRuntime:
         """A shard of the generate task: warm once, then its requests through the decode loop."""
         generator = self.engines[shard.pass_name]
         getattr(generator, "before_shard", lambda _: None)(shard)
-        if shard.pass_name not in self._warm:
-            result.warmup_batches = warm_generation(generator, self.task, self.config.bs, self.config.warmup)
-            self._warm.add(shard.pass_name)
+        result.warmup_batches, self._unreported_warmups = self._unreported_warmups, 0  # run at setup, told once
         waves = self.task.waves(shard.start, shard.stop, self.config.bs, generator.continuous)
         run_generation(generator, waves, self.decode_cost, self.task.record, self.device, self.memory, result,
                        shard.arrival_ts, energy=self.energy, device_watch=self.device_watch)
@@ -245,11 +248,8 @@ class WorkerRuntime:
 
     def _warm_once(self, pass_name: str) -> int:
         if pass_name in self._warm:
-            return 0
-        if self.generates:
-            done = warm_generation(self.engines[pass_name], self.task, self.config.bs, self.config.warmup)
-            self._warm.add(pass_name)
-            return done
+            told, self._unreported_warmups = self._unreported_warmups, 0  # generate: warmed at setup
+            return told
         size = min(self.task.num_examples(), max(1, self.config.warmup) * self.config.bs)
         done = warm_up(self.engines[pass_name], self.task, ShardTask(0, 0, size, pass_name), self.config.bs,
                        self.config.warmup, self.timer)

@@ -40,7 +40,7 @@ from workers.contract import SampleBatch, ShardResult
 from workers.errors import RunFailed, UserError, first_line
 from workers.requests import RequestRecord
 
-ISSUE, DONE, PING, STOP, ABORT, TOKENS = "issue", "done", "ping", "stop", "abort", "tokens"
+ISSUE, DONE, PING, STOP, ABORT = "issue", "done", "ping", "stop", "abort"
 
 
 @dataclass
@@ -95,6 +95,7 @@ class Bridge:
         self._next_batch = 0
         self._arrived = 0  # queries issued since the live metrics last heard
         self._first_lock = threading.Lock()  # a sample's first token is told from the event's thread
+        self._complete_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="raybench-loadgen-dispatch", daemon=True)
 
     # ------------------------------------------------------------------ LoadGen's callbacks
@@ -148,8 +149,7 @@ class Bridge:
             self._settle(*message[1:])
         elif kind == PING:
             self._answer_ping(*message[1:])
-        elif kind == TOKENS:
-            self._request_done(*message[1:])
+
         elif kind == ABORT:
             self.aborted = True
             self._fail(RunFailed("interrupted"))
@@ -214,15 +214,17 @@ class Bridge:
 
     # ------------------------------------------------------------------ generate: tokens as they exist
     def _events(self, samples: list[Sample], worker: int, sent_ns: int):
-        """The batch's event handler (the target's thread): a request's first token goes to LoadGen at
-        once; its end goes to the dispatcher, which owns the samples' state and completes it."""
+        """The batch's event handler, on the target's thread (one per lane, streaming call or
+        in-process worker): a request's first token and its end go to LoadGen from there, at once.
+        Both from the same thread on purpose: LoadGen logs each thread's calls in its own buffer,
+        and a completion logged from another thread than its first token may be read first
+        ("Attempted to record a sample latency before it's first token latency")."""
         def on_event(event: tuple) -> None:
             if event[0] == "first":
                 self._first_token(samples[event[1]], event[2])
             elif event[0] == "done":
                 _, row, tokens, gaps, input_tokens = event
-                self.inbox.put((TOKENS, samples[row], worker, sent_ns, tokens, gaps, input_tokens,
-                                time.monotonic_ns()))
+                self._request_done(samples[row], worker, sent_ns, tokens, gaps, input_tokens, time.monotonic_ns())
         return on_event
 
     def _first_token(self, sample: Sample, token: int | None) -> None:
@@ -242,8 +244,9 @@ class Bridge:
 
     def _request_done(self, sample: Sample, worker: int, sent_ns: int, tokens: list[int], gaps: list[float],
                       input_tokens: int, done_ns: int) -> None:
-        """A request ended: complete its sample with its tokens and their count, and keep its record
-        on the driver's clock (module docstring of orchestrator/modes/loadgen/point.py)."""
+        """A request ended: complete its sample with its tokens and their count, and keep its record on
+        the driver's clock: arrival at LoadGen's issue, its first token and end when they reached the
+        driver, the tokens between placed by the worker's own gaps (so ITL is the worker's)."""
         if sample.response_id not in self.outstanding or sample.first_ns is None:
             return
         first = sample.first_ns / 1e9
@@ -296,6 +299,11 @@ class Bridge:
         the output ids as int32 and their count); empty otherwise. With token latencies, a sample
         whose first token was never told (a run that failed) is told first: LoadGen requires it,
         and its SingleStream crashes the process without it."""
+        with self._complete_lock:  # generate: event threads complete samples beside the dispatcher
+            self._complete_locked(samples, records, tokens)
+
+    def _complete_locked(self, samples: list[Sample], records: dict[int, dict[str, Any]],
+                         tokens: dict[int, list[int]] | None) -> None:
         import mlperf_loadgen as lg
 
         responses, buffers = [], []  # the buffers stay alive until LoadGen has copied them
