@@ -20,6 +20,7 @@ from orchestrator.metrics.cost_fit import node_core_rates, shard_rates_from_reco
 from orchestrator.metrics.stats import percentiles
 from orchestrator.metrics.store import ResultsStore, RunFolder
 from orchestrator.metrics.subjects import subject_table
+from orchestrator.views.generation_plots import GENERATION, generation_plots, is_generation
 from orchestrator.views.plots import Plot, new_figure, png_bytes
 from orchestrator.views.report import SEED_LAYOUT, metrics_markdown, seed_cells
 from orchestrator.views.scenario_plots import LOADGEN, is_scenario, scenario_plots
@@ -131,6 +132,7 @@ def collect_plots(run: RunFolder, row: MetricsRow, sweep_rows: Sequence[MetricsR
     if predictions is not None:
         plots.append(subject_accuracy(predictions))
     plots += scenario_plots(run, row)
+    plots += generation_plots(run, row)
     return [p for p in plots if p is not None]
 
 
@@ -155,7 +157,9 @@ def _verdict_line(row: MetricsRow) -> str | None:
 def _sections(row: MetricsRow) -> list[tuple[str, Sequence[str]]]:
     """The key-value tables after the verdict: LoadGen's figures first for a scenario run."""
     loadgen = [("LoadGen (latencies in s per query)", LOADGEN)] if is_scenario(row) else []
-    return loadgen + [("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)]
+    generation = [("Generation (latencies in s per request; items are output tokens)", GENERATION)] \
+        if is_generation(row) else []
+    return loadgen + generation + [("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)]
 
 
 def _markdown(row: MetricsRow, plots: list[Plot]) -> str:

@@ -63,3 +63,10 @@ def test_bad_generation_input_is_one_line_exit_2_and_nothing_stored(tmp_path, ll
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
     stored = [p for p in results.rglob("*") if p.is_file()] if results.exists() else []
     assert stored == []
+
+
+def test_the_shipped_70b_server_job_is_refused_in_one_line_naming_what_is_not_built(tmp_path):
+    outcome = CliRunner().invoke(app, ["validate", "jobs/llama2_70b_server.yaml"])
+    assert outcome.exit_code == 2
+    (line,) = outcome.stderr.strip().splitlines()
+    assert "parallel.tp=8: generation on tensor-parallel workers is not built yet" in line

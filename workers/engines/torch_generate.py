@@ -30,6 +30,7 @@ class TorchGenerator:
     def __init__(self, options: TorchEngineOptions | None = None) -> None:
         self.options = options or TorchEngineOptions()
         self.model: torch.nn.Module | None = None
+        self._running = 0
 
     def build(self, ctx: BuildContext) -> BuildInfo:
         from transformers import DynamicCache
@@ -59,7 +60,15 @@ class TorchGenerator:
             state["cache"] = returned_cache(out)
             return out.logits[:, -1]
 
-        return decode(requests, output.logits[:, -1], step, on_token, clock)
+        self._running = len(requests)
+        try:
+            return decode(requests, output.logits[:, -1], step, on_token, clock)
+        finally:
+            self._running = 0
+
+    def live(self) -> dict[str, int]:
+        """The rows of the batch being decoded (a live metric)."""
+        return {"running": self._running}
 
     def reference(self, request: GenerationRequest) -> list[int]:
         """Plain greedy `generate` of this prompt alone, with this generator's model."""

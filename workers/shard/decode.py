@@ -65,15 +65,19 @@ class DecodeCost:
 
 
 class Teller:
-    """Stamps each token (TokenStamps) and, with `emit`, tells a request's first token and its end."""
+    """Stamps each token (TokenStamps), counts it for the live metrics (`meter.tokens_made`) and, with
+    `emit`, tells a request's first token and its end."""
 
-    def __init__(self, requests: Sequence[GenerationRequest], stamps: TokenStamps, emit: Emit | None) -> None:
+    def __init__(self, requests: Sequence[GenerationRequest], stamps: TokenStamps, emit: Emit | None,
+                 meter: Any = None) -> None:
         self.requests = {r.request_id: r for r in requests}
-        self.stamps, self.emit = stamps, emit
+        self.stamps, self.emit, self.meter = stamps, emit, meter
         self.tokens: dict[int, list[int]] = {r.request_id: [] for r in requests}
 
     def on_token(self, request_id: int, token_id: int, time_s: float) -> None:
         self.stamps.on_token(request_id, token_id, time_s)
+        if self.meter is not None:
+            self.meter.tokens_made += 1
         if self.emit is None:
             return
         tokens = self.tokens[request_id]
@@ -89,7 +93,8 @@ class Teller:
 def run_generation(generator: Any, waves: Sequence[Sequence[GenerationRequest]], cost: DecodeCost,
                    record: Callable[[Generated], dict[str, Any]], device: Any, memory: MemoryProbe,
                    result: ShardResult, arrival_ts: float | None = None, emit: Emit | None = None,
-                   energy: EnergyCounter | None = None, device_watch: DeviceWatch | None = None) -> ShardResult:
+                   energy: EnergyCounter | None = None, device_watch: DeviceWatch | None = None,
+                   meter: Any = None) -> ShardResult:
     """Every wave through `generator` into `result` (module docstring)."""
     timer = CoreTimer(device)  # one per call: calls of a continuous generator may overlap
     to_epoch = time.time() - time.perf_counter()
@@ -101,7 +106,7 @@ def run_generation(generator: Any, waves: Sequence[Sequence[GenerationRequest]],
         arrival = arrival_ts - to_epoch if arrival_ts is not None else time.perf_counter()
         for wave in waves:
             stamps = TokenStamps(wave, [arrival] * len(wave), source)
-            teller = Teller(wave, stamps, emit)
+            teller = Teller(wave, stamps, emit, meter)
             began = time.perf_counter()
             stamps.started(began)
             generated, core_s = timer.time(lambda: generator.generate(wave, teller.on_token))

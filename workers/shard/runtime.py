@@ -233,8 +233,9 @@ class WorkerRuntime:
         getattr(generator, "before_shard", lambda _: None)(shard)
         result.warmup_batches, self._unreported_warmups = self._unreported_warmups, 0  # run at setup, told once
         waves = self.task.waves(shard.start, shard.stop, self.config.bs, generator.continuous)
+        self.meter.watch_generation(generator)
         run_generation(generator, waves, self.decode_cost, self.task.record, self.device, self.memory, result,
-                       shard.arrival_ts, energy=self.energy, device_watch=self.device_watch)
+                       shard.arrival_ts, energy=self.energy, device_watch=self.device_watch, meter=self.meter)
         self.meter.shard(result)
         return result
 
@@ -299,7 +300,9 @@ class WorkerRuntime:
             def record(made: Generated) -> dict:
                 return self.task.record(replace(made, request_id=batch.indices[made.request_id]))
 
-            run_generation(engine, [requests], self.decode_cost, record, self.device, self.memory, result, emit=emit)
+            self.meter.watch_generation(engine)
+            run_generation(engine, [requests], self.decode_cost, record, self.device, self.memory, result, emit=emit,
+                           meter=self.meter)
             result.energy_note = "read over the LoadGen test (the run's watched spans), not per batch"
             self.meter.shard_later(result)
             return result
