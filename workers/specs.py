@@ -252,9 +252,9 @@ class GenerateTask(Registered):
     from a text file, or MMLU questions (a folder); every request's lengths are drawn under `seed`."""
 
     implementation = "workers.tasks.generate:Generate"
-    # every call is judged alike (latency CV of core seconds per output token), not against a cost
-    # fit of (rows, length): a decode call's cost is its steps, which that fit does not know
-    variable_length: ClassVar[bool] = False
+    # calls differ in shape by design (rows, prompt and output lengths): judged against the cost fit,
+    # each call's shape being its rows and the positions each row runs through (prompt + decode steps)
+    variable_length: ClassVar[bool] = True
     generates: ClassVar[bool] = True
 
     name: Literal["generate"] = "generate"
@@ -481,7 +481,7 @@ class WorkerConfig(StrictModel):
         batches, so a graph would be recorded there and timed as inference."""
         task = info.data.get("task")
         if value.name == "torch_compile" and value.mode in ("reduce-overhead", "max-autotune") and task is not None \
-                and task.variable_length:
+                and task.variable_length and not type(task).generates:  # generate's compiled step has one shape
             raise ValueError(f"mode {value.mode} records a CUDA graph for every new input shape, and {task.name}'s "
                              "inputs vary in length (graphs would be recorded inside timed batches); use mode default "
                              "or max-autotune-no-cudagraphs")

@@ -21,7 +21,7 @@ for its batch. (A LoadGen batch's request ids are the samples' rows in it: a sam
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from workers.contract import DecodeTotals, ShardResult
@@ -119,7 +119,10 @@ def run_generation(generator: Any, waves: Sequence[Sequence[GenerationRequest]],
             result.batch_core_seconds.append(core_s)
             result.batch_items.append(made)
             result.batch_rows.append(len(wave))
-            result.batch_seq_lens.append(max(len(r.prompt_ids) for r in wave))
+            # the call's shape for the cost fit (orchestrator/metrics/cost_fit.py): the positions a row runs
+            # through, its padded prompt and its decode steps (the longest request's tokens but one)
+            result.batch_seq_lens.append(max(len(r.prompt_ids) for r in wave) + max(made_by_row(generated)) - 1)
+            result.bytes_per_batch = max(result.bytes_per_batch, 8 * len(wave) * max(len(r.prompt_ids) for r in wave))
             result.records.extend(record(g) for g in generated)
             result.requests.extend(_shifted(r, to_epoch) for r in records)
     result.flops = totals.prefill_flops + totals.decode_flops
@@ -130,6 +133,10 @@ def run_generation(generator: Any, waves: Sequence[Sequence[GenerationRequest]],
     result.mem_total_bytes = memory.total_bytes()
     result.mem_source = memory.source
     return result
+
+
+def made_by_row(generated: list[Generated]) -> list[int]:
+    return [len(g.token_ids) for g in generated] or [1]
 
 
 def _wave_totals(cost: DecodeCost, wave: Sequence[GenerationRequest], generated: list[Generated],
@@ -186,16 +193,13 @@ def decode_cost(model: Any, config: Any, precision: str, runs_model: bool, flops
     return DecodeCost(flops, int(weights), int(2 * layers * kv_heads * head_dim * size))
 
 
-WARM_NEW_TOKENS = 4  # a warm-up request's output, cut short: the first calls' costs are paid, not its length
-
-
 def warm_generation(generator: Any, task: Any, bs: int, calls: int) -> int:
-    """`calls` untimed calls on the first requests (at most bs each, outputs cut to a few tokens), so
-    no measured request pays for first-call costs (allocations, a cache's first pages)."""
+    """`calls` untimed calls on the first requests (at most bs each, whole), so no measured request
+    pays for first-call costs (allocations as a KV cache grows, a paged cache's first pages)."""
     count = min(task.num_examples(), bs)
     if not calls or not count:
         return 0
-    requests = [replace(r, max_new_tokens=min(r.max_new_tokens, WARM_NEW_TOKENS)) for r in task.requests(range(count))]
+    requests = task.requests(range(count))
     for _ in range(calls):
         generator.generate(requests, lambda *_: None)
     return calls
