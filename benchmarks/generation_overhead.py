@@ -3,8 +3,10 @@
 1. Output tokens per second of the same engine on the same prompts, measured two ways in one run:
      plain: the `torch` generator (workers/engines/torch_generate.py) in this process, over the
             same static batches (bs prompts of similar length), timed around the whole loop;
-     bench: `run_job` with one Ray worker actor (shards, the decode loop, per-token stamps, records,
-            the run folder): its p_infer_whole, output tokens over the pass's wall span.
+     bench: `run_job` with one Ray worker actor (the shard, the decode loop, per-token stamps, records,
+            the run folder): its p_infer_whole, output tokens over the pass's wall span. One shard of
+            every request, so its batches are the plain loop's (a plan of several shards sorts prompts
+            by length within each: more padding, other work, not overhead).
    Ratio bench / plain; target >= 0.97. Both sides use the same threads and warm up alike.
 2. The first-token path under LoadGen SingleStream: the synthetic generator makes its first token
    after exactly `PREFILL_MS` x 16 prompt tokens; what raybench adds to LoadGen's TTFT (its p90 from
@@ -38,6 +40,7 @@ def throughput_job(requests: int, threads: int) -> dict:
             "task": {"name": "generate", "input_tokens": {"distribution": "uniform", "min": 32, "max": 128},
                      "max_new_tokens": 64},
             "data": {"synthetic": {"seed": 0, "size": requests}}, "bs": 8, "engine": "torch", "workers": 1,
+            "shard_size": requests,  # one shard: its batches are the plain loop's (all prompts sorted by length)
             "gpus_per_worker": 0, "cpus_per_worker": threads, "warmup": 1, "invariance_check": 0,
             "measure_peak": False}
 

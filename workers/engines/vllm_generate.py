@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+from pathlib import Path
 import threading
 import time
 from dataclasses import dataclass, field
@@ -81,12 +82,12 @@ class Vllm:
                             "model.random is for engines that take a torch model")
         self._vllm = vllm
         t0 = time.perf_counter()
+        model = str(Path(spec.source) / spec.gguf_file) if spec.gguf_file else spec.source  # vLLM reads a .gguf file
         args = vllm.EngineArgs(
-            model=spec.source, tokenizer=spec.tokenizer or spec.source, revision=spec.revision,
+            model=model, tokenizer=spec.tokenizer or spec.source, revision=spec.revision,
             trust_remote_code=spec.trust_remote_code, dtype=DTYPES[ctx.precision], seed=0,
             gpu_memory_utilization=self.options.gpu_memory_utilization, enforce_eager=self.options.enforce_eager,
-            max_model_len=ctx.seq_len, max_num_seqs=self.options.max_num_seqs or ctx.bs,
-            **({"quantization": "gguf"} if spec.gguf_file else {}))
+            max_model_len=ctx.seq_len, max_num_seqs=self.options.max_num_seqs or ctx.bs)
         self.engine = vllm.LLMEngine.from_engine_args(args)
         self._thread = threading.Thread(target=self._run, name="raybench-vllm-steps", daemon=True)
         self._thread.start()

@@ -24,20 +24,20 @@ from workers.contract import (
 )
 from workers.data.package_files import on_this_machine
 from workers.engines import BuildContext, Engine, engine_class
+from workers.engines.generation import Generated, generator_class
 from workers.engines.torch_eager import TorchEager
 from workers.errors import UserError
 from workers.measure import versions
+from workers.measure.bandwidth import bandwidth_lookup, measured_bandwidth
 from workers.measure.device import DTYPES, MemoryProbe, check_precision, set_matmul_precision
 from workers.measure.device_watch import DeviceWatch
 from workers.measure.energy import EnergyCounter
 from workers.measure.flops import FlopsModel, flops_model, flops_model_from_config
-from workers.measure.bandwidth import bandwidth_lookup, measured_bandwidth
 from workers.measure.matmul_peak import measured_peak
 from workers.measure.peaks import peak_lookup
 from workers.measure.timing import CoreTimer
 from workers.models import load_config, load_model, max_positions
 from workers.shard.live_metrics import WorkerMeter
-from workers.engines.generation import Generated, generator_class
 from workers.shard.decode import Emit, decode_cost, reference_records, run_generation, warm_generation
 from workers.shard.passes import SpanStart, begin_span, end_span, run_batches, run_examples, run_pass, warm_up
 from workers.specs import WorkerConfig
@@ -228,7 +228,7 @@ class WorkerRuntime:
         return result
 
     def _generate(self, shard: ShardTask, result: ShardResult) -> ShardResult:
-        """A shard of the generate task: warm once, then its requests through the decode loop."""
+        """A shard of the generate task (its engine warmed at setup): its requests through the decode loop."""
         generator = self.engines[shard.pass_name]
         getattr(generator, "before_shard", lambda _: None)(shard)
         result.warmup_batches, self._unreported_warmups = self._unreported_warmups, 0  # run at setup, told once

@@ -10,6 +10,10 @@ Threads:
   inbox when it completes (on Ray's or the executor's thread), so arrivals and completions both
   wake it at once, with no polling.
 - `QuerySamplesComplete` is called by the dispatcher; LoadGen accepts it from any thread.
+- Generate (`options.generates`): a batch's events arrive on the target's thread while it runs; a
+  request's first token goes to LoadGen's `FirstTokenComplete` there at once (with token latencies),
+  and its end completes its sample there too, with its tokens and `n_tokens` (`_events`), so LoadGen
+  measures TTFT when the token exists and TPOT when the request ends, not when its batch does.
 
 Faults, as in Offline (orchestrator/modes/offline/dispatch.py, the same `policy.decide`): a worker whose
 process died is suspect until a ping answers (Ray restarted it) or fails (gone for good); its
@@ -149,7 +153,6 @@ class Bridge:
             self._settle(*message[1:])
         elif kind == PING:
             self._answer_ping(*message[1:])
-
         elif kind == ABORT:
             self.aborted = True
             self._fail(RunFailed("interrupted"))
