@@ -40,12 +40,13 @@ def test_later_batches_wait_from_the_pass_start_and_the_tokens_are_kept_and_chec
     row = result.row
     batch = 0.016 + 0.035
     truth = sorted(k * batch + 0.016 for k in range(4) for _ in range(4))
-    assert row.ttft_p50 == pytest.approx((truth[7] + truth[8]) / 2, abs=0.004)
-    assert row.ttft_p99 == pytest.approx(3 * batch + 0.016, abs=0.006)
+    # each batch behind another adds its 51 ms and the loop's own few ms on a busy machine
+    assert row.ttft_p50 == pytest.approx((truth[7] + truth[8]) / 2, abs=0.008)
+    assert row.ttft_p99 == pytest.approx(3 * batch + 0.016, abs=0.012)
     assert row.tpot_p99 == pytest.approx(0.005, abs=0.001)  # queueing is in TTFT, never in TPOT
     assert row.invariance_checked == 16 and row.invariance_flips == 0 and row.verdict == "VALID"
     run = tmp_path / "runs" / row.run_id
     predictions = pq.read_table(run / "predictions.parquet").to_pylist()
     assert len(predictions) == 16 and all(len(p["prompt_ids"]) == 16 and len(p["output_ids"]) == 8 for p in predictions)
     requests = pq.read_table(run / "requests.parquet").to_pylist()
-    assert sorted(r["ttft_s"] for r in requests) == pytest.approx(truth, abs=0.006)
+    assert sorted(r["ttft_s"] for r in requests) == pytest.approx(truth, abs=0.012)
