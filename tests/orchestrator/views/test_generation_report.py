@@ -22,3 +22,12 @@ def test_tokens_per_second_over_time_counts_every_token_in_its_bin():
     plot = tokens_over_time([[0.0, 0.5, 1.0], [1.2, 1.9]], bin_s=1.0)
     assert plot is not None and plot.png.startswith(b"\x89PNG")
     assert tokens_over_time([[0.0]]) is None
+
+
+def test_the_submits_generation_line_names_the_rows_latencies(tmp_path):
+    from orchestrator.views.report import generation_line
+
+    row = run_job(validate(generate_job(8, 8, 0.25, 2.0), "t"), results_dir=tmp_path, in_process=True).row
+    line = generation_line(row)
+    assert line.startswith("8 requests (16.0 prompt / 8.0 output tokens on average, greedy)")
+    assert f"TTFT p50/p90/p99 {row.ttft_p50 * 1e3:.4g}/" in line and "0 of 8 differ" in line
