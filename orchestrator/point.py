@@ -20,6 +20,7 @@ from orchestrator.session import RunResult, Session
 from orchestrator.spec import EngineJob
 from orchestrator.timeline import TIMELINE_FILE, Timeline
 from workers.contract import DataInfo, ShardResult, WorkerInfo
+from workers.requests import RequestRecord
 
 
 @dataclass
@@ -45,14 +46,22 @@ class Point:
 
 
 def finish(point: Point, row: MetricsRow, results: list[ShardResult], infos: list[WorkerInfo],
-           data: list[DataInfo], failed: list[ShardResult], predictions: list[dict]) -> RunResult:
+           data: list[DataInfo], failed: list[ShardResult], predictions: list[dict],
+           requests: list[RequestRecord] | None = None) -> RunResult:
     """The run folder's tables, metrics.md and timeline, then the row: the row is added last, so a
-    run that fails on the way adds none."""
+    run that fails on the way adds none. `requests` (generate): the records the row's latencies were
+    read from, kept in requests.parquet (default: the measured shards' own)."""
+    from orchestrator.metrics.generation import requests_table
     from orchestrator.views.report import metrics_markdown
 
     run, spec = point.run, point.spec
     run.write_shards_table(results, infos)
     run.write_workers_table(infos)
+    if requests is None:
+        head = "infer" if row.items_infer is not None else "val"
+        requests = [rec for (p, repeat, _), r in sorted(completed(results).items()) if p == head and repeat == 0
+                    for rec in r.requests]
+    run.write_records("requests.parquet", requests_table(requests))
     records = [dict(rec, **{"pass": r.pass_name, "repeat": r.repeat})
                for r in completed(results).values() for rec in r.records]
     run.write_records("predictions.parquet", records)

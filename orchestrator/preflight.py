@@ -40,6 +40,8 @@ def _engine_preflight(spec: JobSpec, data_on_nodes: bool) -> None:
     limit = declared_max_positions(spec.model)
     if limit is not None and spec.seq_len > limit:
         raise UserError(f"seq_len: {spec.seq_len} is above the model's maximum of {limit} positions")
+    if spec.task.name == "generate" and (problem := spec.task.beyond_positions(limit)):
+        raise UserError(problem)  # the data preparation checks it again against the loaded config
     if spec.task.name == "mmlu" and here:
         from workers.tasks.mmlu_data import load_mmlu
 

@@ -141,16 +141,18 @@ class BenchWorker:
             return 0
         return self._runtime.warm(pass_name)
 
-    def run_samples(self, batch: SampleBatch, data: DataHandle | None = None) -> ShardResult:
+    def run_samples(self, batch: SampleBatch, data: DataHandle | None = None, emit=None) -> ShardResult:
         """One batch of LoadGen samples (orchestrator/modes/loadgen/), as a result with the batch's id as shard id.
-        Errors come back as values, as for shards; the driver re-issues the samples or fails the run."""
+        Errors come back as values, as for shards; the driver re-issues the samples or fails the run.
+        `emit` (the generate task): called with each request's first token and its end as they happen
+        (over the lane: an event ahead of the reply; workers/shard/decode.py says what they hold)."""
         info = self.setup(data)
         identity = dict(shard_id=batch.batch_id, pass_name=batch.pass_name, attempt=batch.attempt,
                         worker_id=self.worker_id, node_id=info.node_id, device_name=info.device_name, pid=info.pid)
         if info.error is not None:
             return ShardResult(**identity, error=info.error)
         try:
-            return self._runtime.run_samples(batch, ShardResult(**identity))
+            return self._runtime.run_samples(batch, ShardResult(**identity), emit)
         except Exception as exc:  # noqa: BLE001 - reported to the driver as a value
             return ShardResult(**identity, error=classify(exc, self.config.bs))
 
@@ -181,8 +183,29 @@ class BenchWorker:
 
         self._lane = LaneServer(ray.util.get_node_ip_address(), authkey,
                                 {"warm_up": self.warm_up, "run_samples": self.run_samples},
+                                streaming=frozenset({"run_samples"}),
                                 tls=tls_from_env(os.environ))  # Ray's TLS, as this node's Ray reads it
         return self._lane.address
+
+    def run_samples_streaming(self, batch: SampleBatch, data: DataHandle | None = None):
+        """`run_samples` as a Ray streaming generator (`num_returns="streaming"`, the actor_call
+        hand-over): each event it emits, then its result, as the generator's items. The batch runs on
+        a thread of its own, so each event leaves the actor the moment it exists."""
+        import queue
+        import threading
+
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        end = object()
+
+        def run() -> None:
+            try:
+                events.put(("result", self.run_samples(batch, data, emit=lambda e: events.put(("event", e)))))
+            finally:
+                events.put(end)
+
+        threading.Thread(target=run, name="raybench-streaming-batch", daemon=True).start()
+        while (item := events.get()) is not end:
+            yield item
 
     def pid(self) -> int:
         return os.getpid()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from workers.requests import RequestRecord
+
 PassName = Literal["val", "infer"]
 ErrorKind = Literal["user", "oom", "crash"]
 
@@ -26,6 +28,10 @@ class ShardTask:
     # A check, not a shard of the plan (start/stop unused): these examples, each run alone (bs 1),
     # untimed, their records returned and never counted in the metrics (job field `invariance_check`).
     examples: tuple[int, ...] | None = None
+    # generate: when the pass began on the driver (epoch s): every request of an Offline pass arrives
+    # then (the whole set is offered at once, as MLPerf's Offline issues one query), so its queueing
+    # behind earlier shards and batches counts in its TTFT. None: at the shard's start on the worker.
+    arrival_ts: float | None = None
 
     @property
     def key(self) -> str:
@@ -182,6 +188,13 @@ class WorkerInfo:
     peak_flops_measured: float | None = None  # achievable matmul FLOP/s of this device (workers/measure/matmul_peak.py)
     peak_flops_measured_label: str = ""  # how it was measured, and whether it came from the cache
     peak_flops_measured_reason: str = ""  # why peak_flops_measured is None
+    # generate: the memory bandwidth MBU divides by (workers/measure/bandwidth.py), B/s
+    mem_bandwidth: float | None = None  # the datasheet's
+    mem_bandwidth_label: str = ""
+    mem_bandwidth_reason: str = ""
+    mem_bandwidth_measured: float | None = None  # a copy's, measured on this device
+    mem_bandwidth_measured_label: str = ""
+    mem_bandwidth_measured_reason: str = ""
 
     @property
     def tp(self) -> int:
@@ -234,6 +247,30 @@ class DeviceHealth:
 
 
 @dataclass
+class DecodeTotals:
+    """What a worker's decode loop (workers/shard/decode.py) adds up over its requests (generate).
+
+    Prefill and decode are apart only where the engine runs static batches: a batch's prefill is the
+    time to its first tokens, its decode the rest. Continuous batching mixes prefill chunks into
+    decode steps, so its split is unknown: None, and the row says why."""
+
+    input_tokens: int = 0
+    prefill_seconds: float | None = 0.0
+    prefill_flops: float = 0.0
+    decode_seconds: float | None = 0.0
+    decode_flops: float = 0.0
+    decode_bytes: float | None = 0.0  # weights + KV cache each decode step must read, summed over steps
+
+    def add(self, other: "DecodeTotals") -> "DecodeTotals":
+        def plus(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else a + b
+
+        return DecodeTotals(self.input_tokens + other.input_tokens, plus(self.prefill_seconds, other.prefill_seconds),
+                            self.prefill_flops + other.prefill_flops, plus(self.decode_seconds, other.decode_seconds),
+                            self.decode_flops + other.decode_flops, plus(self.decode_bytes, other.decode_bytes))
+
+
+@dataclass
 class ShardResult:
     """One pass of one shard on one worker: counts, timings and where it ran."""
 
@@ -279,6 +316,10 @@ class ShardResult:
     # the same examples (0, 0 in results saved before they were recorded)
     start: int = 0
     stop: int = 0
+    # generate: each request's life (workers/requests.py), times in epoch seconds of the worker's node,
+    # and the decode loop's totals; empty / None for tasks that score batches
+    requests: list[RequestRecord] = field(default_factory=list)
+    decode: DecodeTotals | None = None
 
     @property
     def key(self) -> str:

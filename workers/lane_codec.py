@@ -9,7 +9,8 @@ strings and numbers, and each type that crosses is rebuilt here, field by field,
 - a value: a plain value (None, a bool, an int, a float, a str, or a tuple of plain values: the
   warm-up's pass name and batch count, an event, the error line), or one of the contract's types
   as a msgpack extension whose body is its fields by name: `SampleBatch` (1) and `ShardResult` (2,
-  with its `WorkerError` and `DeviceHealth` inside, and its records: lists of JSON-like maps).
+  with its `WorkerError` and `DeviceHealth` inside, its records: lists of JSON-like maps, LoadGen's
+  response bytes, and a generate batch's `RequestRecord`s and `DecodeTotals`).
 
 Encoding refuses anything else with `LaneEncodingError`, naming the type (and the field). Decoding
 checks every field's type and refuses a message the lane never sends with `LaneDecodingError`: the
@@ -27,7 +28,8 @@ from typing import Any, Callable
 import msgpack
 import numpy as np
 
-from workers.contract import DeviceHealth, SampleBatch, ShardResult, WorkerError
+from workers.contract import DecodeTotals, DeviceHealth, SampleBatch, ShardResult, WorkerError
+from workers.requests import RequestError, RequestRecord
 
 OK, FAILED, EVENT = "ok", "failed", "event"  # (OK, result) or (FAILED, the first line) ends a call; (EVENT, x) before
 _SAMPLE_BATCH, _SHARD_RESULT = 1, 2  # msgpack extension codes
@@ -220,9 +222,19 @@ def _nested(schema: _Schema, encoding: bool) -> Callable[[Any], Any]:
     return convert
 
 
-_RESULT_OUT = _Schema(ShardResult, {**_RESULT_FIELDS, "health": _nested(_DEVICE_HEALTH, True),
+_DECODE = _Schema(DecodeTotals, {"input_tokens": _int, "prefill_seconds": _opt_float, "prefill_flops": _float,
+                                 "decode_seconds": _opt_float, "decode_flops": _float, "decode_bytes": _opt_float})
+_REQUEST_ERROR = _Schema(RequestError, {"kind": _str, "message": _str})
+_REQUEST_FIELDS = {"request_id": _int, "arrival_s": _float, "sent_s": _opt_float, "first_byte_s": _opt_float,
+                   "token_times_s": _floats, "token_counts": _ints, "end_s": _opt_float, "input_tokens": _int,
+                   "output_tokens": _int, "source": _str}
+_REQUEST_OUT = _Schema(RequestRecord, {**_REQUEST_FIELDS, "error": _nested(_REQUEST_ERROR, True)})
+_REQUEST_IN = _Schema(RequestRecord, {**_REQUEST_FIELDS, "error": _nested(_REQUEST_ERROR, False)})
+_GENERATE_OUT = {"requests": _list_of(_nested(_REQUEST_OUT, True)), "decode": _nested(_DECODE, True)}
+_GENERATE_IN = {"requests": _list_of(_nested(_REQUEST_IN, False)), "decode": _nested(_DECODE, False)}
+_RESULT_OUT = _Schema(ShardResult, {**_RESULT_FIELDS, **_GENERATE_OUT, "health": _nested(_DEVICE_HEALTH, True),
                                     "error": _nested(_WORKER_ERROR, True)})
-_RESULT_IN = _Schema(ShardResult, {**_RESULT_FIELDS, "health": _nested(_DEVICE_HEALTH, False),
+_RESULT_IN = _Schema(ShardResult, {**_RESULT_FIELDS, **_GENERATE_IN, "health": _nested(_DEVICE_HEALTH, False),
                                    "error": _nested(_WORKER_ERROR, False)})
 
 

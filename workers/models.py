@@ -232,3 +232,14 @@ def declared_max_positions(spec: ModelSpec) -> int | None:
         return max_positions(json.loads(config_file.read_text()))
     except (OSError, ValueError) as exc:
         raise UserError(f"model: {config_file} is not a readable JSON config ({exc})") from exc
+
+
+def encoder_only(config) -> bool:
+    """An encoder-only model (BERT, RoBERTa, ...): it has a masked-LM head and is neither marked a
+    decoder (`is_decoder`, which makes BERT's causal-LM class attend causally) nor an
+    encoder-decoder. Such a model can be loaded as a causal LM by transformers but generates noise."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    return (get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not get("is_decoder", False)
+            and not get("is_encoder_decoder", False))

@@ -15,9 +15,10 @@ from workers.errors import UserError
 from workers.specs import Registered
 
 
-def resolve(kind: str, options: Registered) -> Any:
-    """Import and return the class `options` names (an ImportError names the pip extra)."""
-    module_name, _, attr = options.implementation.partition(":")
+def resolve(kind: str, options: Registered, implementation: str | None = None) -> Any:
+    """Import and return the class `options` names (an ImportError names the pip extra); `implementation`:
+    another "module:Class" of the same options (an engine's `generator`)."""
+    module_name, _, attr = (implementation or options.implementation).partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

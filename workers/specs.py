@@ -53,9 +53,12 @@ class Registered(StrictModel):
     users write in YAML, `implementation` the "module:Class" the actor imports (lazily, so the
     driver never imports tensorrt), `extra` the pip extra that installs its library."""
 
-    implementation: ClassVar[str]
+    implementation: ClassVar[str]  # the Engine (one forward pass per batch); "" for an engine that only generates
+    generator: ClassVar[str] = ""  # engines: the Generator it runs for the generate task ("" for none)
     extra: ClassVar[str | None] = None
     tensor_parallel: ClassVar[bool] = False  # engines: runs a model sharded over a TP group (parallel.tp > 1)
+    generates: ClassVar[bool] = False  # tasks: requests decoded token by token (engines' `generator`), not scored batches
+    continuous: ClassVar[bool] = False  # engines: its generator takes new requests while others decode
 
     @classmethod
     def registered_name(cls) -> str:
@@ -126,7 +129,8 @@ class SyntheticData(StrictModel):
 
 
 class DataSpec(StrictModel):
-    path: str | None = Field(None, description="a text file (masked_lm) or an MMLU folder (mmlu)")
+    path: str | None = Field(None, description="a text file (masked_lm; generate: prompts cut from it) or an MMLU "
+                             "folder (mmlu; generate: its questions as prompts)")
     synthetic: SyntheticData | None = Field(None, description="seeded random token ids instead of a file")
 
     @model_validator(mode="before")
@@ -185,7 +189,109 @@ class MMLUTask(Registered):
         return value
 
 
-TASK_OPTIONS = (MaskedLMTask, MMLUTask)
+class Lengths(StrictModel):
+    """A length drawn per request under the job's seed: fixed, uniform over [min, max], or normal
+    (mean, std) rounded and clipped to [min, max]. `input_tokens: 128` is `{distribution: fixed, mean: 128}`."""
+
+    distribution: Literal["fixed", "uniform", "normal"] = Field("fixed", description="how lengths are drawn")
+    mean: int | None = Field(None, gt=0, description="fixed: the length; normal: the mean")
+    std: float | None = Field(None, gt=0, description="normal: the standard deviation")
+    min: int | None = Field(None, gt=0, description="uniform: the shortest; normal: clipped below here (default 1)")
+    max: int | None = Field(None, gt=0, description="uniform: the longest; normal: clipped above here (required)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("a length is a number of tokens, not true/false")
+        if isinstance(value, int) and value <= 0:
+            raise ValueError(f"a length must be at least 1 token, not {value}")
+        return {"distribution": "fixed", "mean": value} if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Lengths":
+        need = {"fixed": ("mean",), "uniform": ("min", "max"), "normal": ("mean", "std", "max")}[self.distribution]
+        missing = [name for name in need if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.distribution} length needs {' and '.join(missing)}")
+        if self.distribution != "fixed" and (self.min or 1) > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+    @property
+    def longest(self) -> int:
+        return self.mean if self.distribution == "fixed" else self.max
+
+    @property
+    def shortest(self) -> int:
+        return self.mean if self.distribution == "fixed" else (self.min or 1)
+
+    def draw(self, rng: Any, count: int) -> Any:
+        """`count` lengths from numpy Generator `rng` (int64 array)."""
+        import numpy as np
+
+        if self.distribution == "fixed":
+            return np.full(count, self.mean, dtype=np.int64)
+        low = self.min or 1
+        if self.distribution == "uniform":
+            return rng.integers(low, self.max + 1, size=count, dtype=np.int64)
+        return np.clip(np.rint(rng.normal(self.mean, self.std, size=count)), low, self.max).astype(np.int64)
+
+    @property
+    def label(self) -> str:
+        if self.distribution == "fixed":
+            return str(self.mean)
+        if self.distribution == "uniform":
+            return f"uniform({self.min},{self.max})"
+        return f"normal({self.mean},{self.std:g},[{self.min or 1},{self.max}])"
+
+
+class GenerateTask(Registered):
+    """LLM generation: prompts decoded token by token by the engine's generator; TTFT, TPOT, ITL and
+    tokens/s (docs/measurement.md). Prompts: seeded random token ids (data: synthetic), windows cut
+    from a text file, or MMLU questions (a folder); every request's lengths are drawn under `seed`."""
+
+    implementation = "workers.tasks.generate:Generate"
+    # calls differ in shape by design (rows, prompt and output lengths): judged against the cost fit,
+    # each call's shape being its rows and the positions each row runs through (prompt + decode steps)
+    variable_length: ClassVar[bool] = True
+    generates: ClassVar[bool] = True
+
+    name: Literal["generate"] = "generate"
+    input_tokens: Lengths = Field(default_factory=lambda: Lengths(mean=128), description="prompt length in tokens: "
+                                  "synthetic and text prompts are drawn this long; MMLU questions keep their own length, "
+                                  "cut from the left to at most the longest")
+    max_new_tokens: Lengths = Field(default_factory=lambda: Lengths(mean=128), description="tokens to generate per "
+                                    "request (all of them with ignore_eos; at most this many otherwise)")
+    ignore_eos: bool = Field(True, description="generate max_new_tokens whatever the model says (the throughput "
+                             "convention); false: stop at the end-of-sequence token")
+    temperature: float = Field(0.0, ge=0, description="0: greedy (the default; checked against plain greedy "
+                               "generate); > 0: sampling at this temperature (recorded in the row's `sampling`)")
+    top_p: float = Field(1.0, gt=0, le=1, description="sampling: nucleus probability mass")
+    top_k: int = Field(0, ge=0, description="sampling: keep the k most likely tokens (0: all)")
+    limit: int | None = Field(None, gt=0, description="text and MMLU prompts: at most this many requests (text: the "
+                              "first windows; MMLU: questions drawn under `seed`); synthetic: data.synthetic.size")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def beyond_positions(self, limit: int | None) -> str | None:
+        """Why the longest prompt plus the longest output does not fit a model of `limit` positions."""
+        longest = self.input_tokens.longest + self.max_new_tokens.longest
+        if limit is None or longest <= limit:
+            return None
+        return (f"task.max_new_tokens: the longest prompt ({self.input_tokens.longest}) plus the longest output "
+                f"({self.max_new_tokens.longest}) is {longest} tokens, above the model's maximum of {limit} positions")
+
+    @property
+    def sampling_label(self) -> str:
+        if self.greedy:
+            return "greedy"
+        return f"temperature={self.temperature:g}, top_p={self.top_p:g}, top_k={self.top_k}"
+
+
+TASK_OPTIONS = (MaskedLMTask, MMLUTask, GenerateTask)
 TASKS = {cls.registered_name(): cls for cls in TASK_OPTIONS}
 TaskSpec = Annotated[Union[TASK_OPTIONS], Field(discriminator="name")]
 
@@ -195,12 +301,14 @@ class TorchEngineOptions(Registered):
     """PyTorch eager: the model as loaded, cast to the job's precision."""
 
     implementation = "workers.engines.torch_eager:TorchEager"
+    generator = "workers.engines.torch_generate:TorchGenerator"  # static batches, transformers' KV cache
     tensor_parallel = True
     name: Literal["torch"] = "torch"
 
 
 class TorchCompileOptions(Registered):
     implementation = "workers.engines.torch_compile:TorchCompile"
+    generator = "workers.engines.compile_generate:CompiledGenerator"  # static cache, compiled decode step
     tensor_parallel = True
 
     name: Literal["torch_compile"] = "torch_compile"
@@ -238,9 +346,16 @@ class SyntheticEngineOptions(Registered):
     """The null system under test (MLPerf LoadGen's analogue): a fixed wait, deterministic outputs."""
 
     implementation = "workers.engines.synthetic:Synthetic"
+    generator = "workers.engines.synthetic_generate:SyntheticGenerator"
     tensor_parallel = True  # it only waits; every rank waits alike (a way to time the group's orchestration)
     name: Literal["synthetic"] = "synthetic"
     latency_ms: float = Field(10.0, ge=0, description="per-batch latency, spent waiting, not computing")
+    prefill_ms_per_token: float = Field(
+        0.0, ge=0, description="generate: prefill waits this long per prompt token of the batch (every row's), then "
+        "makes every request's first token")
+    decode_ms_per_step: float = Field(
+        0.0, ge=0, description="generate: each later decode step waits this long and makes one token for every "
+        "request still running")
     fail_shards: list[int] = Field(
         default_factory=list, description="fault injection: these shard ids always raise (for reliability tests)"
     )
@@ -258,7 +373,41 @@ class SyntheticEngineOptions(Registered):
     )
 
 
-ENGINE_OPTIONS = (TorchEngineOptions, TorchCompileOptions, OnnxRuntimeOptions, TensorRTOptions, SyntheticEngineOptions)
+class ContinuousBatchingOptions(Registered):
+    """transformers' own continuous batching (`init_continuous_batching`): new requests join the
+    running batch between decode steps, a finished one leaves it; paged KV cache. Generate only."""
+
+    implementation = ""
+    generator = "workers.engines.continuous_batching:ContinuousBatching"
+    continuous = True
+    name: Literal["continuous_batching"] = "continuous_batching"
+    page_size: int = Field(32, gt=0, description="tokens per KV-cache page (block)")
+    num_blocks: int | None = Field(None, gt=0, description="KV-cache pages; default: enough for bs requests of the "
+                                   "longest prompt + output, plus a fifth (transformers' own default sizes the "
+                                   "cache from free memory: 60 % of a CPU's RAM)")
+    max_batch_tokens: int | None = Field(None, gt=0, description="tokens one forward step may hold (prefill chunks and "
+                                         "decode tokens); default: transformers' (8192)")
+    scheduler: Literal["fifo", "prefill_first"] = Field(
+        "fifo", description="fifo: running requests decode first, then waiting ones prefill; prefill_first: the reverse")
+
+
+class VllmOptions(Registered):
+    """vLLM's offline engine (`vllm.LLMEngine`, stepped so each token is stamped as it exists): GPU
+    nodes only; continuous batching and paged attention of its own. Generate only."""
+
+    implementation = ""
+    generator = "workers.engines.vllm_generate:Vllm"
+    continuous = True
+    extra = "vllm"
+    name: Literal["vllm"] = "vllm"
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of the GPU's memory vLLM may take "
+                                          "(weights and KV cache)")
+    enforce_eager: bool = Field(False, description="no CUDA graphs (faster start, slower decode)")
+    max_num_seqs: int | None = Field(None, gt=0, description="requests vLLM runs at once; default: bs")
+
+
+ENGINE_OPTIONS = (TorchEngineOptions, TorchCompileOptions, OnnxRuntimeOptions, TensorRTOptions, SyntheticEngineOptions,
+                  ContinuousBatchingOptions, VllmOptions)
 ENGINES = {cls.registered_name(): cls for cls in ENGINE_OPTIONS}
 EngineSpec = Annotated[Union[ENGINE_OPTIONS], Field(discriminator="name")]
 
@@ -332,7 +481,7 @@ class WorkerConfig(StrictModel):
         batches, so a graph would be recorded there and timed as inference."""
         task = info.data.get("task")
         if value.name == "torch_compile" and value.mode in ("reduce-overhead", "max-autotune") and task is not None \
-                and task.variable_length:
+                and task.variable_length and not type(task).generates:  # generate's compiled step has one shape
             raise ValueError(f"mode {value.mode} records a CUDA graph for every new input shape, and {task.name}'s "
                              "inputs vary in length (graphs would be recorded inside timed batches); use mode default "
                              "or max-autotune-no-cudagraphs")
@@ -363,6 +512,35 @@ class WorkerConfig(StrictModel):
             raise ValueError(f"tp={value.tp}: val_precision ({val_precision}) must equal precision ({precision}); "
                              "a sharded model is loaded at one precision")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _generate_runs_infer_only(cls, value: Any) -> Any:
+        """A generate job has one pass, infer: its reference is plain greedy `generate` of each prompt
+        alone (invariance_check), not a second pass over every request."""
+        if isinstance(value, dict) and "passes" not in value and expand_named(value.get("task")) is not None:
+            task = expand_named(value.get("task"))
+            if isinstance(task, dict) and task.get("name") == "generate":
+                return {**value, "passes": ["infer"]}
+        return value
+
+    @model_validator(mode="after")
+    def _engine_fits_the_task(self) -> "WorkerConfig":
+        engine, generates = type(self.engine), type(self.task).generates
+        decoders = ", ".join(name for name, cls in ENGINES.items() if cls.generator)
+        if generates and not engine.generator:
+            raise ValueError(f"engine: {self.engine.name} runs one forward pass per batch; task generate needs an "
+                             f"engine that decodes token by token: {decoders}")
+        if not generates and not engine.implementation:
+            raise ValueError(f"engine: {self.engine.name} only generates (task generate); task {self.task.name} needs "
+                             "an engine that runs one forward pass per batch")
+        if generates and "val" in self.passes:
+            raise ValueError("passes: task generate has no val pass (its reference is plain greedy generate of each "
+                             "prompt alone: invariance_check); use passes: [infer]")
+        if generates and self.parallel.tp > 1:
+            raise ValueError(f"parallel.tp={self.parallel.tp}: generation on tensor-parallel workers is not built yet "
+                             "(the ranks would have to decode in step); use tp 1")
+        return self
 
     @model_validator(mode="after")
     def _mmlu_needs_a_folder(self) -> "WorkerConfig":

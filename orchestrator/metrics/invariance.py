@@ -35,17 +35,24 @@ def check_examples(num_examples: int, count: int) -> tuple[int, ...]:
 Records = list[dict[str, Any]] | tuple[dict[str, Any], ...]
 
 
+def _prediction(record: dict[str, Any]) -> Any:
+    """What a record predicts: MMLU's letter, or a generated request's output token ids."""
+    return record["predicted"] if "predicted" in record else record["output_ids"]
+
+
 def compared(measured: Records, check: InvarianceCheck) -> list[dict[str, Any]]:
-    """One record per checked example: its measured and bs-1 predictions and whether they differ."""
+    """One record per checked example: its measured and bs-1 predictions and whether they differ
+    (generate: its output tokens as measured and as plain greedy `generate` of the prompt alone made them)."""
     by_example = {rec["example"]: rec for rec in measured}
     out = []
     for again in check.records:
         first = by_example.get(again["example"])
         if first is None:
             continue
+        before, after = _prediction(first), _prediction(again)
         out.append({"example": again["example"], "subject": again.get("subject"),
-                    "question_index": again.get("question_index"), "predicted_measured": first["predicted"],
-                    "predicted_bs1": again["predicted"], "flipped": first["predicted"] != again["predicted"]})
+                    "question_index": again.get("question_index"), "predicted_measured": before,
+                    "predicted_bs1": after, "flipped": before != after})
     return out
 
 

@@ -19,6 +19,7 @@ from dataclasses import replace as replace_fields
 from datetime import datetime
 from typing import Any, Sequence
 
+from orchestrator.metrics.generation import generation_columns
 from orchestrator.metrics.invariance import InvarianceCheck, invariance_columns
 from orchestrator.metrics.passes import (
     Pause,
@@ -45,6 +46,7 @@ from orchestrator.metrics.sections import (
 from orchestrator.metrics.verdict import RuleSet, VerdictFigures, evaluate, figures_from_row, pass_rules
 from orchestrator.spec import EngineJob
 from workers.contract import DataInfo, ShardResult, WorkerInfo
+from workers.requests import RequestRecord
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,15 @@ def assemble(
     invariance: InvarianceCheck | None = None,
     workers_lost: tuple[str, ...] = (),
     watched: Sequence[ShardResult] | None = None,
+    requests: Sequence[RequestRecord] | None = None,
 ) -> Merged:
     """Every section of one run's row. `pauses`: when no driver was running (a resumed run), cut out
     of the spans. `invariance`: the measured pass's examples run again at bs 1. `workers_lost`: one
     line per worker the run lost (which, where, why). `watched`: what the device watch and the
     energy counters saw while the measured work ran, where a mode reads them around more than one
-    batch (LoadGen: per test); default: the measured pass's shards, which carry their own."""
+    batch (LoadGen: per test); default: the measured pass's shards, which carry their own.
+    `requests` (generate): the records latencies are read from where a mode keeps its own (LoadGen's,
+    on the driver's clock from each query's issue); default: the measured pass's shards'."""
     final = completed(results)
     by_pass: dict[str, dict[int, list[ShardResult]]] = {"val": defaultdict(list), "infer": defaultdict(list)}
     for (pass_name, repeat, _), r in sorted(final.items()):
@@ -90,6 +95,8 @@ def assemble(
     fit = latency_fit(spec, head)
     watched_first = list(watched) if watched is not None else list(head.first_results)
     watched_all = list(watched) if watched is not None else list(head.all_results)
+    mfu = mfu_columns(infer.flops_per_item if infer else None, throughput["p_infer_core"],
+                      infer.worker_ids if infer else None, infos)
     row = MetricsRow(
         **identity_columns(spec, run_id, sweep_id, timestamp, item_unit),
         byte_per_batch=max(r.bytes_per_batch for r in head.first_results),  # the measured pass's (infer)
@@ -102,8 +109,8 @@ def assemble(
         **throughput,
         **accuracy_columns(val, infer, spec.acc_tolerance),
         **memory_columns(list(final.values())),
-        **mfu_columns(infer.flops_per_item if infer else None, throughput["p_infer_core"],
-                      infer.worker_ids if infer else None, infos),
+        **mfu,
+        **generation_columns(spec, head.first_results, infos, mfu, requests),
         **energy_columns(watched_first, items=head.first.items),
         **health_columns(watched_all, list(final.values()), infos),
         **latency_columns(spec, head, fit),
@@ -115,6 +122,8 @@ def assemble(
     )
     rates, unit = worker_rates(spec, head, fit)
     figures = figures_from_row(row, rates, spec.task.variable_length, shard_labels(fit), unit)
+    if row.requests is not None:  # generate: each request is a measurement (a continuous engine's call holds many)
+        figures = replace_fields(figures, measured_batches=max(row.measured_batches, row.requests))
     return Merged(row, replace_fields(figures, workers_lost=tuple(workers_lost)))
 
 

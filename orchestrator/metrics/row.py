@@ -187,6 +187,51 @@ class MetricsRow(BaseModel):
                                             "invariance_check); blank: not checked, see invariance_note", default=None)
     invariance_flips: int | None = column("of those, predictions that changed", default=None)
     invariance_note: str | None = column("why the invariance check did not run", default=None)
+    # generate only (None for other tasks): docs/measurement.md defines each; output tokens/s are p_infer_core
+    # and p_infer_whole (items are output tokens), energy per output token is energy_per_item
+    requests: int | None = column("requests of the measured pass (generate)", default=None)
+    requests_per_s: float | None = column("completed requests / (last end - first arrival), every worker's pooled",
+                                          "requests/s", default=None)
+    input_tokens_mean: float | None = column("mean prompt tokens per request", "tokens", default=None)
+    output_tokens_mean: float | None = column("mean output tokens per request", "tokens", default=None)
+    prefill_tokens_per_s: float | None = column("sum over workers of prompt tokens / prefill seconds (static "
+                                                "batches: a call's start to its first tokens; blank for continuous "
+                                                "batching)", "tokens/s", default=None)
+    ttft_p50: float | None = column("time to first token from the request's arrival (queueing included), median",
+                                    "s", default=None)
+    ttft_p90: float | None = column("time to first token, 90th percentile", "s", default=None)
+    ttft_p99: float | None = column("time to first token, 99th percentile", "s", default=None)
+    tpot_p50: float | None = column("time per output token, (E2E - TTFT) / (output tokens - 1) per request, "
+                                    "median over requests of 2+ tokens", "s", default=None)
+    tpot_p90: float | None = column("time per output token, 90th percentile", "s", default=None)
+    tpot_p99: float | None = column("time per output token, 99th percentile", "s", default=None)
+    itl_p50: float | None = column("inter-token latency: every gap between consecutive tokens of a request, pooled, "
+                                   "median", "s", default=None)
+    itl_p90: float | None = column("inter-token latency, 90th percentile", "s", default=None)
+    itl_p99: float | None = column("inter-token latency, 99th percentile", "s", default=None)
+    e2e_p50: float | None = column("request latency from arrival to its last token, median", "s", default=None)
+    e2e_p90: float | None = column("request latency, 90th percentile", "s", default=None)
+    e2e_p99: float | None = column("request latency, 99th percentile", "s", default=None)
+    MFU_prefill: float | None = column("prefill FLOPs / prefill seconds summed over workers / peak_flops", "fraction",
+                                       default=None)
+    MFU_decode: float | None = column("decode FLOPs / decode seconds summed over workers / peak_flops", "fraction",
+                                      default=None)
+    MFU_prefill_measured: float | None = column("as MFU_prefill, against peak_flops_measured", "fraction",
+                                                default=None)
+    MFU_decode_measured: float | None = column("as MFU_decode, against peak_flops_measured", "fraction", default=None)
+    MBU: float | None = column("decode: bytes the decode steps must read (weights + KV cache) / decode seconds, "
+                               "summed over workers / mem_bandwidth", "fraction", default=None)
+    MBU_measured: float | None = column("as MBU, against mem_bandwidth_measured (defined on CPUs too)", "fraction",
+                                        default=None)
+    mem_bandwidth: float | None = column("datasheet memory bandwidth summed over the devices that generated "
+                                         "(workers/measure/bandwidth.py)", "B/s", default=None)
+    mem_bandwidth_measured: float | None = column("measured copy bandwidth summed over the same devices", "B/s",
+                                                  default=None)
+    mbu_note: str | None = column("why MBU is blank", default=None)
+    sampling: str | None = column("greedy, or the sampling settings (temperature, top_p, top_k)", default=None)
+    ignore_eos: bool | None = column("every request made its max_new_tokens (true) or stopped at EOS", default=None)
+    input_tokens: str | None = column("prompt lengths asked for: a number, or their distribution", default=None)
+    max_new_tokens: str | None = column("output lengths asked for: a number, or their distribution", default=None)
     load: str = column("how the work arrived (the job's load.kind): offline (raybench's sharded Offline: every "
                        "example as fast as possible), loadgen (MLPerf LoadGen, scenario in `scenario`) or endpoint (a "
                        "schedule of requests to a running server; `scenario` blank)", default="offline")
@@ -233,6 +278,19 @@ class MetricsRow(BaseModel):
                                            "INVALID: not MLPerf-compliant); empty: none", default=None)
     loadgen_settings: str | None = column("JSON: LoadGen's \"Test Parameters Used\", the rules and the hand-over",
                                            default=None)
+    loadgen_ttft_p50: float | None = column("LoadGen's time to first token (token latencies on): median, from its "
+                                            "log", "s", default=None)
+    loadgen_ttft_p90: float | None = column("LoadGen's time to first token, 90th percentile", "s", default=None)
+    loadgen_ttft_p99: float | None = column("LoadGen's time to first token, 99th percentile (the Server bound's)", "s",
+                                            default=None)
+    loadgen_tpot_p50: float | None = column("LoadGen's time per output token, median", "s", default=None)
+    loadgen_tpot_p90: float | None = column("LoadGen's time per output token, 90th percentile", "s", default=None)
+    loadgen_tpot_p99: float | None = column("LoadGen's time per output token, 99th percentile (the Server bound's)",
+                                            "s", default=None)
+    loadgen_tokens_per_s: float | None = column("LoadGen's completed tokens per second (SingleStream: without its "
+                                                "overhead)", "tokens/s", default=None)
+    ttft_bound: float | None = column("server: the p99 TTFT bound LoadGen enforced (ttft_latency)", "s", default=None)
+    tpot_bound: float | None = column("server: the p99 TPOT bound LoadGen enforced (tpot_latency)", "s", default=None)
     find_peak_stop: str | None = column("find_peak: why the search stopped (converged within the tolerance; or no "
                                         "failing rate found, no passing rate found, runs ran out: then no peak, and "
                                         "the row is INVALID)", default=None)

@@ -38,8 +38,9 @@ import pyarrow.dataset as ds
 
 from orchestrator.metrics.location import Location, is_uri, open_location, redact
 from orchestrator.metrics.row import MetricsRow
-from workers.contract import DeviceHealth, ShardResult, WorkerError, WorkerInfo
+from workers.contract import DecodeTotals, DeviceHealth, ShardResult, WorkerError, WorkerInfo
 from workers.errors import UserError, first_line
+from workers.requests import RequestError, RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -308,14 +309,25 @@ def _shard_record(result: ShardResult) -> dict[str, Any]:
     (most of a save's CPU time); json reads the lists as they are, and only the error and the device
     health are dataclasses."""
     record = dict(vars(result))
-    for name in ("error", "health"):
+    for name in ("error", "health", "decode"):
         value = record[name]
         record[name] = dataclasses.asdict(value) if value is not None else None
+    record["requests"] = [_request_record(r) for r in result.requests]
     return record
+
+
+def _request_record(record: RequestRecord) -> dict[str, Any]:
+    out = dict(vars(record))
+    out["error"] = dataclasses.asdict(record.error) if record.error is not None else None
+    return out
 
 
 def _shard_from_json(data: dict[str, Any]) -> ShardResult:
     error = data.pop("error", None)
     health = data.pop("health", None)  # absent in shards saved before it existed
+    decode = data.pop("decode", None)
+    requests = [RequestRecord(**dict(r, error=RequestError(**r["error"]) if r.get("error") else None))
+                for r in data.pop("requests", [])]
     return ShardResult(**data, error=WorkerError(**error) if error else None,
-                       health=DeviceHealth(**health) if health else None)
+                       health=DeviceHealth(**health) if health else None,
+                       decode=DecodeTotals(**decode) if decode else None, requests=requests)

@@ -20,7 +20,6 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator.spec.endpoint import EndpointSpec, PromptsSpec, SloSpec
 from orchestrator.spec.load import EndpointLoad, Load, LoadGenLoad, OfflineLoad, legacy_load
-from orchestrator.spec.mlperf_conf import uses_token_latencies
 from orchestrator.spec.verdict import VerdictSpec
 from workers.specs import StrictModel, WorkerConfig
 
@@ -112,7 +111,9 @@ class EngineJob(JobBase, WorkerConfig):
     invariance_check: int | None = Field(
         None, ge=0, description="after the measured pass, run this many of its examples (spread over the data) again "
         "at bs 1 on one worker through the infer engine and count the predictions that changed (invariance_flips; "
-        "any makes the row INVALID); 0 = off; default 32 for mmlu, off for masked_lm (no per-example predictions)"
+        "any makes the row INVALID); generate: plain greedy generate of each prompt alone, its tokens against the "
+        "measured ones; 0 = off; default 32 for mmlu and greedy generate, off for masked_lm (no per-example "
+        "predictions)"
     )
 
     @field_validator("invariance_check")
@@ -124,6 +125,9 @@ class EngineJob(JobBase, WorkerConfig):
                              "it out or set 0)")
         if value and "infer" not in passes:
             raise ValueError("it reruns examples through the infer engine; add infer to passes or set 0")
+        if value and task is not None and task.name == "generate" and not task.greedy:
+            raise ValueError("task generate samples (temperature > 0): its tokens cannot be compared with greedy "
+                             "generate; set 0")
         return value
 
     @model_validator(mode="after")
@@ -148,17 +152,34 @@ class EngineJob(JobBase, WorkerConfig):
                              f"{self.engine.min_bs} (set it to 1)")
         if self.repeats > 1:
             raise ValueError(f"{what} is one LoadGen run; repeats={self.repeats} is for offline runs")
-        if load.mlperf_model is not None and uses_token_latencies(load.mlperf_model) and \
-                not getattr(type(self.task), "generates", False):
-            raise ValueError(f"load.mlperf_model: {load.mlperf_model} is judged on token latencies (time to first "
-                             f"token, per output token); task {self.task.name} does not generate tokens")
+        self._tokens_fit_the_task(load)
         return self
+
+    def _tokens_fit_the_task(self, load: LoadGenLoad) -> None:
+        """Token latencies (TTFT, TPOT) need a task that makes tokens; a task that makes them needs
+        at least two per sample (LoadGen's TPOT divides by tokens - 1, and logs an error below 2)."""
+        generates = type(self.task).generates
+        if not generates:
+            bound = next((n for n in ("ttft_latency_ms", "tpot_latency_ms") if getattr(load, n) is not None), None)
+            if bound is not None or load.use_token_latencies:
+                raise ValueError(f"load: {bound or 'use_token_latencies'} measures tokens; task {self.task.name} "
+                                 "makes none (one forward pass per sample): use task generate")
+            if load.token_model():
+                raise ValueError(f"load: mlperf_model {load.mlperf_model} is an LLM of mlperf.conf (its rules are "
+                                 f"TTFT and TPOT); task {self.task.name} makes no tokens: use task generate")
+            return
+        shortest = self.task.max_new_tokens.shortest
+        if load.uses_tokens(True) and shortest < 2:
+            raise ValueError(f"task.max_new_tokens: LoadGen's token latencies need at least 2 tokens per sample "
+                             f"(TPOT = (latency - TTFT) / (tokens - 1)); the shortest is {shortest}")
 
     @property
     def invariance_examples(self) -> int:
         """How many examples the invariance check reruns at bs 1 (0: no check)."""
         if self.invariance_check is not None:
             return self.invariance_check
+        if self.task.name == "generate":  # greedy tokens against plain greedy generate of each prompt alone
+            return DEFAULT_INVARIANCE_EXAMPLES if self.task.greedy else 0
         return DEFAULT_INVARIANCE_EXAMPLES if self.task.name == "mmlu" and "infer" in self.passes else 0
 
     @property

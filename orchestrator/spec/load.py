@@ -58,6 +58,16 @@ class LoadGenLoad(StrictModel):
     latency_bound_ms: float | None = Field(None, gt=0, description="server: the p99 bound LoadGen enforces (default "
                                            "100 ms, mlperf: the model's); single/multi stream: the early-stopping "
                                            "estimate of p90/p99 is held to it")
+    use_token_latencies: bool | None = Field(
+        None, description="LoadGen's token latencies: each sample's first token reported as it exists "
+        "(FirstTokenComplete), its completion with its token count; TTFT and TPOT in LoadGen's log. Default: on for "
+        "task generate (and mlperf.conf's for an mlperf_model), off otherwise")
+    ttft_latency_ms: float | None = Field(None, gt=0, description="server with token latencies: the p99 time to "
+                                          "first token LoadGen holds the run to (default 2000 ms; mlperf: the "
+                                          "model's, e.g. llama2-70b 2000, llama3_1-8b-interactive 500)")
+    tpot_latency_ms: float | None = Field(None, gt=0, description="server with token latencies: the p99 time per "
+                                          "output token bound (default 200 ms; mlperf: the model's, e.g. "
+                                          "llama2-70b 200, llama3_1-8b-interactive 30)")
     samples_per_query: int = Field(8, gt=0, description="multi_stream: samples in each query")
     min_duration_s: float | None = Field(None, gt=0, description="default 1 s (quick, smoke) or 600 s (mlperf)")
     min_queries: int | None = Field(None, gt=0, description="default: quick server 1,307, smoke server 459, "
@@ -120,6 +130,12 @@ class LoadGenLoad(StrictModel):
             raise ValueError(f"target_qps is for scenario server; scenario {self.scenario} issues a query when the "
                              "last one is done" if self.scenario != "offline" else
                              "target_qps is for scenario server; offline takes expected_qps")
+        for name in ("ttft_latency_ms", "tpot_latency_ms"):
+            if getattr(self, name) is not None and self.scenario != "server":
+                raise ValueError(f"{name} is a server bound (LoadGen holds the streams to their query latency); "
+                                 f"scenario is {self.scenario}")
+            if getattr(self, name) is not None and self.use_token_latencies is False:
+                raise ValueError(f"{name} needs use_token_latencies (it is false)")
         if self.max_batch_wait_ms and self.scenario in ("single_stream", "multi_stream"):
             raise ValueError(f"max_batch_wait_ms: scenario {self.scenario} issues the next query only when the last "
                              "is done, so a partial batch never fills: every query would wait it out (leave it 0)")
@@ -149,6 +165,18 @@ class LoadGenLoad(StrictModel):
         if self.mlperf_model is not None and self.mlperf_model not in models():
             raise ValueError(f"mlperf_model: '{self.mlperf_model}' is not in LoadGen's mlperf.conf (MLPerf's own "
                              f"names: bert, not bert-99); one of: {', '.join(models())}")
+
+    def token_model(self) -> bool:
+        """An LLM of mlperf.conf (its token latencies on) named with rules: mlperf."""
+        from orchestrator.spec.mlperf_conf import token_models
+
+        return self.rules == "mlperf" and self.mlperf_model in token_models()
+
+    def uses_tokens(self, generates: bool) -> bool:
+        """Whether LoadGen measures token latencies for a job whose task does (not) generate."""
+        if self.use_token_latencies is not None:
+            return self.use_token_latencies
+        return generates or self.token_model()
 
 
 Arrival = Literal["constant", "poisson", "gamma"]

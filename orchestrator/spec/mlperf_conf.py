@@ -62,3 +62,21 @@ def uses_token_latencies(model: str) -> bool:
     """LLM benchmarks: LoadGen judges them on time to first token and per output token."""
     return any(value(model, scenario, "use_token_latencies") == "1"
                for scenario in ("Server", "SingleStream", "MultiStream", "Offline"))
+
+
+conf_values = entries  # the name issue 28's readers use
+
+
+def token_models() -> frozenset[str]:
+    """The models mlperf.conf switches token latencies on for (`use_token_latencies = 1`): its LLMs."""
+    return frozenset(model for (model, _, key), value in entries().items()
+                     if key == "use_token_latencies" and value == "1" and model != "*")
+
+
+def server_token_bounds_ms(model: str) -> tuple[float | None, float | None]:
+    """mlperf.conf's Server TTFT and TPOT bounds of `model` (ms), None where it sets none."""
+    def read(key: str) -> float | None:
+        raw = entries().get((model, "Server", key))
+        return float(raw) if raw is not None else None
+
+    return read("ttft_latency"), read("tpot_latency")

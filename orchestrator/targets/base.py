@@ -25,7 +25,8 @@ class Target(Protocol):
     size: int
     hand_over: str  # how work reaches the places, for the row: direct, actor_call or in_process
     warmed_again: int  # warm-up batches of places restarted during the run (after `warm_up`)
-    lost: dict[int, str]  # places gone for good during the run -> why
+    worker_of: list[int]  # place -> its worker (a continuous engine's worker is several places)
+    lost: dict[int, str]  # workers gone for good during the run -> why (every place of each)
     restarting: set[int]  # places being brought back (restarted, set up and warmed again) right now
 
     def warm_up(self, pass_name: str) -> list[int]:
@@ -42,10 +43,10 @@ class Target(Protocol):
         """The place's process is gone (killed, OOM-killed, node lost), as opposed to a bug."""
 
     def forget(self, place: int, why: str) -> None:
-        """The place is gone for good (its ping failed): `lost` names it, and why."""
+        """The place is gone for good (its ping failed): `lost` names its worker, and why."""
 
     def take_out(self, place: int, why: str) -> None:
-        """Stop the place for good (it failed batch after batch): `lost` names it, and why."""
+        """Stop the place's worker for good (it failed batch after batch): `lost` names it, and why."""
 
     def abandon(self, place: int, why: str) -> bool:
         """The place hung (alive, not answering): kill its process so it is restarted; False where
@@ -55,6 +56,6 @@ class Target(Protocol):
         """Start watching the devices (clocks, throttling, other processes) and their energy counters."""
 
     def end_watch(self) -> list[ShardResult]:
-        """What the watch saw since `begin_watch`, one reading per place (health, energy over the span)."""
+        """What the watch saw since `begin_watch`, one reading per worker (health, energy over the span)."""
 
     def close(self) -> None: ...

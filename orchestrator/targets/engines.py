@@ -41,14 +41,18 @@ class RayWorkers:
     restart (a restarted actor rebuilds from it), not with every batch: an argument holding an
     ObjectRef costs about a millisecond per call in Ray's reference counting, on every query."""
 
-    def __init__(self, pool: Any, hand_over: str = "direct") -> None:
+    def __init__(self, pool: Any, hand_over: str = "direct", slots: int = 1) -> None:
         import ray
 
         self._ray = ray
         kept = [w for w in range(pool.size) if w not in pool.lost]  # bring-up dropped the others
-        self.actors, self.handles = [pool.actors[w] for w in kept], [pool.handles[w] for w in kept]
-        self.size = len(kept)
-        self._worker_ids = kept  # place -> the worker's id, for the row
+        self.workers = [pool.actors[w] for w in kept]
+        # a place per slot of each worker (`engine_target`): each place holds one batch at a time
+        self.actors = [a for a in self.workers for _ in range(slots)]
+        self.handles = [pool.handles[w] for w in kept for _ in range(slots)]
+        self.worker_of = [i for i in range(len(kept)) for _ in range(slots)]
+        self.size = len(self.actors)
+        self._worker_ids = kept  # worker -> its id in the pool, for the row
         self._mode = hand_over  # actor_call once the lanes could not be opened
         self._no_lanes = ""  # why they could not
         self._actor_calls: dict[int, str] = {}  # places that got actor calls while the others had lanes -> why
@@ -68,7 +72,7 @@ class RayWorkers:
     def hand_over(self) -> str:
         """For the row: how batches reached the workers, worker by worker where that differed."""
         return hand_over_record(self._mode, self._no_lanes,
-                                {self._worker_ids[p]: why for p, why in self._actor_calls.items()})
+                                {self._worker_ids[self.worker_of[p]]: why for p, why in self._actor_calls.items()})
 
     def warm_up(self, pass_name: str) -> list[int]:
         """Open the lanes, then warm each worker over its lane (on the thread that will run its
@@ -97,7 +101,7 @@ class RayWorkers:
             try:
                 self.lanes[worker] = DirectLane((host, port), key, worker, self._tls)
             except Exception as exc:  # noqa: BLE001 - actor calls still work
-                return self._without_lanes(f"no direct connection to worker {self._worker_ids[worker]} at "
+                return self._without_lanes(f"no direct connection to worker {self._worker_id(worker)} at "
                                            f"{host}:{port} ({first_line(exc)})")
         return None
 
@@ -113,15 +117,42 @@ class RayWorkers:
             return lane.run(batch, on_event)
         data = self.handles[worker] if worker in self._needs_data else None
         self._needs_data.discard(worker)
+        if on_event is not None:
+            return self._streamed(worker, batch, data, on_event)
         return self.actors[worker].run_samples.remote(batch, data).future()
+
+    def _streamed(self, worker: int, batch: SampleBatch, data: Any, on_event: Callable[[Event], None]) -> Future:
+        """`run_samples` as a Ray streaming generator call: its events to `on_event` as they arrive
+        (on a thread of this call's), then its result on the future. A death fails the future as an
+        actor call's would."""
+        stream = self.actors[worker].run_samples_streaming.options(num_returns="streaming").remote(batch, data)
+        answer: Future = Future()
+
+        def follow() -> None:
+            try:
+                for ref in stream:
+                    kind, value = self._ray.get(ref)
+                    if kind == "event":
+                        on_event(value)
+                    else:
+                        answer.set_result(value)
+                if not answer.done():
+                    answer.set_exception(RuntimeError(f"worker {worker}: its streamed batch ended without a result"))
+            except Exception as exc:  # noqa: BLE001 - a death or a bug: the bridge decides
+                if not answer.done():
+                    answer.set_exception(exc)
+
+        threading.Thread(target=follow, name=f"raybench-stream-w{worker}", daemon=True).start()
+        return answer
 
     def begin_watch(self, pass_name: str) -> None:
         """Actor calls (Ray's thread; the lanes keep their own): the watch runs beside the batches."""
-        self._ray.get([a.begin_watch.remote(pass_name, h) for a, h in zip(self.actors, self.handles)])
+        handles = [self.handles[self.worker_of.index(w)] for w in range(len(self.workers))]
+        self._ray.get([a.begin_watch.remote(pass_name, h) for a, h in zip(self.workers, handles)])
 
     def end_watch(self) -> list[ShardResult]:
         """Each worker's watched span; a worker gone for good gives none."""
-        refs = {w: a.end_watch.remote(self._pass_name) for w, a in enumerate(self.actors) if w not in self.lost}
+        refs = {w: a.end_watch.remote(self._pass_name) for w, a in enumerate(self.workers) if w not in self.lost}
         out = []
         for worker, ref in refs.items():
             try:
@@ -183,7 +214,7 @@ class RayWorkers:
             if lane is not None:
                 lane.close()  # its warm-up failed: the worker's end stops listening too
             log.warning("load.hand_over: no new lane to restarted worker %d (%s); it gets actor calls",
-                        self._worker_ids[worker], first_line(exc))
+                        self._worker_id(worker), first_line(exc))
             self._actor_calls[worker] = f"actor_call after restart ({first_line(exc)})"
             return None
         self.lanes[worker] = lane
@@ -193,34 +224,41 @@ class RayWorkers:
         errors = self._ray.exceptions
         return isinstance(exc, (errors.RayActorError, errors.WorkerCrashedError, LaneLost))
 
-    def forget(self, worker: int, why: str) -> None:
-        """The worker is gone for good (its ping failed): the row names it."""
-        self.lost[worker] = why
+    def forget(self, place: int, why: str) -> None:
+        """The place's worker is gone for good (its ping failed): the row names it (`lost` is by worker)."""
+        self.lost[self.worker_of[place]] = why
 
-    def take_out(self, worker: int, why: str) -> None:
-        """A worker failing batch after batch (a bad device): killed for good, named in the row."""
+    def _worker_id(self, place: int) -> int:
+        return self._worker_ids[self.worker_of[place]]
+
+    def take_out(self, place: int, why: str) -> None:
+        """A worker failing batch after batch (a bad device): killed for good, named in the row (its
+        other places, with a continuous engine's slots, then fail as deaths and their pings fail)."""
+        worker = self.worker_of[place]
         self.lost[worker] = why
-        self._drop_lane(worker)
+        self._drop_lanes(worker)
         self._kill(worker, restart=False)
 
-    def abandon(self, worker: int, why: str) -> bool:
-        """A hung worker: its process killed so Ray restarts it (its batch in flight fails, and the
+    def abandon(self, place: int, why: str) -> bool:
+        """A hung worker: its process killed so Ray restarts it (its batches in flight fail, and the
         bridge's ping brings it back as any dead worker)."""
         log.warning("%s", why)
-        self._drop_lane(worker)
+        worker = self.worker_of[place]
+        self._drop_lanes(worker)
         self._kill(worker, restart=True)
         return True
 
-    def _drop_lane(self, worker: int) -> None:
-        lane, self.lanes[worker] = self.lanes[worker], None
-        if lane is not None:
-            lane.abandon()
+    def _drop_lanes(self, worker: int) -> None:
+        for place in [p for p, w in enumerate(self.worker_of) if w == worker]:
+            lane, self.lanes[place] = self.lanes[place], None
+            if lane is not None:
+                lane.abandon()
 
     def _kill(self, worker: int, restart: bool) -> None:
         try:
-            self._ray.kill(self.actors[worker], no_restart=not restart)
+            self._ray.kill(self.workers[worker], no_restart=not restart)
         except self._ray.exceptions.RayError as exc:  # the cluster lost it already
-            log.debug("could not kill worker actor %d: %s", worker, exc)
+            log.debug("could not kill worker actor %d: %s", self._worker_ids[worker], exc)
 
     def close(self) -> None:
         lanes, self.lanes = self.lanes, [None] * self.size
@@ -237,21 +275,24 @@ class LocalWorkers:
     warmed_again = 0  # an in-process worker is never restarted
     restarting: set[int] = set()
 
-    def __init__(self, workers: list[Any], data: list[DataHandle | None]) -> None:
+    def __init__(self, workers: list[Any], data: list[DataHandle | None], slots: int = 1) -> None:
         self.workers, self.data = workers, data
-        self.size = len(workers)
+        self.worker_of = [i for i in range(len(workers)) for _ in range(slots)]  # a place per slot of a worker
+        self.size = len(self.worker_of)
         self.lost: dict[int, str] = {}
-        self._executors = [ThreadPoolExecutor(1, thread_name_prefix=f"raybench-w{i}") for i in range(self.size)]
+        self._executors = [ThreadPoolExecutor(1, thread_name_prefix=f"raybench-w{w}-{p}")
+                           for p, w in enumerate(self.worker_of)]
         self._pass_name = ""
 
     def warm_up(self, pass_name: str) -> list[int]:
-        """On each worker's executor thread, the one its batches run on (per-thread engine state)."""
+        """On each place's executor thread, the one its batches run on (per-thread engine state)."""
         self._pass_name = pass_name
-        return [self._executors[i].submit(w.warm_up, pass_name, d).result()
-                for i, (w, d) in enumerate(zip(self.workers, self.data))]
+        return [self._executors[p].submit(self.workers[w].warm_up, pass_name, self.data[w]).result()
+                for p, w in enumerate(self.worker_of)]
 
-    def run(self, worker: int, batch: SampleBatch, on_event: Callable[[Event], None] | None = None) -> Future:
-        return self._executors[worker].submit(self.workers[worker].run_samples, batch, self.data[worker])
+    def run(self, place: int, batch: SampleBatch, on_event: Callable[[Event], None] | None = None) -> Future:
+        w = self.worker_of[place]
+        return self._executors[place].submit(self.workers[w].run_samples, batch, self.data[w], on_event)
 
     def begin_watch(self, pass_name: str) -> None:
         for w, d in zip(self.workers, self.data):
@@ -260,17 +301,17 @@ class LocalWorkers:
     def end_watch(self) -> list[ShardResult]:
         return [w.end_watch(self._pass_name) for w in self.workers]
 
-    def forget(self, worker: int, why: str) -> None:
-        self.lost[worker] = why
+    def forget(self, place: int, why: str) -> None:
+        self.lost[self.worker_of[place]] = why
 
-    def take_out(self, worker: int, why: str) -> None:
-        self.lost[worker] = why  # it gets no more batches; its process is this one
+    def take_out(self, place: int, why: str) -> None:
+        self.lost[self.worker_of[place]] = why  # it gets no more batches; its process is this one
 
-    def abandon(self, worker: int, why: str) -> bool:
+    def abandon(self, place: int, why: str) -> bool:
         return False  # a thread of this process cannot be restarted
 
-    def ping(self, worker: int) -> Future:
-        return self._executors[worker].submit(self.workers[worker].pid)
+    def ping(self, place: int) -> Future:
+        return self._executors[place].submit(self.workers[self.worker_of[place]].pid)
 
     def is_death(self, exc: BaseException) -> bool:
         return False
@@ -289,9 +330,12 @@ def hand_over_record(mode: str, why: str = "", actor_calls: dict[int, str] | Non
     return "; ".join(["direct", *(f"worker {w}: {how}" for w, how in sorted((actor_calls or {}).items()))])
 
 
-def engine_target(pool: Pool, hand_over: str = "direct") -> Target:
+def engine_target(pool: Pool, hand_over: str = "direct", slots: int = 1) -> Target:
     """The pool's workers as a Target: in this process, or Ray actors (single-device workers:
-    the job's checks refuse tensor-parallel groups under a LoadGen load)."""
+    the job's checks refuse tensor-parallel groups under a LoadGen load). `slots` > 1: each worker is
+    that many places, each with its own lane (or executor thread) and one batch at a time, so a
+    worker whose engine takes requests while others run (continuous batching) is handed new ones
+    while it is busy; `worker_of` maps a place to its worker."""
     if isinstance(pool, InProcessPool):
-        return LocalWorkers([pool.worker], [pool.data])
-    return RayWorkers(pool, hand_over)
+        return LocalWorkers([pool.worker], [pool.data], slots)
+    return RayWorkers(pool, hand_over, slots)

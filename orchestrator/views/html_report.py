@@ -24,6 +24,7 @@ from orchestrator.views.endpoint_plots import ENDPOINT, endpoint_plots, max_lag_
 from orchestrator.views.endpoint_view import LAYOUT as ENDPOINT_LAYOUT
 from orchestrator.views.endpoint_view import cells as endpoint_cells
 from orchestrator.views.endpoint_view import endpoint_markdown, is_endpoint
+from orchestrator.views.generation_plots import GENERATION, generation_plots, is_generation
 from orchestrator.views.plots import Plot, new_figure, png_bytes
 from orchestrator.views.report import SEED_LAYOUT, metrics_markdown, seed_cells
 from orchestrator.views.scenario_plots import LOADGEN, is_scenario, scenario_plots
@@ -137,6 +138,7 @@ def collect_plots(run: RunFolder, row: MetricsRow, sweep_rows: Sequence[MetricsR
     if predictions is not None:
         plots.append(subject_accuracy(predictions))
     plots += scenario_plots(run, row)
+    plots += generation_plots(run, row)
     return [p for p in plots if p is not None]
 
 
@@ -163,7 +165,9 @@ def _sections(row: MetricsRow) -> list[tuple[str, Sequence[str]]]:
     if is_endpoint(row):
         return [("Endpoint (latencies in s, from the scheduled send unless 'sent')", ENDPOINT)]
     loadgen = [("LoadGen (latencies in s per query)", LOADGEN)] if is_scenario(row) else []
-    return loadgen + [("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)]
+    generation = [("Generation (latencies in s per request; items are output tokens)", GENERATION)] \
+        if is_generation(row) else []
+    return loadgen + generation + [("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)]
 
 
 def _markdown(row: MetricsRow, plots: list[Plot]) -> str:

@@ -120,6 +120,8 @@ def print_runs(runs: list, spec, results: str, width: int | None) -> str:
             console.print(f"{row.run_id}: {row.retries} failed attempt(s) re-run (see {run.run_dir}/retries.parquet)")
         if is_scenario(row):
             console.print(f"{row.run_id}: {scenario_line(row)}", soft_wrap=True)
+        if row.requests is not None:
+            console.print(f"{row.run_id}: {generation_line(row)}", soft_wrap=True)
     if getattr(getattr(spec, "task", None), "name", "") == "mmlu":
         _print_mmlu(console, runs)
     for line in trouble:
@@ -156,6 +158,23 @@ def scenario_line(row: MetricsRow) -> str:
     return (f"LoadGen {row.scenario} {row.loadgen_mode}{offered}{achieved}; query latency p50 "
             f"{ms(row.query_latency_p50)}, p90 {ms(row.query_latency_p90)}, p99 {ms(row.query_latency_p99)}{bound}"
             f"{estimate}{tail}; LoadGen {result}{errors}")
+
+
+def generation_line(row: MetricsRow) -> str:
+    """A generate run's latencies and rates in one line (docs/measurement.md defines each)."""
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1e3:.4g}"
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3g}"
+
+    tokens = f"LoadGen {row.loadgen_tokens_per_s:,.1f} tok/s; " if row.loadgen_tokens_per_s is not None else ""
+    return (f"{row.requests} requests ({row.input_tokens_mean or 0:.1f} prompt / {row.output_tokens_mean or 0:.1f} "
+            f"output tokens on average, {row.sampling}); TTFT p50/p90/p99 {ms(row.ttft_p50)}/{ms(row.ttft_p90)}/"
+            f"{ms(row.ttft_p99)} ms; TPOT p50/p99 {ms(row.tpot_p50)}/{ms(row.tpot_p99)} ms; ITL p50 {ms(row.itl_p50)} ms; "
+            f"{tokens}{_num(row.requests_per_s, 2)} requests/s; MBU {share(row.MBU)}, MBU_measured "
+            f"{share(row.MBU_measured)}; tokens checked against greedy generate: "
+            f"{'-' if row.invariance_checked is None else f'{row.invariance_flips} of {row.invariance_checked} differ'}")
 
 
 def _print_mmlu(console, runs: list) -> None:

@@ -29,6 +29,7 @@ class FakeTarget:
     def __init__(self, places: list[Place]) -> None:
         self.places = places
         self.size = len(places)
+        self.worker_of = list(range(self.size))  # one place per worker
         self.lost: dict[int, str] = {}
         self.abandoned: list[int] = []
         self._back: dict[int, Future] = {}

@@ -7,6 +7,9 @@ import msgpack
 import numpy as np
 import pytest
 
+from workers.contract import DecodeTotals
+from workers.requests import RequestError, RequestRecord
+
 from workers.contract import DeviceHealth, SampleBatch, ShardResult, WorkerError
 from workers.lane_codec import (
     EVENT,
@@ -36,6 +39,9 @@ def full_result(**numbers) -> ShardResult:
                   "nested": {"ids": [1, 2], "none": None}}],
         error=WorkerError("crash", "CUDA error: an illegal memory access", detail="log"), repeat=1, start=10, stop=14,
         responses=[b"\x01\x00\x00\x00", b"", b"\xff" * 9],
+        requests=[RequestRecord(3, 1.0, 1.01, None, [1.02, 1.03], [1, 1], 1.03, 12, 2, None, "worker 3"),
+                  RequestRecord(4, 1.0, error=RequestError("engine", "CUDA out of memory"), source="worker 3")],
+        decode=DecodeTotals(24, None, 1e9, None, 2e9, 3.5e8),
     )
 
 

@@ -36,7 +36,7 @@ DATA_FILE = "data.arrow"
 CACHE_KIND = "data"
 FORMAT_VERSION = 1
 # Files that decide how data is prepared: any change to them is a new cache key.
-CODE_FILES = ("dataprep.py", "models.py", "tasks/*.py")
+CODE_FILES = ("data/dataprep.py", "models.py", "tasks/*.py")  # relative to workers/
 # Model weights in a folder that also holds the tokenizer: not part of the tokenizer's identity.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".data", ".gguf")
 
@@ -151,7 +151,7 @@ def tokenizer_identity(spec: ModelSpec) -> str | None:
 
 
 def code_digest() -> str:
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # workers/
     digest = hashlib.sha256()
     for path in sorted(p for pattern in CODE_FILES for p in here.glob(pattern)):
         digest.update(path.relative_to(here).as_posix().encode())

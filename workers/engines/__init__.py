@@ -52,6 +52,7 @@ class BuildContext:
     # the task's batches vary in length (mmlu), not only in rows (masked_lm: False); a context that does
     # not say is taken to vary, the safe side (a symbolic length costs speed, a static one recompiles)
     variable_length: bool = True
+    model_spec: Any = None  # the job's ModelSpec: an engine that loads the weights itself (vLLM) reads where from
 
 
 class Engine(Protocol):

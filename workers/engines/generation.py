@@ -17,9 +17,21 @@ from typing import Callable, Protocol, Sequence
 
 from workers.contract import BuildInfo
 from workers.engines import BuildContext
+from workers.registry import resolve
 from workers.requests import RequestError, RequestRecord
+from workers.specs import Registered
 
 TokenSink = Callable[[int, int, float], None]  # (request_id, token_id, time_s) the moment a token exists
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling instead of greedy decoding (the task's temperature > 0), seeded per request."""
+
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,12 @@ class GenerationRequest:
     prompt_ids: tuple[int, ...]
     max_new_tokens: int
     ignore_eos: bool = True  # the throughput convention: always make max_new_tokens
+    eos_ids: tuple[int, ...] = ()  # where a request stops when it does not ignore EOS (the EOS token is its last)
+    sampling: Sampling | None = None  # None: greedy
+
+    def ends_with(self, token_id: int, made: int) -> bool:
+        """Whether the `made`-th token (1-based), `token_id`, is this request's last."""
+        return made >= self.max_new_tokens or (not self.ignore_eos and token_id in self.eos_ids)
 
 
 @dataclass
@@ -38,7 +56,14 @@ class Generated:
 
 
 class Generator(Protocol):
+    """`continuous`: the generator takes requests while others run (continuous batching): the decode
+    loop hands it every request at once, and calls from several threads may overlap; otherwise it
+    runs static batches, and the loop hands it one batch of at most bs requests per call.
+    `runs_model`: False for the synthetic generator (it only waits: no FLOPs, no bytes)."""
+
     name: str
+    continuous: bool
+    runs_model: bool
 
     def build(self, ctx: BuildContext) -> BuildInfo: ...
 
@@ -47,6 +72,11 @@ class Generator(Protocol):
         """Every request's tokens; `on_token` is called for each as it exists, stamped by `clock`."""
 
     def close(self) -> None: ...
+
+
+def generator_class(options: Registered) -> type:
+    """The Generator class the job's `engine:` options name for the generate task (workers/specs.py)."""
+    return resolve("engine", options, options.generator)
 
 
 class TokenStamps:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any
 
 from workers.metric_names import LATENCY_BOUNDARIES, METRICS, TAGS, ray_metrics
@@ -19,6 +20,8 @@ class WorkerMeter:
         self.tags = {"run_id": run_id, "worker": str(worker_id)}
         self._totals: dict[str, list[int]] = {}
         self._later: queue.SimpleQueue | None = None  # shard_later's results, for its thread
+        self.tokens_made = 0  # generate: the decode loop counts here (a plain int: a live figure, not a result)
+        self._watching = False
         m = ray_metrics()
         self.enabled = m is not None and bool(run_id)
         if not self.enabled:
@@ -32,6 +35,35 @@ class WorkerMeter:
                                    boundaries=LATENCY_BOUNDARIES, tag_keys=TAGS)
         self.accuracy = m.Gauge("raybench_accuracy", d["raybench_accuracy"], tag_keys=TAGS)
         self.memory = m.Gauge("raybench_device_memory_bytes", d["raybench_device_memory_bytes"], tag_keys=TAGS)
+        worker = ("run_id", "worker")
+        self.tokens = m.Counter("raybench_tokens_total", d["raybench_tokens_total"], tag_keys=worker)
+        self.running = m.Gauge("raybench_requests_running", d["raybench_requests_running"], tag_keys=worker)
+        self.waiting = m.Gauge("raybench_requests_waiting", d["raybench_requests_waiting"], tag_keys=worker)
+        self.kv_blocks = m.Gauge("raybench_kv_blocks_used", d["raybench_kv_blocks_used"], tag_keys=worker)
+
+    def watch_generation(self, generator: Any, every_s: float = 1.0) -> None:
+        """Generate: a thread that, every `every_s`, reports the tokens made since its last look and
+        what the generator says it holds (`live()`: running, waiting, KV pages), so a dashboard sees
+        a shard of continuous batching progress while its one call runs."""
+        if not self.enabled or self._watching:
+            return
+        self._watching = True
+
+        def watch() -> None:
+            told = 0
+            while True:
+                time.sleep(every_s)
+                made = self.tokens_made
+                if made > told:
+                    self.tokens.inc(made - told, tags=self.tags)
+                    told = made
+                live = getattr(generator, "live", dict)()
+                for key, gauge in (("running", self.running), ("waiting", self.waiting),
+                                   ("kv_blocks_used", self.kv_blocks)):
+                    if key in live:
+                        gauge.set(live[key], tags=self.tags)
+
+        threading.Thread(target=watch, name="raybench-generation-meter", daemon=True).start()
 
     def shard_later(self, result) -> None:
         """`shard`, on a thread of this meter's: for a LoadGen batch, whose result LoadGen is waiting

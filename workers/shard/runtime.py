@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,9 +24,11 @@ from workers.contract import (
 )
 from workers.data.package_files import on_this_machine
 from workers.engines import BuildContext, Engine, engine_class
+from workers.engines.generation import Generated, generator_class
 from workers.engines.torch_eager import TorchEager
 from workers.errors import UserError
 from workers.measure import versions
+from workers.measure.bandwidth import bandwidth_lookup, measured_bandwidth
 from workers.measure.device import DTYPES, MemoryProbe, check_precision, set_matmul_precision
 from workers.measure.device_watch import DeviceWatch
 from workers.measure.energy import EnergyCounter
@@ -35,6 +38,7 @@ from workers.measure.peaks import peak_lookup
 from workers.measure.timing import CoreTimer
 from workers.models import load_config, load_model, max_positions
 from workers.shard.live_metrics import WorkerMeter
+from workers.shard.decode import Emit, decode_cost, reference_records, run_generation, warm_generation
 from workers.shard.passes import SpanStart, begin_span, end_span, run_batches, run_examples, run_pass, warm_up
 from workers.specs import WorkerConfig
 from workers.tasks import Task, task_class
@@ -57,6 +61,8 @@ class WorkerRuntime:
         self._model: torch.nn.Module | None = None
         self._load_seconds = 0.0
         self._warm: set[str] = set()
+        self._warm_lock = threading.Lock()
+        self._unreported_warmups = 0  # generate: warm-up calls run at setup, not yet in a result
         self._span: tuple[float, SpanStart] | None = None  # a LoadGen test's watched span, while it runs
         self._build_thread = threading.get_ident()  # the engines are built in this constructor, on this thread
         info.mem_total_bytes = self.memory.total_bytes()
@@ -91,6 +97,21 @@ class WorkerRuntime:
 
     def _build_engines(self, info: WorkerInfo, precision: str) -> None:
         cfg = self.config
+        if self.generates:  # the generate task: one pass, infer, through a decode engine (a Generator)
+            set_matmul_precision(precision)
+            generator = generator_class(cfg.engine)(cfg.engine)
+            self.engines["infer"] = generator
+            ctx = self.build_context(precision)
+            ctx.seq_len = self.task.max_context()  # what a KV cache must hold for any request
+            info.build = generator.build(ctx)
+            info.load_seconds += self._load_seconds
+            self.flops = self._flops_model()
+            self.decode_cost = decode_cost(self._model, self.model_config, precision, generator.runs_model, self.flops)
+            # warmed here, in setup: an Offline request arrives at its pass's start, and a warm-up inside
+            # the pass would be waited for by the first shard's requests (their TTFT)
+            self._unreported_warmups = warm_generation(generator, self.task, cfg.bs, cfg.warmup)
+            self._warm.add("infer")
+            return
         if "val" in cfg.passes:
             set_matmul_precision(self.val_precision)
             self.engines["val"] = TorchEager()
@@ -108,16 +129,25 @@ class WorkerRuntime:
         for MFU_measured; not measured where there is no MFU to compute (no infer pass, or an engine
         that runs no model) or the job says so (`measure_peak: false`)."""
         infer = self.engines.get("infer")
+        if self.generates:
+            sheet = bandwidth_lookup(info.device_name, info.mem_total_bytes)
+            info.mem_bandwidth, info.mem_bandwidth_label, info.mem_bandwidth_reason = (sheet.bytes_per_s, sheet.label,
+                                                                                       sheet.reason)
         if infer is None or not infer.runs_model:
             info.peak_flops_measured_reason = ("no infer pass" if infer is None
                                                else f"engine {infer.name} runs no model: no FLOPs to compare")
+            info.mem_bandwidth_measured_reason = info.peak_flops_measured_reason.replace("FLOPs", "bytes")
             return
         if not self.config.measure_peak:
             info.peak_flops_measured_reason = "not measured (measure_peak: false)"
+            info.mem_bandwidth_measured_reason = info.peak_flops_measured_reason
             return
         peak = measured_peak(self.device, precision, self.cache_dir, info.versions)
         info.peak_flops_measured, info.peak_flops_measured_label = peak.flops, peak.label
         info.peak_flops_measured_reason = peak.reason
+        if self.generates:  # MBU_measured's denominator, beside MFU_measured's
+            bandwidth = measured_bandwidth(self.device, self.cache_dir, info.versions)
+            info.mem_bandwidth_measured, info.mem_bandwidth_measured_label = bandwidth.bytes_per_s, bandwidth.label
 
     @property
     def cache_dir(self) -> Path:
@@ -135,6 +165,10 @@ class WorkerRuntime:
     @property
     def causal(self) -> bool:
         return self.task.model_kind == "causal_lm"
+
+    @property
+    def generates(self) -> bool:
+        return getattr(self.task, "generates", False)
 
     def _load_model(self) -> torch.nn.Module:
         """The torch model at the val precision, loaded on first use (the synthetic engine never asks)."""
@@ -171,7 +205,7 @@ class WorkerRuntime:
             seq_len=cfg.seq_len, precision=precision, device=self.device,
             cache_dir=Path(cfg.engine_cache or DEFAULT_ENGINE_CACHE).expanduser(), causal=self.causal,
             opt_seq_len=min(cfg.seq_len, self.task.median_length()),
-            worker_id=self.worker_id, variable_length=type(cfg.task).variable_length,
+            worker_id=self.worker_id, variable_length=type(cfg.task).variable_length, model_spec=cfg.model,
         )
 
     def run(self, shard: ShardTask, result: ShardResult) -> ShardResult:
@@ -179,8 +213,11 @@ class WorkerRuntime:
         engine = self.engines[shard.pass_name]
         set_matmul_precision(self.precisions[shard.pass_name])  # the switches are process-wide: each pass sets its own
         if shard.examples is not None:  # an invariance check: records only, nothing measured or counted
-            result.examples, result.records = len(shard.examples), run_examples(engine, self.task, shard.examples)
+            run = reference_records if self.generates else run_examples
+            result.examples, result.records = len(shard.examples), run(engine, self.task, shard.examples)
             return result
+        if self.generates:
+            return self._generate(shard, result)
         engine.before_shard(shard)
         if shard.pass_name not in self._warm:
             result.warmup_batches = warm_up(engine, self.task, shard, self.config.bs, self.config.warmup, self.timer)
@@ -190,13 +227,30 @@ class WorkerRuntime:
         self.meter.shard(result)
         return result
 
+    def _generate(self, shard: ShardTask, result: ShardResult) -> ShardResult:
+        """A shard of the generate task (its engine warmed at setup): its requests through the decode loop."""
+        generator = self.engines[shard.pass_name]
+        getattr(generator, "before_shard", lambda _: None)(shard)
+        result.warmup_batches, self._unreported_warmups = self._unreported_warmups, 0  # run at setup, told once
+        waves = self.task.waves(shard.start, shard.stop, self.config.bs, generator.continuous)
+        self.meter.watch_generation(generator)
+        run_generation(generator, waves, self.decode_cost, self.task.record, self.device, self.memory, result,
+                       shard.arrival_ts, energy=self.energy, device_watch=self.device_watch, meter=self.meter)
+        self.meter.shard(result)
+        return result
+
     def warm(self, pass_name: str) -> int:
         """Warm the pass's engine once (the first `warmup` batches of the data, then one batch of
         every smaller size), before LoadGen's first query, so no query pays for it. Returns the
         batches run (0 when already warm)."""
         self._require_build_thread(pass_name)
+        with self._warm_lock:  # a worker with several places (slots) is warmed over each at once
+            return self._warm_once(pass_name)
+
+    def _warm_once(self, pass_name: str) -> int:
         if pass_name in self._warm:
-            return 0
+            told, self._unreported_warmups = self._unreported_warmups, 0  # generate: warmed at setup
+            return told
         size = min(self.task.num_examples(), max(1, self.config.warmup) * self.config.bs)
         done = warm_up(self.engines[pass_name], self.task, ShardTask(0, 0, size, pass_name), self.config.bs,
                        self.config.warmup, self.timer)
@@ -231,13 +285,27 @@ class WorkerRuntime:
                             "(pytorch#123177), as LoadGen's direct lane does: set load.hand_over: actor_call, or "
                             "mode max-autotune-no-cudagraphs, or use a torch with the fix")
 
-    def run_samples(self, batch: SampleBatch, result: ShardResult) -> ShardResult:
+    def run_samples(self, batch: SampleBatch, result: ShardResult, emit: Emit | None = None) -> ShardResult:
         """The batch of LoadGen samples through the same loop as a shard (a restarted worker warms up
         first). The device watch and the energy counter span the whole test (`begin_watch`), not each
-        batch: no NVML call on a query's path."""
+        batch: no NVML call on a query's path. Generate: the samples' requests through the decode
+        loop, each first token and each end told through `emit` as they happen."""
         self._require_build_thread(batch.pass_name)
         result.warmup_batches = self.warm(batch.pass_name)
-        self.engines[batch.pass_name].before_shard(batch.as_shard())
+        engine = self.engines[batch.pass_name]
+        getattr(engine, "before_shard", lambda _: None)(batch.as_shard())
+        if self.generates:  # request ids are rows of the batch (LoadGen may send one sample twice)
+            requests = [replace(self.task.request(i), request_id=row) for row, i in enumerate(batch.indices)]
+
+            def record(made: Generated) -> dict:
+                return self.task.record(replace(made, request_id=batch.indices[made.request_id]))
+
+            self.meter.watch_generation(engine)
+            run_generation(engine, [requests], self.decode_cost, record, self.device, self.memory, result, emit=emit,
+                           meter=self.meter)
+            result.energy_note = "read over the LoadGen test (the run's watched spans), not per batch"
+            self.meter.shard_later(result)
+            return result
         run_batches(self.engines[batch.pass_name], self.task, [self.task.batch_of(batch.indices)], self.timer,
                     self.memory, self.flops.sequence_flops, result, responses=True)
         result.energy_note = "read over the LoadGen test (the run's watched spans), not per batch"

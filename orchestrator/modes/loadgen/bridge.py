@@ -10,6 +10,10 @@ Threads:
   on the inbox. A batch's future puts itself on the same inbox when it completes, so arrivals and
   completions both wake it at once, with no polling.
 - `QuerySamplesComplete` is called by the dispatcher; LoadGen accepts it from any thread.
+- Generate (`options.generates`): a batch's events arrive on the target's thread while it runs; a
+  request's first token goes to LoadGen's `FirstTokenComplete` there at once (with token latencies),
+  and its end completes its sample there too, with its tokens and `n_tokens` (`_events`), so LoadGen
+  measures TTFT when the token exists and TPOT when the request ends, not when its batch does.
 
 Responses: every sample is completed with its prediction's bytes (the task's response, the same in
 performance and accuracy mode, as MLPerf's rules ask), which LoadGen copies into its accuracy log in
@@ -45,6 +49,7 @@ from orchestrator.cluster.pool import died_result
 from orchestrator.targets.base import Target
 from workers.contract import SampleBatch, ShardResult
 from workers.errors import RunFailed, UserError, first_line
+from workers.requests import RequestRecord
 
 ISSUE, FLUSH, DONE, PING, STOP, ABORT = "issue", "flush", "done", "ping", "stop", "abort"
 
@@ -62,6 +67,7 @@ class Sample:
     query: Query
     attempt: int = 1
     failed_on: set[int] = field(default_factory=set)  # workers that failed it (policy.may_run)
+    first_ns: int | None = None  # generate: when its first token reached the driver (told to LoadGen then)
 
 
 @dataclass
@@ -72,6 +78,8 @@ class BridgeOptions:
     max_attempts: int
     accuracy: bool  # accuracy mode: every example scored once (repeats answered from the first)
     batch_timeout_s: float | None = None  # a batch not back within this long: its worker is abandoned
+    generates: bool = False  # the task makes tokens: samples complete as their requests end (events)
+    token_latencies: bool = False  # LoadGen measures TTFT/TPOT: FirstTokenComplete, then n_tokens
 
 
 @dataclass
@@ -86,12 +94,14 @@ class Bridge:
     error: UserError | RunFailed | None = None
     crash: Exception | None = None  # a bug in the dispatcher
     aborted: bool = False
+    requests: list[RequestRecord] = field(default_factory=list)  # generate: each completed sample, driver's clock
 
     def __post_init__(self) -> None:
         self.waiting: deque[Sample] = deque()
         self.outstanding: dict[int, Sample] = {}
         self.inflight: dict[int, tuple[int, list[Sample], float]] = {}  # batch id -> (worker, samples, sent at)
-        self.live = set(range(self.workers.size)) - set(self.workers.lost)
+        # places whose worker is not lost (a continuous engine's worker is several places: worker_of)
+        self.live = {p for p in range(self.workers.size) if self.workers.worker_of[p] not in self.workers.lost}
         # Idle workers, the most recently busy last: it gets the next batch (its process, caches and
         # device clocks are warm); the others take what arrives while it is busy.
         self.suspect: set[int] = set(self.workers.restarting) & self.live
@@ -103,6 +113,8 @@ class Bridge:
         self._starved_since: float | None = None
         self._next_batch = 0
         self._arrived = 0  # queries issued since the live metrics last heard
+        self._first_lock = threading.Lock()  # a sample's first token is told from the event's thread
+        self._complete_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="raybench-loadgen-dispatch", daemon=True)
 
     # ------------------------------------------------------------------ LoadGen's callbacks
@@ -221,7 +233,8 @@ class Bridge:
                             max(s.attempt for s in samples))
         self._next_batch += 1
         self.inflight[batch.batch_id] = (worker, samples, time.monotonic())
-        future = self.workers.run(worker, batch)
+        on_event = self._events(samples, worker, time.monotonic_ns()) if self.options.generates else None
+        future = self.workers.run(worker, batch, on_event)
         future.add_done_callback(lambda f, b=batch: self.inbox.put((DONE, b, worker, f)))
         self.meter.queue_depth(worker, len(samples), len(self.waiting))  # after the hand-over: not on its path
 
@@ -262,9 +275,12 @@ class Bridge:
         if verdict == "keep":
             self.idle.append(worker)
             return
-        self.live.discard(worker)
         self.workers.take_out(worker, f"taken out after {self.streak[worker]} failed batches in a row, the last: "
                                       f"{result.error.message}")
+        for place in [p for p in self.live if self.workers.worker_of[p] == self.workers.worker_of[worker]]:
+            self.live.discard(place)  # every place of the worker taken out
+            if place in self.idle:
+                self.idle.remove(place)
         if not self.live:
             self._fail(RunFailed(f"every worker was taken out; the last: {result.error.message}"))
 
@@ -292,6 +308,49 @@ class Bridge:
                 sample.failed_on.add(worker)
             self.waiting.extendleft(reversed([s for s in samples if s.response_id in self.outstanding]))
         return due
+    # ------------------------------------------------------------------ generate: tokens as they exist
+    def _events(self, samples: list[Sample], worker: int, sent_ns: int):
+        """The batch's event handler, on the target's thread (one per lane, streaming call or
+        in-process worker): a request's first token and its end go to LoadGen from there, at once.
+        Both from the same thread on purpose: LoadGen logs each thread's calls in its own buffer,
+        and a completion logged from another thread than its first token may be read first
+        ("Attempted to record a sample latency before it's first token latency")."""
+        def on_event(event: tuple) -> None:
+            if event[0] == "first":
+                self._first_token(samples[event[1]], event[2])
+            elif event[0] == "done":
+                _, row, tokens, gaps, input_tokens = event
+                self._request_done(samples[row], worker, sent_ns, tokens, gaps, input_tokens, time.monotonic_ns())
+        return on_event
+
+    def _first_token(self, sample: Sample, token: int | None) -> None:
+        """Tell LoadGen a sample's first token (once: a re-issued sample's second first token is not
+        news), with the token's id as its data (int32, as MLPerf's LLM harnesses send tokens)."""
+        with self._first_lock:
+            if sample.first_ns is not None:
+                return
+            sample.first_ns = time.monotonic_ns()
+            if self.options.token_latencies:
+                import mlperf_loadgen as lg
+
+                data = array.array("i", [] if token is None else [token])
+                address, length = data.buffer_info()
+                lg.FirstTokenComplete([lg.QuerySampleResponse(sample.response_id, address,
+                                                              length * data.itemsize)])
+
+    def _request_done(self, sample: Sample, worker: int, sent_ns: int, tokens: list[int], gaps: list[float],
+                      input_tokens: int, done_ns: int) -> None:
+        """A request ended: complete its sample with its tokens and their count, and keep its record on
+        the driver's clock: arrival at LoadGen's issue, its first token and end when they reached the
+        driver, the tokens between placed by the worker's own gaps (so ITL is the worker's)."""
+        if sample.response_id not in self.outstanding or sample.first_ns is None:
+            return
+        first = sample.first_ns / 1e9
+        self.requests.append(RequestRecord(
+            sample.response_id, sample.query.issued_ns / 1e9, sent_ns / 1e9,
+            token_times_s=[first + gap for gap in gaps], token_counts=[1] * len(gaps), end_s=done_ns / 1e9,
+            input_tokens=input_tokens, output_tokens=len(tokens), source=f"worker {worker}"))
+        self._complete([sample], {}, {sample.index: tokens})
 
     def _suspect(self, worker: int) -> None:
         if worker not in self.suspect:
@@ -339,7 +398,17 @@ class Bridge:
         self.waiting.clear()
         self._complete(list(self.outstanding.values()), {})
 
-    def _complete(self, samples: list[Sample], responses: dict[int, bytes]) -> None:
+    def _complete(self, samples: list[Sample], responses: dict[int, bytes],
+                  tokens: dict[int, list[int]] | None = None) -> None:
+        """Complete samples in LoadGen with their response bytes (the task's encoding), or their
+        tokens (generate: the output ids as int32 and their count). With token latencies, a sample
+        whose first token was never told (a run that failed) is told first: LoadGen requires it,
+        and its SingleStream crashes the process without it."""
+        with self._complete_lock:  # generate: event threads complete samples beside the dispatcher
+            self._complete_locked(samples, responses, tokens)
+
+    def _complete_locked(self, samples: list[Sample], responses: dict[int, bytes],
+                         tokens: dict[int, list[int]] | None) -> None:
         import mlperf_loadgen as lg
 
         if self.options.accuracy:  # the examples' repeats waiting on them are answered with them
@@ -350,8 +419,15 @@ class Bridge:
         for sample in samples:
             if self.outstanding.pop(sample.response_id, None) is None:
                 continue  # completed before (a late result after the run failed)
+            made = (tokens or {}).get(sample.index)
+            if self.options.token_latencies and sample.first_ns is None:
+                self._first_token(sample, None)
             data = responses.get(sample.index, b"")
-            if data:
+            if made is not None:
+                buffers.append(array.array("i", made))
+                address, length = buffers[-1].buffer_info()
+                replies.append(lg.QuerySampleResponse(sample.response_id, address, length * 4, len(made)))
+            elif data:
                 buffers.append(array.array("B", data))
                 address, length = buffers[-1].buffer_info()
                 replies.append(lg.QuerySampleResponse(sample.response_id, address, length))

@@ -29,7 +29,7 @@ from orchestrator.metrics.stats import percentiles
 from orchestrator.metrics.verdict import RuleSet
 from orchestrator.modes.loadgen.compliance import Compliance
 from orchestrator.modes.loadgen.early_stopping import server_overlatency_allowed
-from orchestrator.modes.loadgen.logs import DetailLog
+from orchestrator.modes.loadgen.logs import DetailLog, TokenLatencies
 
 # A Server query LoadGen issued later than scheduled waits for the driver, not the system: above this
 # share of the latency bound (at p99) the driver was the bottleneck and the figures are its own.
@@ -60,6 +60,8 @@ class ScenarioFigures:
     def issue_delay_p99_s(self) -> float | None:
         (p99,) = percentiles(self.issue_delays_ns, (99,), method="loadgen")
         return p99 / 1e9 if p99 is not None else None
+    tokens: TokenLatencies | None = None  # LoadGen's TTFT/TPOT figures (use_token_latencies)
+    token_bounds_s: tuple[float | None, float | None] = (None, None)  # the TTFT and TPOT bounds LoadGen enforced
 
 
 def _seconds(ns: int | None) -> float | None:
@@ -136,4 +138,18 @@ def scenario_columns(f: ScenarioFigures) -> dict[str, Any]:
         "mlperf_deviations": "; ".join(f.deviations) if f.rules == "mlperf" else None,
         "compliance_test": f.compliance.test if f.compliance is not None else None,
         "compliance_result": f.compliance.result if f.compliance is not None else None,
+        **token_columns(f),
     }
+
+
+def token_columns(f: ScenarioFigures) -> dict[str, Any]:
+    """LoadGen's TTFT and TPOT percentiles (s), its tokens per second and the bounds it held them to."""
+    if f.tokens is None:
+        return {}
+    out: dict[str, Any] = {"loadgen_tokens_per_s": f.tokens.tokens_per_s, "ttft_bound": f.token_bounds_s[0],
+                           "tpot_bound": f.token_bounds_s[1]}
+    for name, values in (("ttft", f.tokens.ttft_ns), ("tpot", f.tokens.tpot_ns)):
+        for level in (50, 90, 99):
+            ns = values.get(float(level))
+            out[f"loadgen_{name}_p{level}"] = ns / 1e9 if ns is not None else None
+    return out

@@ -125,3 +125,31 @@ def query_latencies_ns(trace_lines: Iterable[str]) -> dict[int, tuple[int, int]]
         samples, latency = queries.get(query, (0, 0))
         queries[query] = (samples + 1, max(latency, complete))
     return queries
+
+
+@dataclass(frozen=True)
+class TokenLatencies:
+    """LoadGen's token figures (use_token_latencies), from the detail log's keys the checker reads:
+    TTFT (`result_first_token_<p>_percentile_latency_ns`) and TPOT
+    (`result_time_per_output_token_<p>_percentile_ns`, LoadGen's per-sample (latency - TTFT) /
+    (tokens - 1)) percentiles in ns, and its tokens per second (`result_completed_tokens_per_second`;
+    Offline `result_tokens_per_second`)."""
+
+    ttft_ns: dict[float, int] = field(default_factory=dict)
+    tpot_ns: dict[float, int] = field(default_factory=dict)
+    tokens_per_s: float | None = None
+
+
+TOKEN_PERCENTILES = (50.0, 90.0, 95.0, 97.0, 99.0, 99.9)
+
+
+def token_latencies(detail: DetailLog) -> TokenLatencies | None:
+    """The test's token figures; None when it did not measure tokens."""
+    ttft = {p: detail.get(f"result_first_token_{p:.2f}_percentile_latency_ns") for p in TOKEN_PERCENTILES}
+    tpot = {p: detail.get(f"result_time_per_output_token_{p:.2f}_percentile_ns") for p in TOKEN_PERCENTILES}
+    ttft = {p: int(v) for p, v in ttft.items() if v is not None}
+    tpot = {p: int(v) for p, v in tpot.items() if v is not None}
+    rate = detail.get("result_completed_tokens_per_second", detail.get("result_tokens_per_second"))
+    if not ttft and not tpot and rate is None:
+        return None
+    return TokenLatencies(ttft, tpot, float(rate) if rate is not None else None)

@@ -29,8 +29,8 @@ from orchestrator.metrics.store import RunFolder
 from orchestrator.modes.loadgen.columns import ScenarioFigures, loadgen_rules, scenario_columns
 from orchestrator.modes.loadgen.logs import query_latencies_ns
 from orchestrator.modes.loadgen.runner import LoadGenTest
-from orchestrator.modes.loadgen.serve import Served, serve
-from orchestrator.modes.loadgen.settings import latency_bound_s
+from orchestrator.modes.loadgen.serve import Served, serve, slots_per_worker
+from orchestrator.modes.loadgen.settings import latency_bound_s, token_bounds_s
 from orchestrator.point import Point, finish
 from orchestrator.session import RunResult
 from orchestrator.spec import EngineJob
@@ -50,7 +50,7 @@ def run_point(point: Point) -> RunResult:
         pool = open_pool(spec, run.run_id, point.in_process, data)
         try:
             ready = bring_up(point, pool, data, check=lambda prepared: _check_dataset(spec, prepared.num_examples))
-            target = engine_target(pool, load.hand_over)
+            target = engine_target(pool, load.hand_over, slots_per_worker(spec))
             served = serve(point, target, ready.prepared.num_examples, logs)
         except KeyboardInterrupt:
             raise RunInterrupted(run.run_id, False, point.store.shown_uri,
@@ -62,17 +62,19 @@ def run_point(point: Point) -> RunResult:
     head = served.head
     failed = [r for test in served.tests for r in test.failed]
     lost = _lost(pool.lost, target.lost, ready.infos)
+    generates = type(spec.task).generates
     merged = assemble(spec=spec, run_id=run.run_id, results=head.results, infos=ready.infos, data=ready.data,
                       e2e_seconds=point.session.e2e_seconds(), retries=len(failed), item_unit=ready.infos[0].item_unit,
                       sweep_id=point.session.sweep_id, ray_start_seconds=point.ray_start_seconds,
-                      workers_lost=lost, watched=head.watched)
+                      workers_lost=lost, watched=head.watched, requests=head.requests if generates else None)
     figures = _figures(spec, served, ready.prepared.num_examples, target.hand_over)
     # the warm-ups before LoadGen's first query, and of restarted workers, happened outside the measured
     # batches: count them as Offline does
     warmups = merged.row.warmup_batches + sum(served.warmed) + target.warmed_again
     row = judge(merged, spec, [loadgen_rules(figures)], {**scenario_columns(figures), "warmup_batches": warmups})
     predictions = headline_records(row, head.results)
-    return finish(point, row, head.results, ready.infos, ready.data, failed, predictions)
+    return finish(point, row, head.results, ready.infos, ready.data, failed, predictions,
+                  head.requests if generates else None)
 
 
 def _lost(dropped: dict[int, str], gone: dict[int, str], infos: list) -> tuple[str, ...]:
@@ -110,6 +112,7 @@ def _figures(spec: EngineJob, served: Served, examples: int, hand_over: str = ""
         find_peak_stop=served.search.stop if served.search is not None and test is None else None,
         deviations=tuple(head.built.deviations), issue_delays_ns=tuple(head.issue_delays_ns),
         compliance=served.compliance if test is None else None,
+        tokens=head.tokens, token_bounds_s=token_bounds_s(head.settings),
     )
 
 

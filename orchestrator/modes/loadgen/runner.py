@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.cluster.live import ScenarioMeter
 from orchestrator.modes.loadgen.bridge import Bridge, BridgeOptions
-from orchestrator.modes.loadgen.logs import DetailLog, parse_detail, trace_samples
+from orchestrator.modes.loadgen.logs import DetailLog, TokenLatencies, parse_detail, token_latencies, trace_samples
 from orchestrator.modes.loadgen.settings import Built
 from orchestrator.targets.base import Target
 from workers.contract import ShardResult
@@ -47,6 +47,8 @@ class LoadGenTest:
     watched: list[ShardResult]  # each worker's device watch and energy over the test
     issue_delays_ns: list[int]  # LoadGen's own issue delay of each sample (from its trace; empty without one)
     distinct_examples: int = 0  # examples the accepted batches ran, each counted once
+    requests: list = field(default_factory=list)  # generate: each sample's RequestRecord, driver's clock (bridge)
+    tokens: TokenLatencies | None = None  # LoadGen's TTFT/TPOT figures (token latencies on)
 
     @property
     def settings(self):
@@ -99,7 +101,8 @@ def run_test(built: Built, workers: Target, options: BridgeOptions, examples: in
     watched = workers.end_watch()
     detail = parse_detail((log_dir / "mlperf_log_detail.txt").read_text(encoding="utf-8", errors="replace"))
     return LoadGenTest(target_qps, log_dir, detail, bridge.results, bridge.failed, built, watched,
-                       _issue_delays(log_dir) if trace else [], len(bridge.accepted))
+                       _issue_delays(log_dir) if trace else [], len(bridge.accepted), bridge.requests,
+                       token_latencies(detail))
 
 
 def _issue_delays(log_dir: Path) -> list[int]:

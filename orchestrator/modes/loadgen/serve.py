@@ -51,14 +51,19 @@ def serve(point: Point, workers: Target, examples: int, logs: Path) -> Served:
     try:
         point.status(f"warming up {workers.size} worker(s)")
         warmed = workers.warm_up(spec.measured_pass)
-        calibration = calibrate(workers, spec.measured_pass, spec.bs, examples)
-        warmed = [n + 2 for n in warmed]  # the calibration's two batches per worker
+        generates = type(spec.task).generates
+        bs = spec.bs if slots_per_worker(spec) == 1 else 1  # a continuous engine's place takes one sample
+        calibration = calibrate(workers, spec.measured_pass, bs, examples)
+        calibrated = first_places(workers)
+        warmed = [n + (2 if p in calibrated else 0) for p, n in enumerate(warmed)]  # the calibration's two batches
         timeout = load.batch_timeout_s or max(MIN_BATCH_TIMEOUT_S, BATCH_TIMEOUT_FACTOR * calibration.batch_s)
 
         def probe(folder: Path, qps: float | None = None, accuracy: bool = False, audit: str | None = None):
-            built = build_test_settings(load, examples, accuracy=accuracy, target_qps=qps, calibration=calibration)
-            options = BridgeOptions(spec.measured_pass, spec.bs, load.max_batch_wait_ms / 1e3, spec.max_attempts,
-                                    accuracy, timeout)
+            built = build_test_settings(load, examples, accuracy=accuracy, target_qps=qps, calibration=calibration,
+                                        generates=generates)
+            options = BridgeOptions(spec.measured_pass, bs, load.max_batch_wait_ms / 1e3, spec.max_attempts,
+                                    accuracy, timeout, generates=generates,
+                                    token_latencies=load.uses_tokens(generates))
             if audit is not None:
                 write_audit(folder, audit)
             rate = f" at {qps:g} QPS" if qps else ""
@@ -97,6 +102,18 @@ def _audited(probe, audit: str, qps: float | None, logs: Path, warmed: list[int]
     return Served(head, [head, audited], warmed, compliance=verdict)
 
 
+def slots_per_worker(spec) -> int:
+    """Places per worker: bs for an engine that takes requests while others run (continuous batching:
+    each sample goes to a worker as it arrives, up to bs at once, and joins its running batch), else 1
+    (a worker runs one batch of up to bs samples at a time)."""
+    return spec.bs if type(spec.task).generates and type(spec.engine).continuous else 1
+
+
+def first_places(workers: Target) -> list[int]:
+    """The first place of each worker (the calibration times one place per worker)."""
+    return [p for p in range(workers.size) if workers.worker_of.index(workers.worker_of[p]) == p]
+
+
 def calibrate(workers: Target, pass_name: str, bs: int, examples: int) -> Calibration:
     """One sample alone and one full batch on each worker, timed from the driver (hand-over
     included); the median over workers. A worker that fails them is taken out, as a worker failing
@@ -104,7 +121,7 @@ def calibrate(workers: Target, pass_name: str, bs: int, examples: int) -> Calibr
     fault-injection target."""
     alone, full = [], []
     rows = tuple(range(min(bs, examples)))
-    for worker in range(workers.size):
+    for worker in first_places(workers):  # one place of each worker (a continuous engine's worker has several)
         times = []
         for n, take in enumerate(((0,), rows)):
             started = time.perf_counter()

@@ -37,6 +37,8 @@ MIN_QUERIES = {
 }
 MAX_GENERATED_QUERIES = 1_000_000
 FALLBACK_EXPECTED_S = 1e-4  # a stream's expected latency when nothing was measured (tests calling this alone)
+# Server bounds of token latencies when neither the job nor mlperf.conf says (llama2-70b's: 2 s, 200 ms)
+DEFAULT_TTFT_MS, DEFAULT_TPOT_MS = 2000.0, 200.0
 # What MLPerf fixes: (TestSettings field, how a row says it, the unit it is printed in)
 FIXED = (("min_duration_ms", "min_duration", 1e-3, "s"), ("min_query_count", "min_queries", 1, ""),
          ("server_target_latency_ns", "server latency bound", 1e-6, "ms"),
@@ -71,8 +73,9 @@ class Built:
 
 
 def build_test_settings(load: LoadGenLoad, examples: int, *, accuracy: bool = False, target_qps: float | None = None,
-                        calibration: Calibration | None = None) -> Built:
-    """LoadGen's TestSettings for one test of this job (`target_qps`: a find_peak probe's rate)."""
+                        calibration: Calibration | None = None, generates: bool = False) -> Built:
+    """LoadGen's TestSettings for one test of this job (`target_qps`: a find_peak probe's rate;
+    `generates`: the task makes tokens, so token latencies are on unless the job says otherwise)."""
     import mlperf_loadgen as lg
 
     name, scenario = LOADGEN_SCENARIO[load.scenario], load.scenario
@@ -95,6 +98,7 @@ def build_test_settings(load: LoadGenLoad, examples: int, *, accuracy: bool = Fa
         ts.min_query_count = MIN_QUERIES[load.rules][scenario]
     ts.mode = lg.TestMode.AccuracyOnly if accuracy else lg.TestMode.PerformanceOnly
     _overrides(ts, load, target_qps)
+    _token_latencies(ts, load, generates)
     _expected(ts, load, calibration)
     if reference is not None:
         deviations += _deviations(ts, reference)
@@ -176,6 +180,30 @@ def _show(value: Any, scale: float) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     return str(value) if scale == 1 and isinstance(value, int) else f"{value * scale:g}"
+
+
+def _token_latencies(ts: Any, spec: LoadGenLoad, generates: bool) -> None:
+    """Token latencies on or off (the job's `use_token_latencies`, else on for a task that generates or
+    an LLM of mlperf.conf), and the Server's TTFT and TPOT bounds: the job's, else mlperf.conf's
+    (FromConfig set them for its LLMs), else the defaults."""
+    ts.use_token_latencies = spec.uses_tokens(generates)
+    if not ts.use_token_latencies:
+        return
+    if spec.ttft_latency_ms is not None:
+        ts.ttft_latency = int(round(spec.ttft_latency_ms * 1e6))
+    elif spec.rules != "mlperf" or not spec.token_model():
+        ts.ttft_latency = int(DEFAULT_TTFT_MS * 1e6)
+    if spec.tpot_latency_ms is not None:
+        ts.tpot_latency = int(round(spec.tpot_latency_ms * 1e6))
+    elif spec.rules != "mlperf" or not spec.token_model():
+        ts.tpot_latency = int(DEFAULT_TPOT_MS * 1e6)
+
+
+def token_bounds_s(settings) -> tuple[float | None, float | None]:
+    """(TTFT, TPOT) bounds LoadGen enforced (s); None without token latencies."""
+    if not settings.use_token_latencies:
+        return None, None
+    return settings.ttft_latency / 1e9, settings.tpot_latency / 1e9
 
 
 def latency_bound_s(load: LoadGenLoad, settings: Any) -> float | None:

@@ -10,6 +10,9 @@ resumed after the driver died (`--resume RUN_ID`) re-runs only the shards that a
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 from orchestrator.cluster.bring_up import BroughtUp, bring_up, open_dataset, open_pool
 from orchestrator.cluster.data import Dataset, check_preparations_agree
 from orchestrator.cluster.live import RunMeter
@@ -102,6 +105,9 @@ class OfflineRun:
             label = pass_name + (f" (repeat {repeat + 1}/{spec.repeats})" if spec.repeats > 1 else "")
             point.bar.start_pass(pass_name, label, ready.prepared.num_examples,
                                  done=sum(s.stop - s.start for s in shards if s not in todo))
+            if type(spec.task).generates:  # every request of the pass arrives now (ShardTask.arrival_ts)
+                began = time.time()
+                todo = [replace(s, arrival_ts=began) for s in todo]
             self.results += dispatcher.run(todo)
         self.failed += dispatcher.failed_attempts
         self._count_losses(dispatcher, ready.infos, repeat)

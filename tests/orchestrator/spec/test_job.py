@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,16 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+# Shipped on purpose for what is not built yet, each refused in one line naming it.
+REFUSED = {"llama2_70b_server.yaml": "parallel.tp=8: generation on tensor-parallel workers is not built yet"}
+
+
 def test_shipped_jobs_validate():
     for path in sorted(Path("jobs").glob("*.yaml")):
+        if path.name in REFUSED:
+            with pytest.raises(UserError, match=re.escape(REFUSED[path.name])):
+                load_spec(path)
+            continue
         kind = EndpointJob if path.name in JOB_FILE_SETS else JobSpec
         assert isinstance(load_spec(path, JOB_FILE_SETS.get(path.name, [])), kind), path
 

@@ -43,8 +43,8 @@ BAD = {
                                      "load: rules mlperf reads mlperf.conf for mlperf_model; name one of: 3d-unet"),
     "an LLM model on a task that does not generate": (
         job(load=loadgen("server", **SERVER, rules="mlperf", mlperf_model="llama2-70b")),
-        "load.mlperf_model: llama2-70b is judged on token latencies (time to first token, per output token); "
-        "task masked_lm does not generate tokens"),
+        "load: mlperf_model llama2-70b is an LLM of mlperf.conf (its rules are TTFT and TPOT); task masked_lm makes "
+        "no tokens: use task generate"),
     "an audit that does not exist": (job(load=loadgen("server", **SERVER, audit="TEST99")),
                                      "load: audit: 'TEST99' is neither TEST01, TEST04 nor an audit.config file"),
     "an audit beside an accuracy run": (job(load=loadgen("server", **SERVER, audit="TEST04", mode="accuracy")),
