@@ -15,7 +15,12 @@ def pytest_collection_modifyitems(items):
     """A test that starts Ray (through its fixtures) is slow whether or not its module says so: the
     fast lane (`pytest -m "not slow"`, the README) never waits for a cluster."""
     for item in items:
-        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if CLUSTER_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.slow)
+        if "ray_cluster" in fixtures:  # selectable: `pytest -m multinode`
+            item.add_marker(pytest.mark.multinode)
+        if item.get_closest_marker("real_model") is not None:
             item.add_marker(pytest.mark.slow)
 
 

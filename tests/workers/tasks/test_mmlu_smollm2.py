@@ -22,7 +22,7 @@ from workers.tasks.mmlu_data import PROMPT_FORMATS, build_prompt, load_mmlu
 
 LM_EVAL = PROMPT_FORMATS["lm-eval"]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_model]  # SmolLM2-135M's real weights: `pytest -m real_model`
 CACHE = TEST_CACHE / "smollm2"
 SUBJECTS = ["marketing", "us_foreign_policy"]
 

@@ -13,7 +13,7 @@ from orchestrator.spec import validate
 from tests.builders import TEST_DATA_CACHE, WIKITEXT
 from tests.workers.tasks.test_mmlu_smollm2 import smollm2  # noqa: F401 - the module fixture: the model folder
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.real_model]  # SmolLM2-135M's real weights: `pytest -m real_model`
 NEW_TOKENS = 6
 
 
