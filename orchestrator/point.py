@@ -68,6 +68,6 @@ def finish(point: Point, row: MetricsRow, results: list[ShardResult], infos: lis
     run.write_text("metrics.md", text)
     point.store.append_rows([row])
     point.timeline.mark("row_written")
-    timeline = point.timeline.record(results)
+    timeline = point.timeline.record(results, infos)
     run.write_text(TIMELINE_FILE, json.dumps(timeline))
     return RunResult(run.run_id, row, run.path, results, infos, data, failed, predictions, timeline)

@@ -23,7 +23,11 @@ from workers.specs import StrictModel, WorkerConfig
 
 # Fields a `sweep:` may list several values for; each grid point is validated as a full job.
 SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision", "parallel")
-DEFAULT_INVARIANCE_EXAMPLES = 32  # mmlu: enough to catch batch-size-dependent kernels, seconds on one worker
+# The invariance check's default (mmlu with an infer pass): 3 % of the measured pass's examples, at
+# least 4 (all of them below that), run at bs 1 spread over the workers: a bounded share of the run
+# (orchestrator/metrics/invariance.py says what it catches and why bs 1).
+DEFAULT_INVARIANCE_PERCENT = 3
+MIN_INVARIANCE_EXAMPLES = 4
 
 
 class JobBase(StrictModel):
@@ -90,7 +94,8 @@ class EngineJob(JobBase, WorkerConfig):
     invariance_check: int | None = Field(
         None, ge=0, description="after the measured pass, run this many of its examples (spread over the data) again "
         "at bs 1 on one worker through the infer engine and count the predictions that changed (invariance_flips; "
-        "any makes the row INVALID); 0 = off; default 32 for mmlu, off for masked_lm (no per-example predictions)"
+        "any makes the row INVALID); 0 = off; default for mmlu: 3 % of the measured pass's examples, at least 4, "
+        "spread over the workers; off for masked_lm (no per-example predictions)"
     )
 
     @field_validator("invariance_check")
@@ -125,12 +130,15 @@ class EngineJob(JobBase, WorkerConfig):
             raise ValueError(f"{what} is one LoadGen run; repeats={self.repeats} is for offline runs")
         return self
 
-    @property
-    def invariance_examples(self) -> int:
-        """How many examples the invariance check reruns at bs 1 (0: no check)."""
+    def invariance_examples(self, num_examples: int) -> int:
+        """How many of the measured pass's `num_examples` the invariance check reruns at bs 1 (0: no
+        check): the job's number, or by default 3 % of them, at least 4 (mmlu with an infer pass)."""
         if self.invariance_check is not None:
-            return self.invariance_check
-        return DEFAULT_INVARIANCE_EXAMPLES if self.task.name == "mmlu" and "infer" in self.passes else 0
+            return min(self.invariance_check, num_examples)
+        if self.task.name != "mmlu" or "infer" not in self.passes:
+            return 0
+        share = -(-DEFAULT_INVARIANCE_PERCENT * num_examples // 100)  # rounded up, in integers
+        return min(num_examples, max(MIN_INVARIANCE_EXAMPLES, share))
 
     @property
     def measured_pass(self) -> str:

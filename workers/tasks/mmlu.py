@@ -41,7 +41,15 @@ import torch
 from workers.errors import UserError
 from workers.models import max_positions
 from workers.specs import DataSpec, MMLUTask
-from workers.tasks import Batch, BatchScore, InputSignature, read_task_metadata, single_chunk, task_metadata
+from workers.tasks import (
+    Batch,
+    BatchScore,
+    InputSignature,
+    logits_at,
+    read_task_metadata,
+    single_chunk,
+    task_metadata,
+)
 from workers.tasks.mmlu_data import LETTERS, MMLUData, PromptFormat, Question, build_prompt, load_mmlu, prompt_format
 
 FLAGPERF_MAX_PROMPT_TOKENS = 2048
@@ -232,12 +240,12 @@ class MMLU:
             ids[row, : lengths[row]] = self.prompt(i)
             mask[row, : lengths[row]] = 1
         inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-        return Batch(inputs, items=sum(lengths), lengths=lengths, payload=chosen)
+        return Batch(inputs, items=sum(lengths), lengths=lengths, payload=chosen,
+                     read_positions=[n - 1 for n in lengths])
 
     def score(self, batch: Batch, logits: torch.Tensor) -> BatchScore:
-        rows = torch.arange(len(batch.lengths), device=logits.device)
-        last_pos = torch.tensor(batch.lengths, device=logits.device) - 1
-        last = logits[rows, last_pos].float()  # (batch, vocab): the logits after "Answer:"
+        last_pos = batch.read_positions or [n - 1 for n in batch.lengths]
+        last = logits_at(logits, last_pos).float()  # (batch, vocab): the logits after "Answer:"
         choice = last[:, list(self.choice_ids)]
         if self.scoring == "lm-eval":
             picked = [LETTERS[int(k)] for k in choice.argmax(dim=-1).cpu()]
