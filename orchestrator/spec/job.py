@@ -93,7 +93,7 @@ class EngineJob(JobBase, WorkerConfig):
     )
     invariance_check: int | None = Field(
         None, ge=0, description="after the measured pass, run this many of its examples (spread over the data) again "
-        "at bs 1 on one worker through the infer engine and count the predictions that changed (invariance_flips; "
+        "at bs 1, dealt over the workers, through the infer engine and count the predictions that changed (invariance_flips; "
         "any makes the row INVALID); 0 = off; default for mmlu: 3 % of the measured pass's examples, at least 4, "
         "spread over the workers; off for masked_lm (no per-example predictions)"
     )

@@ -72,6 +72,8 @@ class Engine(Protocol):
 
     def forward_at(self, device_inputs: Any, positions: list[int]) -> torch.Tensor: ...
 
+    def warmup_rows(self, bs: int) -> int: ...
+
     def before_shard(self, shard: ShardTask) -> None: ...
 
     def close(self) -> None: ...
@@ -102,6 +104,11 @@ class EngineBase:
 
     def forward(self, device_inputs: Any) -> torch.Tensor:
         raise NotImplementedError
+
+    def warmup_rows(self, bs: int) -> int:
+        """Rows of a warm-up batch: bs, so that whatever an engine builds or tunes per batch shape
+        (a compiled graph, a profile's context, an arena) is built before the timed batches."""
+        return bs
 
     def forward_at(self, device_inputs: Any, positions: list[int]) -> torch.Tensor:
         """Every position's logits (`forward`), then row i's at positions[i]: (rows, vocab)."""

@@ -7,7 +7,6 @@ Warm-up batches run before the stopwatch starts and are neither timed nor counte
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -42,14 +41,15 @@ def call(engine: Engine, device_inputs: Any, batch: Batch) -> Any:
 def warm_up(engine: Engine, task: Task, shard: ShardTask, bs: int, batches: int, timer: CoreTimer) -> int:
     """Run `batches` untimed batches drawn (cyclically) from the start of this shard, or from the
     examples the plan gave for warming up (a sorted plan's cheapest: the worker's first shard is its
-    dearest, and a warm-up batch costs what its prompts cost)."""
+    dearest, and a warm-up batch costs what its prompts cost), each of the rows the engine needs to
+    warm up (`Engine.warmup_rows`: bs, or one for the eager engine)."""
     if batches == 0:
         return 0
-    first = (shard_batches(task, shard, bs) if shard.warmup_examples is None
-             else shard_batches(task, ShardTask(shard.shard_id, 0, 0, shard.pass_name,
-                                                examples=shard.warmup_examples), bs))
-    source: Iterator[Batch] = itertools.cycle(list(itertools.islice(first, batches)))
-    for batch in itertools.islice(source, batches):
+    source = list(shard.warmup_examples if shard.warmup_examples is not None else shard.example_ids())
+    groups = [source[lo: lo + bs] for lo in range(0, len(source), bs)][:batches]
+    rows = max(1, min(bs, engine.warmup_rows(bs)))
+    for k in range(batches):
+        batch = task.batch_of(groups[k % len(groups)][:rows])
         call(engine, engine.to_device(batch.inputs), batch)
     timer.sync()
     return batches

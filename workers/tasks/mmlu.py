@@ -3,10 +3,12 @@
 Examples (the unit of sharding) are questions in one global order: subjects sorted by name, then
 row order in the subject's file. Items (the unit of throughput) are real prompt tokens, padding
 excluded, as the seed reports tokens/s. One forward pass per prompt, no generation; the choice is
-read from the logits at the prompt's last token ("Answer:").
+read from the logits at the prompt's last token ("Answer:"), the one position a batch asks the
+engine for (`Batch.read_positions`: the eager engine computes the LM head there only).
 
-Batching: a shard's questions are sorted by prompt length (ties by position) and cut into batches
-of `bs`, so padding stays small. Padding is on the right: under a causal mask a real token never
+Batching: the plan hands a worker questions already sorted by prompt length
+(orchestrator/modes/offline/plan.py), cut into batches of `bs` in that order, so padding stays
+small; a plain range of questions (`batches`) is sorted here the same way (ties by position). Padding is on the right: under a causal mask a real token never
 attends to the pad tokens after it and keeps positions 0..n-1, so its logits are those of the
 unpadded prompt whatever the batch holds. (Left padding would need position ids derived from the
 mask, an input the engines' exported graphs do not have.) A question's prediction therefore does
