@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -145,10 +146,18 @@ def plain_main(spec_path: Path, out_path: Path, started: float) -> None:
 
 # -- the driver of the comparison ------------------------------------------------------------------
 
+CPU_SECONDS: list[float] = []  # CPU seconds of each command run (its process and the children it waited for)
+
+
 def timed(args: list[str], env: dict[str, str], timeout: float) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall seconds from launch to exit; the command's CPU seconds go to CPU_SECONDS (on a machine
+    shared with other work they move less than the wall time: a second opinion, not the figure)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     launched = time.perf_counter()
     out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - launched
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_SECONDS.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(args[:4])} failed ({out.returncode}): {out.stderr.strip()[-3000:]}")
     return wall, out
@@ -192,7 +201,7 @@ def prime(job: dict, tmp: Path, env: dict, timeout: float) -> None:
 
 
 def describe_plain(wall: float, plain: dict) -> str:
-    return (f"{wall:.1f} s: import {plain['import_s']:.1f} s, load (tokenizer + model) {plain['load_s']:.1f} s, "
+    return (f"{wall:.1f} s ({CPU_SECONDS[-1]:.0f} CPU s): import {plain['import_s']:.1f} s, load (tokenizer + model) {plain['load_s']:.1f} s, "
             f"tokenise {plain['tokenise_s']:.1f} s, forward {plain['forward_s']:.1f} s, the rest (interpreter, exit) "
             f"{wall - plain['import_s'] - plain['load_s'] - plain['tokenise_s'] - plain['forward_s']:.1f} s; "
             f"padding {plain['padding_share']:.1%}, acc {plain['accuracy']:.4f}")
@@ -200,7 +209,8 @@ def describe_plain(wall: float, plain: dict) -> str:
 
 def describe_bench(wall: float, ratio: float, side: dict) -> str:
     row = side["row"]
-    return (f"{wall:.1f} s, plain/bench {ratio:.3f}; e2e_time {row['e2e_time']:.1f} s, padding_share "
+    return (f"{wall:.1f} s ({CPU_SECONDS[-1]:.0f} CPU s of the command and the processes it waited for), "
+            f"plain/bench {ratio:.3f}; e2e_time {row['e2e_time']:.1f} s, padding_share "
             f"{row['padding_share']:.1%}, invariance {row['invariance_checked']} examples in "
             f"{row['invariance_time']:.1f} s, data_cache_hit {row['data_cache_hit']}, acc {row['acc_infer']:.4f}, "
             f"p_infer_core {row['p_infer_core']:,.0f} tok/s, verdict {row['verdict']}\n    {side['timeline']}")

@@ -4,7 +4,8 @@ On a CPU in fp32 they do by construction (right-padded batches, each prompt read
 token: workers/tasks/mmlu.py). On a GPU, fp16/bf16 kernels are chosen by shape, so the same prompt
 in a batch of 8 and alone can round differently, and a near-tie between two choices can flip: the
 accuracy then depends on bs, which a benchmark must not hide. After the measured pass, N of its
-examples, spread evenly over the data, run again one at a time (bs 1) through the infer engine (job
+examples, spread evenly over the plan's order (by length, for variable-length work: short and
+long prompts alike), run again one at a time (bs 1) through the infer engine (job
 field `invariance_check`, orchestrator/modes/offline/invariance_check.py); each whose prediction
 differs from the measured pass's is a flip. Any flip makes the row INVALID
 (orchestrator/metrics/verdict.py); `invariance.parquet` in the run folder lists every checked example.
@@ -46,8 +47,9 @@ def dealt(examples: tuple[int, ...], workers: int) -> list[tuple[int, ...]]:
 
 
 def check_examples(num_examples: int, count: int) -> tuple[int, ...]:
-    """`count` distinct examples spread evenly over 0..num_examples-1, the middle of each of `count`
-    equal stretches: the same ones on every run of the same data (all of them when there are fewer)."""
+    """`count` distinct positions spread evenly over 0..num_examples-1, the middle of each of `count`
+    equal stretches: the same ones on every run of the same data (all of them when there are fewer).
+    Positions in the plan's order of the examples (orchestrator/modes/offline/invariance_check.py)."""
     count = min(count, num_examples)
     return tuple((2 * k + 1) * num_examples // (2 * count) for k in range(count))
 

@@ -116,7 +116,7 @@ class OfflineRun:
         if repeat == 0 and count:
             point.status(f"invariance check ({count} examples at bs 1)")
             started = point.timeline.now()
-            self.invariance = run_invariance_check(spec, pool, ready.prepared.num_examples)
+            self.invariance = run_invariance_check(spec, pool, ready.prepared.num_examples, self.plan.example_order)
             point.timeline.span("invariance", started, point.timeline.now())
 
     def _count_losses(self, dispatcher: Dispatcher, infos: list[WorkerInfo], repeat: int) -> None:

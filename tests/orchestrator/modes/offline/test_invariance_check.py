@@ -87,6 +87,26 @@ def test_the_check_runs_its_parts_side_by_side_on_every_worker():
     assert run_invariance_check(spec, one, 1000).workers == 1 and one.now == pytest.approx(1.0)
 
 
+def test_in_a_sorted_plan_the_check_spans_the_lengths_and_costs_its_share():
+    """Spread over the plan's length order, the checked prompts are its length quantiles: their
+    tokens are about their share of the examples (spread over the data's order they can all fall on
+    long subjects)."""
+    import numpy as np
+
+    from orchestrator.modes.offline.invariance_check import run_invariance_check
+    from orchestrator.modes.offline.plan import make_plan
+    from tests.fakes.simulated_pool import SimulatedPool
+
+    rng = np.random.default_rng(3)
+    tokens = np.repeat(rng.integers(250, 1400, size=40), 25) + rng.integers(0, 100, size=1000)  # 40 "subjects"
+    plan = make_plan(1000, 8, None, list(tokens * 1.0))
+    check = run_invariance_check(validate(mmlu_job("m", passes=["infer"]), "x"), SimulatedPool(2), 1000,
+                                 plan.example_order)
+    assert check.examples == tuple(plan.example_order[i] for i in check_examples(1000, 30))
+    share = tokens[list(check.examples)].sum() / tokens.sum()
+    assert 0.027 < share < 0.033  # 30 of 1,000 examples: 3 %
+
+
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     return save_bpe_tokenizer(tmp_path_factory.mktemp("bpe"))
