@@ -24,7 +24,10 @@ caches (a new user's first run: tokenising and the peak paid in the run).
 
 Every side must give the same answers (predicted letter per question): asserted, and the script
 fails otherwise: that is what makes the comparison one of equal work.
-Headline: plain wall / bench wall, the worse of --no-ray and ray (median over rounds). Target >= 1.0.
+Headline: plain wall / bench wall, the worse of --no-ray and ray, each side's best round against the
+plain loop's best (on a machine shared with other work, interference only ever slows a command
+down, so the best round is the least disturbed: benchmarks/overhead.py's rule); the medians are
+printed beside it. Target >= 1.0. Run the sides alternately over several rounds (`--rounds`).
 
     python benchmarks/mmlu_wall.py                    # 120 questions: 6 subjects x 20 (minutes)
     python benchmarks/mmlu_wall.py --questions 1000   # 50 subjects x 20 (about an hour on 2 cores)
@@ -235,13 +238,14 @@ def main(argv: list[str] | None = None) -> None:
                   "subjects": subjects, "limit": limit, "bs": BS}
     print(f"{len(subjects)} subjects x {limit} questions, bs {BS}, fp32, {args.threads} threads, "
           f"{'tiny random Llama' if args.tiny else 'SmolLM2-135M'}, caches {args.caches}", flush=True)
-    ratios: dict[str, list[float]] = {s: [] for s in sides}
+    walls: dict[str, list[float]] = {s: [] for s in ["plain", *sides]}
     with tempfile.TemporaryDirectory(prefix="rb-mmlu-wall-") as tmp_name:
         tmp = Path(tmp_name)
         if args.caches == "warm":
             prime(bench_job(subjects, limit, model, args.threads, tmp / "caches"), tmp, env, timeout)
         for round_ in range(1, args.rounds + 1):
             plain_wall, plain = run_plain(plain_spec, tmp, env, timeout)
+            walls["plain"].append(plain_wall)
             print(f"round {round_} plain: {describe_plain(plain_wall, plain)}", flush=True)
             for side in sides:
                 caches = tmp / ("caches" if args.caches == "warm" else f"cold-{round_}-{side}")
@@ -253,12 +257,14 @@ def main(argv: list[str] | None = None) -> None:
                                      f"answers: {differ[:10]}")
                 if bench["shots_short"]:
                     raise SystemExit(f"bench {side}: {bench['shots_short']} prompts lost shots; raise seq_len")
-                ratios[side].append(plain_wall / wall)
-                print(f"round {round_} bench {side}: {describe_bench(wall, ratios[side][-1], bench)}", flush=True)
+                walls[side].append(wall)
+                print(f"round {round_} bench {side}: {describe_bench(wall, plain_wall / wall, bench)}", flush=True)
             print(f"round {round_}: the same {len(plain['answers'])} answers on every side", flush=True)
-    medians = {side: statistics.median(r) for side, r in ratios.items()}
-    print("plain/bench by side (median over rounds): " + ", ".join(f"{s} {m:.3f}" for s, m in medians.items()))
-    print(f"mmlu_wall_ratio: {min(medians.values()):.3f}")
+    best = {side: min(walls["plain"]) / min(walls[side]) for side in sides}
+    median = {side: statistics.median(walls["plain"]) / statistics.median(walls[side]) for side in sides}
+    print("plain/bench, best rounds: " + ", ".join(f"{s} {r:.3f}" for s, r in best.items())
+          + "; medians: " + ", ".join(f"{s} {r:.3f}" for s, r in median.items()))
+    print(f"mmlu_wall_ratio: {min(best.values()):.3f}")
 
 
 if __name__ == "__main__":
