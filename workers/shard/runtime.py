@@ -35,7 +35,7 @@ from workers.measure.peaks import peak_lookup
 from workers.measure.timing import CoreTimer
 from workers.models import load_config, load_model, max_positions
 from workers.shard.live_metrics import WorkerMeter
-from workers.shard.passes import SpanStart, begin_span, end_span, run_batches, run_examples, run_pass, warm_up
+from workers.shard.passes import SpanStart, begin_span, call, end_span, run_batches, run_examples, run_pass, warm_up
 from workers.specs import WorkerConfig
 from workers.tasks import Task, task_class
 
@@ -225,7 +225,8 @@ class WorkerRuntime:
         return done
 
     def _warm_every_size(self, pass_name: str) -> int:
-        """One untimed batch of each size 1..bs-1 (the full size is warm already). LoadGen's bridge
+        """One untimed batch of each size 1..bs-1 (the full size is warm already where it matters: an
+        engine that builds per shape warms up on full batches, `Engine.warmup_rows`). LoadGen's bridge
         hands a worker whatever is waiting, 1 to bs rows, and an engine that builds something per
         batch size would build it inside a timed query: torch.compile's CUDA graphs
         (reduce-overhead, max-autotune) record one per size, a static-shape compile (`dynamic:
@@ -233,7 +234,7 @@ class WorkerRuntime:
         engine, rows = self.engines[pass_name], min(self.config.bs, self.task.num_examples())
         for size in range(1, rows):
             batch = self.task.batch_of(list(range(size)))
-            engine.forward(engine.to_device(batch.inputs))
+            call(engine, engine.to_device(batch.inputs), batch)
         self.timer.sync()
         return max(0, rows - 1)
 
