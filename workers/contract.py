@@ -7,7 +7,7 @@ one pure function on the driver decides whether to retry or fail.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from workers.requests import RequestRecord
 
@@ -17,7 +17,13 @@ ErrorKind = Literal["user", "oom", "crash"]
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One pass over one contiguous range of examples. Made by `orchestrator.modes.offline.plan`."""
+    """One pass over one range of the plan's examples. Made by `orchestrator.modes.offline.plan`.
+
+    `start`..`stop` are positions in the plan's order of the examples. Where the plan keeps the
+    data's order (examples that all cost the same) they are the examples themselves and `examples`
+    is None; where it sorted them by cost (variable-length work: a batch then holds prompts of
+    similar length, so little padding) `examples` lists the shard's examples in that order.
+    """
 
     shard_id: int
     start: int
@@ -25,13 +31,22 @@ class ShardTask:
     pass_name: PassName
     attempt: int = 1
     repeat: int = 0  # which repeat of the measured pass (job field `repeats`)
-    # A check, not a shard of the plan (start/stop unused): these examples, each run alone (bs 1),
-    # untimed, their records returned and never counted in the metrics (job field `invariance_check`).
     examples: tuple[int, ...] | None = None
     # generate: when the pass began on the driver (epoch s): every request of an Offline pass arrives
     # then (the whole set is offered at once, as MLPerf's Offline issues one query), so its queueing
     # behind earlier shards and batches counts in its TTFT. None: at the shard's start on the worker.
     arrival_ts: float | None = None
+    # the examples a worker warms up on when this is its first shard of the pass (a sorted plan's
+    # cheapest, `bs` at a time); None: the shard's own first batches
+    warmup_examples: tuple[int, ...] | None = None
+    # An invariance check, not a shard of the plan (start/stop unused): `examples`, each run alone
+    # (bs 1), untimed, their records returned and never counted in the metrics (job field
+    # `invariance_check`).
+    check: bool = False
+
+    def example_ids(self) -> Sequence[int]:
+        """The examples this shard runs, in order."""
+        return self.examples if self.examples is not None else range(self.start, self.stop)
 
     @property
     def key(self) -> str:
@@ -195,6 +210,9 @@ class WorkerInfo:
     mem_bandwidth_measured: float | None = None  # a copy's, measured on this device
     mem_bandwidth_measured_label: str = ""
     mem_bandwidth_measured_reason: str = ""
+    # seconds the measured matmul peak cost this worker's setup: 0.0 when read from the cache, None
+    # when not taken (measure_peak: false, no infer pass); the timeline line prints it
+    peak_seconds: float | None = None
 
     @property
     def tp(self) -> int:
@@ -292,12 +310,16 @@ class ShardResult:
     start_ts: float = 0.0
     end_ts: float = 0.0
     warmup_batches: int = 0
+    warmup_seconds: float = 0.0  # wall time of those warm-up batches (before start_ts)
     batch_core_seconds: list[float] = field(default_factory=list)
     batch_items: list[int] = field(default_factory=list)
     # the shape the engine computed, per batch: rows and padded length (the cost-model inputs of
     # the variable-length stability rule, orchestrator/metrics/verdict.py)
     batch_rows: list[int] = field(default_factory=list)
     batch_seq_lens: list[int] = field(default_factory=list)
+    # real (unpadded) tokens per batch: with rows x padded length, the padding the batch computed
+    # (the row's padding_share, orchestrator/metrics/passes.py)
+    batch_tokens: list[int] = field(default_factory=list)
     bytes_per_batch: int = 0
     peak_mem_bytes: int | None = None
     mem_total_bytes: int | None = None

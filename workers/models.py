@@ -88,8 +88,40 @@ def _load_failed(field: str, name: str, exc: Exception) -> UserError:
     return UserError(f"{field}: could not load '{name}' as a {where}: {first_line(exc)}")
 
 
+# configs read from local files in this process, by the spec and the file's size and mtime: a GGUF's
+# config takes ~3 s to read (transformers parses the file's metadata), and with --no-ray the data
+# preparation and the worker read it in one process
+_LOCAL_CONFIGS: dict[tuple, Any] = {}
+
+
+def _local_config_key(spec: ModelSpec) -> tuple | None:
+    """What a local config is read from, so a file edited since is read again; None for a hub id."""
+    if spec.source is None or not looks_like_local_path(spec.source):
+        return None
+    folder = Path(spec.source).expanduser()
+    path = folder / spec.gguf_file if spec.gguf_file else folder / "config.json"
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return spec.model_dump_json(), str(path), stat.st_size, stat.st_mtime_ns
+
+
 def load_config(spec: ModelSpec):
-    """The transformers config of the model, without loading weights."""
+    """The transformers config of the model, without loading weights (a copy of the one this
+    process already read, when it was read from the same unchanged local file)."""
+    import copy
+
+    key = _local_config_key(spec) if spec.random is None else None
+    if key is not None and key in _LOCAL_CONFIGS:
+        return copy.deepcopy(_LOCAL_CONFIGS[key])
+    config = _read_config(spec)
+    if key is not None:
+        _LOCAL_CONFIGS[key] = copy.deepcopy(config)
+    return config
+
+
+def _read_config(spec: ModelSpec):
     from transformers import AutoConfig
 
     check_local_paths(spec)

@@ -5,7 +5,9 @@
 - p_*_whole = sum(items) / (last pass end - first pass start) across workers, less the time no
   driver was running within that span (a run resumed after its driver died);
 - warmup_batches = the warm-up batches the measured pass's shards recorded, summed;
-- byte_per_batch = the measured (infer) pass's, never the val pass's.
+- byte_per_batch = the measured (infer) pass's, never the val pass's;
+- padding_share = padded tokens / computed tokens over the measured pass's batches (first repeat),
+  each batch computing rows x its longest row's length (right padding to the longest).
 With `repeats: R` the measured pass ran R times on fresh workers: its p_*_core and p_*_whole are
 the mean over repeats with a 95 % Student-t interval; counts and accuracy come from the first
 repeat (every repeat sees the same data, so they agree), and batch latencies pool all repeats.
@@ -15,7 +17,7 @@ The work a LoadGen test hands the workers (batches of samples) is a pass too, re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from orchestrator.metrics.cost_fit import (
     LatencyFit,
@@ -197,6 +199,16 @@ def per_item_cv(batch_seconds: tuple[float, ...], batch_items: tuple[int, ...]) 
     return coefficient_of_variation([t / n for t, n in zip(batch_seconds, batch_items) if n])
 
 
+def padding_share(results: Sequence[ShardResult]) -> float | None:
+    """Share of the tokens the batches computed that were padding: 1 - real tokens / (rows x padded
+    length), summed over every batch of `results`. None when a result did not record its batches'
+    real tokens (saved before they were recorded) or nothing was computed."""
+    computed = sum(rows * length for r in results for rows, length in zip(r.batch_rows, r.batch_seq_lens))
+    if not computed or any(len(r.batch_tokens) != len(r.batch_rows) for r in results):
+        return None
+    return 1.0 - sum(n for r in results for n in r.batch_tokens) / computed
+
+
 def task_columns(spec: EngineJob, head: Measured) -> dict[str, Any]:
     """Columns only MMLU has: questions/s, the scoring variant and its prompt, how many prompts lost shots."""
     if spec.task.name != "mmlu":
@@ -256,4 +268,5 @@ def latency_columns(spec: EngineJob, head: Measured, fit: LatencyFit | None) -> 
         "latency_p99": latency.p99,
         "latency_cv": per_item_cv(head.batch_core_seconds, head.batch_items),
         "latency_shard_cv": fit.shard_cv if fit else None,
+        "padding_share": padding_share(head.first_results),
     }

@@ -137,6 +137,10 @@ class MetricsRow(BaseModel):
     latency_shard_cv: float | None = column(
         "variable-length tasks (mmlu): stdev / mean across shards of observed / fitted core time (a cost in tokens "
         "and tokens x length; orchestrator/metrics/verdict.py); empty for fixed-shape tasks", default=None)
+    padding_share: float | None = column(
+        "share of the tokens the measured pass computed that were padding: 1 - real tokens / (rows x padded length) "
+        "summed over its batches (first repeat); 0 for fixed-length work; variable-length work is planned in length "
+        "order to keep it low (orchestrator/modes/offline/plan.py)", "fraction", default=None)
     repeats: int = column("measured passes (fresh workers each) averaged into p_infer_*; 1 = no CI")
     p_infer_core_ci_low: float | None = column("low end of the 95 % Student-t interval of p_infer_core's mean "
                                                "across repeats", "items/s")
@@ -183,8 +187,9 @@ class MetricsRow(BaseModel):
     foreign_processes: int | None = column("compute processes on the GPUs that are not the run's own", default=None)
     foreign_pids: str | None = column("those processes, as pid@host", default=None)
     gpu_health_note: str | None = column("what of the GPUs could not be watched, and why", default=None)
-    invariance_checked: int | None = column("examples of the measured pass run again at bs 1 on one worker (job field "
-                                            "invariance_check); blank: not checked, see invariance_note", default=None)
+    invariance_checked: int | None = column("examples of the measured pass run again at bs 1, spread over the workers "
+                                            "(job field invariance_check; default 3 % of the examples, at least 4); "
+                                            "blank: not checked, see invariance_note", default=None)
     invariance_flips: int | None = column("of those, predictions that changed", default=None)
     invariance_note: str | None = column("why the invariance check did not run", default=None)
     # generate only (None for other tasks): docs/measurement.md defines each; output tokens/s are p_infer_core
@@ -232,6 +237,8 @@ class MetricsRow(BaseModel):
     ignore_eos: bool | None = column("every request made its max_new_tokens (true) or stopped at EOS", default=None)
     input_tokens: str | None = column("prompt lengths asked for: a number, or their distribution", default=None)
     max_new_tokens: str | None = column("output lengths asked for: a number, or their distribution", default=None)
+    invariance_time: float | None = column("wall time of the invariance check, after the measured pass and inside "
+                                           "e2e_time (blank: no check)", "s", default=None)
     load: str = column("how the work arrived (the job's load.kind): offline (raybench's sharded Offline: every "
                        "example as fast as possible), loadgen (MLPerf LoadGen, scenario in `scenario`) or endpoint (a "
                        "schedule of requests to a running server; `scenario` blank)", default="offline")

@@ -27,7 +27,11 @@ from workers.specs import StrictModel, WorkerConfig
 SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision", "parallel")
 ENDPOINT_SWEEPABLE = ("load.rate", "load.concurrency", "load.burstiness", "clients", "prompts.max_tokens",
                       "prompts.input_tokens")
-DEFAULT_INVARIANCE_EXAMPLES = 32  # mmlu: enough to catch batch-size-dependent kernels, seconds on one worker
+# The invariance check's default (mmlu with an infer pass, greedy generate): 3 % of the measured
+# pass's examples, at least 4 (all of them below that), run at bs 1 spread over the workers: a bounded
+# share of the run (orchestrator/metrics/invariance.py says what it catches and why bs 1).
+DEFAULT_INVARIANCE_PERCENT = 3
+MIN_INVARIANCE_EXAMPLES = 4
 
 
 class JobBase(StrictModel):
@@ -110,10 +114,10 @@ class EngineJob(JobBase, WorkerConfig):
     )
     invariance_check: int | None = Field(
         None, ge=0, description="after the measured pass, run this many of its examples (spread over the data) again "
-        "at bs 1 on one worker through the infer engine and count the predictions that changed (invariance_flips; "
+        "at bs 1, dealt over the workers, through the infer engine and count the predictions that changed (invariance_flips; "
         "any makes the row INVALID); generate: plain greedy generate of each prompt alone, its tokens against the "
-        "measured ones; 0 = off; default 32 for mmlu and greedy generate, off for masked_lm (no per-example "
-        "predictions)"
+        "measured ones; 0 = off; default for mmlu and greedy generate: 3 % of the measured pass's examples, at least "
+        "4, spread over the workers; off for masked_lm (no per-example predictions)"
     )
 
     @field_validator("invariance_check")
@@ -173,14 +177,18 @@ class EngineJob(JobBase, WorkerConfig):
             raise ValueError(f"task.max_new_tokens: LoadGen's token latencies need at least 2 tokens per sample "
                              f"(TPOT = (latency - TTFT) / (tokens - 1)); the shortest is {shortest}")
 
-    @property
-    def invariance_examples(self) -> int:
-        """How many examples the invariance check reruns at bs 1 (0: no check)."""
+    def invariance_examples(self, num_examples: int) -> int:
+        """How many of the measured pass's `num_examples` the invariance check reruns at bs 1 (0: no
+        check): the job's number, or by default 3 % of them, at least 4 (mmlu with an infer pass, greedy generate)."""
         if self.invariance_check is not None:
-            return self.invariance_check
+            return min(self.invariance_check, num_examples)
         if self.task.name == "generate":  # greedy tokens against plain greedy generate of each prompt alone
-            return DEFAULT_INVARIANCE_EXAMPLES if self.task.greedy else 0
-        return DEFAULT_INVARIANCE_EXAMPLES if self.task.name == "mmlu" and "infer" in self.passes else 0
+            if not self.task.greedy:
+                return 0
+        elif self.task.name != "mmlu" or "infer" not in self.passes:
+            return 0
+        share = -(-DEFAULT_INVARIANCE_PERCENT * num_examples // 100)  # rounded up, in integers
+        return min(num_examples, max(MIN_INVARIANCE_EXAMPLES, share))
 
     @property
     def measured_pass(self) -> str:

@@ -27,6 +27,9 @@ def print_plan(preview: dict[str, Any], width: int | None) -> None:
         f"workers: {workers['note']}",
         f"dispatch order (the bulk by id, then the tapered tail dearest first): {_order(preview['dispatch_order'])}",
     ]
+    if preview.get("order") == "cost":
+        lines.append("examples sorted by cost (prompt length), dearest first, so batches hold similar lengths: "
+                     "start and stop are positions in that order")
     for line in lines:
         console.print(line, soft_wrap=True, markup=False)
     table = Table("pass", "shard_id", "start", "stop", "examples", "share")

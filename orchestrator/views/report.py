@@ -191,10 +191,19 @@ def _print_mmlu(console, runs: list) -> None:
 
 
 def describe_timeline(record: dict) -> str:
-    """A run's timeline.json (orchestrator/timeline.py) in one line: each step's end and each pass's span, in seconds since the start."""
+    """A run's timeline.json (orchestrator/timeline.py) in one line: each step's end and each pass's
+    and driver step's span, in seconds since the start; then what setup spent off those spans."""
     steps = record.get("steps", {})
     parts = [f"{name.replace('_', ' ')} {seconds:.1f} s" for name, seconds in steps.items() if name != "row_written"]
     parts += [f"{name} {low:.1f}-{high:.1f} s" for name, (low, high) in record.get("passes", {}).items()]
+    parts += [f"{name} check {low:.1f}-{high:.1f} s" for name, (low, high) in record.get("spans", {}).items()]
     if "row_written" in steps:
         parts.append(f"row written {steps['row_written']:.1f} s")
-    return "time since submit: " + ", ".join(parts)
+    line = "time since submit: " + ", ".join(parts)
+    setup = record.get("setup")
+    if setup is None:  # a timeline written before issue 31
+        return line
+    peak = setup.get("peak_seconds")
+    costs = ["measured peak " + ("not taken" if peak is None else "0.0 s (cached)" if peak == 0 else f"{peak:.1f} s")]
+    costs += [f"{name} warm-up {seconds:.1f} s" for name, seconds in setup.get("warmup_seconds", {}).items()]
+    return f"{line}; setup: {', '.join(costs)}"

@@ -141,7 +141,7 @@ def test_validate_plan_prints_the_runs_plan_without_running_it(tmp_path):
     out = CliRunner().invoke(app, ["validate", "jobs/mmlu_tiny.yaml", "--plan", "--format", "json", *sets])
     assert out.exit_code == 0, out.output
     plan = json.loads(out.output)
-    assert plan["bs"] == 4 and plan["num_examples"] == 30 and plan["by"] == "cost"
+    assert plan["bs"] == 4 and plan["num_examples"] == 30 and plan["by"] == "cost" and plan["order"] == "cost"
     assert plan["workers"]["count"] == 3 and plan["workers"]["asks"] == {"GPU": 1.0, "CPU": 1.0}
     for pass_name in ("val", "infer"):
         shards = [s for s in plan["shards"] if s["pass"] == pass_name]
@@ -159,6 +159,7 @@ def test_validate_plan_prints_the_runs_plan_without_running_it(tmp_path):
     assert lines[2] == ("workers: 3 worker(s), each asks Ray for {GPU: 1, CPU: 1} on a cluster with GPUs, "
                         "{CPU: 1} on one without")
     assert "│ infer │" in shown.output
+    assert "examples sorted by cost (prompt length), dearest first" in shown.output
 
 
 def test_validate_plan_explains_auto_workers_and_refuses_a_bad_format(tmp_path):

@@ -104,6 +104,7 @@ def warm_inputs(ctx: BuildContext, dynamic: bool | None) -> list[dict[str, torch
 
 class TorchCompile(EngineBase):
     name = "torch_compile"
+    always_loads_model = True
 
     def __init__(self, options: TorchCompileOptions | None = None) -> None:
         self.options = options or TorchCompileOptions()

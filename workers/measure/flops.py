@@ -8,6 +8,12 @@ ones (token i attends to i+1 positions). `matmul_params` counts the weights of e
 the LM head included even when it is tied to the embeddings (it is still a matmul per token), and
 excludes embedding lookups, norms and biases (no multiply-adds per token worth counting).
 This is the usual 2N + attention accounting (Kaplan et al. 2020; PaLM appendix B), per item.
+
+The LM head is counted at the tokens whose logits the engine computed: every token of a whole
+forward pass; one per prompt where the task reads only the last position (MMLU) and the engine
+computes the head there alone (the eager engine: workers/engines/torch_eager.py), so MFU never
+counts FLOPs that did not run. `head_params` is the output embedding's weights (0 when the model
+has none to name).
 """
 
 from __future__ import annotations
@@ -23,10 +29,14 @@ class FlopsModel:
     n_layers: int
     attn_width: int
     causal: bool
+    head_params: int = 0  # of matmul_params, the LM head's (the output embedding)
 
-    def sequence_flops(self, length: int) -> float:
+    def sequence_flops(self, length: int, head_tokens: int | None = None) -> float:
+        """One sequence's forward pass; its LM head at `head_tokens` tokens (default: all `length`)."""
         pairs = length * (length + 1) / 2 if self.causal else float(length * length)
-        return 2.0 * self.matmul_params * length + 4.0 * self.n_layers * self.attn_width * pairs
+        head = length if head_tokens is None else head_tokens
+        body = self.matmul_params - self.head_params
+        return 2.0 * (body * length + self.head_params * head) + 4.0 * self.n_layers * self.attn_width * pairs
 
 
 def matmul_params(model: nn.Module) -> int:
@@ -48,9 +58,16 @@ def attention_shape(config) -> tuple[int, int]:
     return int(n_layers), int(heads * head_dim)
 
 
+def head_params(model: nn.Module) -> int:
+    """Weights of the LM head (the output embedding) when the model names one and it is a linear layer."""
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    return int(head.weight.numel()) if isinstance(head, nn.Linear) else 0
+
+
 def flops_model(model: nn.Module, config, causal: bool) -> FlopsModel:
     n_layers, width = attention_shape(config)
-    return FlopsModel(matmul_params(model), n_layers, width, causal)
+    return FlopsModel(matmul_params(model), n_layers, width, causal, head_params(model))
 
 
 def flops_model_from_config(config, causal: bool) -> FlopsModel:

@@ -7,7 +7,6 @@ Warm-up batches run before the stopwatch starts and are neither timed nor counte
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -20,13 +19,38 @@ from workers.measure.timing import CoreTimer, Stopwatch
 from workers.tasks import Batch, Task
 
 
+def shard_batches(task: Task, shard: ShardTask, bs: int) -> Iterator[Batch]:
+    """The shard's batches: the task's own batching of a range of the data, or, where the plan put
+    the examples in its own order (sorted by cost: orchestrator/modes/offline/plan.py), `bs` at a
+    time in that order."""
+    if shard.examples is None:
+        yield from task.batches(shard.start, shard.stop, bs)
+        return
+    for lo in range(0, len(shard.examples), bs):
+        yield task.batch_of(shard.examples[lo: lo + bs])
+
+
+def call(engine: Engine, device_inputs: Any, batch: Batch) -> Any:
+    """The engine's core call for `batch`: the logits at the positions the task reads where it says
+    which (`Batch.read_positions`: MMLU reads one per prompt), every position's otherwise."""
+    if batch.read_positions is None:
+        return engine.forward(device_inputs)
+    return engine.forward_at(device_inputs, batch.read_positions)
+
+
 def warm_up(engine: Engine, task: Task, shard: ShardTask, bs: int, batches: int, timer: CoreTimer) -> int:
-    """Run `batches` untimed batches drawn (cyclically) from the start of this shard."""
+    """Run `batches` untimed batches drawn (cyclically) from the start of this shard, or from the
+    examples the plan gave for warming up (a sorted plan's cheapest: the worker's first shard is its
+    dearest, and a warm-up batch costs what its prompts cost), each of the rows the engine needs to
+    warm up (`Engine.warmup_rows`: bs, or one for the eager engine)."""
     if batches == 0:
         return 0
-    source: Iterator[Batch] = itertools.cycle(list(itertools.islice(task.batches(shard.start, shard.stop, bs), batches)))
-    for batch in itertools.islice(source, batches):
-        engine.forward(engine.to_device(batch.inputs))
+    source = list(shard.warmup_examples if shard.warmup_examples is not None else shard.example_ids())
+    groups = [source[lo: lo + bs] for lo in range(0, len(source), bs)][:batches]
+    rows = max(1, min(bs, engine.warmup_rows(bs)))
+    for k in range(batches):
+        batch = task.batch_of(groups[k % len(groups)][:rows])
+        call(engine, engine.to_device(batch.inputs), batch)
     timer.sync()
     return batches
 
@@ -53,7 +77,7 @@ def run_pass(
     """Fill `result` with the counts and timings of one pass of `shard` (and its energy, read
     around the pass, where `energy` has a counter; and what NVML saw meanwhile, where there is a
     `device_watch`: its sampler thread runs beside the pass, outside every timed call)."""
-    return run_batches(engine, task, task.batches(shard.start, shard.stop, bs), timer, memory, flops_of_length,
+    return run_batches(engine, task, shard_batches(task, shard, bs), timer, memory, flops_of_length,
                        result, energy, device_watch)
 
 
@@ -76,19 +100,20 @@ def run_batches(
     with Stopwatch() as watch:
         for batch in batches:
             device_inputs, h2d_s = timer.time(lambda: engine.to_device(batch.inputs))
-            logits, core_s = timer.time(lambda: engine.forward(device_inputs))
+            logits, core_s = timer.time(lambda: call(engine, device_inputs, batch))
             score = task.score(batch, logits, responses)
             result.examples += len(batch.lengths)
             result.items += batch.items
             result.scored += score.scored
             result.correct += score.correct
-            result.flops += sum(flops_of_length(n) for n in batch.lengths)
+            result.flops += batch_flops(engine, batch, flops_of_length)
             result.core_seconds += core_s
             result.h2d_seconds += h2d_s
             result.batch_core_seconds.append(core_s)
             result.batch_items.append(batch.items)
             result.batch_rows.append(len(batch.lengths))
             result.batch_seq_lens.append(max(batch.lengths, default=0))
+            result.batch_tokens.append(sum(batch.lengths))
             result.bytes_per_batch = max(result.bytes_per_batch, input_bytes(device_inputs))
             result.records.extend(score.records)
             result.responses.extend(score.responses)
@@ -129,11 +154,20 @@ def end_span(start: SpanStart, energy: EnergyCounter | None, device_watch: Devic
     return result
 
 
+def batch_flops(engine: Engine, batch: Batch, flops_of_length: Callable[..., float]) -> float:
+    """FLOPs the engine ran for `batch`: each sequence's forward pass, its LM head counted at the
+    positions the engine computed logits for (one per row where it computes only those the task
+    reads: `Engine.head_at_read_positions`; every token otherwise)."""
+    if batch.read_positions is not None and engine.head_at_read_positions:
+        return sum(flops_of_length(n, head_tokens=1) for n in batch.lengths)
+    return sum(flops_of_length(n) for n in batch.lengths)
+
+
 def run_examples(engine: Engine, task: Task, examples: tuple[int, ...]) -> list[dict[str, Any]]:
     """Each example alone, as a batch of one, untimed: the records its scoring makes (the invariance
     check compares them with the measured pass's; orchestrator/metrics/invariance.py)."""
     records: list[dict[str, Any]] = []
     for example in examples:
-        for batch in task.batches(example, example + 1, 1):
-            records.extend(task.score(batch, engine.forward(engine.to_device(batch.inputs))).records)
+        batch = task.batch_of([example])
+        records.extend(task.score(batch, call(engine, engine.to_device(batch.inputs), batch)).records)
     return records

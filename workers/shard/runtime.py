@@ -39,7 +39,7 @@ from workers.measure.timing import CoreTimer
 from workers.models import load_config, load_model, max_positions
 from workers.shard.live_metrics import WorkerMeter
 from workers.shard.decode import Emit, decode_cost, reference_records, run_generation, warm_generation
-from workers.shard.passes import SpanStart, begin_span, end_span, run_batches, run_examples, run_pass, warm_up
+from workers.shard.passes import SpanStart, begin_span, call, end_span, run_batches, run_examples, run_pass, warm_up
 from workers.specs import WorkerConfig
 from workers.tasks import Task, task_class
 
@@ -72,15 +72,17 @@ class WorkerRuntime:
         self.precisions = {"val": self.val_precision, "infer": precision}
         peak = peak_lookup(info.device_name, precision)
         info.peak_flops, info.peak_flops_label, info.peak_flops_reason = peak.flops, peak.label, peak.reason
+        self._load_config(info)
+        if self._engines_load_the_model():
+            self._load_model()  # before waiting for the data: under Ray its preparation runs meanwhile
         self._load_task(info, data)
         self._build_engines(info, precision)
         self._measure_peak(info, precision)
         self.memory.sample()
         self.device_watch = DeviceWatch.for_device(device)  # None on a CPU or without NVML
 
-    def _load_task(self, info: WorkerInfo, data: DataHandle) -> None:
-        """The model's config, and the task as a view of the prepared table (no tokenizer needed:
-        the data was prepared once for the whole run; `data_seconds` is the time to map it)."""
+    def _load_config(self, info: WorkerInfo) -> None:
+        """The model's config: what the model, the engines and the FLOPs are made from."""
         cfg = self.config
         t0 = time.perf_counter()
         self.model_config = load_config(cfg.model)
@@ -88,6 +90,21 @@ class WorkerRuntime:
         if limit is not None and cfg.seq_len > limit:
             raise UserError(f"seq_len: {cfg.seq_len} is above the model's maximum of {limit} positions")
         info.load_seconds = time.perf_counter() - t0
+
+    def _engines_load_the_model(self) -> bool:
+        """Whether an engine of this worker will load the torch model whatever happens: the val pass
+        (eager), or an infer engine that runs it (eager, torch.compile); not one that may come from
+        its cache without it (ONNX Runtime, TensorRT) or runs none (synthetic). A generator loads
+        what it needs when it is built (vLLM loads its own weights): never ahead here."""
+        if getattr(task_class(self.config.task), "generates", False):
+            return False
+        return "val" in self.config.passes or (
+            "infer" in self.config.passes and engine_class(self.config.engine).always_loads_model)
+
+    def _load_task(self, info: WorkerInfo, data: DataHandle) -> None:
+        """The task as a view of the prepared table (no tokenizer needed: the data was prepared once
+        for the whole run; `data_seconds` is the time to map it, or to wait for it to be ready)."""
+        cfg = self.config
         t0 = time.perf_counter()
         self.task: Task = task_class(cfg.task)(data.table())
         info.item_unit = self.task.item_unit
@@ -142,9 +159,11 @@ class WorkerRuntime:
             info.peak_flops_measured_reason = "not measured (measure_peak: false)"
             info.mem_bandwidth_measured_reason = info.peak_flops_measured_reason
             return
+        t0 = time.perf_counter()
         peak = measured_peak(self.device, precision, self.cache_dir, info.versions)
         info.peak_flops_measured, info.peak_flops_measured_label = peak.flops, peak.label
         info.peak_flops_measured_reason = peak.reason
+        info.peak_seconds = 0.0 if peak.cache_hit else time.perf_counter() - t0
         if self.generates:  # MBU_measured's denominator, beside MFU_measured's
             bandwidth = measured_bandwidth(self.device, self.cache_dir, info.versions)
             info.mem_bandwidth_measured, info.mem_bandwidth_measured_label = bandwidth.bytes_per_s, bandwidth.label
@@ -179,7 +198,8 @@ class WorkerRuntime:
             loader = load_model
             if cfg.parallel.tp > 1:  # one rank of a tensor-parallel group: this rank's slice only
                 from workers.parallel.process_group import load_sharded_model as loader
-            self._model = loader(cfg.model, self.model_config, self.task.model_kind, dtype, self.device, cfg.seed)
+            kind = task_class(cfg.task).model_kind  # known before the data is mapped
+            self._model = loader(cfg.model, self.model_config, kind, dtype, self.device, cfg.seed)
             self._load_seconds += time.perf_counter() - t0
         return self._model
 
@@ -212,7 +232,7 @@ class WorkerRuntime:
         """Warm up once per pass, then measure the shard into `result`."""
         engine = self.engines[shard.pass_name]
         set_matmul_precision(self.precisions[shard.pass_name])  # the switches are process-wide: each pass sets its own
-        if shard.examples is not None:  # an invariance check: records only, nothing measured or counted
+        if shard.check:  # an invariance check: records only, nothing measured or counted
             run = reference_records if self.generates else run_examples
             result.examples, result.records = len(shard.examples), run(engine, self.task, shard.examples)
             return result
@@ -220,7 +240,9 @@ class WorkerRuntime:
             return self._generate(shard, result)
         engine.before_shard(shard)
         if shard.pass_name not in self._warm:
+            t0 = time.perf_counter()
             result.warmup_batches = warm_up(engine, self.task, shard, self.config.bs, self.config.warmup, self.timer)
+            result.warmup_seconds = time.perf_counter() - t0
             self._warm.add(shard.pass_name)
         run_pass(engine, self.task, shard, self.config.bs, self.timer, self.memory, self.flops.sequence_flops, result,
                  self.energy, self.device_watch)
@@ -260,7 +282,8 @@ class WorkerRuntime:
         return done
 
     def _warm_every_size(self, pass_name: str) -> int:
-        """One untimed batch of each size 1..bs-1 (the full size is warm already). LoadGen's bridge
+        """One untimed batch of each size 1..bs-1 (the full size is warm already where it matters: an
+        engine that builds per shape warms up on full batches, `Engine.warmup_rows`). LoadGen's bridge
         hands a worker whatever is waiting, 1 to bs rows, and an engine that builds something per
         batch size would build it inside a timed query: torch.compile's CUDA graphs
         (reduce-overhead, max-autotune) record one per size, a static-shape compile (`dynamic:
@@ -268,7 +291,7 @@ class WorkerRuntime:
         engine, rows = self.engines[pass_name], min(self.config.bs, self.task.num_examples())
         for size in range(1, rows):
             batch = self.task.batch_of(list(range(size)))
-            engine.forward(engine.to_device(batch.inputs))
+            call(engine, engine.to_device(batch.inputs), batch)
         self.timer.sync()
         return max(0, rows - 1)
 

@@ -29,6 +29,10 @@ class Batch:
     items: int
     lengths: list[int]
     payload: Any = None
+    # the one position of each row whose logits the scorer reads (MMLU: each prompt's last token),
+    # None when it reads every position (masked-LM): the engine is then asked for those alone
+    # (`Engine.forward_at`), and one that can skips the LM head everywhere else
+    read_positions: list[int] | None = None
 
 
 @dataclass
@@ -91,6 +95,15 @@ class Task(Protocol):
         script reads back from LoadGen's accuracy log, with no model run."""
 
     def sample_inputs(self, bs: int, seq_len: int) -> dict[str, torch.Tensor]: ...
+
+
+def logits_at(logits: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+    """(rows, vocab): row i's logits at positions[i], from an engine's `forward_at` (already that
+    shape) or a whole `forward` (rows, length, vocab)."""
+    if logits.dim() == 2:
+        return logits
+    rows = torch.arange(len(positions), device=logits.device)
+    return logits[rows, torch.tensor(list(positions), device=logits.device)]
 
 
 def task_class(options: Registered) -> type:

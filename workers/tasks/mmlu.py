@@ -3,10 +3,12 @@
 Examples (the unit of sharding) are questions in one global order: subjects sorted by name, then
 row order in the subject's file. Items (the unit of throughput) are real prompt tokens, padding
 excluded, as the seed reports tokens/s. One forward pass per prompt, no generation; the choice is
-read from the logits at the prompt's last token ("Answer:").
+read from the logits at the prompt's last token ("Answer:"), the one position a batch asks the
+engine for (`Batch.read_positions`: the eager engine computes the LM head there only).
 
-Batching: a shard's questions are sorted by prompt length (ties by position) and cut into batches
-of `bs`, so padding stays small. Padding is on the right: under a causal mask a real token never
+Batching: the plan hands a worker questions already sorted by prompt length
+(orchestrator/modes/offline/plan.py), cut into batches of `bs` in that order, so padding stays
+small; a plain range of questions (`batches`) is sorted here the same way (ties by position). Padding is on the right: under a causal mask a real token never
 attends to the pad tokens after it and keeps positions 0..n-1, so its logits are those of the
 unpadded prompt whatever the batch holds. (Left padding would need position ids derived from the
 mask, an input the engines' exported graphs do not have.) A question's prediction therefore does
@@ -41,7 +43,15 @@ import torch
 from workers.errors import UserError
 from workers.models import max_positions
 from workers.specs import DataSpec, MMLUTask
-from workers.tasks import Batch, BatchScore, InputSignature, read_task_metadata, single_chunk, task_metadata
+from workers.tasks import (
+    Batch,
+    BatchScore,
+    InputSignature,
+    logits_at,
+    read_task_metadata,
+    single_chunk,
+    task_metadata,
+)
 from workers.tasks.mmlu_data import LETTERS, MMLUData, PromptFormat, Question, build_prompt, load_mmlu, prompt_format
 
 FLAGPERF_MAX_PROMPT_TOKENS = 2048
@@ -232,12 +242,12 @@ class MMLU:
             ids[row, : lengths[row]] = self.prompt(i)
             mask[row, : lengths[row]] = 1
         inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-        return Batch(inputs, items=sum(lengths), lengths=lengths, payload=chosen)
+        return Batch(inputs, items=sum(lengths), lengths=lengths, payload=chosen,
+                     read_positions=[n - 1 for n in lengths])
 
     def score(self, batch: Batch, logits: torch.Tensor, responses: bool = False) -> BatchScore:
-        rows = torch.arange(len(batch.lengths), device=logits.device)
-        last_pos = torch.tensor(batch.lengths, device=logits.device) - 1
-        last = logits[rows, last_pos].float()  # (batch, vocab): the logits after "Answer:"
+        last_pos = batch.read_positions or [n - 1 for n in batch.lengths]
+        last = logits_at(logits, last_pos).float()  # (batch, vocab): the logits after "Answer:"
         choice = last[:, list(self.choice_ids)]
         if self.scoring == "lm-eval":
             picked = [LETTERS[int(k)] for k in choice.argmax(dim=-1).cpu()]

@@ -155,8 +155,10 @@ class Dispatcher:
         if verdict == "retry":
             retries.appendleft((replace(shard, attempt=shard.attempt + 1), failed_on | {worker}))
             return
+        what = (f"examples {shard.start}-{shard.stop}" if shard.examples is None
+                else f"{len(shard.examples)} examples, {shard.start}-{shard.stop} in the plan's length order")
         raise RunFailed(
-            f"shard {shard.key} (examples {shard.start}-{shard.stop}) failed on attempt {shard.attempt}/"
+            f"shard {shard.key} ({what}) failed on attempt {shard.attempt}/"
             f"{self.max_attempts} on worker {worker}: {result.error.message}"
         )
 

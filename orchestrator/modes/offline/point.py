@@ -3,6 +3,9 @@
     bring-up -> plan checked against a resumed run -> val phase -> infer phase -> invariance check
     (repeat: fresh workers, the measured pass again) -> merge -> finish
 
+Variable-length work is planned in length order (orchestrator/modes/offline/plan.py), so each
+batch holds prompts of similar length and computes little padding (the row's `padding_share`).
+
 The next phase starts only when every shard of the current one is done, so a pass's wall span is
 not mixed with the other pass. Every finished shard is written to the run folder at once; a run
 resumed after the driver died (`--resume RUN_ID`) re-runs only the shards that are not there.
@@ -99,7 +102,7 @@ class OfflineRun:
         dispatcher = Dispatcher(pool, spec.max_attempts, self.on_result)
         done = point.session.done
         for pass_name in [p for p in spec.passes if repeat == 0 or p == spec.measured_pass]:
-            shards = self.plan.shards(pass_name, repeat)
+            shards = self.plan.shards(pass_name, repeat, warmup=spec.warmup)
             todo = [s for s in shards if (pass_name, repeat, s.shard_id) not in done]
             self.totals[(pass_name, repeat)] = [len(shards) - len(todo), len(shards), 0, 0]
             label = pass_name + (f" (repeat {repeat + 1}/{spec.repeats})" if spec.repeats > 1 else "")
@@ -115,9 +118,12 @@ class OfflineRun:
             self.infos += dispatcher.joined  # replacements: their devices ran shards of the row
         self.data = data.infos()  # a worker restarted on another node may have had the data prepared there
         check_preparations_agree(self.data)
-        if repeat == 0 and spec.invariance_examples:
-            point.status(f"invariance check ({spec.invariance_examples} examples at bs 1)")
-            self.invariance = run_invariance_check(spec, pool, ready.prepared.num_examples)
+        count = spec.invariance_examples(ready.prepared.num_examples)
+        if repeat == 0 and count:
+            point.status(f"invariance check ({count} examples at bs 1)")
+            started = point.timeline.now()
+            self.invariance = run_invariance_check(spec, pool, ready.prepared.num_examples, self.plan.example_order)
+            point.timeline.span("invariance", started, point.timeline.now())
 
     def _count_losses(self, dispatcher: Dispatcher, infos: list[WorkerInfo], repeat: int) -> None:
         where = {i.worker_id: f" on {i.hostname} ({i.device})" for i in [*infos, *dispatcher.joined]}

@@ -79,6 +79,42 @@ def test_eager_engine_builds_no_kv_cache(tmp_path):
     assert calls == [(False, None)]
 
 
+def test_eager_forward_at_computes_the_head_at_the_read_positions_only(tmp_path):
+    """MMLU reads each prompt's last token: the eager engine applies the LM head there alone, and the
+    logits are the whole forward pass's at those positions (up to the rounding of a matmul of
+    another shape: the same argmax)."""
+    from workers.engines.torch_eager import TorchEager
+
+    ctx = llama_context(tmp_path)
+    engine = TorchEager()
+    engine.build(ctx)
+    assert engine.head_at_read_positions
+    head_rows = []
+    ctx.model().lm_head.register_forward_hook(lambda module, args, out: head_rows.append(args[0].shape[:2]))
+    for bs, seq_len in [(4, 24), (3, 9), (1, 5)]:
+        batch = right_padded(bs, seq_len, seed=3)
+        last = (batch["attention_mask"].sum(1) - 1).tolist()
+        head_rows.clear()
+        got = engine.forward_at(engine.to_device(batch), last)
+        assert head_rows == [(bs, len(set(last)))]  # the head ran on the distinct read positions, not seq_len
+        whole = engine.forward(engine.to_device(batch))
+        want = whole[torch.arange(bs), torch.tensor(last)]
+        assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_engines_without_a_cheaper_path_pick_the_read_positions_from_every_position(tmp_path):
+    from workers.engines import EngineBase
+
+    class Whole(EngineBase):
+        def forward(self, device_inputs):
+            ids = device_inputs["input_ids"]
+            return (ids[..., None] * 10 + torch.arange(ids.shape[1])[None, :, None]).float()
+
+    logits = Whole().forward_at({"input_ids": torch.tensor([[1, 2, 3], [4, 5, 6]])}, [2, 0])
+    assert logits.tolist() == [[32.0], [40.0]] and not Whole.head_at_read_positions
+
+
 def test_onnxruntime_llama_with_attention_mask(tmp_path):
     from workers.engines.onnxruntime import OnnxRuntime
 

@@ -22,6 +22,22 @@ def test_bert_flops_match_the_config_formula():
     assert fm.sequence_flops(64) == 2 * expected_params * 64 + 4 * layers * d * 64 * 64
 
 
+def test_the_lm_head_is_counted_at_the_tokens_it_ran_on():
+    """A tied-embedding causal LM (SmolLM2's shape, tiny): the head is vocab x hidden of the matmul
+    weights; a prompt whose logits are computed at its last token only counts it once."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tests.builders import TINY_LLAMA
+
+    options = dict(TINY_LLAMA, vocab_size=96, tie_word_embeddings=True)
+    config = AutoConfig.for_model(options.pop("model_type"), **options)
+    fm = flops_model(AutoModelForCausalLM.from_config(config), config, causal=True)
+    assert fm.head_params == 96 * 32
+    attention = 4 * 2 * 32 * (10 * 11 / 2)
+    assert fm.sequence_flops(10) == 2 * fm.matmul_params * 10 + attention  # the head at every token
+    assert fm.sequence_flops(10, head_tokens=1) == 2 * (fm.matmul_params - fm.head_params) * 10 + 2 * 96 * 32 + attention
+
+
 def test_causal_attention_counts_half_the_pairs():
     fm = FlopsModel(matmul_params=0, n_layers=1, attn_width=1, causal=True)
     assert fm.sequence_flops(4) == 4 * (4 * 5 / 2)

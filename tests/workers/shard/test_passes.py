@@ -73,3 +73,39 @@ def test_no_energy_counter_leaves_a_reason(monkeypatch):
     assert result.energy_joules is None and "no energy counter" in result.energy_note and "Not Supported" in result.energy_note
     cpu = one_pass(Int32Engine(), energy=EnergyCounter.for_device(torch.device("cpu")))
     assert cpu.energy_joules is None and cpu.energy_note == "no energy counter on a CPU"
+
+
+class Recording(Int32Engine):
+    """Records the rows of every batch it is called with."""
+
+    def __init__(self, rows_to_warm: int | None = None) -> None:
+        self.rows: list[int] = []
+        self.rows_to_warm = rows_to_warm
+
+    def forward(self, device_inputs):
+        self.rows.append(device_inputs["input_ids"].shape[0])
+        return super().forward(device_inputs)
+
+    def warmup_rows(self, bs):
+        return bs if self.rows_to_warm is None else self.rows_to_warm
+
+
+def test_warm_up_batches_have_the_rows_the_engine_asks_for():
+    from workers.shard.passes import warm_up
+
+    cpu = torch.device("cpu")
+    shaped, eager_like = Recording(), Recording(rows_to_warm=1)
+    assert warm_up(shaped, task(), ShardTask(0, 0, 10, "infer"), BS, 4, CoreTimer(cpu)) == 4
+    assert shaped.rows == [4, 4, 2, 4]  # the shard's batches from its start (10 = 4 + 4 + 2), then again
+    assert warm_up(eager_like, task(), ShardTask(0, 0, 10, "infer"), BS, 2, CoreTimer(cpu)) == 2
+    assert eager_like.rows == [1, 1]
+    plan_given = Recording()
+    warm_up(plan_given, task(), ShardTask(0, 0, 4, "infer", examples=(0, 1, 2, 3), warmup_examples=(9, 8)), BS, 1,
+            CoreTimer(cpu))
+    assert plan_given.rows == [2]  # the plan's warm-up examples, not the shard's
+
+
+def test_the_eager_engine_warms_up_on_one_row():
+    from workers.engines.torch_eager import TorchEager
+
+    assert TorchEager().warmup_rows(32) == 1 and Int32Engine().warmup_rows(32) == 32
