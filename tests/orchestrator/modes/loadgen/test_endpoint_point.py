@@ -13,6 +13,7 @@ few ms of the mock's truth."""
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.fakes.openai_server import serve
@@ -111,6 +112,26 @@ def test_server_far_above_the_mocks_capacity_is_invalid_for_loadgens_reason(serv
     requests = requests_table(server_runs["above"])
     in_flight = [sum(o["sent_s"] <= r["arrival_s"] < o["end_s"] for o in requests) for r in requests]
     assert 30 < max(in_flight) < 128  # the server's queue held them: never every slot busy
+
+
+@pytest.mark.slow
+def test_find_peak_searches_the_servers_qps(tmp_path):
+    """The mock answers one request at a time, each in 5 + 5 x 1 ms (under 100 requests/s with the
+    HTTP): from 60 QPS (VALID under a 150 ms TTFT bound) the search doubles to 120, where the mock's
+    queue grows for seconds and TTFT breaks the bound. Two runs: the runs ran out before the
+    tolerance, so the row is the passing probe's, INVALID for the search's reason."""
+    load = {"scenario": "server", "mode": "find_peak", "target_qps": 60, "rules": "smoke", "ttft_latency_ms": 150,
+            "find_peak_max_runs": 2, "find_peak_tolerance": 0.5}
+    with serve(ttft_ms=5, itl_ms=1, output_tokens=6, capacity=1) as url:
+        done = run(loadgen_job(url, load, prompts={"max_tokens": 6}), tmp_path)
+    probes = pq.read_table(Path(done.run_dir) / "find_peak.parquet").to_pylist()
+    assert [(p["target_qps"], p["loadgen_result"]) for p in probes] == [(60, "VALID"), (120, "INVALID")], probes
+    assert "TTFT constrain not met" in probes[1]["verdict_reasons"]
+    row = done.row
+    assert row.target_qps == 60 and row.loadgen_result == "VALID" and row.loadgen_mode == "find_peak"
+    assert row.find_peak_stop.startswith("runs ran out") and "find_peak: runs ran out" in row.verdict_reasons
+    assert row.verdict == "INVALID" and row.request_errors == 0 and row.requests == row.query_count >= 459
+    assert {d.name for d in (Path(done.run_dir) / "loadgen").iterdir()} == {"qps-60", "qps-120"}
 
 
 @pytest.mark.slow
