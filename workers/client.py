@@ -25,7 +25,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from workers.requests import RequestError, RequestRecord
 
@@ -160,42 +160,52 @@ class _Run:
         context.trace_request_ctx["record"].sent_s = self.now()
 
     async def _one(self, session, request: ClientRequest, arrival_s: float) -> RequestRecord:
-        import aiohttp
-
         urls = self.plan.urls
         rec = RequestRecord(request.request_id, arrival_s, input_tokens=request.input_tokens, source=self.source)
-        stream = _Stream(rec)
-        try:
-            async with session.post(urls[request.request_id % len(urls)], data=request.body,
-                                    trace_request_ctx={"record": rec}) as response:
-                rec.first_byte_s = self.now()
-                if response.status != 200:
-                    body = (await response.text(errors="replace")).strip().replace("\n", " ")
-                    kind = "http_4xx" if 400 <= response.status < 500 else "http_5xx"
-                    rec.error = RequestError(kind, f"HTTP {response.status}: {body[:300]}")
-                else:
-                    async for line in response.content:
-                        if stream.line(line, self.now()):
-                            break
-        except asyncio.TimeoutError:
-            rec.error = RequestError("timeout", f"no complete answer within endpoint.timeout_s {self.plan.timeout_s:g}")
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
-            rec.error = RequestError("connection", f"{type(exc).__name__}: {exc}"[:300])
-        except ValueError as exc:  # a data line that is not JSON
-            rec.error = RequestError("server", f"malformed event: {exc}"[:300])
-        rec.end_s = self.now()
+        stream = await exchange(session, urls[request.request_id % len(urls)], request.body, rec, self.now,
+                                self.plan.timeout_s, trace={"record": rec})
         stream.finish(self.plan.keep_text, self.texts)
         return rec
 
 
-class _Stream:
+async def exchange(session, url: str, body: bytes, rec: RequestRecord, now: Callable[[], float], timeout_s: float,
+                   on_first: Callable[[], None] | None = None, trace: dict | None = None) -> "EventStream":
+    """One streamed request on `session`, into `rec` (times on `now`'s clock): its first byte, each
+    chunk, its end, and what went wrong as `rec.error` (never raised). `on_first`: called the moment
+    the first chunk of text arrives. `trace`: aiohttp's trace context (the send's stamp)."""
+    import aiohttp
+
+    stream = EventStream(rec, on_first)
+    try:
+        async with session.post(url, data=body, trace_request_ctx=trace) as response:
+            rec.first_byte_s = now()
+            if response.status != 200:
+                text = (await response.text(errors="replace")).strip().replace("\n", " ")
+                kind = "http_4xx" if 400 <= response.status < 500 else "http_5xx"
+                rec.error = RequestError(kind, f"HTTP {response.status}: {text[:300]}")
+            else:
+                async for line in response.content:
+                    if stream.line(line, now()):
+                        break
+    except asyncio.TimeoutError:
+        rec.error = RequestError("timeout", f"no complete answer within endpoint.timeout_s {timeout_s:g}")
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+        rec.error = RequestError("connection", f"{type(exc).__name__}: {exc}"[:300])
+    except ValueError as exc:  # a data line that is not JSON
+        rec.error = RequestError("server", f"malformed event: {exc}"[:300])
+    rec.end_s = now()
+    return stream
+
+
+class EventStream:
     """One response's server-sent events -> its record: each event that carries text is a chunk
     (its arrival time; one chunk may hold several tokens when the server falls behind), `usage`
     gives the token counts, `[DONE]` (vLLM, SGLang) or the end of the stream (transformers serve)
-    ends it, and an `error` event is an error."""
+    ends it, and an `error` event is an error. `on_first` is called as the first chunk arrives."""
 
-    def __init__(self, rec: RequestRecord) -> None:
+    def __init__(self, rec: RequestRecord, on_first: Callable[[], None] | None = None) -> None:
         self.rec = rec
+        self.on_first = on_first
         self.usage: dict[str, Any] | None = None
         self.text: list[str] = []
 
@@ -222,6 +232,8 @@ class _Stream:
                 self.rec.token_times_s.append(t)
                 self.rec.token_counts.append(1)  # a chunk; how many tokens it holds the stream does not say
                 self.text.append(text)
+                if len(self.text) == 1 and self.on_first is not None:
+                    self.on_first()
         return False
 
     def finish(self, keep_text: bool, texts: dict[int, str]) -> None:

@@ -13,12 +13,13 @@ kind, and never in a latency. Goodput: requests per second that met every bound 
 
 Whether the client kept up is read from the same records: the schedule lag (sent - arrival, every
 request that was sent) and the rate it sent at against the rate its schedule asked for
-(`schedule_figures`). `request_columns` and `schedule_columns` are the row's columns for them.
+(`schedule_figures`), and how many were in flight as each arrived (`in_flight_at_arrival`). `request_columns` and `schedule_columns` are the row's columns for them.
 """
 
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, Sequence
@@ -136,6 +137,15 @@ class ScheduleFigures:
 
 def lag_s(r: RequestRecord) -> float | None:
     return r.sent_s - r.arrival_s if r.sent_s is not None else None
+
+
+def in_flight_at_arrival(records: Sequence[RequestRecord]) -> list[int]:
+    """For each record, in order, how many requests were in flight (sent, not yet ended) when it
+    arrived: one that arrived with every sender busy waited for one (LoadGen against an endpoint:
+    a sample that found every client slot busy)."""
+    spans = [(r.sent_s, r.end_s) for r in records if r.sent_s is not None and r.end_s is not None]
+    sent, ended = sorted(s for s, _ in spans), sorted(e for _, e in spans)
+    return [bisect_right(sent, r.arrival_s) - bisect_right(ended, r.arrival_s) for r in records]
 
 
 def _rate(times: list[float]) -> float | None:

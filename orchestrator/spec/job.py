@@ -6,7 +6,8 @@ engines on worker actors: `EngineJob` is `WorkerConfig` (the model, engine, prec
 every worker is given, workers/specs.py) plus what only the driver needs (how many workers, their
 resources, sharding, retries). A target that brings no model (a running server) is another
 `JobBase` subclass with its own fields, and `TARGETS` maps the key that names it to its class:
-`EndpointJob`, named by `endpoint:` (orchestrator/spec/endpoint.py has its parts).
+`EndpointJob`, named by `endpoint:` (orchestrator/spec/endpoint.py has its parts), driven by its own
+load (`kind: endpoint`) or by LoadGen's (`kind: loadgen`, server and single_stream).
 Cross-checks between the load and the target are `model_validator(mode="after")`s, so they see the
 whole job whatever the order of its fields.
 """
@@ -19,14 +20,20 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator.spec.endpoint import EndpointSpec, PromptsSpec, SloSpec
-from orchestrator.spec.load import EndpointLoad, Load, LoadGenLoad, OfflineLoad, legacy_load
+from orchestrator.spec.load import EndpointJobLoad, EndpointLoad, Load, LoadGenLoad, OfflineLoad, legacy_load
 from orchestrator.spec.verdict import VerdictSpec
 from workers.specs import StrictModel, WorkerConfig
 
 # Fields a `sweep:` may list several values for; each grid point is validated as a full job.
 SWEEPABLE = ("bs", "precision", "seq_len", "engine", "workers", "val_precision", "parallel")
-ENDPOINT_SWEEPABLE = ("load.rate", "load.concurrency", "load.burstiness", "clients", "prompts.max_tokens",
-                      "prompts.input_tokens")
+ENDPOINT_SWEEPABLE = ("load.rate", "load.concurrency", "load.burstiness", "load.target_qps", "clients",
+                      "prompts.max_tokens", "prompts.input_tokens")
+DEFAULT_SLOTS_PER_CLIENT = 64  # a client actor streams hundreds of requests at once (workers/client.py)
+SINGLE_STREAM_SLOTS = 2  # EndpointJob.slots says why
+NOT_AGAINST_AN_ENDPOINT = {  # LoadGen's scenarios an endpoint job refuses, and why
+    "offline": "LoadGen's Offline issues every sample in one query and measures no latency",
+    "multi_stream": "LoadGen's MultiStream times queries of samples_per_query samples at once (a camera's frames)",
+}
 # The invariance check's default (mmlu with an infer pass, greedy generate): 3 % of the measured
 # pass's examples, at least 4 (all of them below that), run at bs 1 spread over the workers: a bounded
 # share of the run (orchestrator/metrics/invariance.py says what it catches and why bs 1).
@@ -201,27 +208,38 @@ class EngineJob(JobBase, WorkerConfig):
 
 class EndpointJob(JobBase):
     """A job whose target is a running OpenAI-compatible server: no model, engine or precision of its
-    own; client actors spread over the cluster send it a schedule of streamed requests."""
+    own; client actors spread over the cluster send it a schedule of streamed requests
+    (`load: {kind: endpoint}`), or LoadGen's Server or SingleStream queries, one streamed request
+    per sample (`load: {kind: loadgen}`)."""
 
     SWEEPABLE: ClassVar[tuple[str, ...]] = ENDPOINT_SWEEPABLE
 
     endpoint: EndpointSpec = Field(..., description="the server: url(s), api, model, key, timeouts")
-    load: EndpointLoad = Field(default_factory=lambda: EndpointLoad(rate=1.0), description="when each request is "
-                               "sent: an open loop at a rate (constant, Poisson, gamma), a replayed trace, or a closed "
-                               "loop at a concurrency; warm-up; a request count or duration; find_peak")
+    load: EndpointJobLoad = Field(
+        default_factory=lambda: EndpointLoad(rate=1.0), description="when each request is sent: kind endpoint "
+        "(the default): an open loop at a rate (constant, Poisson, gamma), a replayed trace, or a closed loop at a "
+        "concurrency; warm-up; a request count or duration; find_peak. Kind loadgen: LoadGen's server or "
+        "single_stream scenario decides, one request per sample (docs/endpoint.md)")
     prompts: PromptsSpec = Field(default_factory=PromptsSpec, description="what each request asks, and max_tokens")
     slo: SloSpec | None = Field(None, description="bounds a request must meet to count in goodput (and find_peak's "
                                 "p99 rule): ttft_ms, tpot_ms, e2e_ms")
     clients: int = Field(1, gt=0, description="client actors the schedule is split among, spread over the nodes; "
                          "more when the row says the client was the bottleneck")
     cpus_per_client: float = Field(1.0, gt=0, description="CPUs Ray reserves for each client actor")
+    slots_per_client: int = Field(
+        DEFAULT_SLOTS_PER_CLIENT, gt=0, description="load kind loadgen, scenario server: requests each client actor "
+        "keeps in flight at once (clients x slots_per_client in all); a sample that finds every slot busy waits in "
+        "the driver, its wait counted in LoadGen's latency and shown as schedule lag (single_stream: one in flight, "
+        "whatever this says)")
 
     @field_validator("load", mode="before")
     @classmethod
     def _endpoint_load(cls, value: Any) -> Any:
-        if isinstance(value, dict) and value.get("kind", "endpoint") != "endpoint":
-            raise ValueError(f"an endpoint job's load is kind endpoint (got kind {value.get('kind')}): a running "
-                             "server is sent a schedule of requests")
+        if isinstance(value, dict) and "kind" not in value:
+            return {**value, "kind": "endpoint"}  # an endpoint job's load is a schedule unless it says otherwise
+        if isinstance(value, dict) and value["kind"] not in ("endpoint", "loadgen"):
+            raise ValueError(f"an endpoint job's load is kind endpoint (a schedule of requests to the running "
+                             f"server) or loadgen (LoadGen's server or single_stream; got kind {value['kind']})")
         return value
 
     @model_validator(mode="after")
@@ -230,6 +248,11 @@ class EndpointJob(JobBase):
             self.load.check()
         except ValueError as exc:
             raise ValueError(f"load: {exc}") from None
+        if isinstance(self.load, LoadGenLoad):
+            return self._loadgen_fits()
+        if self.slots_per_client != DEFAULT_SLOTS_PER_CLIENT:
+            raise ValueError("slots_per_client: is for load kind loadgen; an endpoint schedule says itself what is in "
+                             "flight (rate, or concurrency)")
         if self.load.mode == "find_peak" and self.slo is None:
             raise ValueError("load: find_peak searches the highest rate that meets the slo: give slo: {ttft_ms, "
                              "tpot_ms, e2e_ms}")
@@ -240,6 +263,40 @@ class EndpointJob(JobBase):
             raise ValueError(f"load.concurrency: {self.load.concurrency} in flight cannot be split among "
                              f"{self.clients} clients (at least one each)")
         return self
+
+    def _loadgen_fits(self) -> "EndpointJob":
+        """What of LoadGen applies to a server asked over HTTP (docs/endpoint.md says why for each)."""
+        load, what = self.load, f"load: scenario {self.load.scenario}"
+        if load.scenario in NOT_AGAINST_AN_ENDPOINT:
+            raise ValueError(f"{what} is not run against an endpoint (server and single_stream are): "
+                             f"{NOT_AGAINST_AN_ENDPOINT[load.scenario]}; for a server's throughput use load kind "
+                             "endpoint with a concurrency")
+        if load.mode == "accuracy":
+            raise ValueError("load: mode accuracy scores the responses, and an endpoint job has no task to score "
+                             "them with: use mode performance or find_peak")
+        if load.audit is not None:
+            raise ValueError("load.audit: LoadGen's compliance tests audit an MLPerf submission (TEST01 scores its "
+                             "responses), which a server asked over HTTP is not; leave it out")
+        for name, default, why in (
+                ("hand_over", "direct", "it is how batches reach engine workers; a client actor sends HTTP"),
+                ("max_batch_wait_ms", 0.0, "a server batches its own requests: each sample is one request"),
+                ("batch_timeout_s", None, "each request is bounded by endpoint.timeout_s")):
+            if getattr(load, name) != default:
+                raise ValueError(f"load.{name}: not for an endpoint job ({why}); leave it out")
+        if self.repeats > 1:
+            raise ValueError(f"{what} is one LoadGen run; repeats={self.repeats} is for load kind endpoint")
+        if load.uses_tokens(True) and self.prompts.max_tokens < 2:
+            raise ValueError(f"prompts.max_tokens: LoadGen's token latencies need at least 2 tokens per sample "
+                             f"(TPOT = (latency - TTFT) / (tokens - 1)); it is {self.prompts.max_tokens}")
+        return self
+
+    @property
+    def slots(self) -> int:
+        """Places per client actor under a LoadGen load, one sample in flight each. single_stream
+        issues one query at a time: two places per client, so the next query, issued the moment the
+        last one's answer ended, finds a place free without waiting for the last call's own end
+        (its counts, a message behind the answer)."""
+        return self.slots_per_client if self.load.scenario == "server" else SINGLE_STREAM_SLOTS
 
 
 # What answers a job, by the key that names it; a job without one of these keys is an EngineJob.

@@ -6,7 +6,8 @@
   (orchestrator/modes/loadgen/); `scenario` is LoadGen's.
 - `endpoint`: a schedule of send times made in advance (a rate: constant, Poisson or gamma; a
   replayed trace; or a closed loop at a concurrency) and sent to a running server by client actors
-  (orchestrator/modes/endpoint/); only for jobs that name an `endpoint:`.
+  (orchestrator/modes/endpoint/); only for jobs that name an `endpoint:`, whose load is this or
+  `loadgen` (server and single_stream: `EndpointJobLoad`).
 A later way to drive load adds its model here and its mode under orchestrator/modes/.
 
 Jobs written before `load:` existed say `scenario:` (and `loadgen:`) at the top level: `legacy_load`
@@ -235,6 +236,7 @@ class EndpointLoad(StrictModel):
 
 
 Load = Annotated[Union[OfflineLoad, LoadGenLoad, EndpointLoad], Field(discriminator="kind")]
+EndpointJobLoad = Annotated[Union[EndpointLoad, LoadGenLoad], Field(discriminator="kind")]  # an endpoint job's
 LOAD_KINDS = ("offline", "loadgen", "endpoint")
 
 

@@ -14,7 +14,7 @@ for good, and `lost` then says which and why.
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from workers.contract import SampleBatch, ShardResult
 
@@ -59,3 +59,23 @@ class Target(Protocol):
         """What the watch saw since `begin_watch`, one reading per worker (health, energy over the span)."""
 
     def close(self) -> None: ...
+
+
+def follow_stream(items: Iterable, on_event: Callable[[Event], None], answer: Future,
+                  get: Callable[[Any], Any] = lambda item: item, what: str = "the call") -> None:
+    """Read a streaming call's items, each `("event", x)` or a last `("result", x)` (`get` turns an
+    item into that pair: `ray.get` for a Ray streaming generator's refs): each event to `on_event`
+    on this thread as it arrives, then the result on `answer`. A death or a bug fails `answer`,
+    as a plain call's would."""
+    try:
+        for item in items:
+            kind, value = get(item)
+            if kind == "event":
+                on_event(value)
+            else:
+                answer.set_result(value)
+        if not answer.done():
+            answer.set_exception(RuntimeError(f"{what}: its streamed call ended without a result"))
+    except Exception as exc:  # noqa: BLE001 - a death or a bug: the caller decides
+        if not answer.done():
+            answer.set_exception(exc)

@@ -119,12 +119,16 @@ class ClientPlace:
 class ClientPool:
     """The job's client actors (module docstring)."""
 
-    def __init__(self, spec: EndpointJob, run_id: str, in_process: bool) -> None:
+    def __init__(self, spec: EndpointJob, run_id: str, in_process: bool, kind: type = EndpointClient,
+                 args: tuple = (), concurrency: int = 1) -> None:
+        """`kind(client_id, *args)` is each client (EndpointClient: a schedule's share per call;
+        workers/stream_client.py's StreamClient: LoadGen's samples), taking `concurrency` calls at
+        once (a threaded actor above 1)."""
         self.size = spec.clients
         self.in_process = in_process
         self._pg = None
         if in_process:
-            self._clients = [EndpointClient(i) for i in range(self.size)]
+            self.clients = [kind(i, *args) for i in range(self.size)]
             self.places = [ClientPlace(i, "local") for i in range(self.size)]
             return
         import ray
@@ -133,11 +137,11 @@ class ClientPool:
         from orchestrator.cluster.placement import bundle_nodes, node_addresses
 
         self._pg = _reserve(run_id, self.size, spec.cpus_per_client)
-        actor = ray.remote(num_cpus=spec.cpus_per_client, max_restarts=0)(EndpointClient)
-        self._clients = [actor.options(scheduling_strategy=PlacementGroupSchedulingStrategy(self._pg, i),
-                                       name=f"raybench-client-{run_id}-{i}").remote(i) for i in range(self.size)]
+        actor = ray.remote(num_cpus=spec.cpus_per_client, max_restarts=0, max_concurrency=concurrency)(kind)
+        self.clients = [actor.options(scheduling_strategy=PlacementGroupSchedulingStrategy(self._pg, i),
+                                      name=f"raybench-client-{run_id}-{i}").remote(i, *args) for i in range(self.size)]
         try:
-            ray.get([c.ping.remote() for c in self._clients], timeout=PLACEMENT_TIMEOUT_S)
+            ray.get([c.ping.remote() for c in self.clients], timeout=PLACEMENT_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - any start failure ends the run, in one line
             self.shutdown()
             raise RunFailed(f"the client actors did not start: {first_line(exc)}") from None
@@ -148,21 +152,23 @@ class ClientPool:
         """Every client's plan at once; their runs, in client order."""
         if self.in_process:
             with ThreadPoolExecutor(len(plans), thread_name_prefix="raybench-client") as threads:
-                return list(threads.map(lambda pair: pair[0].run(pair[1]), zip(self._clients, plans)))
+                return list(threads.map(lambda pair: pair[0].run(pair[1]), zip(self.clients, plans)))
         import ray
 
         try:
-            return ray.get([c.run.remote(p) for c, p in zip(self._clients, plans)])
+            return ray.get([c.run.remote(p) for c, p in zip(self.clients, plans)])
         except ray.exceptions.RayError as exc:
             raise RunFailed(f"a client actor failed: {first_line(exc)}") from None
 
     def shutdown(self) -> None:
         if self.in_process:
+            for client in self.clients:
+                getattr(client, "close", lambda: None)()
             return
         import ray
         from ray.util.placement_group import remove_placement_group
 
-        for client in self._clients:
+        for client in self.clients:
             ray.kill(client, no_restart=True)
         if self._pg is not None:
             remove_placement_group(self._pg)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from orchestrator.cluster.policy import REPING_S
 from orchestrator.cluster.pool import InProcessPool, Pool
-from orchestrator.targets.base import Event, Target
+from orchestrator.targets.base import Event, Target, follow_stream
 from orchestrator.targets.lane_client import DirectLane, LaneFailed, LaneLost
 from workers.contract import DataHandle, SampleBatch, ShardResult
 from workers.errors import RunFailed, first_line
@@ -127,22 +127,8 @@ class RayWorkers:
         actor call's would."""
         stream = self.actors[worker].run_samples_streaming.options(num_returns="streaming").remote(batch, data)
         answer: Future = Future()
-
-        def follow() -> None:
-            try:
-                for ref in stream:
-                    kind, value = self._ray.get(ref)
-                    if kind == "event":
-                        on_event(value)
-                    else:
-                        answer.set_result(value)
-                if not answer.done():
-                    answer.set_exception(RuntimeError(f"worker {worker}: its streamed batch ended without a result"))
-            except Exception as exc:  # noqa: BLE001 - a death or a bug: the bridge decides
-                if not answer.done():
-                    answer.set_exception(exc)
-
-        threading.Thread(target=follow, name=f"raybench-stream-w{worker}", daemon=True).start()
+        threading.Thread(target=follow_stream, args=(stream, on_event, answer, self._ray.get, f"worker {worker}"),
+                         name=f"raybench-stream-w{worker}", daemon=True).start()
         return answer
 
     def begin_watch(self, pass_name: str) -> None:

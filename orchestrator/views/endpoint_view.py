@@ -19,7 +19,8 @@ LAYOUT = ("load", "req/s", "tok/s", "TTFT p50/p99 ms", "TTFT sent p99 ms", "TPOT
 
 
 def is_endpoint(row: MetricsRow) -> bool:
-    return row.load == "endpoint"
+    """A row of a running server's, whatever drove it (its own schedule, or LoadGen)."""
+    return row.endpoint_url is not None
 
 
 def _ms(value: float | None) -> str:
@@ -31,6 +32,8 @@ def _num(value: float | None, digits: int = 2) -> str:
 
 
 def offered(row: MetricsRow) -> str:
+    if row.load == "loadgen":
+        return f"LoadGen {row.scenario}" + (f" {row.target_qps:g} QPS" if row.target_qps is not None else "")
     if row.concurrency is not None:
         return f"{row.concurrency} in flight"
     rate = f"{row.offered_rate:g} req/s" if row.offered_rate is not None else "?"

@@ -123,8 +123,10 @@ def subject_accuracy(predictions: pa.Table) -> Plot | None:
 
 
 def collect_plots(run: RunFolder, row: MetricsRow, sweep_rows: Sequence[MetricsRow]) -> list[Plot]:
-    if is_endpoint(row):
+    if is_endpoint(row) and not is_scenario(row):
         return endpoint_plots(run, row, sweep_rows, max_lag_bound(run))
+    if is_endpoint(row):  # LoadGen against a server: LoadGen's plots, and its samples' requests
+        return [p for p in scenario_plots(run, row) + generation_plots(run, row) if p is not None]
     unit = row.item_unit or "items"
     plots: list[Plot | None] = []
     shards = run.read_table("shards.parquet")
@@ -162,9 +164,9 @@ def _verdict_line(row: MetricsRow) -> str | None:
 
 def _sections(row: MetricsRow) -> list[tuple[str, Sequence[str]]]:
     """The key-value tables after the verdict: LoadGen's figures first for a scenario run."""
-    if is_endpoint(row):
-        return [("Endpoint (latencies in s, from the scheduled send unless 'sent')", ENDPOINT)]
     loadgen = [("LoadGen (latencies in s per query)", LOADGEN)] if is_scenario(row) else []
+    if is_endpoint(row):
+        return loadgen + [("Endpoint (latencies in s, from the scheduled send unless 'sent')", ENDPOINT)]
     generation = [("Generation (latencies in s per request; items are output tokens)", GENERATION)] \
         if is_generation(row) else []
     return loadgen + generation + [("Latency (s per batch) and repeats", LATENCY), ("Environment", ENVIRONMENT)]

@@ -72,9 +72,12 @@ ENDPOINT = {"name": "e", "endpoint": {"url": "http://127.0.0.1:8000", "model": "
 ENDPOINT_ACCEPTED = [{}, {"load": {"rate": 4, "arrival": "gamma", "burstiness": 0.5}}, {"load": {"concurrency": 8}},
                      {"endpoint": {"url": ["http://a:1", "http://b:1"], "model": "m", "api": "chat"}},
                      {"slo": {"ttft_ms": 200, "tpot_ms": 50}}, {"sweep": {"load.rate": [1, 2]}},
-                     {"prompts": {"source": "text", "path": "a.txt", "max_tokens": 8}}]
+                     {"prompts": {"source": "text", "path": "a.txt", "max_tokens": 8}},
+                     {"load": {"kind": "loadgen", "scenario": "single_stream"}},
+                     {"load": {"kind": "loadgen", "scenario": "server", "target_qps": 5}, "slots_per_client": 8}]
 ENDPOINT_REJECTED = [{"load": {"rate": 0}}, {"slo": {"p99_ms": 3}}, {"sweep": {"bs": [1]}}, {"bs": 8},
-                     {"endpoint": {"url": "http://a:1"}}, {"load": {"kind": "offline"}}, {"clients": 0}]
+                     {"endpoint": {"url": "http://a:1"}}, {"load": {"kind": "offline"}}, {"clients": 0},
+                     {"load": {"kind": "loadgen", "scenario": "server", "rate": 4}}, {"slots_per_client": 0}]
 
 
 @pytest.mark.parametrize("change", ENDPOINT_ACCEPTED, ids=str)

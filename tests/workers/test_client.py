@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.fakes.openai_server import serve
-from workers.client import ClientPlan, ClientRequest, EndpointClient, _Stream
+from workers.client import ClientPlan, ClientRequest, EndpointClient, EventStream
 from workers.requests import RequestRecord
 
 
@@ -20,7 +20,7 @@ def events(*payloads) -> list[bytes]:
 
 def feed(lines: list[bytes], keep_text: bool = False) -> tuple[RequestRecord, dict]:
     rec, texts = RequestRecord(7, 0.0), {}
-    stream = _Stream(rec)
+    stream = EventStream(rec)
     for t, line in enumerate(lines):
         if stream.line(line, float(t)):
             break

@@ -1,7 +1,8 @@
 """An endpoint job's checks before anything starts or is stored (run by the driver's preflight): its
 files (prompts, trace), then the server itself, asked one request of one token with the job's own
 body (orchestrator/targets/endpoint.py: unreachable, a refused key, a model it does not serve, a
-field it does not take: one line each, in seconds)."""
+field it does not take: one line each, in seconds). A LoadGen load has no schedule of its own to
+check: LoadGen's settings are checked as its test starts."""
 
 from __future__ import annotations
 
@@ -18,5 +19,6 @@ def check_job(spec: EndpointJob) -> None:
     prompts = spec.prompts
     if prompts.path is not None and not Path(prompts.path).expanduser().exists():
         raise UserError(f"prompts.path: '{prompts.path}' does not exist")
-    base_schedule(spec)  # a trace that cannot be read, too few requests for find_peak
+    if spec.load.kind == "endpoint":
+        base_schedule(spec)  # a trace that cannot be read, too few requests for find_peak
     check_endpoint(spec, request_body(spec, Prompt("Hello", 0), 1))

@@ -15,6 +15,8 @@ row is judged on, in the one evaluation every row goes through (orchestrator/met
   `max_repeat_cv`;
 - find_peak: a search that found no peak (orchestrator/modes/search.py says why), and a lowest
   failing rate that failed because the clients fell behind (the server's limit is then unknown).
+Under LoadGen (`load: {kind: loadgen}`), LoadGen's rule set judges the run and `served_request_rules`
+adds what only the requests tell: failed requests, samples that waited for a client slot.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from orchestrator.metrics.row import MetricsRow
-from orchestrator.metrics.requests import RequestFigures, ScheduleFigures, Slo
-from orchestrator.metrics.stats import coefficient_of_variation, mean_ci
+from orchestrator.metrics.requests import RequestFigures, ScheduleFigures, Slo, in_flight_at_arrival, lag_s
+from orchestrator.metrics.stats import coefficient_of_variation, mean_ci, percentiles
 from orchestrator.metrics.verdict import RuleSet
 from orchestrator.spec.job import EndpointJob
 from orchestrator.spec.verdict import Rules
+from workers.requests import RequestRecord
 
 BOTTLENECK = "the client, not the server, was the bottleneck: use more clients"
 IDLE_CLIENT_CORES = 0.5  # a client that fell behind using less than this was starved by its node, not busy
@@ -83,6 +86,29 @@ def endpoint_rules(f: EndpointFigures, rules: Rules) -> RuleSet:
     if len(f.per_repeat) < rules.min_repeats:
         reasons.append(f"{len(f.per_repeat)} repeat(s) < min_repeats {rules.min_repeats} ({rules.profile})")
     reasons += _disagreeing_repeats(f.per_repeat, rules.max_repeat_cv)
+    return RuleSet("endpoint", tuple(reasons))
+
+
+def served_request_rules(r: RequestFigures, records: Sequence[RequestRecord], places: int,
+                         rules: Rules) -> RuleSet:
+    """An endpoint under LoadGen (orchestrator/modes/loadgen/endpoint_point.py), beside LoadGen's own
+    rule set: a request that failed (LoadGen took it as answered, with no tokens, when it failed: a
+    fast error would pass for a fast answer), and samples that found every client slot (`places`)
+    busy and waited in the driver for one longer than max_schedule_lag_ms at p99: the clients', not
+    the server's, wait. (The driver's own hand-over time is the row's schedule lag, and LoadGen's
+    issue delay is judged by LoadGen's rule set.)"""
+    reasons = []
+    failed = r.requests - r.completed
+    if failed:
+        reasons.append(f"{failed} of {r.requests} requests failed (errors: {json.dumps(r.errors, sort_keys=True)}); "
+                       "LoadGen counted each as answered when it failed")
+    waits = [lag_s(rec) for rec, busy in zip(records, in_flight_at_arrival(records))
+             if busy >= places and lag_s(rec) is not None]
+    (p99,) = percentiles(waits, (99,))
+    if p99 is not None and p99 * 1e3 > rules.max_schedule_lag_ms:
+        reasons.append(f"{len(waits)} sample(s) found all {places} client slots busy and waited in the driver (lag "
+                       f"p99 {p99 * 1e3:.3g} ms > max_schedule_lag_ms {rules.max_schedule_lag_ms:g}): the clients, "
+                       "not the server, held them; raise slots_per_client or clients")
     return RuleSet("endpoint", tuple(reasons))
 
 

@@ -13,7 +13,9 @@ Threads:
 - Generate (`options.generates`): a batch's events arrive on the target's thread while it runs; a
   request's first token goes to LoadGen's `FirstTokenComplete` there at once (with token latencies),
   and its end completes its sample there too, with its tokens and `n_tokens` (`_events`), so LoadGen
-  measures TTFT when the token exists and TPOT when the request ends, not when its batch does.
+  measures TTFT when the token exists and TPOT when the request ends, not when its batch does. A
+  running server's places (orchestrator/targets/endpoint_places.py) tell the same of each sample's
+  HTTP request: its first chunk, then its text and the server's token count (`Output`).
 
 Responses: every sample is completed with its prediction's bytes (the task's response, the same in
 performance and accuracy mode, as MLPerf's rules ask), which LoadGen copies into its accuracy log in
@@ -49,7 +51,7 @@ from orchestrator.cluster.pool import died_result
 from orchestrator.targets.base import Target
 from workers.contract import SampleBatch, ShardResult
 from workers.errors import RunFailed, UserError, first_line
-from workers.requests import RequestRecord
+from workers.requests import RequestError, RequestRecord
 
 ISSUE, FLUSH, DONE, PING, STOP, ABORT = "issue", "flush", "done", "ping", "stop", "abort"
 
@@ -68,6 +70,28 @@ class Sample:
     attempt: int = 1
     failed_on: set[int] = field(default_factory=set)  # workers that failed it (policy.may_run)
     first_ns: int | None = None  # generate: when its first token reached the driver (told to LoadGen then)
+
+
+@dataclass(frozen=True)
+class Output:
+    """A request's end as its `done` event tells it: `("done", row, output, gaps, input_tokens)` from
+    an engine, whose output is its token ids; `("done", row, text, gaps, input_tokens, output_tokens,
+    error)` from an endpoint (orchestrator/targets/endpoint_places.py), which sees text, not ids:
+    the response's bytes, the server's token count and, where the request failed, its error."""
+
+    output: list[int] | bytes
+    gaps: list[float]  # seconds from the first token (or chunk) to each
+    input_tokens: int
+    output_tokens: int | None = None  # None: len(output) (token ids)
+    error: RequestError | None = None
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.output) if self.output_tokens is None else self.output_tokens
+
+    def data(self) -> array.array:
+        """What LoadGen gets as the sample's data: the ids as int32, or the text's bytes."""
+        return array.array("B", self.output) if isinstance(self.output, bytes) else array.array("i", self.output)
 
 
 @dataclass
@@ -319,8 +343,9 @@ class Bridge:
             if event[0] == "first":
                 self._first_token(samples[event[1]], event[2])
             elif event[0] == "done":
-                _, row, tokens, gaps, input_tokens = event
-                self._request_done(samples[row], worker, sent_ns, tokens, gaps, input_tokens, time.monotonic_ns())
+                _, row, output, gaps, input_tokens, *answer = event
+                self._request_done(samples[row], worker, sent_ns, Output(output, gaps, input_tokens, *answer),
+                                   time.monotonic_ns())
         return on_event
 
     def _first_token(self, sample: Sample, token: int | None) -> None:
@@ -338,19 +363,21 @@ class Bridge:
                 lg.FirstTokenComplete([lg.QuerySampleResponse(sample.response_id, address,
                                                               length * data.itemsize)])
 
-    def _request_done(self, sample: Sample, worker: int, sent_ns: int, tokens: list[int], gaps: list[float],
-                      input_tokens: int, done_ns: int) -> None:
-        """A request ended: complete its sample with its tokens and their count, and keep its record on
-        the driver's clock: arrival at LoadGen's issue, its first token and end when they reached the
-        driver, the tokens between placed by the worker's own gaps (so ITL is the worker's)."""
-        if sample.response_id not in self.outstanding or sample.first_ns is None:
+    def _request_done(self, sample: Sample, worker: int, sent_ns: int, out: Output, done_ns: int) -> None:
+        """A request ended: complete its sample with its output and its token count, and keep its
+        record on the driver's clock: arrival at LoadGen's issue, its first token and end when they
+        reached the driver, the tokens between placed by the worker's own gaps (so ITL is the
+        worker's). A request that made no token (an endpoint's that failed, or an empty answer) has
+        no first token: LoadGen is told one as it is completed (`_complete`)."""
+        if sample.response_id not in self.outstanding:
             return
-        first = sample.first_ns / 1e9
+        first = sample.first_ns / 1e9 if sample.first_ns is not None else None
         self.requests.append(RequestRecord(
             sample.response_id, sample.query.issued_ns / 1e9, sent_ns / 1e9,
-            token_times_s=[first + gap for gap in gaps], token_counts=[1] * len(gaps), end_s=done_ns / 1e9,
-            input_tokens=input_tokens, output_tokens=len(tokens), source=f"worker {worker}"))
-        self._complete([sample], {}, {sample.index: tokens})
+            token_times_s=[first + gap for gap in out.gaps] if first is not None else [],
+            token_counts=[1] * len(out.gaps) if first is not None else [], end_s=done_ns / 1e9,
+            input_tokens=out.input_tokens, output_tokens=out.n_tokens, error=out.error, source=f"worker {worker}"))
+        self._complete([sample], {}, {sample.index: out})
 
     def _suspect(self, worker: int) -> None:
         if worker not in self.suspect:
@@ -399,16 +426,17 @@ class Bridge:
         self._complete(list(self.outstanding.values()), {})
 
     def _complete(self, samples: list[Sample], responses: dict[int, bytes],
-                  tokens: dict[int, list[int]] | None = None) -> None:
+                  outputs: dict[int, Output] | None = None) -> None:
         """Complete samples in LoadGen with their response bytes (the task's encoding), or their
-        tokens (generate: the output ids as int32 and their count). With token latencies, a sample
-        whose first token was never told (a run that failed) is told first: LoadGen requires it,
-        and its SingleStream crashes the process without it."""
+        requests' outputs (generate: the output ids as int32 and their count; an endpoint's: the
+        text's bytes and the server's count). With token latencies, a sample whose first token was
+        never told (a run that failed, a request that made none) is told first: LoadGen requires
+        it, and its SingleStream crashes the process without it."""
         with self._complete_lock:  # generate: event threads complete samples beside the dispatcher
-            self._complete_locked(samples, responses, tokens)
+            self._complete_locked(samples, responses, outputs)
 
     def _complete_locked(self, samples: list[Sample], responses: dict[int, bytes],
-                         tokens: dict[int, list[int]] | None) -> None:
+                         outputs: dict[int, Output] | None) -> None:
         import mlperf_loadgen as lg
 
         if self.options.accuracy:  # the examples' repeats waiting on them are answered with them
@@ -419,14 +447,15 @@ class Bridge:
         for sample in samples:
             if self.outstanding.pop(sample.response_id, None) is None:
                 continue  # completed before (a late result after the run failed)
-            made = (tokens or {}).get(sample.index)
+            made = (outputs or {}).get(sample.index)
             if self.options.token_latencies and sample.first_ns is None:
                 self._first_token(sample, None)
             data = responses.get(sample.index, b"")
             if made is not None:
-                buffers.append(array.array("i", made))
+                buffers.append(made.data())
                 address, length = buffers[-1].buffer_info()
-                replies.append(lg.QuerySampleResponse(sample.response_id, address, length * 4, len(made)))
+                replies.append(lg.QuerySampleResponse(sample.response_id, address, length * buffers[-1].itemsize,
+                                                      made.n_tokens))
             elif data:
                 buffers.append(array.array("B", data))
                 address, length = buffers[-1].buffer_info()

@@ -78,8 +78,10 @@ class DetailLog:
         if self.result != "INVALID":
             return ""
         parts = [str(self.get("result_invalid_reason", "")).strip()]
-        if self.get("early_stopping_met") is False:
-            parts.append("early stopping: " + " ".join(str(self.get("early_stopping_result", "")).split()))
+        if self.get("early_stopping_met") is False:  # with token latencies, LoadGen says it of TTFT and TPOT
+            said = [(name, " ".join(str(self.get(f"early_stopping_{key}", "")).split()))
+                    for name, key in (("", "result"), ("TTFT ", "ttft_result"), ("TPOT ", "tpot_result"))]
+            parts += [f"{name}early stopping: {text}" for name, text in said if text] or ["early stopping not met"]
         if self.get("result_perf_constraints_met") is False and not parts[0]:
             parts.append("performance constraints not met")
         return "LoadGen INVALID: " + ("; ".join(p for p in parts if p) or "no reason given")

@@ -10,6 +10,10 @@ Written to the run folder besides Offline's files:
     queries.parquet          the headline test's per-query latencies, read from LoadGen's trace
     find_peak.parquet        find_peak: each rate tried, LoadGen's verdict, achieved QPS and p99
 A LoadGen test cannot be resumed (LoadGen owns the schedule), so `--resume` of such a run is refused.
+
+The target is chosen by the job's class: engines on workers (an EngineJob: this module), or a running
+server's client actors (an EndpointJob: orchestrator/modes/loadgen/endpoint_point.py, which shares
+the tests, their logs and tables and LoadGen's columns from here).
 """
 
 from __future__ import annotations
@@ -29,11 +33,11 @@ from orchestrator.metrics.store import RunFolder
 from orchestrator.modes.loadgen.columns import ScenarioFigures, loadgen_rules, scenario_columns
 from orchestrator.modes.loadgen.logs import query_latencies_ns
 from orchestrator.modes.loadgen.runner import LoadGenTest
-from orchestrator.modes.loadgen.serve import Served, serve, slots_per_worker
+from orchestrator.modes.loadgen.serve import Served, engine_shape, serve, slots_per_worker
 from orchestrator.modes.loadgen.settings import latency_bound_s, token_bounds_s
 from orchestrator.point import Point, finish
 from orchestrator.session import RunResult
-from orchestrator.spec import EngineJob
+from orchestrator.spec import EndpointJob, EngineJob, JobBase
 from orchestrator.targets.engines import engine_target
 from workers.errors import RunInterrupted, UserError
 
@@ -45,20 +49,24 @@ def run_point(point: Point) -> RunResult:
     if run.exists():
         raise UserError(f"--resume {run.run_id}: a LoadGen {load.scenario} run cannot be resumed (LoadGen owns the "
                         "schedule); submit the job again")
-    with _log_root(run) as logs:
+    if isinstance(spec, EndpointJob):
+        from orchestrator.modes.loadgen.endpoint_point import run_endpoint_point
+
+        return run_endpoint_point(point)
+    with log_root(run) as logs:
         data = open_dataset(spec, point.in_process)
         pool = open_pool(spec, run.run_id, point.in_process, data)
         try:
             ready = bring_up(point, pool, data, check=lambda prepared: _check_dataset(spec, prepared.num_examples))
             target = engine_target(pool, load.hand_over, slots_per_worker(spec))
-            served = serve(point, target, ready.prepared.num_examples, logs)
+            served = serve(point, target, ready.prepared.num_examples, logs, engine_shape(spec))
         except KeyboardInterrupt:
             raise RunInterrupted(run.run_id, False, point.store.shown_uri,
                                  why="; workers stopped; a LoadGen run cannot be resumed (submit the job again)") from None
         finally:
             pool.shutdown()
-        _keep_logs(run, logs)
-        _write_tables(run, spec, served, ready.prepared.num_examples)
+        keep_logs(run, logs)
+        write_tables(run, spec, served, ready.prepared.num_examples)
     head = served.head
     failed = [r for test in served.tests for r in test.failed]
     lost = _lost(pool.lost, target.lost, ready.infos)
@@ -67,7 +75,7 @@ def run_point(point: Point) -> RunResult:
                       e2e_seconds=point.session.e2e_seconds(), retries=len(failed), item_unit=ready.infos[0].item_unit,
                       sweep_id=point.session.sweep_id, ray_start_seconds=point.ray_start_seconds,
                       workers_lost=lost, watched=head.watched, requests=head.requests if generates else None)
-    figures = _figures(spec, served, ready.prepared.num_examples, target.hand_over)
+    figures = figures_of(spec, served, ready.prepared.num_examples, target.hand_over)
     # the warm-ups before LoadGen's first query, and of restarted workers, happened outside the measured
     # batches: count them as Offline does
     warmups = merged.row.warmup_batches + sum(served.warmed) + target.warmed_again
@@ -94,8 +102,8 @@ def _check_dataset(spec: EngineJob, examples: int) -> None:
                         f"{examples} examples")
 
 
-def _figures(spec: EngineJob, served: Served, examples: int, hand_over: str = "",
-             test: LoadGenTest | None = None) -> ScenarioFigures:
+def figures_of(spec: JobBase, served: Served, examples: int, hand_over: str = "",
+               test: LoadGenTest | None = None) -> ScenarioFigures:
     """The figures of the headline test (or of `test`, a find_peak probe): a search that did not
     converge is no peak, and a failed compliance test fails the row (their reasons are the row's)."""
     load, head = spec.load, test or served.head
@@ -116,7 +124,8 @@ def _figures(spec: EngineJob, served: Served, examples: int, hand_over: str = ""
     )
 
 
-def _write_tables(run: RunFolder, spec: EngineJob, served: Served, examples: int) -> None:
+def write_tables(run: RunFolder, spec: JobBase, served: Served, examples: int) -> None:
+    """queries.parquet (the headline test's queries) and, for find_peak, find_peak.parquet."""
     queries = _queries_table(served.head.log_dir)
     if queries is not None:
         run.file("queries.parquet").write_table(queries)
@@ -124,7 +133,7 @@ def _write_tables(run: RunFolder, spec: EngineJob, served: Served, examples: int
         keep = ("target_qps", "loadgen_result", "achieved_qps", "query_latency_p99", "latency_bound")
         rows = []
         for order, test in enumerate(served.tests):
-            figures = _figures(spec, served, examples, test=test)
+            figures = figures_of(spec, served, examples, test=test)
             columns = scenario_columns(figures)
             rows.append({"run": order, **{k: columns[k] for k in keep},
                          "verdict_reasons": "; ".join(loadgen_rules(figures).reasons)})
@@ -145,9 +154,9 @@ def _queries_table(log_dir: Path) -> pa.Table | None:
 
 
 @contextlib.contextmanager
-def _log_root(run: RunFolder) -> Iterator[Path]:
+def log_root(run: RunFolder) -> Iterator[Path]:
     """Where LoadGen writes its logs: the run folder when it is local, else a temporary folder that
-    `_keep_logs` copies into the results store."""
+    `keep_logs` copies into the results store."""
     local = run.root.local_path
     if local is not None:
         yield Path(local) / "loadgen"
@@ -159,7 +168,7 @@ def _log_root(run: RunFolder) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _keep_logs(run: RunFolder, logs: Path) -> None:
+def keep_logs(run: RunFolder, logs: Path) -> None:
     if run.root.local_path is not None or not logs.exists():
         return
     for path in sorted(p for p in logs.rglob("*") if p.is_file()):

@@ -44,24 +44,43 @@ class Served:
     compliance: Compliance | None = None
 
 
-def serve(point: Point, workers: Target, examples: int, logs: Path) -> Served:
+@dataclass(frozen=True)
+class Shape:
+    """What the bridge needs to know of the job's target besides its load: the pass its batches
+    belong to, samples per batch, whether samples make tokens (streamed events; token latencies by
+    default), attempts per sample, and the deadline after which a place counts as hung (None: sized
+    from the calibration)."""
+
+    pass_name: str
+    bs: int
+    generates: bool
+    max_attempts: int
+    batch_timeout_s: float | None = None
+
+
+def engine_shape(spec) -> Shape:
+    """An engine job's: a continuous engine's place takes one sample (its worker is bs places)."""
+    bs = spec.bs if slots_per_worker(spec) == 1 else 1
+    return Shape(spec.measured_pass, bs, type(spec.task).generates, spec.max_attempts, spec.load.batch_timeout_s)
+
+
+def serve(point: Point, workers: Target, examples: int, logs: Path, shape: Shape) -> Served:
     """Warm and calibrate the workers, then run the mode's LoadGen test(s)."""
-    spec, load = point.spec, point.spec.load
+    load = point.spec.load
     meter = ScenarioMeter(point.run_id)
     try:
         point.status(f"warming up {workers.size} worker(s)")
-        warmed = workers.warm_up(spec.measured_pass)
-        generates = type(spec.task).generates
-        bs = spec.bs if slots_per_worker(spec) == 1 else 1  # a continuous engine's place takes one sample
-        calibration = calibrate(workers, spec.measured_pass, bs, examples)
+        warmed = workers.warm_up(shape.pass_name)
+        generates, bs = shape.generates, shape.bs
+        calibration = calibrate(workers, shape.pass_name, bs, examples)
         calibrated = first_places(workers)
         warmed = [n + (2 if p in calibrated else 0) for p, n in enumerate(warmed)]  # the calibration's two batches
-        timeout = load.batch_timeout_s or max(MIN_BATCH_TIMEOUT_S, BATCH_TIMEOUT_FACTOR * calibration.batch_s)
+        timeout = shape.batch_timeout_s or max(MIN_BATCH_TIMEOUT_S, BATCH_TIMEOUT_FACTOR * calibration.batch_s)
 
         def probe(folder: Path, qps: float | None = None, accuracy: bool = False, audit: str | None = None):
             built = build_test_settings(load, examples, accuracy=accuracy, target_qps=qps, calibration=calibration,
                                         generates=generates)
-            options = BridgeOptions(spec.measured_pass, bs, load.max_batch_wait_ms / 1e3, spec.max_attempts,
+            options = BridgeOptions(shape.pass_name, bs, load.max_batch_wait_ms / 1e3, shape.max_attempts,
                                     accuracy, timeout, generates=generates,
                                     token_latencies=load.uses_tokens(generates))
             if audit is not None:
