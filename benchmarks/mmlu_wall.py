@@ -31,7 +31,7 @@ printed beside it. Target >= 1.0. Run the sides alternately over several rounds 
 
     python benchmarks/mmlu_wall.py                    # 120 questions: 6 subjects x 20 (minutes)
     python benchmarks/mmlu_wall.py --questions 1000   # 50 subjects x 20 (about an hour on 2 cores)
-    python benchmarks/mmlu_wall.py --tiny             # a tiny random Llama, 2 subjects x 2: seconds
+    python benchmarks/mmlu_wall.py --tiny             # a tiny random Llama, 2 subjects x 2, --no-ray: seconds
 """
 
 from __future__ import annotations
@@ -223,12 +223,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--questions", type=int, default=120, help="120 (6 subjects x 20) or 20 x N subjects")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--sides", default="no-ray,ray", help="bench sides beside plain: no-ray, ray or both")
+    parser.add_argument("--sides", default=None,
+                        help="bench sides beside plain: no-ray, ray or both (default both; --tiny: no-ray, since "
+                             "the ray side is the same command with Ray's start added, which the suite's own "
+                             "Ray tests cover)")
     parser.add_argument("--caches", choices=["warm", "cold"], default="warm")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--tiny", action="store_true", help="a tiny random Llama on 2 subjects x 2 questions")
     args = parser.parse_args(argv)
-    sides = [s for s in args.sides.split(",") if s]
+    sides = [s for s in (args.sides or ("no-ray" if args.tiny else "no-ray,ray")).split(",") if s]
     subjects, limit = question_set(args.questions, args.tiny)
     model = model_spec(args.tiny)
     gguf = model.get("tokenizer") or str(Path(model["source"]) / model["gguf_file"])

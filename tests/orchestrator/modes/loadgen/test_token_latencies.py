@@ -102,12 +102,12 @@ def test_find_peak_searches_under_both_bounds(tmp_path):
     """The TTFT bound holds the rate: the peak found is VALID, and above it TTFT broke its bound. A
     TPOT bound below the generator's step fails at every rate: no peak (the row says so, INVALID)."""
     load = {"scenario": "server", "mode": "find_peak", "target_qps": 200, "ttft_latency_ms": 20, "tpot_latency_ms": 5,
-            "find_peak_max_runs": 5, "find_peak_tolerance": 0.3}
+            "find_peak_max_runs": 3, "find_peak_tolerance": 0.5}
     raw = generate_job(load, prefill_ms=0.02, decode_ms=1.0, new_tokens=4)
     row = run_job(validate(raw, "t"), results_dir=tmp_path / "ttft", in_process=True).row
     assert row.loadgen_result == "VALID" and row.target_qps >= 200, row.verdict_reasons
     assert row.loadgen_tpot_p99 <= 0.005 and row.loadgen_ttft_p99 <= 0.020
-    tight = generate_job({**load, "tpot_latency_ms": 0.5, "find_peak_max_runs": 3}, prefill_ms=0.02, decode_ms=1.0,
+    tight = generate_job({**load, "tpot_latency_ms": 0.5, "find_peak_max_runs": 2}, prefill_ms=0.02, decode_ms=1.0,
                          new_tokens=4)
     row = run_job(validate(tight, "t"), results_dir=tmp_path / "tpot", in_process=True).row
     assert row.verdict == "INVALID" and "no passing rate" in (row.find_peak_stop or ""), row.find_peak_stop
