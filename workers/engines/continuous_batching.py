@@ -22,7 +22,6 @@ import itertools
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
@@ -30,25 +29,12 @@ import torch
 from workers.contract import BuildInfo
 from workers.engines import BuildContext
 from workers.engines.decoding import pad_id_of, plain_generate
-from workers.engines.generation import Generated, GenerationRequest, Sampling, TokenSink
+from workers.engines.generation import Generated, GenerationRequest, PendingCall, Sampling, TokenSink
 from workers.engines.torch_eager import model_at
 from workers.errors import UserError
 from workers.specs import ContinuousBatchingOptions
 
 HEADROOM = 1.25  # KV pages beyond bs requests of the longest context: the scheduler keeps a safety margin free
-
-
-@dataclass
-class _Call:
-    """One `generate` call's requests, as the reader thread completes them."""
-
-    requests: dict[str, GenerationRequest]
-    on_token: TokenSink
-    clock: Callable[[], float]
-    out: dict[str, Generated]
-    pending: set[str]
-    done: threading.Event = field(default_factory=threading.Event)
-    error: str | None = None
 
 
 def _settings(sampling: Sampling | None) -> tuple | None:
@@ -66,7 +52,7 @@ class ContinuousBatching:
     def __init__(self, options: ContinuousBatchingOptions | None = None) -> None:
         self.options = options or ContinuousBatchingOptions()
         self.manager: Any = None
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[str, PendingCall] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self._sampling: Sampling | None = None
@@ -108,7 +94,7 @@ class ContinuousBatching:
         if requests and _settings(sampling) != _settings(self._sampling):  # one manager runs one set of settings
             self._start(sampling)
         names = [f"r{r.request_id}-{next(self._ids)}" for r in requests]
-        call = _Call(dict(zip(names, requests)), on_token, clock, {n: Generated(r.request_id) for n, r in
+        call = PendingCall(dict(zip(names, requests)), on_token, clock, {n: Generated(r.request_id) for n, r in
                                                                    zip(names, requests)}, set(names))
         if not names:
             return []
@@ -140,7 +126,7 @@ class ContinuousBatching:
                 continue
             self._deliver(call, output)
 
-    def _deliver(self, call: _Call, output: Any) -> None:
+    def _deliver(self, call: PendingCall, output: Any) -> None:
         name, request = output.request_id, call.requests[output.request_id]
         generated = call.out[name]
         own_clock = call.clock is time.perf_counter

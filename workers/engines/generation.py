@@ -11,6 +11,7 @@ orchestrator/metrics/requests.py. Timing inside a generator is the caller's cloc
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
@@ -106,3 +107,17 @@ class TokenStamps:
 
     def finish(self) -> list[RequestRecord]:
         return list(self.records.values())
+
+
+@dataclass
+class PendingCall:
+    """One `generate` call's requests while an engine's own thread completes them (continuous
+    batching's manager, vLLM's stepping loop): `done` is set when `pending` empties or `error` is set."""
+
+    requests: dict[str, GenerationRequest]
+    on_token: TokenSink
+    clock: Callable[[], float]
+    out: dict[str, Generated]
+    pending: set[str]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None

@@ -22,14 +22,14 @@ class InjectedFailure(RuntimeError):
     out a bad worker."""
 
 
-class Synthetic(EngineBase):
-    name = "synthetic"
-    runs_model = False
+class FailureInjection:
+    """The synthetic engines' build and per-shard hook: the failures the job's `engine.fail_*`
+    options ask for (the forward-pass engine and the generator share them)."""
 
-    def __init__(self, options: SyntheticEngineOptions) -> None:
-        self.options = options
-        self.vocab_size = 0
-        self.worker_id = 0
+    name: str
+    options: SyntheticEngineOptions
+    vocab_size: int
+    worker_id: int
 
     def build(self, ctx: BuildContext) -> BuildInfo:
         self.vocab_size = int(ctx.config.vocab_size)
@@ -43,6 +43,17 @@ class Synthetic(EngineBase):
             raise InjectedFailure(f"injected failure on worker {self.worker_id} (engine.fail_workers)")
         if shard.shard_id in self.options.fail_shards:
             raise InjectedFailure(f"injected failure on shard {shard.shard_id} (engine.fail_shards)")
+
+
+class Synthetic(FailureInjection, EngineBase):
+    name = "synthetic"
+    runs_model = False
+
+    def __init__(self, options: SyntheticEngineOptions) -> None:
+        self.options = options
+        self.vocab_size = 0
+        self.worker_id = 0
+
 
     def forward(self, device_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         time.sleep(self.options.latency_ms / 1e3)

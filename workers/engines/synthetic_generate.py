@@ -16,10 +16,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from workers.contract import BuildInfo, ShardTask
-from workers.engines import BuildContext
 from workers.engines.generation import Generated, GenerationRequest, TokenSink
-from workers.engines.synthetic import InjectedFailure
+from workers.engines.synthetic import FailureInjection
 from workers.specs import SyntheticEngineOptions
 
 
@@ -34,7 +32,7 @@ def synthetic_tokens(request: GenerationRequest, vocab_size: int) -> list[int]:
     return tokens
 
 
-class SyntheticGenerator:
+class SyntheticGenerator(FailureInjection):
     name = "synthetic"
     continuous = False
     runs_model = False
@@ -45,18 +43,6 @@ class SyntheticGenerator:
         self.vocab_size = 1
         self.worker_id = 0
 
-    def build(self, ctx: BuildContext) -> BuildInfo:
-        self.vocab_size = int(ctx.config.vocab_size)
-        self.worker_id = ctx.worker_id
-        if self.worker_id in self.options.fail_setup_workers:
-            raise InjectedFailure(f"injected failure at setup on worker {self.worker_id} (engine.fail_setup_workers)")
-        return BuildInfo(engine=self.name)
-
-    def before_shard(self, shard: ShardTask) -> None:
-        if self.worker_id in self.options.fail_workers:
-            raise InjectedFailure(f"injected failure on worker {self.worker_id} (engine.fail_workers)")
-        if shard.shard_id in self.options.fail_shards:
-            raise InjectedFailure(f"injected failure on shard {shard.shard_id} (engine.fail_shards)")
 
     def generate(self, requests: Sequence[GenerationRequest], on_token: TokenSink,
                  clock: Callable[[], float] = time.perf_counter) -> list[Generated]:

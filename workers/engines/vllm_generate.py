@@ -24,27 +24,15 @@ import queue
 from pathlib import Path
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from workers.contract import BuildInfo
 from workers.engines import BuildContext
-from workers.engines.generation import Generated, GenerationRequest, TokenSink
+from workers.engines.generation import Generated, GenerationRequest, PendingCall, TokenSink
 from workers.errors import UserError
 from workers.specs import VllmOptions
 
 DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "tf32": "float32"}
-
-
-@dataclass
-class _Call:
-    requests: dict[str, GenerationRequest]
-    on_token: TokenSink
-    clock: Callable[[], float]
-    out: dict[str, Generated]
-    pending: set[str]
-    done: threading.Event = field(default_factory=threading.Event)
-    error: str | None = None
 
 
 def _import_vllm() -> Any:
@@ -66,7 +54,7 @@ class Vllm:
         self.options = options or VllmOptions()
         self.engine: Any = None
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[str, PendingCall] = {}
         self._ids = itertools.count()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -107,7 +95,7 @@ class Vllm:
         names = [f"r{r.request_id}-{next(self._ids)}" for r in requests]
         if not names:
             return []
-        call = _Call(dict(zip(names, requests)), on_token, clock,
+        call = PendingCall(dict(zip(names, requests)), on_token, clock,
                      {n: Generated(r.request_id) for n, r in zip(names, requests)}, set(names))
         self._inbox.put(call)
         call.done.wait()
@@ -138,7 +126,7 @@ class Vllm:
                 for output in outputs:
                     self._deliver(output, now)
 
-    def _add(self, call: _Call) -> None:
+    def _add(self, call: PendingCall) -> None:
         for name, request in call.requests.items():
             self._calls[name] = call
             self.engine.add_request(name, {"prompt_token_ids": list(request.prompt_ids)}, self._params(request))
